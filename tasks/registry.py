@@ -1,0 +1,531 @@
+"""SeqIO Tasks and Mixtures for PUnifiedNER.
+
+Tasks, per dataset `<ds>` in `entity_types.DATASETS`:
+  punified_prefix_lm_<ds>        language-model adaptation: a sentence split at a random
+                                 character; inputs = left part, targets = right part.
+  punified_ner_<ds>              dataset-dependent prompt (all of the dataset's types; the paper's
+                                 best setup).
+  punified_ner_<ds>_random       random prompt (a random subset of the 37 paper types).
+  punified_ner_<ds>_random_exact random prompt + exact-match prompt (two examples a sentence).
+Validation and test splits are always prompted with the dataset's own types, whatever the task's
+training mode: the paper evaluates every setup that way.
+
+Mixtures, over the configured datasets that have a train split:
+  punified_prefix_lm, punified_ner_joint, punified_ner_joint_random,
+  punified_ner_joint_random_exact.
+Mixing rates are a config choice: "uniform" (each dataset equally likely, the paper's "each
+batch draws examples from all datasets") or "proportional" (rate = min(n_train, cap) **
+(1 / temperature), the T5 paper's examples-proportional mixing with temperature).
+
+Where the data and vocabulary come from is a `DataConfig`, read from environment variables (so a
+real t5x install and every host of a pod see the same thing) and overridable from gin through
+`tasks.configure` (which our trainer calls after parsing gin):
+  PUNIFIED_RAW_DIR      root of the user's downloads (release formats); unset -> built-in corpus
+  PUNIFIED_FORMAT       read every dataset in this format (e.g. punified_json); unset -> release
+  PUNIFIED_TFDS_DIR     read TFDS datasets prepared by `python -m punified_jax prepare` instead
+  PUNIFIED_VOCAB        a SentencePiece .model or a BERT vocab.txt; unset -> a character-level
+                        SentencePiece model trained on the configured datasets' train text and
+                        cached under $PUNIFIED_CACHE (default ~/.cache/punified_jax)
+  PUNIFIED_DATASETS     comma-separated datasets of the mixtures (default: the paper's eight)
+  PUNIFIED_SPLIT_SEED   seed of the paper's held-out splits (MSRA, Boson, People Daily)
+  PUNIFIED_MIXTURE_RATE uniform | proportional;  PUNIFIED_MIXTURE_TEMPERATURE, _CAP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import threading
+from typing import Iterable, Mapping, Optional, Sequence
+
+import gin
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from punified_jax import entity_types
+from punified_jax import metrics
+from punified_jax import prompts
+from punified_jax.data import sources
+from punified_jax.data.example import Example, Span
+
+NER_MODES = {"": "dataset", "_random": "random", "_random_exact": "random_exact"}
+PREFIX_LM_PREFIX = "punified_prefix_lm_"
+NER_PREFIX = "punified_ner_"
+MIXTURES = {
+    "punified_prefix_lm": (PREFIX_LM_PREFIX, ""),
+    "punified_ner_joint": (NER_PREFIX, ""),
+    "punified_ner_joint_random": (NER_PREFIX, "_random"),
+    "punified_ner_joint_random_exact": (NER_PREFIX, "_random_exact"),
+}
+RATE_MODES = ("uniform", "proportional")
+
+# Features of the raw source, one record a sentence. Spans are three parallel vectors.
+SOURCE_FEATURES = {
+    "id": tf.TensorSpec([], tf.string),
+    "split": tf.TensorSpec([], tf.string),
+    "text": tf.TensorSpec([], tf.string),
+    "span_start": tf.TensorSpec([None], tf.int32),
+    "span_end": tf.TensorSpec([None], tf.int32),
+    "span_type": tf.TensorSpec([None], tf.string),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where examples and the vocabulary come from, and how the mixtures are weighted."""
+  raw_dir: Optional[str] = None
+  data_format: Optional[str] = None
+  tfds_dir: Optional[str] = None
+  vocabulary: Optional[str] = None
+  datasets: tuple[str, ...] = entity_types.PAPER_DATASETS
+  split_seed: int = 0
+  mixture_rate: str = "uniform"
+  temperature: float = 1.0
+  cap: Optional[int] = None
+
+  def __post_init__(self):
+    for ds in self.datasets:
+      entity_types.check_dataset(ds)
+    if self.mixture_rate not in RATE_MODES:
+      raise ValueError(f"mixture_rate {self.mixture_rate!r}: expected one of {RATE_MODES}")
+    if self.temperature <= 0:
+      raise ValueError(f"mixture temperature must be > 0, got {self.temperature}")
+
+  @classmethod
+  def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides) -> "DataConfig":
+    env = os.environ if environ is None else environ
+    get = lambda key: env.get(key) or None  # an empty variable counts as unset
+    values = dict(
+        raw_dir=get("PUNIFIED_RAW_DIR"), data_format=get("PUNIFIED_FORMAT"),
+        tfds_dir=get("PUNIFIED_TFDS_DIR"), vocabulary=get("PUNIFIED_VOCAB"),
+        split_seed=int(get("PUNIFIED_SPLIT_SEED") or 0),
+        mixture_rate=get("PUNIFIED_MIXTURE_RATE") or "uniform",
+        temperature=float(get("PUNIFIED_MIXTURE_TEMPERATURE") or 1.0),
+        cap=int(get("PUNIFIED_MIXTURE_CAP")) if get("PUNIFIED_MIXTURE_CAP") else None)
+    if get("PUNIFIED_DATASETS"):
+      values["datasets"] = tuple(d.strip() for d in get("PUNIFIED_DATASETS").split(",")
+                                 if d.strip())
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(values.get("datasets"), str):
+      values["datasets"] = tuple(d.strip() for d in values["datasets"].split(",") if d.strip())
+    return cls(**values)
+
+  def format_for(self, dataset: str) -> Optional[str]:
+    """The configured format if this dataset can be read in it, else its release format."""
+    if self.data_format and self.data_format in sources.DATASET_FORMATS[dataset]:
+      return self.data_format
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+# Loading examples (cached: tasks, mixtures and the vocabulary share one read of each file).
+# ------------------------------------------------------------------------------------------
+
+_load_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=None)
+def _load(dataset: str, raw_dir: Optional[str], data_format: Optional[str], seed: int):
+  with _load_lock:
+    loaded = sources.load_dataset(dataset, raw_dir, format=data_format, seed=seed)
+  for split, report in loaded.repairs.items():
+    if report:
+      logging.warning("%s/%s: lenient reader repaired %s", dataset, split, report.as_dict())
+  return loaded
+
+
+def load_examples(config: DataConfig, dataset: str) -> dict[str, list[Example]]:
+  return _load(dataset, config.raw_dir, config.format_for(dataset), config.split_seed).splits
+
+
+def available_splits(config: DataConfig, dataset: str) -> tuple[str, ...]:
+  """Splits of `dataset` under the config's data directory (empty when it is not there)."""
+  try:
+    return sources.available_splits(dataset, config.raw_dir, format=config.format_for(dataset))
+  except sources.MissingDataError:
+    return ()
+
+
+class ExamplesSource(seqio.DataSource):
+  """A seqio DataSource over the Examples a reader returns (read lazily, on first use).
+
+  Records carry the sentence, its gold spans (raw labels) and the split name, which the prompt
+  preprocessor uses to prompt held-out splits with the dataset's own types.
+  """
+
+  def __init__(self, config: DataConfig, dataset: str, splits: Sequence[str]):
+    self._config = config
+    self._dataset = dataset
+    super().__init__(splits=splits, caching_permitted=False)
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return True  # we shard records ourselves, by index
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    return [split]
+
+  def num_input_examples(self, split: str) -> int:
+    return len(load_examples(self._config, self._dataset)[split])
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: Optional[int] = None,
+                  shard_info: Optional[seqio.ShardInfo] = None, *, sequence_length=None,
+                  use_cached=False, num_epochs=1) -> tf.data.Dataset:
+    del sequence_length, use_cached, num_epochs
+    examples = load_examples(self._config, self._dataset)[split]
+    order = np.arange(len(examples))
+    if shuffle and seed is not None:
+      order = np.random.default_rng(int(seed)).permutation(len(examples))
+    if shard_info and shard_info.num_shards > 1:
+      order = order[shard_info.index::shard_info.num_shards]
+    dataset, split_name = self._dataset, split
+
+    def records():
+      for i in order:
+        ex = examples[i]
+        yield {
+            "id": f"{dataset}-{split_name}-{i}",
+            "split": split_name,
+            "text": ex.text,
+            "span_start": np.array([s.start for s in ex.spans], np.int32),
+            "span_end": np.array([s.end for s in ex.spans], np.int32),
+            "span_type": np.array([s.type.encode("utf-8") for s in ex.spans], np.bytes_),
+        }
+
+    return tf.data.Dataset.from_generator(records, output_signature=SOURCE_FEATURES)
+
+
+class TfdsSplitSource(seqio.TfdsDataSource):
+  """TfdsDataSource whose records carry their split name (see ExamplesSource)."""
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed=None, shard_info=None,
+                  **kwargs) -> tf.data.Dataset:
+    ds = super().get_dataset(split=split, shuffle=shuffle, seed=seed, shard_info=shard_info,
+                             **kwargs)
+
+    def flatten(record):
+      return {"id": record["id"], "split": tf.constant(split), "text": record["text"],
+              "span_start": tf.cast(record["spans"]["start"], tf.int32),
+              "span_end": tf.cast(record["spans"]["end"], tf.int32),
+              "span_type": record["spans"]["type"]}
+
+    return ds.map(flatten, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+# ------------------------------------------------------------------------------------------
+# Preprocessors
+# ------------------------------------------------------------------------------------------
+
+
+def _example_of(text: bytes, starts, ends, types_) -> Example:
+  text = text.decode("utf-8")
+  return Example(text, [Span(int(s), int(e), t.decode("utf-8"))
+                        for s, e, t in zip(starts, ends, types_)])
+
+
+def _rng_of(seed) -> np.random.Generator:
+  # seqio hands each example a stateless seed: a pair of int32.
+  return np.random.default_rng([int(x) & 0xFFFFFFFF for x in np.asarray(seed).ravel()])
+
+
+def prompt_ner(ds: tf.data.Dataset, *, dataset: str, mode: str) -> tf.data.Dataset:
+  """Sentence records -> {"inputs", "targets"} strings in the paper's prompt format.
+
+  Also keeps, for evaluation: "text", "id", and gold offsets ("gold_starts", "gold_ends",
+  "gold_types" with prompt names) that metrics.offset_exact_f1 reads. Held-out splits always
+  use the dataset prompt. A "random_exact" training record yields two examples.
+  """
+  prompt_mode = mode
+
+  def build(text, split, starts, ends, types_, seed):
+    example = _example_of(text, starts, ends, types_)
+    use_mode = prompt_mode if split == b"train" else "dataset"
+    made = prompts.make_ner_example(example, dataset, use_mode, _rng_of(seed))
+    golds = [(s.start, s.end, entity_types.prompt_name(dataset, s.type)) for s in example.spans]
+    # An empty object array crashes tf.numpy_function's string conversion; use bytes_ dtype.
+    as_bytes = lambda values: np.array([v.encode("utf-8") for v in values], np.bytes_)
+    return (as_bytes([m["inputs"] for m in made]), as_bytes([m["targets"] for m in made]),
+            np.array([g[0] for g in golds], np.int32), np.array([g[1] for g in golds], np.int32),
+            as_bytes([g[2] for g in golds]))
+
+  @seqio.map_over_dataset(num_seeds=1)
+  def to_prompted(record, seed):
+    inputs, targets, gold_starts, gold_ends, gold_types = tf.numpy_function(
+        build, [record["text"], record["split"], record["span_start"], record["span_end"],
+                record["span_type"], seed],
+        [tf.string, tf.string, tf.int32, tf.int32, tf.string], stateful=False)
+    return {
+        "inputs": tf.ensure_shape(inputs, [None]),  # [1], or [2] for random_exact training
+        "targets": tf.ensure_shape(targets, [None]),
+        "id": record["id"],
+        "text": record["text"],
+        metrics.GOLD_STARTS_FEATURE: tf.ensure_shape(gold_starts, [None]),
+        metrics.GOLD_ENDS_FEATURE: tf.ensure_shape(gold_ends, [None]),
+        metrics.GOLD_TYPES_FEATURE: tf.ensure_shape(gold_types, [None]),
+    }
+
+  def pick(record, index):
+    return {**record, "inputs": record["inputs"][index], "targets": record["targets"][index]}
+
+  prompted = to_prompted(ds)
+  if mode != "random_exact":
+    return prompted.map(lambda r: pick(r, 0), num_parallel_calls=tf.data.AUTOTUNE)
+
+  # Two examples for a training record, one for a held-out one. (Not `unbatch`: TF 2.21
+  # crashes unbatching a [n, 0] string tensor, i.e. the gold types of a sentence without
+  # entities.)
+  def expand(record):
+    first = tf.data.Dataset.from_tensors(pick(record, 0))
+    second = tf.data.Dataset.from_tensors(pick(record, tf.shape(record["inputs"])[0] - 1))
+    return first.concatenate(second.take(tf.cast(tf.shape(record["inputs"])[0] > 1, tf.int64)))
+
+  return prompted.flat_map(expand)
+
+
+def prefix_lm(ds: tf.data.Dataset) -> tf.data.Dataset:
+  """Sentence records -> {"inputs": left part, "targets": right part} at a random character.
+
+  Sentences shorter than two characters have no split point and yield no example (a documented
+  property of the objective, not a repair).
+  """
+
+  def build(text, seed):
+    made = prompts.make_prefix_lm_example(text.decode("utf-8"), _rng_of(seed))
+    if made is None:
+      return np.zeros([0], np.bytes_), np.zeros([0], np.bytes_)
+    return (np.array([made["inputs"].encode("utf-8")], np.bytes_),
+            np.array([made["targets"].encode("utf-8")], np.bytes_))
+
+  @seqio.map_over_dataset(num_seeds=1)
+  def split_text(record, seed):
+    inputs, targets = tf.numpy_function(build, [record["text"], seed], [tf.string, tf.string],
+                                        stateful=False)
+    return {"inputs": tf.ensure_shape(inputs, [None]),  # [1], or [0] for a 1-character text
+            "targets": tf.ensure_shape(targets, [None]), "id": record["id"]}
+
+  return (split_text(ds).filter(lambda r: tf.shape(r["inputs"])[0] > 0)
+          .map(lambda r: {**r, "inputs": r["inputs"][0], "targets": r["targets"][0]}))
+
+
+# ------------------------------------------------------------------------------------------
+# Vocabulary
+# ------------------------------------------------------------------------------------------
+
+
+def _cache_dir() -> str:
+  return os.environ.get("PUNIFIED_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                          "punified_jax")
+
+
+def _data_fingerprint(config: DataConfig) -> str:
+  """Identifies the training text a default vocabulary is built from (paths, sizes, mtimes)."""
+  parts = [json.dumps([config.raw_dir and os.path.abspath(config.raw_dir), config.data_format,
+                       sorted(config.datasets), config.split_seed, VOCAB_RECIPE_VERSION])]
+  if config.raw_dir:
+    for dataset in sorted(config.datasets):
+      try:
+        directory = sources.dataset_dir(dataset, config.raw_dir, config.format_for(dataset))
+      except sources.MissingDataError:
+        continue
+      for name in sorted(os.listdir(directory)):
+        stat = os.stat(os.path.join(directory, name))
+        parts.append(f"{dataset}/{name}:{stat.st_size}:{int(stat.st_mtime)}")
+  return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+VOCAB_RECIPE_VERSION = 1
+
+
+def default_vocabulary_path(config: DataConfig) -> str:
+  """Trains (once, then reuses) a character-level SentencePiece model on the train text."""
+  from punified_jax import vocab  # pylint: disable=g-import-not-at-top
+  path = os.path.join(_cache_dir(), "vocab", f"punified_char_{_data_fingerprint(config)}.model")
+  if not os.path.exists(path):
+    texts = []
+    for dataset in config.datasets:
+      if "train" in available_splits(config, dataset):
+        texts.extend(ex.text for ex in load_examples(config, dataset)["train"])
+    if not texts:
+      raise ValueError(f"no training text found for datasets {config.datasets} under "
+                       f"{config.raw_dir or 'the built-in corpus'}")
+    vocab.train_sentencepiece(texts, path)
+    logging.info("trained the default vocabulary on %d sentences: %s", len(texts), path)
+  return path
+
+
+class LazyVocabulary(seqio.Vocabulary):
+  """Defers building the vocabulary (reading data, maybe training it) to its first use.
+
+  Registering tasks must be cheap (every `import tasks` does it); the vocabulary is only needed
+  once a dataset is tokenized.
+  """
+
+  def __init__(self, config: DataConfig):
+    self._config = config
+    self._vocab = None
+    self._lock = threading.Lock()
+    super().__init__(extra_ids=0)
+
+  @property
+  def vocabulary(self) -> seqio.Vocabulary:
+    with self._lock:
+      if self._vocab is None:
+        from punified_jax import vocab  # pylint: disable=g-import-not-at-top
+        path = self._config.vocabulary or default_vocabulary_path(self._config)
+        self._vocab = vocab.get_vocabulary(path)
+      return self._vocab
+
+  # Delegation of seqio.Vocabulary's interface.
+  eos_id = property(lambda self: self.vocabulary.eos_id)
+  pad_id = property(lambda self: self.vocabulary.pad_id)
+  unk_id = property(lambda self: self.vocabulary.unk_id)
+  _base_vocab_size = property(lambda self: self.vocabulary.vocab_size)
+
+  def _encode(self, s):
+    return self.vocabulary.encode(s)
+
+  def _decode(self, ids):
+    return self.vocabulary.decode(ids)
+
+  def _encode_tf(self, s):
+    return self.vocabulary.encode_tf(s)
+
+  def _decode_tf(self, ids):
+    return self.vocabulary.decode_tf(ids)
+
+  def __getattr__(self, name):
+    # Vocabulary-specific helpers (offsets, sentencepiece_model_file, ...) reach the real one.
+    if name.startswith("__") or name in ("_config", "_vocab", "_lock"):
+      raise AttributeError(name)
+    return getattr(self.vocabulary, name)
+
+  def __eq__(self, other):
+    if isinstance(other, LazyVocabulary):
+      return self._config == other._config
+    return NotImplemented
+
+  def __hash__(self):
+    return hash(self._config)
+
+
+# ------------------------------------------------------------------------------------------
+# Registration
+# ------------------------------------------------------------------------------------------
+
+
+def _register_task(name: str, **kwargs) -> None:
+  seqio.TaskRegistry.remove(name)  # re-registration (a new config) replaces the old task
+  seqio.TaskRegistry.add(name, **kwargs)
+
+
+def _register_mixture(name: str, tasks: list, default_rate) -> None:
+  seqio.MixtureRegistry.remove(name)
+  seqio.MixtureRegistry.add(name, tasks, default_rate=default_rate)
+
+
+def mixture_rate_fn(config: DataConfig):
+  """The mixing rate of a task under `config`: 1.0, or min(n_train, cap) ** (1 / T)."""
+  if config.mixture_rate == "uniform":
+    return 1.0
+
+  def rate(task: seqio.Task) -> float:
+    n = task.num_input_examples("train")
+    if config.cap is not None:
+      n = min(n, config.cap)
+    return float(n) ** (1.0 / config.temperature)
+
+  return rate
+
+
+_current: Optional[DataConfig] = None
+
+
+def current_config() -> Optional[DataConfig]:
+  """The config of the last `register_all` call."""
+  return _current
+
+
+def register_all(config: Optional[DataConfig] = None) -> DataConfig:
+  """(Re-)registers every task and mixture for `config` (default: from the environment)."""
+  global _current
+  config = config or DataConfig.from_env()
+  vocabulary = LazyVocabulary(config)
+  output_features = {
+      "inputs": seqio.Feature(vocabulary=vocabulary, add_eos=True, required=True),
+      "targets": seqio.Feature(vocabulary=vocabulary, add_eos=True),
+  }
+  tail = [seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim]
+  # A new config replaces everything the previous one registered (a dataset that is not in the
+  # new data directory must not linger with a stale source).
+  for name in list(seqio.MixtureRegistry.names()):
+    if name in MIXTURES:
+      seqio.MixtureRegistry.remove(name)
+  for name in list(seqio.TaskRegistry.names()):
+    if name.startswith((NER_PREFIX, PREFIX_LM_PREFIX)):
+      seqio.TaskRegistry.remove(name)
+  with_train: dict[str, list[str]] = {name: [] for name in MIXTURES}
+  for dataset in entity_types.DATASETS:
+    splits = available_splits(config, dataset)
+    if config.tfds_dir:
+      from punified_jax.data import tfds_builder  # pylint: disable=g-import-not-at-top
+      name = tfds_builder.config_name(dataset, config.format_for(dataset), config.split_seed)
+      source = TfdsSplitSource(tfds_name=f"punified_ner/{name}:{tfds_builder.BUILDER_VERSION}",
+                               tfds_data_dir=config.tfds_dir)
+      splits = splits or ("train", "validation", "test")
+    elif splits:
+      source = ExamplesSource(config, dataset, splits)
+    else:
+      continue
+    _register_task(f"{PREFIX_LM_PREFIX}{dataset}", source=source,
+                   preprocessors=[prefix_lm, *tail], output_features=output_features)
+    for suffix, mode in NER_MODES.items():
+      _register_task(
+          f"{NER_PREFIX}{dataset}{suffix}", source=source,
+          preprocessors=[functools.partial(prompt_ner, dataset=dataset, mode=mode), *tail],
+          output_features=output_features, postprocess_fn=metrics.ner_postprocessor,
+          metric_fns=[metrics.make_metric_fn(dataset),
+                      metrics.make_metric_fn(dataset, variant="offset")])
+    if dataset in config.datasets and "train" in splits:
+      for mixture, (prefix, suffix) in MIXTURES.items():
+        with_train[mixture].append(f"{prefix}{dataset}{suffix}")
+  rate = mixture_rate_fn(config)
+  for mixture, task_names in with_train.items():
+    if task_names:
+      _register_mixture(mixture, task_names, rate)
+  missing = [d for d in config.datasets if f"{NER_PREFIX}{d}" not in with_train["punified_ner_joint"]]
+  if missing:
+    logging.warning("datasets without a train split under %s are left out of the mixtures: %s",
+                    config.raw_dir or "the built-in corpus", ", ".join(missing))
+  _current = config
+  return config
+
+
+@gin.configurable(module="tasks")
+def configure(raw_dir: Optional[str] = None, data_format: Optional[str] = None,
+              tfds_dir: Optional[str] = None, vocabulary: Optional[str] = None,
+              datasets: Optional[Sequence[str]] = None, split_seed: Optional[int] = None,
+              mixture_rate: Optional[str] = None, temperature: Optional[float] = None,
+              cap: Optional[int] = None) -> DataConfig:
+  """Re-registers the tasks with gin-bound overrides on top of the environment's config.
+
+  Our trainer calls this after parsing gin, so `tasks.configure.raw_dir = '/data'` in a gin file
+  works like PUNIFIED_RAW_DIR. Returns the config in effect.
+  """
+  config = DataConfig.from_env(
+      raw_dir=raw_dir, data_format=data_format, tfds_dir=tfds_dir, vocabulary=vocabulary,
+      datasets=tuple(datasets) if datasets is not None and not isinstance(datasets, str)
+      else datasets, split_seed=split_seed, mixture_rate=mixture_rate,
+      temperature=temperature, cap=cap)
+  if config != _current:
+    register_all(config)
+  return config
+
+
+def vocabulary_for(config: Optional[DataConfig] = None) -> seqio.Vocabulary:
+  """The (lazy) vocabulary the tasks registered under `config` use."""
+  return LazyVocabulary(config or _current or DataConfig.from_env())
