@@ -259,20 +259,24 @@ def heldout_size(total: int, want: int = HELDOUT_SIZE) -> int:
   return min(want, total // 4)
 
 
-def heldout_split(total: int, names: tuple[str, ...], seed: int) -> dict[str, list[int]]:
+def heldout_split(total: int, names: tuple[str, ...], seed: int,
+                  sizes: Optional[dict[str, int]] = None) -> dict[str, list[int]]:
   """Indices 0..total-1 divided into `names` held-out splits and "train", from `seed`.
 
   The order is sorted(range(total), key=blake2b(f"{seed}:{index}")): a pure function of the
   seed and the index, so the split is the same on every machine and every Python/NumPy
   version. The first heldout_size(total) indices of that order go to names[0], the next to
-  names[1], ...; the rest are train. Each split keeps file order.
+  names[1], ...; the rest are train. Each split keeps file order. `sizes` overrides the size per
+  held-out split (the built-in corpus records its own in its marker file).
   """
-  size = heldout_size(total)
   order = sorted(range(total), key=lambda i: _heldout_key(seed, i))
   assignment = {}
-  for k, name in enumerate(names):
-    for index in order[k * size:(k + 1) * size]:
+  taken = 0
+  for name in names:
+    size = (sizes or {}).get(name, heldout_size(total))
+    for index in order[taken:taken + size]:
       assignment[index] = name
+    taken += size
   result: dict[str, list[int]] = {"train": []}
   for name in names:
     result[name] = []
@@ -332,6 +336,15 @@ def _builtin_dir() -> str:
   return builtin_corpus_dir()
 
 
+def _builtin_heldout_sizes(raw_dir: str, dataset: str) -> Optional[dict[str, int]]:
+  """The held-out sizes the built-in corpus's marker records, or None for any other data."""
+  try:
+    from punified_jax.data import builtin  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return builtin.held_out_sizes(raw_dir, dataset)
+
+
 def load_dataset(dataset: str, raw_dir: Optional[str] = None, *, format: Optional[str] = None,
                  strict: bool = False, seed: int = 0) -> LoadedDataset:
   """Reads every split of `dataset` that its layout finds under `raw_dir` (see module doc)."""
@@ -355,7 +368,8 @@ def load_dataset(dataset: str, raw_dir: Optional[str] = None, *, format: Optiona
     examples, deltas, trailing = _read_attributed(read(paths, file_report), file_report)
     # Every held-out split is present, even when a tiny file leaves it empty, so the split
     # names depend on the files only (see `available_splits`).
-    for name, indices in heldout_split(len(examples), heldout, seed).items():
+    sizes = _builtin_heldout_sizes(raw_dir, dataset)
+    for name, indices in heldout_split(len(examples), heldout, seed, sizes).items():
       splits[name] = [examples[i] for i in indices]
       counts = sum((deltas[i] for i in indices), collections.Counter())
       if name == "train":
