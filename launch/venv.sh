@@ -26,6 +26,8 @@ fi
 if [[ "$(cat "$VENV/.punified_stamp" 2>/dev/null)" != "$(stamp_of)" ]]; then
   echo "[venv] installing requirements (about a minute on a fresh machine)" >&2
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements.txt" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e "$ROOT" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  # The repository root on the venv's path (a .pth file): `punified_jax` and `tasks` import from
+  # anywhere, and new modules need no reinstall (an editable install maps packages once).
+  "$VENV/bin/python" -c 'import site, sys; open(site.getsitepackages()[0] + "/punified_jax_repo.pth", "w").write(sys.argv[1] + "\n")' "$ROOT"
   stamp_of > "$VENV/.punified_stamp"
 fi
