@@ -1,0 +1,312 @@
+"""Jitted greedy and beam-search decoding over a KV cache, with a logits-constraint hook.
+
+Model-agnostic: the decoder is a `step_fn(token_ids [rows], cache, step) -> (logits [rows,
+vocab], cache)` that consumes one token per row and returns the next-token logits; the cache is
+any pytree whose non-scalar leaves have `rows` as their leading axis (scalar leaves, such as a
+cache index, are shared by all rows).  `punified_jax.generate` builds it from the T5 model.
+
+Everything runs inside one `jax.lax.while_loop` with a static maximum length, so the whole
+search compiles once per (batch, beam, length) shape and stops early when every row is done.
+
+Rows.  Greedy decodes `batch` rows.  Beam search decodes `batch * beam_size` rows laid out
+example-major (row = example * beam_size + beam); `expand_to_beams` makes that layout.
+
+Constraint hook.  A `LogitsConstraint` is called inside the loop at every step, on every row,
+before the next token is chosen.  Its state is any pytree of arrays with leading axis `rows`
+(for the NER copy constraint, e.g. [rows, input_len] booleans plus small ints); beam search
+reorders it together with the KV cache whenever beams are reordered.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional, Protocol
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+PyTree = Any
+StepFn = Callable[[Array, PyTree, Array], tuple[Array, PyTree]]
+
+# What a constraint writes into the logits of a forbidden token.  Finite so that a row whose
+# tokens are all forbidden does not turn the softmax into NaN; any logit at or below
+# FORBIDDEN_LOGIT / 2 is treated by the search as forbidden (log-prob -inf, never chosen).
+FORBIDDEN_LOGIT = -1e10
+
+
+class LogitsConstraint(Protocol):
+  """Restricts which tokens may come next.  Must be a pytree (e.g. a `flax.struct.dataclass`):
+  it is passed through `jax.jit`, its array fields are traced and static configuration belongs
+  in `flax.struct.field(pytree_node=False)`.
+  """
+
+  def init(self, encoder_input_tokens: Array) -> PyTree:
+    """State for all rows, from the encoder input ids [rows, input_len] (int32).
+
+    Rows follow the decoding layout (example-major, beams adjacent).  Whatever the steps need
+    from the input (ids, copy positions, allowed types) belongs in this state.
+    """
+
+  def step(self, state: PyTree, token_ids: Array, logits: Array,
+           step: Array) -> tuple[Array, PyTree]:
+    """One decoding step.
+
+    token_ids [rows] int32: the token the decoder consumed at this step, i.e. the token chosen
+      at step - 1 (at step 0 it is the decoder start token, not a generated token).
+    logits [rows, vocab] float32: scores for the token to choose at this step.
+    step: int32 scalar, 0-based.
+    Returns (logits with forbidden tokens set to FORBIDDEN_LOGIT, state after `token_ids`).
+    Rows that already ended keep being stepped; their results are ignored.
+    """
+
+
+@flax.struct.dataclass
+class AllowedTokensConstraint:
+  """The simplest constraint: a fixed boolean vocabulary mask per example.
+
+  allowed: bool [batch, vocab]; True where the token may be generated.  Remember to allow the
+  EOS token, or the row can only end at the maximum length.
+  """
+  allowed: Array
+
+  def init(self, encoder_input_tokens: Array) -> Array:
+    rows = encoder_input_tokens.shape[0]
+    batch = self.allowed.shape[0]
+    if rows % batch:
+      raise ValueError(f"AllowedTokensConstraint has {batch} examples but decoding has "
+                       f"{rows} rows (not a multiple)")
+    return jnp.repeat(self.allowed.astype(bool), rows // batch, axis=0)
+
+  def step(self, state: Array, token_ids: Array, logits: Array,
+           step: Array) -> tuple[Array, Array]:
+    del token_ids, step  # The mask does not depend on the history.
+    return jnp.where(state, logits, FORBIDDEN_LOGIT), state
+
+
+class DecodeOutput(NamedTuple):
+  """tokens: int32 [batch, len] (greedy) or [batch, beam, len] (beam); after EOS (included)
+  every position is 0.  log_probs: summed token log-probabilities (under the constrained
+  distribution when a constraint is used).  scores: log_probs / length_penalty(length), the
+  ranking score; beams are sorted by it, best first.  A hypothesis that does not exist (a beam
+  slot left empty, or a row with every token forbidden) has score and log_prob -inf and, in beam
+  search, all-zero tokens.
+  """
+  tokens: Array
+  log_probs: Array
+  scores: Array
+
+
+def length_penalty(length: Array, alpha: float) -> Array:
+  """GNMT / T5 length penalty ((5 + length) / 6) ** alpha; length counts the EOS token."""
+  return ((5.0 + length.astype(jnp.float32)) / 6.0) ** alpha
+
+
+def expand_to_beams(tree: PyTree, beam_size: int) -> PyTree:
+  """[batch, ...] -> [batch * beam_size, ...] with each example's copies adjacent."""
+  return jax.tree_util.tree_map(
+      lambda x: x if jnp.ndim(x) == 0 else jnp.repeat(x, beam_size, axis=0), tree)
+
+
+def gather_beams(tree: PyTree, beam_indices: Array, batch: int, beam_size: int) -> PyTree:
+  """Reorder rows: new row (b, k) takes old row (b, beam_indices[b, k]).  Scalars are kept."""
+
+  def gather(x):
+    if jnp.ndim(x) == 0:
+      return x
+    if x.shape[0] != batch * beam_size:
+      raise ValueError(f"state leaf with leading axis {x.shape[0]} cannot be gathered by beam: "
+                       f"expected batch * beam = {batch * beam_size} rows")
+    x = x.reshape((batch, beam_size) + x.shape[1:])
+    index = beam_indices.reshape(beam_indices.shape + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, index, axis=1).reshape((batch * beam_size,) + x.shape[2:])
+
+  return jax.tree_util.tree_map(gather, tree)
+
+
+def _next_token_log_probs(step_fn: StepFn, constraint: Optional[LogitsConstraint],
+                          token_ids: Array, cache: PyTree, constraint_state: PyTree,
+                          step: Array) -> tuple[Array, PyTree, PyTree]:
+  """Run the decoder and the constraint: float32 log-probs [rows, vocab] (-inf = forbidden)."""
+  logits, cache = step_fn(token_ids, cache, step)
+  logits = logits.astype(jnp.float32)
+  if constraint is not None:
+    logits, constraint_state = constraint.step(constraint_state, token_ids, logits, step)
+    forbidden = logits <= FORBIDDEN_LOGIT / 2
+    log_probs = jnp.where(forbidden, -jnp.inf, jax.nn.log_softmax(logits, axis=-1))
+  else:
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+  return log_probs, cache, constraint_state
+
+
+def _check_args(encoder_input_tokens: Array, max_decode_length: int, eos_id: int,
+                rows_per_example: int) -> None:
+  if encoder_input_tokens.ndim != 2:
+    raise ValueError(f"encoder_input_tokens must be [rows, input_len], got "
+                     f"{encoder_input_tokens.shape}")
+  if encoder_input_tokens.shape[0] % rows_per_example:
+    raise ValueError(f"{encoder_input_tokens.shape[0]} rows is not a multiple of beam_size "
+                     f"{rows_per_example}: expand inputs with expand_to_beams first")
+  if not isinstance(max_decode_length, int) or max_decode_length < 1:
+    raise ValueError(f"max_decode_length must be a positive int, got {max_decode_length!r}")
+  if eos_id < 0:
+    raise ValueError(f"eos_id must be >= 0, got {eos_id}")
+
+
+def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *,
+                  max_decode_length: int, start_token_id: int = 0, eos_id: int = 1,
+                  alpha: float = 0.6,
+                  constraint: Optional[LogitsConstraint] = None) -> DecodeOutput:
+  """Arg-max decoding of `rows` sequences; stops when every row has produced EOS.
+
+  cache: the decoder cache for `rows` = encoder_input_tokens.shape[0] rows.
+  Returns tokens [rows, max_decode_length], log_probs [rows], scores [rows] (log_probs over the
+  length penalty with `alpha`, comparable with beam-search scores).
+  """
+  _check_args(encoder_input_tokens, max_decode_length, eos_id, 1)
+  rows = encoder_input_tokens.shape[0]
+  constraint_state = None if constraint is None else constraint.init(encoder_input_tokens)
+
+  def not_finished(carry):
+    step, _, _, done, *_ = carry
+    return (step < max_decode_length) & ~jnp.all(done)
+
+  def body(carry):
+    step, tokens, current, done, log_prob, length, cache, constraint_state = carry
+    log_probs, cache, constraint_state = _next_token_log_probs(
+        step_fn, constraint, current, cache, constraint_state, step)
+    best = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+    best_log_prob = jnp.max(log_probs, axis=-1)
+    # A row with every token forbidden ends here (EOS) with log-prob -inf.
+    best = jnp.where(jnp.isneginf(best_log_prob), eos_id, best)
+    best = jnp.where(done, 0, best)
+    log_prob = log_prob + jnp.where(done, 0.0, best_log_prob)
+    length = length + (~done).astype(jnp.int32)
+    tokens = jax.lax.dynamic_update_slice_in_dim(tokens, best[:, None], step, axis=1)
+    done = done | (best == eos_id)
+    return step + 1, tokens, best, done, log_prob, length, cache, constraint_state
+
+  carry = (jnp.array(0, jnp.int32), jnp.zeros((rows, max_decode_length), jnp.int32),
+           jnp.full((rows,), start_token_id, jnp.int32), jnp.zeros((rows,), bool),
+           jnp.zeros((rows,), jnp.float32), jnp.zeros((rows,), jnp.int32), cache,
+           constraint_state)
+  _, tokens, _, _, log_prob, length, _, _ = jax.lax.while_loop(not_finished, body, carry)
+  return DecodeOutput(tokens, log_prob, log_prob / length_penalty(length, alpha))
+
+
+class _BeamState(NamedTuple):
+  step: Array            # int32 scalar
+  alive_tokens: Array    # int32 [batch, beam, len]: hypotheses still growing
+  alive_log_probs: Array  # float32 [batch, beam]; -inf for empty slots
+  current: Array         # int32 [rows]: last token of each alive hypothesis
+  finished_tokens: Array  # int32 [batch, beam, len]: hypotheses that ended with EOS
+  finished_log_probs: Array  # float32 [batch, beam]
+  finished_scores: Array  # float32 [batch, beam], sorted best first; -inf for empty slots
+  done: Array            # bool [batch]: nothing alive can beat the finished pool
+  cache: PyTree
+  constraint_state: PyTree
+
+
+def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, beam_size: int,
+                max_decode_length: int, start_token_id: int = 0, eos_id: int = 1,
+                alpha: float = 0.6,
+                constraint: Optional[LogitsConstraint] = None) -> DecodeOutput:
+  """Beam search with T5's length penalty; returns every beam, best first.
+
+  cache and encoder_input_tokens must already have batch * beam_size rows (`expand_to_beams`).
+  Each step extends the `beam_size` alive hypotheses of an example by every token, keeps the
+  best 2 * beam_size candidates (so that beam_size of them can stay alive even if the rest end),
+  moves those ending in EOS into a pool of the best `beam_size` finished hypotheses (ranked by
+  log_prob / length_penalty) and keeps the best non-EOS ones alive, reordering the cache and
+  constraint state to follow them.  An example is done when its pool is full and no alive
+  hypothesis could still beat the worst pooled one (alive log-probs only fall, and the length
+  penalty is largest at max_decode_length).  Hypotheses that reach max_decode_length without
+  EOS are ranked with the finished ones by the same score (as Hugging Face does; t5x only uses
+  them when nothing finished), so every slot is filled whenever beam_size hypotheses exist;
+  such a hypothesis has no EOS in its tokens.
+
+  Returns tokens [batch, beam, len], log_probs [batch, beam], scores [batch, beam].
+  """
+  if not isinstance(beam_size, int) or beam_size < 1:
+    raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
+  if alpha < 0:
+    # The early stop assumes the length penalty never shrinks as hypotheses grow.
+    raise ValueError(f"alpha must be >= 0, got {alpha}")
+  _check_args(encoder_input_tokens, max_decode_length, eos_id, beam_size)
+  rows = encoder_input_tokens.shape[0]
+  batch = rows // beam_size
+  length = max_decode_length
+  constraint_state = None if constraint is None else constraint.init(encoder_input_tokens)
+  best_possible_penalty = length_penalty(jnp.array(length), alpha)
+
+  def not_finished(state: _BeamState):
+    return (state.step < length) & ~jnp.all(state.done)
+
+  def body(state: _BeamState) -> _BeamState:
+    step = state.step
+    log_probs, cache, constraint_state = _next_token_log_probs(
+        step_fn, constraint, state.current, state.cache, state.constraint_state, step)
+    vocab = log_probs.shape[-1]
+    # [batch, beam * vocab]: total log-prob of every one-token extension.
+    candidates = (state.alive_log_probs[:, :, None]
+                  + log_probs.reshape(batch, beam_size, vocab)).reshape(batch, -1)
+    top_log_probs, top_index = jax.lax.top_k(candidates, 2 * beam_size)
+    source_beam = top_index // vocab  # [batch, 2 * beam]
+    top_token = (top_index % vocab).astype(jnp.int32)
+    top_tokens = jnp.take_along_axis(state.alive_tokens, source_beam[:, :, None], axis=1)
+    top_tokens = jax.lax.dynamic_update_slice_in_dim(top_tokens, top_token[:, :, None], step,
+                                                     axis=2)
+    ends = top_token == eos_id
+    exists = top_log_probs > -jnp.inf
+
+    # Merge the candidates that end here into the finished pool.
+    new_scores = jnp.where(ends & exists, top_log_probs / length_penalty(step + 1, alpha),
+                           -jnp.inf)
+    pool_scores = jnp.concatenate([state.finished_scores, new_scores], axis=1)
+    pool_log_probs = jnp.concatenate([state.finished_log_probs, top_log_probs], axis=1)
+    pool_tokens = jnp.concatenate([state.finished_tokens, top_tokens], axis=1)
+    finished_scores, keep = jax.lax.top_k(pool_scores, beam_size)
+    finished_log_probs = jnp.take_along_axis(pool_log_probs, keep, axis=1)
+    finished_log_probs = jnp.where(finished_scores > -jnp.inf, finished_log_probs, -jnp.inf)
+    finished_tokens = jnp.take_along_axis(pool_tokens, keep[:, :, None], axis=1)
+
+    # The best candidates that do not end stay alive; the cache and the constraint state
+    # follow the beam each one extends.
+    alive_log_probs, keep = jax.lax.top_k(jnp.where(ends, -jnp.inf, top_log_probs), beam_size)
+    alive_tokens = jnp.take_along_axis(top_tokens, keep[:, :, None], axis=1)
+    parent = jnp.take_along_axis(source_beam, keep, axis=1)
+    cache = gather_beams(cache, parent, batch, beam_size)
+    constraint_state = gather_beams(constraint_state, parent, batch, beam_size)
+    current = jnp.take_along_axis(top_token, keep, axis=1).reshape(rows)
+
+    best_alive_bound = jnp.max(alive_log_probs, axis=1) / best_possible_penalty
+    pool_full = finished_scores[:, -1] > -jnp.inf
+    done = state.done | (pool_full & (finished_scores[:, -1] >= best_alive_bound)) | jnp.all(
+        jnp.isneginf(alive_log_probs), axis=1)
+    return _BeamState(step + 1, alive_tokens, alive_log_probs, current, finished_tokens,
+                      finished_log_probs, finished_scores, done, cache, constraint_state)
+
+  # Only beam 0 starts alive, so the first step does not pick beam_size copies of one token.
+  initial_alive = jnp.tile(
+      jnp.array([0.0] + [-jnp.inf] * (beam_size - 1), jnp.float32)[None], (batch, 1))
+  empty_tokens = jnp.zeros((batch, beam_size, length), jnp.int32)
+  empty_scores = jnp.full((batch, beam_size), -jnp.inf, jnp.float32)
+  state = _BeamState(jnp.array(0, jnp.int32), empty_tokens, initial_alive,
+                     jnp.full((rows,), start_token_id, jnp.int32), empty_tokens, empty_scores,
+                     empty_scores, jnp.zeros((batch,), bool), cache, constraint_state)
+  state = jax.lax.while_loop(not_finished, body, state)
+
+  # Hypotheses still alive at max_decode_length (no EOS) compete for the slots by the same
+  # score.  Examples that stopped early need not be checked: nothing alive could win there.
+  alive_scores = jnp.where(state.done[:, None], -jnp.inf,
+                           state.alive_log_probs / length_penalty(state.step, alpha))
+  scores, keep = jax.lax.top_k(
+      jnp.concatenate([state.finished_scores, alive_scores], axis=1), beam_size)
+  log_probs = jnp.take_along_axis(
+      jnp.concatenate([state.finished_log_probs, state.alive_log_probs], axis=1), keep, axis=1)
+  tokens = jnp.take_along_axis(
+      jnp.concatenate([state.finished_tokens, state.alive_tokens], axis=1), keep[:, :, None],
+      axis=1)
+  exists = scores > -jnp.inf
+  return DecodeOutput(jnp.where(exists[:, :, None], tokens, 0),
+                      jnp.where(exists, log_probs, -jnp.inf), scores)

@@ -1,0 +1,143 @@
+"""Glue between the T5 model and the decoding loops: params + encoder ids -> decoded ids.
+
+`predict_batch` is one jitted function (encoder pass, cache set-up, search loop) used by the
+trainer's evaluation and by the extractor.  It compiles once per (model config, input shape,
+beam_size, max_decode_length, alpha, eos_id, constraint type) and is reused afterwards.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+from punified_jax import decoding
+from punified_jax.model import T5Config, Transformer
+
+Array = jax.Array
+
+
+def init_decoding(model: Transformer, params: Any, encoder_input_tokens: Array, *,
+                  beam_size: int, max_decode_length: int) -> tuple[decoding.StepFn, Any, Array]:
+  """Encode once and set up incremental decoding for batch * beam_size rows.
+
+  Returns (step_fn, cache, row_inputs): the `decoding.StepFn` that feeds one token per row to
+  the model, the initial self-attention cache, and the encoder ids repeated per beam
+  [batch * beam_size, input_len] (what the search and a constraint's `init` receive).
+  Call inside jit; `predict_batch` does.
+  """
+  variables = {"params": params}
+  encoder_input_tokens = encoder_input_tokens.astype(jnp.int32)
+  encoded = model.apply(variables, encoder_input_tokens, enable_dropout=False,
+                        method=Transformer.encode)
+  # Beams of one example share its encoder output: encode the batch, then repeat.
+  row_inputs = decoding.expand_to_beams(encoder_input_tokens, beam_size)
+  row_encoded = decoding.expand_to_beams(encoded, beam_size)
+  rows = row_inputs.shape[0]
+  # The cache-initialising call: allocates the self-attention cache [rows, max_len, ...] and
+  # computes the cross-attention keys/values once.  Its logits (for a dummy token) are unused.
+  _, caches = model.apply(
+      variables, row_encoded, row_inputs, jnp.zeros((rows, 1), jnp.int32),
+      enable_dropout=False, decode=True, max_decode_length=max_decode_length,
+      method=Transformer.decode, mutable=["cache", "encoder_cache"])
+  # The encoder cache is constant for the whole search (never reordered by beams), so it is
+  # closed over instead of being carried through the loop.
+  encoder_cache = caches["encoder_cache"]
+
+  def step_fn(token_ids: Array, cache: Any, step: Array) -> tuple[Array, Any]:
+    del step  # The model keeps its own position (cache_index).
+    logits, updated = model.apply(
+        {"params": params, "cache": cache, "encoder_cache": encoder_cache}, None, row_inputs,
+        token_ids[:, None], enable_dropout=False, decode=True, method=Transformer.decode,
+        mutable=["cache"])
+    return logits[:, 0, :], updated["cache"]
+
+  return step_fn, caches["cache"], row_inputs
+
+
+def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
+            constraint: Optional[decoding.LogitsConstraint], *, beam_size: int,
+            max_decode_length: int, alpha: float, eos_id: int) -> decoding.DecodeOutput:
+  step_fn, cache, row_inputs = init_decoding(model, params, encoder_input_tokens,
+                                             beam_size=beam_size,
+                                             max_decode_length=max_decode_length)
+  start = model.config.decoder_start_token_id
+  if beam_size == 1:
+    return decoding.greedy_decode(step_fn, cache, row_inputs,
+                                  max_decode_length=max_decode_length, start_token_id=start,
+                                  eos_id=eos_id, alpha=alpha, constraint=constraint)
+  return decoding.beam_search(step_fn, cache, row_inputs, beam_size=beam_size,
+                              max_decode_length=max_decode_length, start_token_id=start,
+                              eos_id=eos_id, alpha=alpha, constraint=constraint)
+
+
+@functools.lru_cache(maxsize=None)
+def _shared_transformer(config: T5Config) -> Transformer:
+  return Transformer(config)
+
+
+def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
+                 constraint: Optional[decoding.LogitsConstraint] = None, *, beam_size: int = 1,
+                 max_decode_length: int, alpha: float = 0.6,
+                 eos_id: int = 1) -> decoding.DecodeOutput:
+  """Jitted decoding returning tokens, summed log-probs and length-normalised scores.
+
+  Shapes: tokens [batch, k, max_decode_length], log_probs and scores [batch, k], k = beam_size
+  (greedy when beam_size == 1), best first.  `constraint` must be a pytree (its arrays are
+  traced).  The compiled program is cached per model configuration (flax modules hash by
+  identity, so plain `Transformer`s are replaced by one shared instance per `T5Config`).
+  """
+  _validate(encoder_input_tokens, beam_size, max_decode_length, eos_id, model)
+  if type(model) is Transformer:
+    model = _shared_transformer(model.config)
+  # Plain python scalars as static arguments (numpy ints hash differently and would recompile).
+  return _decode_batch_jit(model, params, encoder_input_tokens, constraint,
+                           beam_size=int(beam_size), max_decode_length=int(max_decode_length),
+                           alpha=float(alpha), eos_id=int(eos_id))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "beam_size", "max_decode_length", "alpha",
+                                             "eos_id"))
+def _decode_batch_jit(model: Transformer, params: Any, encoder_input_tokens: Array,
+                      constraint: Optional[decoding.LogitsConstraint], *, beam_size: int,
+                      max_decode_length: int, alpha: float,
+                      eos_id: int) -> decoding.DecodeOutput:
+  output = _decode(model, params, encoder_input_tokens, constraint, beam_size=beam_size,
+                   max_decode_length=max_decode_length, alpha=alpha, eos_id=eos_id)
+  if beam_size == 1:
+    output = decoding.DecodeOutput(output.tokens[:, None, :], output.log_probs[:, None],
+                                   output.scores[:, None])
+  return output
+
+
+def predict_batch(model: Transformer, params: Any, encoder_input_tokens: Array, *,
+                  beam_size: int = 1, max_decode_length: int, alpha: float = 0.6,
+                  constraint: Optional[decoding.LogitsConstraint] = None,
+                  eos_id: int = 1) -> tuple[Array, Array]:
+  """Decode a batch: (tokens int32 [batch, k, len], scores float32 [batch, k]), best first.
+
+  encoder_input_tokens: int [batch, input_len], 0-padded.  k = beam_size.  Scores are
+  log_prob / ((5 + length) / 6) ** alpha (length includes EOS), greedy as well as beam, so
+  they are comparable.  Tokens after EOS are 0.  Empty beam slots have score -inf.
+  """
+  output = decode_batch(model, params, encoder_input_tokens, constraint, beam_size=beam_size,
+                        max_decode_length=max_decode_length, alpha=alpha, eos_id=eos_id)
+  return output.tokens, output.scores
+
+
+def _validate(encoder_input_tokens: Array, beam_size: int, max_decode_length: int, eos_id: int,
+              model: Transformer) -> None:
+  if encoder_input_tokens.ndim != 2:
+    raise ValueError(f"encoder_input_tokens must be [batch, input_len], got shape "
+                     f"{encoder_input_tokens.shape}")
+  if not jnp.issubdtype(encoder_input_tokens.dtype, jnp.integer):
+    raise TypeError(f"encoder_input_tokens must be integer ids, got "
+                    f"{encoder_input_tokens.dtype}")
+  for name, value in (("beam_size", beam_size), ("max_decode_length", max_decode_length)):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+      raise ValueError(f"{name} must be a positive int, got {value!r}")
+  if not 0 <= eos_id < model.config.vocab_size:
+    raise ValueError(f"eos_id {eos_id} is not in [0, vocab_size={model.config.vocab_size})")
