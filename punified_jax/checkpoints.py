@@ -1,0 +1,326 @@
+"""Orbax checkpoints: periodic/final saves, keep-N, resume, params-only init, best-by-F1, preemption.
+
+Layout of a run directory:
+
+    <MODEL_DIR>/checkpoints/<step>/state/   the train state {"step", "params", "opt_state"}
+    <MODEL_DIR>/checkpoints/<step>/meta/    JSON: step, consumed batches, data settings
+    <MODEL_DIR>/best/<step>/...             the checkpoint with the best mean F1 (same layout)
+
+Atomicity: orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames it to `<step>`
+only after every item (and, on several hosts, every process) is finished; `latest_step()` lists
+finished steps only, so a save killed half-way leaves a temporary directory that is ignored (and
+deleted at the next start), never a "latest" that cannot be restored.
+
+Resume: the meta item records how many batches the run consumed; the trainer rebuilds the
+deterministic input pipeline and skips that many batches (see trainer.py for why that beats
+checkpointing tf.data iterators).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from typing import Any, Mapping
+
+import jax
+import orbax.checkpoint as ocp
+
+logger = logging.getLogger(__name__)
+
+STATE_ITEM = "state"
+META_ITEM = "meta"
+CHECKPOINTS_SUBDIR = "checkpoints"
+BEST_SUBDIR = "best"
+
+
+def _abspath(path: str) -> str:
+  # orbax wants absolute paths (it resolves relative ones against its own cwd assumptions).
+  return path if "://" in path else os.path.abspath(path)
+
+
+class Checkpointer:
+  """An orbax CheckpointManager for the train state and its JSON metadata.
+
+  Args:
+    directory: where steps are written (usually `<MODEL_DIR>/checkpoints`).
+    max_to_keep: the newest N steps are kept (None = all).
+    save_interval_steps: periodic saves happen at multiples of this; `save(force=True)` ignores it.
+    async_save: write in a background thread while training continues (`wait()` joins it).
+    best_fn / best_mode: keep the best steps by a metric instead of the newest (the "best" dir).
+  """
+
+  def __init__(self, directory: str, *, max_to_keep: int | None = 3, save_interval_steps: int = 1000,
+               async_save: bool = True, best_metric: str | None = None, best_mode: str = "max",
+               read_only: bool = False):
+    self.directory = _abspath(directory)
+    self.save_interval_steps = max(1, int(save_interval_steps))
+    best_fn = (lambda metrics: float(metrics[best_metric])) if best_metric else None
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        save_interval_steps=1,  # the period is ours (multiples of it, like t5x), see should_save
+        best_fn=best_fn,
+        best_mode=best_mode,
+        keep_checkpoints_without_metrics=best_fn is None,
+        cleanup_tmp_directories=not read_only,
+        enable_async_checkpointing=async_save,
+        create=not read_only,
+        read_only=read_only,
+    )
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=(STATE_ITEM, META_ITEM))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def best_step(self) -> int | None:
+    return self._manager.best_step()
+
+  def should_save(self, step: int) -> bool:
+    """Periodic saves land on multiples of `save_interval_steps`."""
+    return step % self.save_interval_steps == 0
+
+  def save(self, step: int, state: Any, meta: Mapping[str, Any], *, force: bool = False,
+           metrics: Mapping[str, float] | None = None) -> bool:
+    """Saves if `step` is due (or `force`); returns whether a save was started."""
+    if not force and not self.should_save(step):
+      return False
+    if step in self._manager.all_steps():
+      return False  # e.g. the final save right after a periodic one at the same step
+    return self._manager.save(
+        step,
+        args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state),
+                                   META_ITEM: ocp.args.JsonSave(dict(meta))}),
+        metrics=dict(metrics) if metrics is not None else None,
+        force=True,
+    )
+
+  def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict]:
+    """Restores `step` (default latest) into the structure/shardings of `abstract_state`."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no finished checkpoint in {self.directory}")
+    restored = self._manager.restore(
+        step,
+        args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(abstract_state),
+                                   META_ITEM: ocp.args.JsonRestore()}),
+    )
+    return restored[STATE_ITEM], dict(restored[META_ITEM] or {})
+
+  def read_meta(self, step: int) -> dict:
+    restored = self._manager.restore(step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))
+    return dict(restored[META_ITEM] or {})
+
+  def metrics(self, step: int) -> dict | None:
+    value = self._manager.metrics(step)
+    return dict(value) if value is not None else None
+
+  def reached_preemption(self, step: int) -> bool:
+    """True on every host at the step JAX's preemption service chose after a SIGTERM (multi-host)."""
+    return self._manager.reached_preemption(step)
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def _gfile():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.io.gfile
+
+
+def _looks_like_item_dir(path: str) -> bool:
+  markers = ("_METADATA", "manifest.ocdbt", "_CHECKPOINT_METADATA")
+  return any(_gfile().exists(os.path.join(path, name)) for name in markers)
+
+
+def resolve_params_checkpoint(path: str) -> str:
+  """Finds the state item directory for `INITIAL_CHECKPOINT_PATH` (local or gs://).
+
+  Accepts a run directory (`<MODEL_DIR>`: its newest finished checkpoint), a manager directory
+  (`.../checkpoints` or `.../best`), a step directory (`.../checkpoints/1000`) or the state item
+  itself (`.../1000/state`).
+  """
+  gfile = _gfile()
+  path = _abspath(path).rstrip("/")
+  if not gfile.isdir(path):
+    raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH {path!r} does not exist")
+  if gfile.isdir(os.path.join(path, STATE_ITEM)):
+    return os.path.join(path, STATE_ITEM)
+  if os.path.basename(path) == STATE_ITEM and _looks_like_item_dir(path):
+    return path
+  for candidate in (path, os.path.join(path, CHECKPOINTS_SUBDIR)):
+    if not gfile.isdir(candidate):
+      continue
+    names = [name.rstrip("/") for name in gfile.listdir(candidate)]
+    steps = sorted(int(name) for name in names
+                   if name.isdigit() and gfile.isdir(os.path.join(candidate, name, STATE_ITEM)))
+    if steps:
+      return os.path.join(candidate, str(steps[-1]), STATE_ITEM)
+  raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH {path!r} holds no checkpoint: expected a run directory, "
+                          f"a checkpoints directory with numbered steps, a step directory or a '{STATE_ITEM}' item")
+
+
+def restore_params(path: str, abstract_params: Any) -> Any:
+  """Loads only the parameters of a checkpoint (optimizer state and step are ignored).
+
+  `abstract_params` gives the structure, dtypes and shardings (jax.ShapeDtypeStruct leaves with
+  `.sharding`); the checkpoint may have been written with another mesh or optimizer. A Hugging
+  Face T5/MT5 directory (config.json + model.safetensors) is converted on the fly.
+  """
+  from punified_jax import hf_interop  # pylint: disable=g-import-not-at-top
+  if hf_interop.is_hf_checkpoint_dir(path):
+    return hf_interop.restore_hf_params(path, abstract_params)
+  item_dir = resolve_params_checkpoint(path)
+  restore_args = jax.tree.map(
+      lambda leaf: ocp.ArrayRestoreArgs(sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype),
+      abstract_params)
+  checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
+  try:
+    _check_params_match(item_dir, checkpointer, abstract_params)
+    restored = checkpointer.restore(
+        item_dir,
+        args=ocp.args.PyTreeRestore(item={"params": abstract_params}, restore_args={"params": restore_args},
+                                    partial_restore=True))
+  except (KeyError, ValueError) as error:
+    raise ValueError(f"cannot load parameters from {item_dir}: {error} (is it a checkpoint of the same model "
+                     "configuration?)") from error
+  finally:
+    checkpointer.close()
+  logger.info("loaded parameters from %s", item_dir)
+  return restored["params"]
+
+
+def _flat_shapes(tree) -> dict[str, tuple]:
+  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+  result = {}
+  for path, leaf in flat:
+    name = "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+    result[name] = tuple(leaf.shape)
+  return result
+
+
+def _check_params_match(item_dir: str, checkpointer, abstract_params) -> None:
+  """orbax's partial restore silently keeps targets it cannot find: check names and shapes first."""
+  metadata = checkpointer.metadata(item_dir)
+  tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", None)
+  if tree is None or "params" not in tree:
+    raise ValueError(f"cannot load parameters from {item_dir}: the checkpoint has no 'params' entry")
+  saved = _flat_shapes(tree["params"])
+  wanted = _flat_shapes(abstract_params)
+  missing = sorted(set(wanted) - set(saved))
+  wrong = sorted(name for name in set(wanted) & set(saved) if wanted[name] != saved[name])
+  if missing or wrong:
+    details = [f"missing {name}" for name in missing[:5]]
+    details += [f"{name}: checkpoint {saved[name]} vs model {wanted[name]}" for name in wrong[:5]]
+    raise ValueError(f"cannot load parameters from {item_dir}: {len(missing)} missing, {len(wrong)} with another "
+                     f"shape ({'; '.join(details)}) - is it a checkpoint of the same model configuration?")
+  extra = sorted(set(saved) - set(wanted))
+  if extra:
+    logger.warning("%s: %d checkpoint parameters are not in the model and are ignored (e.g. %s)", item_dir,
+                   len(extra), extra[0])
+
+
+def save_params(directory: str, params: Any, *, step: int = 0, meta: Mapping[str, Any] | None = None) -> str:
+  """Writes a parameters-only checkpoint in the run layout (for converted/pretrained weights).
+
+  The result loads with `restore_params` / INITIAL_CHECKPOINT_PATH. Returns the step directory.
+  """
+  checkpointer = Checkpointer(directory, max_to_keep=None, async_save=False)
+  try:
+    checkpointer._manager.save(  # pylint: disable=protected-access
+        step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave({"params": params}),
+                                         META_ITEM: ocp.args.JsonSave(dict(meta or {"step": step}))}),
+        force=True)
+    checkpointer.wait()
+  finally:
+    checkpointer.close()
+  return os.path.join(_abspath(directory), str(step))
+
+
+class BestCheckpointTracker:
+  """Keeps the checkpoint with the best selection metric (the paper's rule: mean F1 over tasks).
+
+  Backed by an orbax manager that keeps one step chosen by its metric; the best value so far is
+  also written to `<directory>/../eval/best.json` so a restarted run knows what to beat.
+  """
+
+  def __init__(self, directory: str, summary_path: str, *, metric: str = "mean_f1", async_save: bool = False):
+    self.metric = metric
+    self._summary_path = summary_path
+    self._checkpointer = Checkpointer(directory, max_to_keep=1, save_interval_steps=1, async_save=async_save,
+                                      best_metric=metric)
+    self.best_value: float | None = None
+    self.best_step: int | None = None
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    if tf.io.gfile.exists(summary_path):
+      with tf.io.gfile.GFile(summary_path, "r") as handle:
+        summary = json.load(handle)
+      self.best_value, self.best_step = summary.get("value"), summary.get("step")
+
+  def update(self, step: int, value: float, state: Any, meta: Mapping[str, Any]) -> bool:
+    """Saves `state` if `value` beats the best so far. Returns whether it did."""
+    if self.best_value is not None and not value > self.best_value:
+      return False
+    self._checkpointer.save(step, state, meta, force=True, metrics={self.metric: float(value)})
+    self._checkpointer.wait()
+    self.best_value, self.best_step = float(value), int(step)
+    if jax.process_index() == 0:
+      from punified_jax import writers  # pylint: disable=g-import-not-at-top
+      writers.write_text_atomic(self._summary_path, json.dumps(
+          {"metric": self.metric, "value": self.best_value, "step": self.best_step}))
+    return True
+
+  def close(self) -> None:
+    self._checkpointer.close()
+
+
+class PreemptionWatcher:
+  """Turns SIGTERM/SIGINT into "finish the current step, save, exit 0".
+
+  Single process: Python handlers set a flag that the loop checks after each step. A second
+  SIGINT restores the default behaviour (KeyboardInterrupt), for an impatient Ctrl-C.
+  Several processes: SIGTERM is left to JAX's preemption service, which makes all hosts agree
+  on the step to stop at (`Checkpointer.reached_preemption`); a Python handler would replace its
+  signal handler. SIGINT still sets the local flag, which the trainer combines across hosts.
+  """
+
+  def __init__(self, *, multi_process: bool):
+    self._multi_process = multi_process
+    self._event = threading.Event()
+    self._previous: dict[int, Any] = {}
+    self.signal_name: str | None = None
+
+  def __enter__(self):
+    if threading.current_thread() is not threading.main_thread():
+      return self  # signal handlers can only be installed from the main thread
+    signals = [signal.SIGINT] if self._multi_process else [signal.SIGTERM, signal.SIGINT]
+    for sig in signals:
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self._event.is_set() and signum == signal.SIGINT:
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+      raise KeyboardInterrupt
+    self.signal_name = signal.Signals(signum).name
+    logger.warning("%s received: finishing the current step, then saving and exiting", self.signal_name)
+    self._event.set()
+
+  @property
+  def requested(self) -> bool:
+    return self._event.is_set()
+
+  def __exit__(self, *exc):
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
+    self._previous.clear()
+    return False

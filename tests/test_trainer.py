@@ -1,0 +1,198 @@
+"""The training loop: overfitting + exact decoding, sharding equivalence on 8 fake devices,
+SIGTERM resume, gradient accumulation, params-only initialisation, the input pipeline."""
+
+import json
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from punified_jax import evaluation, optimizers, partitioning, trainer
+
+import trainer_helpers as th
+
+LENGTHS = {"inputs": 8, "targets": 12}  # the longest word (8 bytes) + EOS fits the targets
+
+
+@pytest.fixture(scope="module")
+def memorise_task():
+  return th.register_task("trainer_memorise", th.memorise_examples(16))
+
+
+_SHARED = {}
+
+
+def _shared(name, build):
+  """One model / optimizer / schedule object per setting, so repeated runs reuse compiled steps."""
+  if name not in _SHARED:
+    _SHARED[name] = build()
+  return _SHARED[name]
+
+
+def _train(model_dir, task, *, steps, model=None, optimizer_name="adamw", lr=3e-3, **kwargs):
+  schedule = _shared(("schedule", lr), lambda: optimizers.make_schedule(base_learning_rate=lr))
+  optimizer = _shared(("optimizer", optimizer_name, lr),
+                      lambda: optimizers.make_optimizer(name=optimizer_name, learning_rate=schedule))
+  model = model or _shared("model", th.tiny_model)
+  kwargs.setdefault("log_every", 1)
+  return trainer.train(model=model, model_dir=str(model_dir), mixture_or_task_name=task,
+                       task_feature_lengths=LENGTHS, train_steps=steps, batch_size=8, optimizer=optimizer,
+                       learning_rate_schedule=schedule, tensorboard=False, **kwargs)
+
+
+def test_overfits_16_examples_then_decodes_them_exactly(tmp_path, memorise_task):
+  def beam_evaluator(**kwargs):
+    return evaluation.Evaluator(**kwargs, beam_size=2, batch_size=16)
+
+  schedule = optimizers.make_schedule(base_learning_rate=3e-3)
+  summary = trainer.train(model=th.tiny_model(), model_dir=str(tmp_path), mixture_or_task_name=memorise_task,
+                          task_feature_lengths=LENGTHS, train_steps=200, batch_size=16,
+                          optimizer=optimizers.make_optimizer(name="adamw", learning_rate=schedule),
+                          learning_rate_schedule=schedule, log_every=50, eval_period=200,
+                          evaluator_factory=beam_evaluator, tensorboard=True)
+  assert summary.final_step == 200 and summary.stopped_by is None
+  final = summary.history[-1]
+  assert final["cross_entropy"] < 0.02  # near-zero loss per target token (z-loss not included)
+  assert final["loss"] == pytest.approx(final["cross_entropy"] + final["z_loss"], rel=1e-5)
+  # Beam search decodes every one of the 16 targets exactly (100 x exact match = 100).
+  result = summary.eval_results[-1]
+  assert result["tasks"][memorise_task] == {"macro_f1": 100.0, "exact_match": 16}
+  assert result["mean"] == 100.0
+  # The per-eval report, the best checkpoint and the metric files.
+  report = json.loads((tmp_path / "eval" / "step_200.json").read_text())
+  assert report["tasks"][memorise_task]["macro_f1"] == 100.0 and report["beam_size"] == 2
+  assert json.loads((tmp_path / "eval" / "best.json").read_text()) == {"metric": "macro_f1", "value": 100.0,
+                                                                      "step": 200}
+  assert sorted(os.listdir(tmp_path / "best")) == ["200"]
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["200"]
+  records = th.read_jsonl(str(tmp_path / "metrics.jsonl"))
+  assert [r["step"] for r in records] == [50, 100, 150, 200]  # one object per logged step
+  assert records[-1][f"eval/{memorise_task}/macro_f1"] == 100.0 and records[-1]["eval/mean_macro_f1"] == 100.0
+  assert {"train/loss", "train/z_loss", "train/learning_rate", "train/grad_norm", "train/steps_per_second",
+          "train/target_tokens_per_second"} <= set(records[0])
+  assert os.listdir(tmp_path / "tensorboard")
+
+
+def test_sharded_training_matches_one_device_on_8_fake_devices(tmp_path):
+  """Data-parallel, FSDP and a 2 x 4 mesh give one device's losses; state really is sharded."""
+  out = tmp_path / "report.json"
+  result = th.run_python([os.path.join(th.TESTS_DIR, "sharding_worker.py"), str(out), str(tmp_path / "runs")],
+                         env=th.subprocess_env(devices=8), cwd=str(tmp_path))
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(out.read_text())
+  reference = report["single"]["losses"]
+  assert len(reference) == 10 and reference[-1] < reference[0]
+  for name in ("data_parallel", "fsdp", "2x4"):
+    # Tolerance: the same math with reductions split across devices: float32 round-off only.
+    np.testing.assert_allclose(report[name]["losses"], reference, rtol=1e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(report[name]["grad_norms"], report["single"]["grad_norms"], rtol=1e-4, err_msg=name)
+  assert report["2x4"]["mesh"] == {"data": 2, "model": 4}
+  # Shard shapes (first addressable shard) of params [vocab 384, embed 32], wi_0 [embed 32, mlp 64],
+  # relpos [heads 4, buckets 32] and Adafactor's factored statistics of wi_0 / the embedding.
+  assert report["data_parallel"]["shards"] == report["single"]["shards"] == {
+      "embedding": [384, 32], "wi_0": [32, 64], "logits_dense": [32, 384], "relpos": [4, 32],
+      "wi_0.v_row": [32], "wi_0.v_col": [64], "embedding.v_row": [32], "embedding.v_col": [384]}
+  assert report["fsdp"]["shards"] == {
+      "embedding": [384, 4], "wi_0": [4, 64], "logits_dense": [4, 384], "relpos": [4, 4],
+      "wi_0.v_row": [4], "wi_0.v_col": [64], "embedding.v_row": [4], "embedding.v_col": [384]}
+  assert report["2x4"]["shards"] == {
+      "embedding": [96, 16], "wi_0": [16, 16], "logits_dense": [16, 96], "relpos": [1, 16],
+      "wi_0.v_row": [16], "wi_0.v_col": [16], "embedding.v_row": [16], "embedding.v_col": [96]}
+
+
+def test_sigterm_saves_and_the_resumed_run_continues_identically(tmp_path, memorise_task):
+  model = th.tiny_model(dropout_rate=0.1)  # dropout on: the masks must continue too
+  reference = _train(tmp_path / "reference", memorise_task, steps=9, model=model)
+
+  def terminate_after_step_4(step, metrics):
+    del metrics
+    if step == 4:
+      os.kill(os.getpid(), signal.SIGTERM)  # delivered to the loop's handler, as from a scheduler
+
+  interrupted = _train(tmp_path / "run", memorise_task, steps=9, model=model, step_callback=terminate_after_step_4)
+  assert (interrupted.final_step, interrupted.stopped_by) == (4, "SIGTERM")
+  assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["4"]
+  resumed = _train(tmp_path / "run", memorise_task, steps=9, model=model)
+  assert resumed.start_step == 4 and resumed.final_step == 9
+  losses = {h["step"]: h["loss"] for h in interrupted.history + resumed.history}
+  expected = {h["step"]: h["loss"] for h in reference.history}
+  assert sorted(losses) == list(range(1, 10))
+  np.testing.assert_allclose([losses[s] for s in range(1, 10)], [expected[s] for s in range(1, 10)], rtol=1e-6)
+  # metrics.jsonl reads like one uninterrupted run.
+  assert [r["step"] for r in th.read_jsonl(str(tmp_path / "run" / "metrics.jsonl"))] == list(range(1, 10))
+
+
+def test_gradient_accumulation_gives_the_full_batch_update():
+  model = th.tiny_model()
+  optimizer = optax.sgd(1.0)  # the update is the gradient: compares gradients, not Adam's ratios
+  partitioner = partitioning.Partitioner()
+  layout = trainer.build_state_layout(model, optimizer, partitioner)
+  rng = np.random.default_rng(0)
+  targets = rng.integers(3, 200, size=(8, 6)).astype(np.int32)
+  targets[:, 4:] = 0  # padding: the normaliser counts real tokens only
+  targets[0, 2:] = 0
+  batch = {"encoder_input_tokens": rng.integers(3, 200, size=(8, 5)).astype(np.int32),
+           "decoder_target_tokens": targets,
+           "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
+           "decoder_loss_weights": (targets > 0).astype(np.float32)}
+  results = []
+  for microbatches in (1, 4):
+    step = jax.jit(trainer.make_train_step(model, optimizer, lambda s: 1e-2, seed=0, microbatches=microbatches))
+    state, metrics = step(trainer.initialize_state(layout, partitioner, seed=0), batch)
+    results.append((state, jax.device_get(metrics)))
+  (state_1, metrics_1) = results[0]
+  assert metrics_1["target_tokens"] == 8 * 4 - 2
+  for state, metrics in results[1:]:
+    np.testing.assert_allclose(metrics["loss"], metrics_1["loss"], rtol=1e-6)
+    np.testing.assert_allclose(metrics["grad_norm"], metrics_1["grad_norm"], rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(state_1.params)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_initial_checkpoint_loads_parameters_only(tmp_path, memorise_task):
+  adapted = _train(tmp_path / "adapt", memorise_task, steps=3, optimizer_name="adafactor", lr=1e-2)
+  finetune = _train(tmp_path / "finetune", memorise_task, steps=0,
+                    initial_checkpoint_path=str(tmp_path / "adapt"))
+  assert finetune.final_step == 0 and int(finetune.state.step) == 0
+  for a, b in zip(jax.tree_util.tree_leaves(finetune.state.params), jax.tree_util.tree_leaves(adapted.state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  adam_state = finetune.state.opt_state[0]  # a fresh AdamW state, although adapt used Adafactor
+  assert int(adam_state.count) == 0
+  assert all(float(jnp.abs(mu).max()) == 0.0 for mu in jax.tree_util.tree_leaves(adam_state.mu))
+
+
+def test_input_shards_concatenate_to_the_same_global_batches(memorise_task):
+  common = dict(mixture_or_task_name=memorise_task, task_feature_lengths=LENGTHS, global_batch_size=4, seed=7)
+  both = trainer.make_train_iterator(data_shards=2, shard_range=(0, 2), **common)
+  first = trainer.make_train_iterator(data_shards=2, shard_range=(0, 1), **common)
+  second = trainer.make_train_iterator(data_shards=2, shard_range=(1, 2), **common)
+  batches = [next(both) for _ in range(3)]
+  for batch in batches:
+    part_a, part_b = next(first), next(second)
+    for key in batch:
+      np.testing.assert_array_equal(batch[key], np.concatenate([part_a[key], part_b[key]]))
+  assert batches[0]["encoder_input_tokens"].shape == (4, 8)
+  # Resuming skips exactly the consumed batches.
+  skipped = trainer.make_train_iterator(data_shards=2, shard_range=(0, 2), skip_batches=2, **common)
+  np.testing.assert_array_equal(next(skipped)["decoder_target_tokens"], batches[2]["decoder_target_tokens"])
+  # Same seed, same order; another seed, another order.
+  again = trainer.make_train_iterator(data_shards=2, shard_range=(0, 2), **common)
+  np.testing.assert_array_equal(next(again)["encoder_input_tokens"], batches[0]["encoder_input_tokens"])
+  other = trainer.make_train_iterator(data_shards=2, shard_range=(0, 2), **{**common, "seed": 8})
+  assert not all(np.array_equal(next(other)["encoder_input_tokens"], b["encoder_input_tokens"]) for b in batches)
+
+
+def test_bad_settings_fail_clearly(tmp_path, memorise_task):
+  with pytest.raises(ValueError, match="vocabulary of 259 ids but the model has vocab_size=128"):
+    _train(tmp_path, memorise_task, steps=1, model=th.tiny_model(vocab_size=128))
+  with pytest.raises(ValueError, match="not divisible by microbatches=3"):
+    _train(tmp_path, memorise_task, steps=1, microbatches=3)
+  with pytest.raises(ValueError, match="not divisible by the 3 input shards"):
+    trainer.make_train_iterator(mixture_or_task_name=memorise_task, task_feature_lengths=LENGTHS,
+                                global_batch_size=8, seed=0, data_shards=3, shard_range=(0, 3))
+  with pytest.raises(ValueError, match="loss_normalizer"):
+    trainer.make_train_step(th.tiny_model(), optax.adamw(1e-3), lambda s: 1e-3, seed=0, loss_normalizer="mean")
