@@ -1,0 +1,697 @@
+"""On-demand entity extraction with character offsets: `Extractor`.
+
+    extractor = Extractor.load("/runs/joint")
+    extractor.extract(["张三昨天去了北京大学。"], types=["地点", "组织"])
+    -> [[{"type": "组织", "text": "北京大学", "start": 6, "end": 10, "score": 0.93}]]
+
+What it guarantees, for every input:
+* `text == original[start:end]` for every entity: offsets index the caller's own string (Python
+  str indices, end exclusive), never a normalised copy.
+* With constrained decoding (the default, constraints.NerCopyConstraint) every type is one of
+  the requested types and every span is a copy of the input text, so nothing is invented.
+  Without it (constrained=False, for comparison) the parser only recognises requested types
+  and a span that does not occur in the text is counted (`stats["not_located"]`) and logged,
+  never guessed at.
+
+Pipeline for one call:
+1. Requests are validated (texts are strings; types given, known, writable) and each text is
+   cut into WINDOWS that fit the model's input length together with the prompt (below).
+2. Windows are encoded (`<entity>T1<entity>T2<text>` + window + EOS, as the training tasks do),
+   sorted by length, padded to a few bucket lengths (powers of two from 32, capped at the input
+   length) and decoded in fixed-size batches (missing rows repeat the last one), so only a
+   handful of shapes ever compile.  Beam search (or greedy at beam_size=1) keeps the best beam.
+3. Each output is parsed (parsing.parse_generation_details, with the requested types) and its
+   (type, span) pairs are mapped to offsets with parsing.locate_mentions on the window's text:
+   THE repeated-mention rule (longest span first; a mention takes every free occurrence of its
+   text; see that function).  The rule applies per window: a mention the model names in one
+   window is not looked for in other windows.
+4. Entities of all windows of a text are shifted back to text offsets; an entity found twice
+   (same type, start, end: overlapping windows) is kept once with its best score.
+
+Windows.  A text whose prompt + tokens + EOS fit `max_input_length` is one window.  A longer
+text is split after sentence-ending characters (。！？!?；; and newlines) and consecutive
+sentences are packed greedily into windows that fit.  A single sentence longer than a window is
+cut into windows of the full length at token boundaries; consecutive cut windows overlap by a
+quarter of a window so that an entity cut by one window boundary is whole in the next one (an
+entity longer than the overlap can still be cut).  Windows holding only whitespace are skipped.
+
+Lossy vocabularies.  BERT's WordPiece decodes lower-cased and re-spaced text, so a decoded span
+is first realigned to the window's own characters: its tokens are looked up as a contiguous run
+of the window's text tokens (token offsets from vocab.encode_with_offsets), falling back to
+parsing.align_span (case- and whitespace-insensitive).  The first matching run gives the
+surface string, and locate_mentions then finds every occurrence of that surface: a text with
+"Apple" and "APPLE" (both decoded "apple") gets the occurrences of the first one only.  Types
+are parsed the way the vocabulary writes them ("Person" decodes as "person") and reported
+with the requested name.  SentencePiece decoding is exact and spans are used as they are.
+
+Score.  One teacher-forced forward pass over the chosen output gives each output token's
+log-probability under the model (unconstrained softmax).  An entity's score is
+exp(mean log-prob of its item's tokens TYPE ":" SPAN ")"), i.e. the geometric-mean per-token
+probability of naming this type, copying this span and ending it there, in [0, 1].  Several
+occurrences of one mention share its score.  If the item's tokens cannot be found in the output
+(should not happen), the mean over the whole output is used and `stats["score_fallback"]`
+counts it.
+
+Types.  `types` must be names the model knows: `model_info.extra["prompt_names"]` when the
+training run recorded it, else every prompt name of entity_types.ALL_PROMPT_NAMES.  With
+`allow_unseen_types=True` any other name (without the grammar characters ( ) : , or the
+markers) is written into the prompt as is: the model has never been trained to find it, so
+what comes back is its zero-shot guess, but the constraint still only lets it copy the
+requested name and input text.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import dataclasses
+import functools
+import logging
+import math
+import os
+from typing import Any, Iterable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import seqio
+
+from punified_jax import constraints as constraints_lib
+from punified_jax import entity_types
+from punified_jax import generate
+from punified_jax import parsing
+from punified_jax import prompts
+from punified_jax import vocab as vocab_lib
+from punified_jax.model import T5Config, Transformer
+
+logger = logging.getLogger(__name__)
+
+# Characters after which a long text may be split into windows.
+SENTENCE_END_CHARS = "。！？!?；;\n"
+# Shortest bucket; buckets double up to the input length.
+_MIN_BUCKET = 32
+# Used when a model directory does not record its feature lengths (t5x conversions): the
+# lengths of our gin run recipes.
+DEFAULT_FEATURE_LENGTH = 512
+
+
+@dataclasses.dataclass
+class _Window:
+  """One piece of one request, ready to be decoded."""
+  request: int           # index of the text in the call
+  offset: int            # where `text` starts in the request's text
+  text: str
+  types: tuple[str, ...]
+  input_ids: list[int]   # prompt + text + EOS
+  text_ids: list[int]    # the text region's ids (after the <text> marker)
+  text_spans: list[tuple[int, int]]  # their character spans in `text`
+
+
+@functools.lru_cache(maxsize=None)
+def _transformer(config: T5Config) -> Transformer:
+  # One module per config, so jit caches keyed on the (identity-hashed) module are shared.
+  return Transformer(config)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _output_log_probs(model: Transformer, params: Any, encoder_input_tokens: jax.Array,
+                      output_tokens: jax.Array) -> jax.Array:
+  """float32 [batch, len]: log P(output_tokens[:, i] | input, output_tokens[:, :i]).
+
+  A full (uncached) forward pass, teacher-forced on the decoded tokens (the causal mask keeps
+  the zeros after EOS from affecting earlier positions; the caller cuts at EOS).
+  """
+  decoder_inputs = jnp.pad(output_tokens[:, :-1], ((0, 0), (1, 0)))
+  logits = model.apply({"params": params}, encoder_input_tokens, decoder_inputs,
+                       jnp.ones_like(output_tokens), enable_dropout=False)
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(log_probs, output_tokens[..., None], axis=-1)[..., 0]
+
+
+def bucket_lengths(max_input_length: int) -> tuple[int, ...]:
+  """Padded input lengths: 32, 64, 128, ... capped at (and always including) the maximum."""
+  lengths = []
+  length = _MIN_BUCKET
+  while length < max_input_length:
+    lengths.append(length)
+    length *= 2
+  lengths.append(max_input_length)
+  return tuple(lengths)
+
+
+def sentence_ends(text: str) -> list[int]:
+  """Positions just after each sentence-ending character (and len(text)), increasing."""
+  ends = [i + 1 for i, char in enumerate(text) if char in SENTENCE_END_CHARS]
+  if not ends or ends[-1] != len(text):
+    ends.append(len(text))
+  return ends
+
+
+class Extractor:
+  """Extracts the requested entity types from texts, with character offsets and scores.
+
+  Args:
+    model: a `model.Transformer` (or its T5Config).
+    params: its parameters (unboxed tree).
+    vocabulary: the seqio vocabulary the model was trained with.
+    beam_size: beam width (1 = greedy).
+    constrained: NerCopyConstraint decoding (types only from the request, spans only copies of
+      the input); False decodes freely (for comparisons).
+    allow_unseen_types: let type names the model does not know through (module docstring).
+    batch_size: windows per decoding batch (fixed; the last batch is padded).
+    max_input_length: encoder length a window (prompt + text + EOS) must fit; also the largest
+      bucket.
+    max_decode_length: the output limit; an output cut there loses its unfinished last item
+      (`stats["truncated"]`).
+    alpha: length penalty of the beam search.
+    known_types: type names accepted without allow_unseen_types (default: every prompt name of
+      the registry).
+  """
+
+  def __init__(self, model: Any, params: Any, vocabulary: Any, *, beam_size: int = 4,
+               constrained: bool = True, allow_unseen_types: bool = False,
+               batch_size: int = 8, max_input_length: int = DEFAULT_FEATURE_LENGTH,
+               max_decode_length: int = DEFAULT_FEATURE_LENGTH, alpha: float = 0.6,
+               known_types: Optional[Sequence[str]] = None):
+    config = model if isinstance(model, T5Config) else getattr(model, "config", None)
+    if not isinstance(config, T5Config):
+      raise TypeError(f"model must be a model.Transformer or a T5Config, got "
+                      f"{type(model).__name__}")
+    for name, value, low in (("beam_size", beam_size, 1), ("batch_size", batch_size, 1),
+                             ("max_input_length", max_input_length, 8),
+                             ("max_decode_length", max_decode_length, 4)):
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    inner = getattr(vocabulary, "vocabulary", None)  # tasks' LazyVocabulary wraps the real one
+    if isinstance(inner, seqio.Vocabulary):
+      vocabulary = inner
+    if vocabulary.vocab_size > config.vocab_size:
+      raise ValueError(f"the vocabulary has {vocabulary.vocab_size} tokens but the model only "
+                       f"{config.vocab_size}: not the vocabulary it was trained with")
+    self.model = _transformer(config)
+    self.params = params
+    self.vocabulary = vocabulary
+    self.beam_size = int(beam_size)
+    self.constrained = bool(constrained)
+    self.allow_unseen_types = bool(allow_unseen_types)
+    self.batch_size = int(batch_size)
+    self.max_input_length = int(max_input_length)
+    self.max_decode_length = int(max_decode_length)
+    self.alpha = float(alpha)
+    self.known_types: tuple[str, ...] = tuple(known_types or entity_types.ALL_PROMPT_NAMES)
+    self.buckets = bucket_lengths(self.max_input_length)
+    self.eos_id = int(vocabulary.eos_id)
+    # Built even when unconstrained: it checks that the syntax tokens are single tokens, and
+    # the parser-side token ids come from it.
+    self._constraint = constraints_lib.NerCopyConstraint.from_vocabulary(vocabulary)
+    self._text_id = int(self._constraint.text_id)
+    self._open_id = int(self._constraint.open_id)
+    self._close_id = int(self._constraint.close_id)
+    self._colon_id = int(self._constraint.colon_id)
+    self._lossy = isinstance(vocabulary, vocab_lib.WordPieceVocabulary)
+    self._stats: collections.Counter = collections.Counter()
+    self._written_types: dict[str, str] = {}
+    self.checkpoint_path: Optional[str] = None
+
+  # -- construction from a model directory ---------------------------------------------------
+
+  @classmethod
+  def load(cls, model_dir: str, *, checkpoint: str = "auto", beam_size: int = 4,
+           constrained: bool = True, allow_unseen_types: bool = False, batch_size: int = 8,
+           max_input_length: Optional[int] = None, max_decode_length: Optional[int] = None,
+           alpha: float = 0.6) -> "Extractor":
+    """An Extractor for the model in `model_dir` (written by the trainer or from_t5x).
+
+    Reads `punified_model.json` (model_info), the vocabulary copy and one parameter checkpoint:
+    checkpoint="auto" (default) takes the best-by-mean-F1 checkpoint (`<model_dir>/best/`)
+    when the run kept one, else the latest in `<model_dir>/checkpoints/`; "best" and "latest"
+    insist on one of them; any other value is a checkpoint path (run, step or state dir).
+    max_input_length / max_decode_length default to the run's task feature lengths (512 when
+    unrecorded).
+    """
+    from punified_jax import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
+    from punified_jax import model_info as model_info_lib  # pylint: disable=g-import-not-at-top
+    from punified_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+    info = model_info_lib.load_model_info(model_dir)
+    vocabulary = info.vocabulary()
+    path = _choose_checkpoint(info.model_dir, checkpoint, checkpoints_lib)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                              sharding=device),
+                            model_lib.param_shapes(info.t5_config))
+    params = checkpoints_lib.restore_params(path, abstract)
+    lengths = info.task_feature_lengths or {}
+    extractor = cls(
+        info.t5_config, params, vocabulary, beam_size=beam_size, constrained=constrained,
+        allow_unseen_types=allow_unseen_types, batch_size=batch_size,
+        max_input_length=max_input_length or lengths.get("inputs", DEFAULT_FEATURE_LENGTH),
+        max_decode_length=max_decode_length or lengths.get("targets", DEFAULT_FEATURE_LENGTH),
+        alpha=alpha, known_types=info.extra.get("prompt_names"))
+    extractor.checkpoint_path = checkpoints_lib.resolve_params_checkpoint(path)
+    logger.info("extractor: %s (beam %d, %s)", extractor.checkpoint_path, beam_size,
+                "constrained" if constrained else "unconstrained")
+    return extractor
+
+  # -- public API ----------------------------------------------------------------------------
+
+  @property
+  def stats(self) -> dict[str, int]:
+    """Counters since construction (or `reset_stats`): texts, windows, split_texts, outputs,
+    no_hypothesis, truncated, unparsed, mentions (distinct parsed (type, span) pairs),
+    located_mentions + not_located (what became of them after realignment), entities
+    (returned occurrences, before merging across windows), duplicates_merged,
+    score_fallback, unrequested_type_items (items naming a type that was not requested, read
+    by the type-agnostic parser: only possible without the constraint)."""
+    return dict(self._stats)
+
+  def reset_stats(self) -> None:
+    self._stats.clear()
+
+  def resolve_types(self, types: Optional[Sequence[str]] = None,
+                    dataset: Optional[str] = None) -> tuple[str, ...]:
+    """The type names a request asks for; raises ValueError / TypeError on a bad request.
+
+    types=None and a dataset: the dataset's prompt names.  Errors: neither or both given, an
+    unknown dataset, `types` a plain string or with a non-string, an empty list, a repeated or
+    empty name, a name with ( ) : , or a marker, an unknown name (unless allow_unseen_types).
+    """
+    if types is None and dataset is None:
+      raise ValueError("no entity types requested: give types (a list of type names) or a "
+                       f"dataset (one of {', '.join(entity_types.DATASETS)})")
+    if types is not None and dataset is not None:
+      raise ValueError("give either types or dataset, not both")
+    if dataset is not None:
+      if not isinstance(dataset, str):
+        raise TypeError(f"dataset must be a string, got {type(dataset).__name__}")
+      return entity_types.prompt_names(dataset)
+    if isinstance(types, str) or not isinstance(types, Iterable):
+      raise TypeError(f"types must be a list of type names, got {type(types).__name__} "
+                      f"{types!r}")
+    names = list(types)
+    if not names:
+      raise ValueError("types is empty: request at least one entity type")
+    for index, name in enumerate(names):
+      if not isinstance(name, str):
+        raise TypeError(f"types[{index}] is a {type(name).__name__}, not a string")
+    names = prompts.check_type_names(names)
+    unknown = [name for name in names if name not in self.known_types]
+    if unknown and not self.allow_unseen_types:
+      raise ValueError(f"unknown entity type(s) {', '.join(unknown)}; known types: "
+                       f"{', '.join(self.known_types)} (allow_unseen_types=True lets other "
+                       "names through)")
+    return names
+
+  def extract(self, texts: Sequence[str], types: Optional[Sequence[str]] = None,
+              dataset: Optional[str] = None) -> list[list[dict]]:
+    """Entities of `types` (or of `dataset`'s types) in each text.
+
+    Returns one list per text of {"type", "text", "start", "end", "score"}, sorted by
+    (start, end, type); `text == texts[i][start:end]`.  An empty text gives [].
+    Raises TypeError when `texts` is not a list of strings (naming the first bad index) and
+    ValueError / TypeError for bad types (see `resolve_types`).
+    """
+    texts = _check_texts(texts)
+    names = self.resolve_types(types, dataset)
+    return self.extract_requests([(text, names) for text in texts])
+
+  def extract_requests(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[dict]]:
+    """Like `extract`, with each text's own type names: [(text, types)] (each checked as
+    `resolve_types(types)` does).  Requests with different types share decoding batches."""
+    requests = [(text, self.resolve_types(types)) for text, types in requests]
+    _check_texts([text for text, _ in requests])
+    self._stats["texts"] += len(requests)
+    windows: list[_Window] = []
+    for index, (text, names) in enumerate(requests):
+      windows.extend(self._windows(index, text, names))
+    found: list[dict[tuple[str, int, int], dict]] = [{} for _ in requests]
+    for window, output, log_probs in self._decode(windows):
+      for entity in self._entities(window, output, log_probs):
+        key = (entity["type"], entity["start"], entity["end"])
+        previous = found[window.request].get(key)
+        if previous is not None:
+          self._stats["duplicates_merged"] += 1
+          if previous["score"] >= entity["score"]:
+            continue
+        found[window.request][key] = entity
+    results = []
+    for (text, _), entities in zip(requests, found):
+      ordered = sorted(entities.values(), key=lambda e: (e["start"], e["end"], e["type"]))
+      for entity in ordered:
+        assert text[entity["start"]:entity["end"]] == entity["text"]  # the guarantee
+      results.append(ordered)
+    return results
+
+  def entities_from_output(self, text: str, types: Sequence[str],
+                           output_ids: Sequence[int]) -> list[dict]:
+    """The entities one model output (token ids, e.g. decoded elsewhere) stands for in `text`.
+
+    The same parsing, realignment, offset rule and scoring as `extract`, without decoding:
+    for comparing decoders and for tests.  `text` must fit one window.
+    """
+    names = self.resolve_types(types)
+    (text,) = _check_texts([text])
+    windows = self._windows(0, text, names)
+    if not windows:
+      return []
+    if len(windows) != 1:
+      raise ValueError(f"the text needs {len(windows)} windows of max_input_length="
+                       f"{self.max_input_length}; entities_from_output takes one")
+    (window,) = windows
+    output = [int(token) for token in output_ids]
+    if self.eos_id in output:
+      output = output[:output.index(self.eos_id) + 1]
+    if len(output) > self.max_decode_length:
+      raise ValueError(f"output has {len(output)} tokens, more than max_decode_length="
+                       f"{self.max_decode_length}")
+    bucket = self.buckets[bisect.bisect_left(self.buckets, len(window.input_ids))]
+    # The shapes of a decoding batch, so the scoring pass reuses its compiled program.
+    inputs = np.zeros((self.batch_size, bucket), np.int32)
+    inputs[:, :len(window.input_ids)] = window.input_ids
+    tokens = np.zeros((self.batch_size, self.max_decode_length), np.int32)
+    tokens[:, :len(output)] = output
+    log_probs = np.asarray(_output_log_probs(self.model, self.params, jnp.asarray(inputs),
+                                             jnp.asarray(tokens)))
+    entities = self._entities(window, output, log_probs[0, :len(output)])
+    return sorted(entities, key=lambda e: (e["start"], e["end"], e["type"]))
+
+  def window_ranges(self, text: str, types: Sequence[str]) -> list[tuple[int, int]]:
+    """The character ranges `extract` would decode `text` in, for `types` (module docstring;
+    whitespace-only ranges are listed here but skipped by `extract`)."""
+    names = self.resolve_types(types)
+    (text,) = _check_texts([text])
+    return self._split(text, self._text_budget(names))
+
+  # -- windows -------------------------------------------------------------------------------
+
+  def _text_budget(self, names: tuple[str, ...]) -> int:
+    """Text tokens a window may hold next to the prompt for `names` and the EOS."""
+    prompt = self._prompt_length(names)
+    budget = self.max_input_length - 1 - prompt
+    if budget < 4:  # room for at least one character in byte fallback (4 UTF-8 bytes)
+      raise ValueError(f"the prompt for types {list(names)} takes {prompt} tokens: "
+                       f"max_input_length={self.max_input_length} leaves no room for text; "
+                       "request fewer types or raise max_input_length")
+    return budget
+
+  def _prompt_length(self, names: tuple[str, ...]) -> int:
+    return len(self.vocabulary.encode(prompts.format_input("", names)))
+
+  def _windows(self, request: int, text: str, names: tuple[str, ...]) -> list[_Window]:
+    budget = self._text_budget(names)  # checked even for an empty text: the request is bad
+    if not text.strip():
+      return []
+    pieces = self._split(text, budget)
+    if len(pieces) > 1:
+      self._stats["split_texts"] += 1
+    windows = []
+    for start, end in pieces:
+      piece = text[start:end]
+      if not piece.strip():
+        continue
+      windows.append(self._encode_window(request, start, piece, names))
+    return windows
+
+  def _split(self, text: str, budget: int) -> list[tuple[int, int]]:
+    """Character ranges of `text` whose tokens each fit `budget` (module docstring)."""
+    _, spans = vocab_lib.encode_with_offsets(self.vocabulary, text)
+    if len(spans) <= budget:
+      return [(0, len(text))]
+    token_starts = [start for start, _ in spans]  # non-decreasing
+
+    def count(start: int, end: int) -> int:
+      return bisect.bisect_left(token_starts, end) - bisect.bisect_left(token_starts, start)
+
+    pieces: list[tuple[int, int]] = []
+    window_start = 0
+    previous_end = 0
+    for end in sentence_ends(text):
+      if count(window_start, end) <= budget:
+        previous_end = end
+        continue
+      if previous_end > window_start:  # close the window before this sentence
+        pieces.append((window_start, previous_end))
+        window_start = previous_end
+      if count(window_start, end) <= budget:
+        previous_end = end
+        continue
+      pieces.extend(self._cut(token_starts, window_start, end, budget))
+      window_start = previous_end = end
+    if previous_end > window_start:
+      pieces.append((window_start, previous_end))
+    # Tokenizing a piece alone can differ from its tokens inside the whole text (a WordPiece
+    # word cut in two): halve any piece that does not fit after all.
+    fitted: list[tuple[int, int]] = []
+    stack = list(reversed(pieces))
+    while stack:
+      start, end = stack.pop()
+      if end - start > 1 and len(self.vocabulary.encode(text[start:end])) > budget:
+        middle = (start + end) // 2
+        stack.extend([(middle, end), (start, middle)])
+      else:
+        fitted.append((start, end))
+    return fitted
+
+  @staticmethod
+  def _cut(token_starts: list[int], start: int, end: int,
+           budget: int) -> list[tuple[int, int]]:
+    """Cuts [start, end) at token starts into windows of at most `budget` tokens, each
+    starting a quarter window before the previous one ends.  Cuts fall on character
+    boundaries (byte-fallback tokens of one character share its start)."""
+    first = bisect.bisect_left(token_starts, start)
+    last = bisect.bisect_left(token_starts, end)  # one past the range's last token
+
+    def boundary_before(k: int) -> int:  # the largest character-initial token index <= k
+      while k > first and token_starts[k] == token_starts[k - 1]:
+        k -= 1
+      return k
+
+    def boundary_after(k: int) -> int:  # the smallest character-initial token index >= k
+      while first < k < last and token_starts[k] == token_starts[k - 1]:
+        k += 1
+      return k
+
+    stride = max(1, budget - budget // 4)
+    pieces = []
+    index = first
+    while index + budget < last:
+      stop = boundary_before(index + budget)
+      if stop <= index:
+        stop = boundary_after(index + 1)
+      pieces.append((token_starts[index], token_starts[stop]))
+      following = boundary_before(min(index + stride, stop))
+      index = following if following > index else stop
+    pieces.append((token_starts[index], end))
+    return pieces
+
+  def _encode_window(self, request: int, offset: int, text: str,
+                     names: tuple[str, ...]) -> _Window:
+    prompt = prompts.format_input(text, names)
+    ids, spans = vocab_lib.encode_with_offsets(self.vocabulary, prompt)
+    text_marker = ids.index(self._text_id)
+    shift = len(prompt) - len(text)
+    text_ids = ids[text_marker + 1:]
+    text_spans = [(start - shift, end - shift) for start, end in spans[text_marker + 1:]]
+    return _Window(request, offset, text, names, ids + [self.eos_id], text_ids, text_spans)
+
+  # -- decoding ------------------------------------------------------------------------------
+
+  def _decode(self, windows: list[_Window]):
+    """Yields (window, best output ids up to EOS, their log-probs) for every window."""
+    self._stats["windows"] += len(windows)
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
+    batches: dict[int, list[int]] = collections.defaultdict(list)
+    for index in order:
+      length = len(windows[index].input_ids)
+      if length > self.max_input_length:
+        raise AssertionError(f"window of {length} tokens exceeds {self.max_input_length}")
+      batches[self.buckets[bisect.bisect_left(self.buckets, length)]].append(index)
+    constraint = self._constraint if self.constrained else None
+    for bucket, indices in sorted(batches.items()):
+      for begin in range(0, len(indices), self.batch_size):
+        chunk = indices[begin:begin + self.batch_size]
+        rows = np.zeros((self.batch_size, bucket), np.int32)
+        for row in range(self.batch_size):
+          ids = windows[chunk[min(row, len(chunk) - 1)]].input_ids  # padding repeats the last
+          rows[row, :len(ids)] = ids
+        inputs = jnp.asarray(rows)
+        decoded = generate.decode_batch(
+            self.model, self.params, inputs, constraint, beam_size=self.beam_size,
+            max_decode_length=self.max_decode_length, alpha=self.alpha, eos_id=self.eos_id)
+        tokens = decoded.tokens[:, 0, :]
+        log_probs = np.asarray(_output_log_probs(self.model, self.params, inputs, tokens))
+        tokens = np.asarray(tokens)
+        exists = np.isfinite(np.asarray(decoded.scores[:, 0]))
+        for row, index in enumerate(chunk):
+          self._stats["outputs"] += 1
+          if not exists[row]:
+            self._stats["no_hypothesis"] += 1
+            continue
+          ids = tokens[row].tolist()
+          length = ids.index(self.eos_id) + 1 if self.eos_id in ids else len(ids)
+          yield windows[index], ids[:length], log_probs[row, :length]
+
+  # -- output -> entities --------------------------------------------------------------------
+
+  def _entities(self, window: _Window, output: list[int],
+                log_probs: np.ndarray) -> list[dict]:
+    generation = self.vocabulary.decode(output)
+    # A lossy vocabulary writes a type the way it decodes ("Person" -> "person"): parse with
+    # those forms, report the requested names (the first of two that decode alike wins).
+    written: dict[str, str] = {}
+    for name in window.types:
+      form = self._written_type(name)
+      if form and ":" not in form:
+        written.setdefault(form, name)
+    details = parsing.parse_generation_details(generation, tuple(written))
+    self._stats["truncated"] += int(details.truncated)
+    self._stats["unparsed"] += int(details.unparsed)
+    self._stats["mentions"] += len(details.mentions)
+    if not self.constrained:
+      self._stats["unrequested_type_items"] += sum(
+          type_name not in written
+          for type_name, _ in parsing.parse_generation(generation, None))
+    if not details.mentions:
+      return []
+    items = self._item_tokens(output, generation, details.mentions)
+    whole = _geometric_mean(log_probs)
+    aligned: list[tuple[str, str]] = []
+    score_of: dict[tuple[str, str], float] = {}
+    for (type_name, span), item in zip(details.mentions, items):
+      if item is None:
+        self._stats["score_fallback"] += 1
+        score = whole
+      else:
+        open_index, colon_index, close_index = item
+        score = _geometric_mean(log_probs[open_index + 1:close_index + 1])
+      surface = span
+      if self._lossy:
+        span_ids = None if item is None else output[colon_index + 1:close_index]
+        surface = self._realign(window, span, span_ids) or span  # None: reported below
+      pair = (written[type_name], surface)
+      if pair not in score_of:
+        aligned.append(pair)
+      score_of[pair] = max(score, score_of.get(pair, 0.0))
+    located = parsing.locate_mentions(window.text, aligned)
+    self._stats["located_mentions"] += len({(e["type"], e["text"]) for e in located.located})
+    for type_name, span in located.not_located:
+      self._stats["not_located"] += 1
+      logger.warning("span %r of type %s is not in the text %r: not returned", span, type_name,
+                     window.text[:80])
+    entities = []
+    for entity in located.located:
+      entities.append({
+          "type": entity["type"],
+          "text": entity["text"],
+          "start": entity["start"] + window.offset,
+          "end": entity["end"] + window.offset,
+          "score": score_of[(entity["type"], entity["text"])],
+      })
+    self._stats["entities"] += len(entities)
+    return entities
+
+  def _written_type(self, name: str) -> str:
+    """How the model's output spells type `name` once decoded."""
+    if not self._lossy:
+      return name  # SentencePiece with byte fallback decodes exactly
+    if name not in self._written_types:
+      self._written_types[name] = self.vocabulary.decode(self.vocabulary.encode(name))
+    return self._written_types[name]
+
+  def _item_tokens(self, output: list[int], generation: str,
+                   mentions: list[tuple[str, str]]) -> list[Optional[tuple[int, int, int]]]:
+    """For each parsed mention, the output indices of its item's "(", ":" and ")" tokens.
+
+    Mentions come in output order, so each item "(" TYPE ":" SPAN ")" is searched in
+    `generation` after the previous one; its characters are mapped to tokens through the
+    decoded length of the output before each "(" ":" ")" token.  None when not found.
+    """
+    syntax = (self._open_id, self._colon_id, self._close_id)
+    token_at: dict[tuple[int, int], int] = {}  # (token id, character position) -> index
+    for index, token in enumerate(output):
+      if token in syntax:
+        token_at[(token, len(self.vocabulary.decode(output[:index])))] = index
+    items: list[Optional[tuple[int, int, int]]] = []
+    cursor = 0
+    for type_name, span in mentions:
+      item = f"({type_name}:{span})"
+      found = generation.find(item, cursor)
+      indices = None
+      if found >= 0:
+        indices = (token_at.get((self._open_id, found)),
+                   token_at.get((self._colon_id, found + 1 + len(type_name))),
+                   token_at.get((self._close_id, found + len(item) - 1)))
+        cursor = found + len(item) - 1  # the ")" may be followed by the next item's "("
+        if None in indices or not indices[0] < indices[1] < indices[2]:
+          indices = None
+      items.append(indices)
+    return items
+
+  def _realign(self, window: _Window, span: str,
+               span_ids: Optional[list[int]]) -> Optional[str]:
+    """The window's own characters for a span of a lossy vocabulary, or None.
+
+    First the span's output tokens as a contiguous run of the window's text tokens (what the
+    constraint copies; the first run wins, locate_mentions then finds every occurrence), then
+    the decoded span re-encoded the same way, then parsing.align_span on the strings.
+    """
+    candidates = [span_ids] if span_ids else []
+    encoded: list[int] = []
+    for index, part in enumerate(span.split("[UNK]")):  # how WordPiece decodes [UNK]
+      if index:
+        encoded.append(self.vocabulary.unk_id)
+      encoded.extend(self.vocabulary.encode(part))
+    candidates.append(encoded)
+    for ids in candidates:
+      width = len(ids)
+      for start in range(len(window.text_ids) - width + 1 if width else 0):
+        if window.text_ids[start:start + width] == ids:
+          return window.text[window.text_spans[start][0]:window.text_spans[start + width - 1][1]]
+    return parsing.align_span(window.text, span)
+
+
+def _geometric_mean(log_probs: np.ndarray) -> float:
+  """exp(mean log-prob): a per-token probability in [0, 1] (0 for no tokens)."""
+  if not len(log_probs):
+    return 0.0
+  value = float(np.exp(np.mean(log_probs)))
+  return min(1.0, value) if math.isfinite(value) else 0.0
+
+
+def _check_texts(texts: Any) -> list[str]:
+  if isinstance(texts, str) or not isinstance(texts, Iterable):
+    raise TypeError(f"texts must be a list of strings (wrap a single text in a list), got "
+                    f"{type(texts).__name__}")
+  texts = list(texts)
+  for index, text in enumerate(texts):
+    if not isinstance(text, str):
+      raise TypeError(f"texts[{index}] is a {type(text).__name__}, not a str")
+  return texts
+
+
+def _choose_checkpoint(model_dir: str, checkpoint: str, checkpoints_lib) -> str:
+  """The checkpoint path `Extractor.load` restores (see its docstring)."""
+  best = os.path.join(model_dir, checkpoints_lib.BEST_SUBDIR)
+  latest = os.path.join(model_dir, checkpoints_lib.CHECKPOINTS_SUBDIR)
+
+  def has_steps(directory: str) -> bool:
+    try:
+      checkpoints_lib.resolve_params_checkpoint(directory)
+      return True
+    except FileNotFoundError:
+      return False
+
+  if checkpoint == "auto":
+    if has_steps(best):
+      return best
+    if has_steps(latest):
+      return latest
+    # A from_t5x directory names its checkpoint; a run directory falls back to its newest.
+    return model_dir
+  if checkpoint == "best":
+    if not has_steps(best):
+      raise FileNotFoundError(f"{model_dir} has no best checkpoint ({best}): the run kept "
+                              "none (no evaluation?); use checkpoint='latest'")
+    return best
+  if checkpoint == "latest":
+    return latest
+  return checkpoint
