@@ -407,6 +407,9 @@ class LazyVocabulary(seqio.Vocabulary):
   def __eq__(self, other):
     if isinstance(other, LazyVocabulary):
       return self._config == other._config
+    if isinstance(other, seqio.Vocabulary):
+      # e.g. t5x checks the model's explicit SentencePieceVocabulary(path) against the tasks'.
+      return self.vocabulary == other
     return NotImplemented
 
   def __hash__(self):
