@@ -18,6 +18,7 @@ checkpointing tf.data iterators).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -168,6 +169,25 @@ def resolve_params_checkpoint(path: str) -> str:
                           f"a checkpoints directory with numbered steps, a step directory or a '{STATE_ITEM}' item")
 
 
+class _DropMissingStepMetadata(logging.Filter):
+  """Drops orbax's "Metadata file does not exist: .../_CHECKPOINT_METADATA" warning: restoring a
+  lone item directory (params only, or a t5x `state` item) has no step metadata by design."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "_CHECKPOINT_METADATA" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_missing_step_metadata():
+  absl_logger = logging.getLogger("absl")
+  drop = _DropMissingStepMetadata()
+  absl_logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(drop)
+
+
 def restore_params(path: str, abstract_params: Any) -> Any:
   """Loads only the parameters of a checkpoint (optimizer state and step are ignored).
 
@@ -184,11 +204,12 @@ def restore_params(path: str, abstract_params: Any) -> Any:
       abstract_params)
   checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
   try:
-    _check_params_match(item_dir, checkpointer, abstract_params)
-    restored = checkpointer.restore(
-        item_dir,
-        args=ocp.args.PyTreeRestore(item={"params": abstract_params}, restore_args={"params": restore_args},
-                                    partial_restore=True))
+    with quiet_missing_step_metadata():
+      _check_params_match(item_dir, checkpointer, abstract_params)
+      restored = checkpointer.restore(
+          item_dir,
+          args=ocp.args.PyTreeRestore(item={"params": abstract_params},
+                                      restore_args={"params": restore_args}, partial_restore=True))
   except (KeyError, ValueError) as error:
     raise ValueError(f"cannot load parameters from {item_dir}: {error} (is it a checkpoint of the same model "
                      "configuration?)") from error

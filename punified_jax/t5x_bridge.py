@@ -59,7 +59,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
-import logging
 import os
 import re
 import shutil
@@ -204,11 +203,11 @@ def _read_orbax(step_dir: str) -> dict[str, Any]:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   item = os.fspath(_epath(step_dir) / ORBAX_STATE_ITEM)
   checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
-  absl_logger = logging.getLogger("absl")
-  level = absl_logger.level
+  from punified_jax import checkpoints  # pylint: disable=g-import-not-at-top
   # orbax warns that the item directory has no step metadata file: t5x writes that file one
   # level up (checkpoint_<step>/_CHECKPOINT_METADATA), which is expected, so mute the warning.
-  absl_logger.setLevel(logging.ERROR)
+  quiet = checkpoints.quiet_missing_step_metadata()
+  quiet.__enter__()
   try:
     metadata = checkpointer.metadata(item)
     tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", None)
@@ -231,7 +230,7 @@ def _read_orbax(step_dir: str) -> dict[str, Any]:
   except Exception as error:  # orbax raises many types; name the directory
     raise BridgeError(f"{item}: cannot read the orbax checkpoint: {error}") from error
   finally:
-    absl_logger.setLevel(level)
+    quiet.__exit__(None, None, None)
     checkpointer.close()
   return restored[PARAMS_KEY]
 
