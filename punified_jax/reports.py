@@ -1,0 +1,190 @@
+"""Evaluation reports: per-dataset and per-type precision/recall/F1 as JSON, a printed F1 table,
+and a PNG with per-dataset F1 bars and training curves.
+
+Input is what the evaluator writes (`<dir>/step_<N>.json`: {"step", "mean", "tasks": {task:
+{metric: value}}, ...}) and the runs' `metrics.jsonl` files (one JSON object per logged step).
+Task names map back to datasets (`punified_ner_<ds>[_random[_exact]]`), so the report speaks in
+dataset names. Scores are percentages, like the paper's tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from punified_jax import entity_types
+
+_TASK_RE = re.compile(r"^punified_ner_(?P<ds>.+?)(?:_random_exact|_random)?$")
+
+
+def dataset_of(task_name: str) -> str:
+  """`punified_ner_cluener_random` -> `cluener`; other names are returned unchanged."""
+  match = _TASK_RE.match(task_name)
+  if match and match.group("ds") in entity_types.DATASETS:
+    return match.group("ds")
+  return task_name
+
+
+def _number(value: Any) -> Optional[float]:
+  if value is None:
+    return None
+  value = float(value)
+  return value if math.isfinite(value) else None
+
+
+def summarize(eval_result: Mapping[str, Any]) -> dict:
+  """The evaluator's result -> {"step", "mean_macro_f1", "datasets": {ds: {...}}}.
+
+  Per dataset: macro_f1, micro_f1, precision, recall, offset_macro_f1 (when present), the
+  diagnostic counters, and "types": {type: {"precision", "recall", "f1", "support"}}.
+  """
+  datasets = {}
+  for task, values in sorted(eval_result.get("tasks", {}).items()):
+    per_type: dict[str, dict] = {}
+    for key, value in values.items():
+      for field in ("precision", "recall", "f1", "support"):
+        if key.startswith(field + "/"):
+          per_type.setdefault(key[len(field) + 1:], {})[field] = _number(value)
+    entry = {k: _number(values.get(k)) for k in (
+        "macro_f1", "micro_f1", "precision", "recall", "offset_macro_f1")
+             if k in values}
+    for counter in ("unrequested_type_predictions", "span_not_in_input", "truncated_generations",
+                    "unparsed_generations"):
+      if counter in values:
+        entry[counter] = _number(values[counter])
+    entry["types"] = per_type
+    entry["task"] = task
+    datasets[dataset_of(task)] = entry
+  return {"step": eval_result.get("step"), "mean_macro_f1": _number(eval_result.get("mean")),
+          "beam_size": eval_result.get("beam_size"),
+          "constrained": eval_result.get("constrained"), "datasets": datasets}
+
+
+def format_f1_table(summary: Mapping[str, Any], *, paper: bool = True) -> str:
+  """A plain-text table: one row per dataset (macro F1, micro F1, P, R), the mean, and the paper's
+  joint-model F1 for reference when `paper` (Table 1; real data only - a reader of a built-in
+  corpus table must not compare them)."""
+  rows = [("dataset", "macro F1", "micro F1", "precision", "recall")]
+  fmt = lambda v: "-" if v is None else f"{v:.2f}"
+  for ds, entry in summary["datasets"].items():
+    rows.append((ds, fmt(entry.get("macro_f1")), fmt(entry.get("micro_f1")),
+                 fmt(entry.get("precision")), fmt(entry.get("recall"))))
+  rows.append(("mean", fmt(summary.get("mean_macro_f1")), "", "", ""))
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                     enumerate(zip(row, widths))) for row in rows]
+  lines.insert(1, "-" * len(lines[0]))
+  lines.insert(len(lines) - 1, "-" * len(lines[0]))
+  if paper:
+    refs = [f"{ds} {PAPER_JOINT_F1[ds]:.2f}" for ds in summary["datasets"] if ds in PAPER_JOINT_F1]
+    if refs:
+      lines.append("paper (PUnifiedNER, Table 1, test/dev sets): " + ", ".join(refs))
+  return "\n".join(lines)
+
+
+# The paper's Table 1, PUnifiedNER row (macro F1).
+PAPER_JOINT_F1 = {"msra": 87.07, "ontonotes4": 82.56, "resume": 97.18, "cluener": 77.00,
+                  "ecommerce": 71.32, "peoples_daily": 94.49, "boson": 83.58, "ccks2021": 85.34}
+
+
+def read_metrics_jsonl(path: str) -> list[dict]:
+  """Records of a metrics.jsonl file; a malformed line raises an error naming file and line."""
+  records = []
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
+  return records
+
+
+def curve(records: Iterable[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
+  steps, values = [], []
+  for record in records:
+    if "step" in record and _number(record.get(key)) is not None:
+      steps.append(int(record["step"]))
+      values.append(float(record[key]))
+  return steps, values
+
+
+def plot_report(summary: Mapping[str, Any], runs: Mapping[str, Sequence[Mapping[str, Any]]],
+                path: str, *, title: str = "PUnifiedNER") -> str:
+  """PNG: per-dataset macro F1 bars (left) and training loss curves of each run (right)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, (bars, curves) = plt.subplots(1, 2, figsize=(12, 4.5))
+  names = list(summary["datasets"])
+  values = [summary["datasets"][n].get("macro_f1") or 0.0 for n in names]
+  positions = range(len(names))
+  bars.bar(positions, values, color="#4c72b0")
+  for x, v in zip(positions, values):
+    bars.text(x, v + 1, f"{v:.1f}", ha="center", fontsize=8)
+  mean = summary.get("mean_macro_f1")
+  if mean is not None:
+    bars.axhline(mean, color="#c44e52", linestyle="--", label=f"mean {mean:.1f}")
+    bars.legend(loc="lower right")
+  bars.set_xticks(list(positions), names, rotation=30, ha="right")
+  bars.set_ylim(0, 105)
+  bars.set_ylabel("macro F1 (%)")
+  bars.set_title(f"validation macro F1 (step {summary.get('step')})")
+
+  for label, records in runs.items():
+    steps, losses = curve(records, "train/loss")
+    if steps:
+      curves.plot(steps, losses, label=label)
+  curves.set_xlabel("step")
+  curves.set_ylabel("train loss")
+  curves.set_yscale("log")
+  curves.set_title("training curves")
+  if runs:
+    curves.legend()
+  fig.suptitle(title)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def latest_eval_json(directory: str) -> str:
+  """The `step_<N>.json` with the largest N in `directory` (an eval report directory)."""
+  found = []
+  for name in os.listdir(directory):
+    match = re.fullmatch(r"step_(\d+)\.json", name)
+    if match:
+      found.append((int(match.group(1)), name))
+  if not found:
+    raise FileNotFoundError(f"no step_<N>.json evaluation report in {directory}")
+  return os.path.join(directory, max(found)[1])
+
+
+def write_report(eval_json: str, output_dir: str, *,
+                 runs: Optional[Mapping[str, str]] = None, title: str = "PUnifiedNER") -> dict:
+  """Reads an evaluation report, writes `<output_dir>/report.json` and `report.png`.
+
+  `runs` maps a label to a run directory (or its metrics.jsonl) for the training curves.
+  Returns the summary (with the paths of what it wrote).
+  """
+  with open(eval_json, encoding="utf-8") as f:
+    summary = summarize(json.load(f))
+  curves = {}
+  for label, run in (runs or {}).items():
+    path = run if run.endswith(".jsonl") else os.path.join(run, "metrics.jsonl")
+    if os.path.exists(path):
+      curves[label] = read_metrics_jsonl(path)
+  os.makedirs(output_dir, exist_ok=True)
+  summary["source"] = os.path.abspath(eval_json)
+  summary["png"] = plot_report(summary, curves, os.path.join(output_dir, "report.png"),
+                               title=title)
+  summary["json"] = os.path.join(output_dir, "report.json")
+  with open(summary["json"], "w", encoding="utf-8") as f:
+    json.dump(summary, f, ensure_ascii=False, indent=1)
+  return summary
