@@ -66,11 +66,14 @@ import bisect
 import collections
 import dataclasses
 import functools
+import json
 import logging
 import math
 import os
+import time
 from typing import Any, Iterable, Optional, Sequence
 
+import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -695,3 +698,48 @@ def _choose_checkpoint(model_dir: str, checkpoint: str, checkpoints_lib) -> str:
   if checkpoint == "latest":
     return latest
   return checkpoint
+
+
+@gin.configurable
+def infer_splits(*, model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
+          output_dir: str = gin.REQUIRED, split: str = "test", checkpoint: str = "auto",
+          beam_size: int = 4, constrained: bool = True, batch_size: int = 16,
+          max_examples: Optional[int] = None) -> dict[str, str]:
+  """Writes predictions for `split` of each dataset of the task/mixture, one JSON line a sentence
+  ({"id", "text", "types", "entities", "gold"}) in `<output_dir>/<dataset>-<split>.jsonl`, each
+  sentence prompted with its dataset's types (punified_jax/infer.py is the command line).
+  Returns {dataset: path}."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  import tasks  # pylint: disable=g-import-not-at-top
+  from punified_jax import reports  # pylint: disable=g-import-not-at-top
+
+  config = tasks.configure()
+  provider = seqio.get_mixture_or_task(mixture_or_task_name)
+  datasets = list(dict.fromkeys(
+      reports.dataset_of(t.name) for t in getattr(provider, "tasks", [provider])))
+  extractor = Extractor.load(model_dir, checkpoint=checkpoint, beam_size=beam_size,
+                                       constrained=constrained, batch_size=batch_size)
+  os.makedirs(output_dir, exist_ok=True)
+  written = {}
+  for dataset in datasets:
+    splits = tasks.load_examples(config, dataset)
+    if split not in splits:
+      logger.warning("%s has no %r split; skipped", dataset, split)
+      continue
+    examples = splits[split][:max_examples] if max_examples else splits[split]
+    types = entity_types.prompt_names(dataset)
+    start = time.time()
+    results = extractor.extract([ex.text for ex in examples], types)
+    path = os.path.join(output_dir, f"{dataset}-{split}.jsonl")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      for index, (ex, entities) in enumerate(zip(examples, results)):
+        gold = [{"type": entity_types.prompt_name(dataset, s.type), "text": s.text_in(ex.text),
+                 "start": s.start, "end": s.end} for s in ex.spans]
+        f.write(json.dumps({"id": f"{dataset}-{split}-{index}", "text": ex.text,
+                            "types": list(types), "entities": entities, "gold": gold},
+                           ensure_ascii=False) + "\n")
+    os.replace(path + ".tmp", path)
+    written[dataset] = path
+    print(f"{dataset}/{split}: {len(examples)} sentences in {time.time() - start:.1f}s -> {path}",
+          flush=True)
+  return written
