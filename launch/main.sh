@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The main job: adaptation -> joint fine-tuning -> per-dataset evaluation -> report -> sample
+# on-demand extractions, on the built-in corpus unless you pass --raw_dir DIR (then the paper's
+# recipe; see README "The main job"). Creates .venv/ first when it is missing. Any option of
+# `python -m punified_jax main --help` can be appended.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bash "$ROOT/launch/venv.sh"
+cd "$ROOT"
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
+exec .venv/bin/python -m punified_jax main "$@"

@@ -1,0 +1,262 @@
+"""`python -m punified_jax main`: the whole PUnifiedNER recipe, end to end.
+
+  1. language-model adaptation (prefix-LM over every dataset's training text),
+  2. multi-dataset joint fine-tuning from the adapted model (dataset-dependent prompts),
+     evaluated per dataset on the validation splits, best checkpoint by mean macro F1,
+  3. a report (report.json with per-dataset and per-type P/R/F1, report.png),
+  4. sample on-demand extractions with the trained model, and the F1 table.
+
+Each training stage is the same `python -m punified_jax.train` command a user would type (they
+are printed before they run), in a subprocess, so the recipe is exactly reproducible by hand.
+
+Presets:
+  cpu   (default without --raw_dir) sized for a 2-core CPU: the `mini` model, a few hundred
+        steps, short sequences. On the built-in corpus it finishes in minutes. It exercises the
+        pipeline; its F1 says nothing about real-data quality.
+  paper (default with --raw_dir) the paper's Table 7 recipe on the `base` model: adaptation 50K
+        steps (batch 48, 256 tokens), joint fine-tuning 100K steps (batch 32, 512 tokens),
+        AdamW 1e-4. Meant for accelerators (add --gin_file=gin/partitioning/fsdp.gin etc. via
+        --extra_gin); start from a public checkpoint with --initial_checkpoint (an HF dir).
+Every number can be overridden (--adapt_steps, --finetune_steps, --size, --gin KEY=VALUE ...).
+Data comes from --raw_dir (release formats; see docs/data.md) or the built-in corpus; the
+vocabulary from --vocab or a character-level SentencePiece model trained on the train text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from typing import Optional
+
+HELP = "run the whole recipe: adapt -> joint fine-tune -> evaluate -> report -> extract"
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+  size: str
+  adapt_steps: int
+  finetune_steps: int
+  adapt_batch: int
+  finetune_batch: int
+  adapt_lengths: tuple[int, int]
+  finetune_lengths: tuple[int, int]
+  learning_rate: float
+  adapt_warmup: int
+  finetune_warmup: int
+  eval_period: int
+  beam_size: int
+  constrained_eval: bool
+
+
+PRESETS = {
+    # Calibrated on this project's 2-core CI machine: see README "The main job".
+    # Constrained evaluation: the copy constraint is our product's default decoding (the paper
+    # evaluates unconstrained; the eval command and EVAL_CONSTRAINED choose either).
+    "cpu": Preset(size="mini", adapt_steps=150, finetune_steps=600, adapt_batch=16,
+                  finetune_batch=16, adapt_lengths=(128, 128), finetune_lengths=(256, 256),
+                  learning_rate=2e-3, adapt_warmup=15, finetune_warmup=50, eval_period=300,
+                  beam_size=4, constrained_eval=True),
+    # The paper's Table 7.
+    "paper": Preset(size="base", adapt_steps=50_000, finetune_steps=100_000, adapt_batch=48,
+                    finetune_batch=32, adapt_lengths=(256, 256), finetune_lengths=(512, 512),
+                    learning_rate=1e-4, adapt_warmup=1_000, finetune_warmup=5_000,
+                    eval_period=20_000, beam_size=5, constrained_eval=False),
+}
+
+# On-demand extraction samples: one sentence asked for different type sets (the paper's Figure 1
+# idea). Written here; the built-in corpus's lexicons make them plausible for a model trained on it.
+SAMPLES = [
+    ("张伟昨天去了北京大学，和李娜讨论星海科技公司的新产品。", ["名称"]),
+    ("张伟昨天去了北京大学，和李娜讨论星海科技公司的新产品。", ["地点", "组织", "公司"]),
+    ("浙江省杭州市西湖区文三路100号华星大厦5楼", ["省份", "城市", "区", "路", "路号"]),
+    ("王芳，女，汉族，本科学历，现任财务总监。", ["名称", "民族", "学历", "职位"]),
+]
+
+
+def add_arguments(parser):
+  parser.add_argument("--raw_dir", help="root of your downloads (release formats); default: the "
+                      "built-in corpus")
+  parser.add_argument("--format", dest="data_format",
+                      help="read every dataset in this format, e.g. punified_json")
+  parser.add_argument("--datasets", help="comma-separated datasets (default: the paper's eight, "
+                      "those present)")
+  parser.add_argument("--vocab", help="a SentencePiece .model or BERT vocab.txt (default: trained)")
+  parser.add_argument("--work_dir", default=os.path.join(REPO, "runs", "main"),
+                      help="where the runs go (default: runs/main); an existing run resumes")
+  parser.add_argument("--preset", choices=sorted(PRESETS),
+                      help="cpu (default without --raw_dir) or paper (default with it)")
+  parser.add_argument("--size", help="model size: gin/models/<size>.gin (tiny, mini, small, base, large)")
+  parser.add_argument("--adapt_steps", type=int)
+  parser.add_argument("--finetune_steps", type=int)
+  parser.add_argument("--eval_period", type=int)
+  parser.add_argument("--beam_size", type=int)
+  parser.add_argument("--skip_adapt", action="store_true",
+                      help="fine-tune from --initial_checkpoint (or from scratch) without adaptation")
+  parser.add_argument("--initial_checkpoint", help="start adaptation from these parameters (one of "
+                      "our runs, or a Hugging Face T5 v1.1 directory)")
+  parser.add_argument("--extra_gin", action="append", default=[],
+                      help="another gin file for both stages, e.g. gin/partitioning/fsdp.gin")
+  parser.add_argument("--gin", action="append", default=[], metavar="KEY=VALUE",
+                      help="a gin override for both stages (repeatable)")
+  parser.add_argument("--eval_max_examples", type=int,
+                      help="evaluate on the first N validation sentences of each dataset")
+  parser.add_argument("--no_extract", action="store_true", help="skip the sample extractions")
+  parser.add_argument("--dry_run", action="store_true", help="print the stage commands only")
+
+
+def _train_command(run_file: str, size: str, model_dir: str, overrides: dict,
+                   extra_gin: list[str], extra_bindings: list[str]) -> list[str]:
+  command = [sys.executable, "-m", "punified_jax.train", f"--gin_file={run_file}",
+             f"--gin_file=gin/models/{size}.gin"]
+  command += [f"--gin_file={g}" for g in extra_gin]
+  command.append(f"--gin.MODEL_DIR={model_dir}")
+  command += [f"--gin.{k}={v}" for k, v in overrides.items()]
+  command += [f"--gin.{b}" for b in extra_bindings]
+  return command
+
+
+# Start-up chatter of TensorFlow/XLA/SentencePiece's C++ logging that says nothing about the run
+# (no GPU on a CPU machine, CPU features, the identity normalizer being used as intended).
+_NOISE = re.compile(r"cuda_platform\.cc|cudart_stub\.cc|port\.cc:\d+\] oneDNN|cpu_feature_guard|"
+                    r"All log messages before absl::InitializeLog|normalizer\.cc\(\d+\) LOG\(INFO\)|"
+                    r"To enable the following instructions|rebuild TensorFlow with the appropriate|"
+                    r"'logger_cls' is empty so seqio.Evaluator will not log")
+
+
+def _forward_stderr(stream) -> None:
+  for line in stream:
+    if not _NOISE.search(line):
+      sys.stderr.write(line)
+      sys.stderr.flush()
+
+
+def _run_stage(name: str, command: list[str], env: dict, dry_run: bool = False) -> float:
+  print(f"\n=== {name}\n$ {' '.join(shlex.quote(c) for c in command)}", flush=True)
+  if dry_run:
+    return 0.0
+  start = time.time()
+  process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True,
+                             errors="replace")
+  forwarder = threading.Thread(target=_forward_stderr, args=(process.stderr,), daemon=True)
+  forwarder.start()
+  returncode = process.wait()
+  forwarder.join()
+  if returncode != 0:
+    raise RuntimeError(f"stage {name!r} failed with exit code {returncode}")
+  elapsed = time.time() - start
+  print(f"=== {name} done in {elapsed:.0f}s", flush=True)
+  return elapsed
+
+
+def _best_eval_json(model_dir: str) -> str:
+  """The evaluation report of the checkpoint the run kept as best (else the latest report)."""
+  from punified_jax import reports  # pylint: disable=g-import-not-at-top
+  best = os.path.join(model_dir, "eval", "best.json")
+  if os.path.exists(best):
+    with open(best, encoding="utf-8") as f:
+      step = json.load(f).get("step")
+    candidate = os.path.join(model_dir, "eval", f"step_{step}.json")
+    if os.path.exists(candidate):
+      return candidate
+  return reports.latest_eval_json(os.path.join(model_dir, "eval"))
+
+
+def _print_extractions(model_dir: str, beam_size: int, env: dict) -> None:
+  """Sample on-demand extractions through the `extract` command (JSON lines in and out)."""
+  command = [sys.executable, "-m", "punified_jax", "extract", "--model_dir", model_dir,
+             "--beam_size", str(beam_size)]
+  print(f"\n=== on-demand extraction (constrained decoding, best checkpoint)\n"
+        f"$ {' '.join(shlex.quote(c) for c in command)} < requests.jsonl", flush=True)
+  # Ask only for types the model was trained on (a run over a few datasets knows fewer).
+  with open(os.path.join(model_dir, "punified_model.json"), encoding="utf-8") as f:
+    known = set(json.load(f).get("extra", {}).get("prompt_names") or ())
+  samples = [(t, [n for n in types if n in known]) for t, types in SAMPLES]
+  samples = [(t, types) for t, types in samples if types]
+  requests = "".join(json.dumps({"text": t, "types": types}, ensure_ascii=False) + "\n"
+                     for t, types in samples)
+  result = subprocess.run(command, cwd=REPO, env=env, input=requests, capture_output=True,
+                          text=True)
+  _forward_stderr(result.stderr.splitlines(keepends=True))
+  if result.returncode != 0:
+    raise RuntimeError(f"extraction failed with exit code {result.returncode}")
+  for (text, types), line in zip(samples, result.stdout.splitlines()):
+    entities = json.loads(line)["entities"]
+    found = ", ".join(f"{e['type']}:{e['text']}@{e['start']}-{e['end']}({e['score']:.2f})"
+                      for e in entities) or "(none)"
+    print(f"{text}\n  asked {','.join(types)} -> {found}")
+
+
+def run(args) -> int:
+  start = time.time()
+  preset = PRESETS[args.preset or ("paper" if args.raw_dir else "cpu")]
+  size = args.size or preset.size
+  adapt_steps = preset.adapt_steps if args.adapt_steps is None else args.adapt_steps
+  finetune_steps = preset.finetune_steps if args.finetune_steps is None else args.finetune_steps
+  eval_period = args.eval_period or min(preset.eval_period, finetune_steps)
+  beam_size = args.beam_size or preset.beam_size
+  work_dir = os.path.abspath(args.work_dir)
+  adapt_dir, joint_dir = os.path.join(work_dir, "adapt"), os.path.join(work_dir, "joint")
+
+  env = dict(os.environ)
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  for key, value in (("PUNIFIED_RAW_DIR", args.raw_dir), ("PUNIFIED_FORMAT", args.data_format),
+                     ("PUNIFIED_DATASETS", args.datasets), ("PUNIFIED_VOCAB", args.vocab)):
+    if value:
+      env[key] = os.path.abspath(value) if key in ("PUNIFIED_RAW_DIR", "PUNIFIED_VOCAB") else value
+  print(f"PUnifiedNER main job: preset {args.preset or ('paper' if args.raw_dir else 'cpu')}, "
+        f"model {size}, data {args.raw_dir or 'built-in corpus (pipeline check, not a benchmark)'}"
+        f", runs in {work_dir}", flush=True)
+
+  common = {"LEARNING_RATE": preset.learning_rate, "CHECKPOINT_PERIOD": max(finetune_steps, 1),
+            "LOG_EVERY": 25 if finetune_steps < 5000 else 100}
+  timings = {}
+  initial = args.initial_checkpoint and os.path.abspath(args.initial_checkpoint)
+  if not args.skip_adapt and adapt_steps > 0:
+    overrides = dict(common, TRAIN_STEPS=adapt_steps, BATCH_SIZE=preset.adapt_batch,
+                     WARMUP_STEPS=preset.adapt_warmup,
+                     TASK_FEATURE_LENGTHS='{"inputs": %d, "targets": %d}' % preset.adapt_lengths)
+    if initial:
+      overrides["INITIAL_CHECKPOINT_PATH"] = initial
+    timings["adapt"] = _run_stage("1/3 language-model adaptation (prefix LM)", _train_command(
+        "gin/runs/adapt.gin", size, adapt_dir, overrides, args.extra_gin, args.gin), env,
+        args.dry_run)
+    initial = adapt_dir
+  overrides = dict(common, TRAIN_STEPS=finetune_steps, BATCH_SIZE=preset.finetune_batch,
+                   WARMUP_STEPS=preset.finetune_warmup, EVAL_PERIOD=eval_period,
+                   EVAL_BEAM_SIZE=beam_size, EVAL_CONSTRAINED=preset.constrained_eval,
+                   TASK_FEATURE_LENGTHS='{"inputs": %d, "targets": %d}' % preset.finetune_lengths)
+  if initial:
+    overrides["INITIAL_CHECKPOINT_PATH"] = initial
+  if args.eval_max_examples:
+    overrides["EVAL_MAX_EXAMPLES"] = args.eval_max_examples
+  timings["finetune"] = _run_stage("2/3 joint fine-tuning + evaluation", _train_command(
+      "gin/runs/finetune_joint.gin", size, joint_dir, overrides, args.extra_gin, args.gin), env,
+      args.dry_run)
+  if args.dry_run:
+    return 0
+
+  from punified_jax import reports  # pylint: disable=g-import-not-at-top
+  print("\n=== 3/3 report", flush=True)
+  summary = reports.write_report(_best_eval_json(joint_dir), os.path.join(work_dir, "report"),
+                                 runs={"adapt": adapt_dir, "joint": joint_dir})
+  if not args.no_extract:
+    _print_extractions(joint_dir, beam_size, env)
+  print(f"\n=== validation F1 per dataset (best checkpoint, step {summary['step']}, "
+        f"beam {summary['beam_size']}, "
+        f"{'constrained' if summary.get('constrained') else 'unconstrained'} decoding)")
+  print(reports.format_f1_table(summary, paper=bool(args.raw_dir)))
+  if not args.raw_dir:
+    print("(built-in synthetic corpus: these numbers check the pipeline, they are not a benchmark)")
+  print(f"report: {summary['json']}, {summary['png']}")
+  print(f"total {time.time() - start:.0f}s (" + ", ".join(f"{k} {v:.0f}s" for k, v in
+                                                      timings.items()) + ")")
+  return 0

@@ -1,0 +1,56 @@
+"""The main job (`python -m punified_jax main`): its commands, and one whole tiny run."""
+
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _main(args, tmp_path, timeout=600):
+  env = dict(os.environ, PUNIFIED_CACHE=str(tmp_path / "cache"), TF_CPP_MIN_LOG_LEVEL="3")
+  for key in ("PUNIFIED_RAW_DIR", "PUNIFIED_FORMAT", "PUNIFIED_DATASETS", "PUNIFIED_VOCAB"):
+    env.pop(key, None)
+  return subprocess.run([sys.executable, "-m", "punified_jax", "main", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_dry_run_prints_the_two_training_commands(tmp_path):
+  result = _main(["--dry_run", "--work_dir", str(tmp_path / "w")], tmp_path)
+  assert result.returncode == 0, result.stderr
+  commands = [line for line in result.stdout.splitlines() if line.startswith("$ ")]
+  assert len(commands) == 2
+  adapt, joint = commands
+  assert "--gin_file=gin/runs/adapt.gin --gin_file=gin/models/mini.gin" in adapt
+  assert "--gin.TRAIN_STEPS=150" in adapt and f"--gin.MODEL_DIR={tmp_path}/w/adapt" in adapt
+  assert "--gin_file=gin/runs/finetune_joint.gin" in joint
+  assert f"--gin.INITIAL_CHECKPOINT_PATH={tmp_path}/w/adapt" in joint
+  assert "--gin.EVAL_CONSTRAINED=True" in joint and "--gin.TRAIN_STEPS=600" in joint
+  # A data directory switches to the paper's recipe (its Table 7) unless a preset is named.
+  paper = _main(["--dry_run", "--raw_dir", str(tmp_path), "--work_dir", str(tmp_path / "p")],
+                tmp_path)
+  assert "--gin.TRAIN_STEPS=50000" in paper.stdout and "--gin.TRAIN_STEPS=100000" in paper.stdout
+  assert "gin/models/base.gin" in paper.stdout and "--gin.LEARNING_RATE=0.0001" in paper.stdout
+
+
+def test_whole_recipe_with_a_tiny_model(tmp_path):
+  work = tmp_path / "w"
+  result = _main(["--size", "tiny", "--adapt_steps", "4", "--finetune_steps", "6",
+                  "--eval_period", "6", "--eval_max_examples", "3", "--beam_size", "2",
+                  "--datasets", "resume,msra", "--work_dir", str(work)], tmp_path)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  out = result.stdout
+  for stage in ("1/3 language-model adaptation", "2/3 joint fine-tuning", "3/3 report",
+                "on-demand extraction", "validation F1 per dataset"):
+    assert stage in out
+  table = out[out.index("validation F1 per dataset"):].splitlines()
+  assert table[1].split() == ["dataset", "macro", "F1", "micro", "F1", "precision", "recall"]
+  assert [line.split()[0] for line in table[3:5]] == ["msra", "resume"]
+  report = json.loads((work / "report" / "report.json").read_text())
+  assert sorted(report["datasets"]) == ["msra", "resume"] and report["step"] == 6
+  assert (work / "report" / "report.png").read_bytes()[:4] == b"\x89PNG"
+  info = json.loads((work / "joint" / "punified_model.json").read_text())
+  assert info["extra"]["datasets"] == ["msra", "resume"]
+  # Noise from TensorFlow/SentencePiece start-up is filtered out of what the user sees.
+  assert "precompiled_charsmap" not in result.stderr and "cuInit" not in result.stderr
