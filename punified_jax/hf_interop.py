@@ -74,6 +74,8 @@ from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 
+from punified_jax import model as model_lib
+
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
@@ -165,28 +167,6 @@ def parameter_names(config) -> list[ParameterName]:
   if not config.logits_via_embedding:
     names.append(ParameterName("lm_head.weight", "decoder/logits_dense/kernel", True))
   return names
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for key, value in tree.items():
-    name = f"{prefix}/{key}" if prefix else str(key)
-    if isinstance(value, Mapping):
-      flat.update(_flatten(value, name))
-    else:
-      flat[name] = value
-  return flat
-
-
-def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for name, value in flat.items():
-    node = tree
-    *parents, leaf = name.split("/")
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[leaf] = value
-  return tree
 
 
 # ----------------------------------------------------------------------------------------------
@@ -390,7 +370,6 @@ def t5_config_from_hf(hf_dir: str, *, dropout_rate: Optional[float] = None, dtyp
   0); UER's Chinese checkpoints start with [CLS] = 101.  `dropout_rate` defaults to config.json's.
   Usable from gin (gin/runs/adapt_from_hf.gin builds the model with it).
   """
-  from punified_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   hf_dir = os.fspath(hf_dir)
   config = read_hf_config(hf_dir)
   source = os.path.join(hf_dir, CONFIG_FILE)
@@ -449,9 +428,8 @@ def convert_hf_tensors(tensors: Mapping[str, np.ndarray], hf_config: Mapping[str
   (a silent partial load would serve a half-random model); errors name each parameter in both
   naming schemes and both shapes.  The head follows the module docstring.
   """
-  from punified_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   expected = {name: tuple(leaf.shape)
-              for name, leaf in _flatten(model_lib.param_shapes(config)).items()}
+              for name, leaf in model_lib.flatten_params(model_lib.param_shapes(config)).items()}
   table = parameter_names(config)
   tensors = dict(tensors)
   problems = []
@@ -511,7 +489,7 @@ def convert_hf_tensors(tensors: Mapping[str, np.ndarray], hf_config: Mapping[str
                     f"{config.num_decoder_layers} decoder layers)")
   if problems:
     raise HfInteropError(_describe_problems(problems, source))
-  return _unflatten(out)
+  return model_lib.unflatten_params(out)
 
 
 def load_hf_params(hf_dir: str, t5_config=None) -> dict[str, Any]:
@@ -542,8 +520,8 @@ def restore_hf_params(hf_dir: str, abstract_params: Any, t5_config=None) -> Any:
     untied = "logits_dense" in abstract_params.get("decoder", {})
     t5_config = t5_config_from_hf(hf_dir, logits_via_embedding=not untied)
   params = load_hf_params(hf_dir, t5_config)
-  flat_params = _flatten(params)
-  flat_abstract = _flatten(abstract_params)
+  flat_params = model_lib.flatten_params(params)
+  flat_abstract = model_lib.flatten_params(abstract_params)
   if set(flat_params) != set(flat_abstract):
     missing = sorted(set(flat_abstract) - set(flat_params))
     extra = sorted(set(flat_params) - set(flat_abstract))
@@ -561,7 +539,7 @@ def restore_hf_params(hf_dir: str, abstract_params: Any, t5_config=None) -> Any:
       return jax.numpy.asarray(array)
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
-  return _unflatten({name: place(name, leaf) for name, leaf in flat_abstract.items()})
+  return model_lib.unflatten_params({name: place(name, leaf) for name, leaf in flat_abstract.items()})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -658,7 +636,7 @@ def hf_config_dict(config, *, eos_token_id: int, pad_token_id: int = 0,
 
 def hf_tensors_from_params(params: Mapping[str, Any], config) -> dict[str, np.ndarray]:
   """Our parameter tree -> HF tensors by name (float32, C-contiguous, as safetensors wants)."""
-  flat = {name: np.asarray(value, np.float32) for name, value in _flatten(params).items()}
+  flat = {name: np.asarray(value, np.float32) for name, value in model_lib.flatten_params(params).items()}
   tensors = {}
   problems = []
   for entry in parameter_names(config):
@@ -671,9 +649,8 @@ def hf_tensors_from_params(params: Mapping[str, Any], config) -> dict[str, np.nd
     problems.append(f"our parameter {name!r} has no HF counterpart for this config")
   if problems:
     raise HfInteropError(_describe_problems(problems, "export"))
-  from punified_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   entries = {entry.path: entry for entry in parameter_names(config)}
-  for name, leaf in _flatten(model_lib.param_shapes(config)).items():
+  for name, leaf in model_lib.flatten_params(model_lib.param_shapes(config)).items():
     entry = entries[name]
     got = tensors[entry.hf_name].shape
     ours = got[::-1] if entry.transpose else got
@@ -978,7 +955,7 @@ def import_hf_dir(hf_dir: str, output_dir: str, *, task_feature_lengths: Mapping
       config, comment=f"Written by `python -m punified_jax import_hf` from {hf_dir}.")
   with open(os.path.join(output_dir, "model.gin"), "w", encoding="utf-8") as handle:
     handle.write(gin_text)
-  count = sum(int(np.prod(leaf.shape)) for leaf in _flatten(params).values())
+  count = sum(int(np.prod(leaf.shape)) for leaf in model_lib.flatten_params(params).values())
   return Imported(hf_dir, output_dir, step_dir, config, count, info.vocabulary_path, model_type)
 
 
@@ -993,7 +970,6 @@ def export_model_dir(info, checkpoint_path: str, output_dir: str, *, model_type:
   """Exports one checkpoint of a described model directory (`model_info.ModelInfo`)."""
   import jax  # pylint: disable=g-import-not-at-top
   from punified_jax import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
-  from punified_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
                           model_lib.param_shapes(info.t5_config))

@@ -15,25 +15,16 @@ import sys
 from typing import Sequence
 
 
+def _infer() -> None:
+  from punified_jax import inference  # pylint: disable=g-import-not-at-top
+  inference.infer_splits()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   from punified_jax import train as train_cli  # pylint: disable=g-import-not-at-top
-  argv = list(sys.argv[1:] if argv is None else argv)
-  try:
-    args = train_cli.parse_flags(argv, "python -m punified_jax.infer",
-                                 "Write predictions for a split of every dataset (gin-configured).")
-    train_cli.setup_logging(args.log_level)
-    train_cli.keep_tensorflow_off_accelerators()
-    train_cli.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
-  except (ValueError, FileNotFoundError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 2
-  from punified_jax import inference  # pylint: disable=g-import-not-at-top
-  try:
-    inference.infer_splits()
-  except (FileNotFoundError, ValueError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 2
-  return 0
+  return train_cli.run_gin_command(
+      sys.argv[1:] if argv is None else argv, "python -m punified_jax.infer",
+      "Write predictions for a split of every dataset (gin-configured).", _infer)
 
 
 if __name__ == "__main__":

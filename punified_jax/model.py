@@ -51,9 +51,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import flax.linen as nn
+from flax import traverse_util
 import gin
 import jax
 import jax.numpy as jnp
@@ -669,6 +670,17 @@ def param_logical_axes(config: T5Config) -> Any:
 def param_shapes(config: T5Config) -> Any:
   """Tree of `jax.ShapeDtypeStruct`s of the parameters, computed without allocating."""
   return jax.eval_shape(lambda rng: init_params(config, rng), jax.random.key(0))
+
+
+def flatten_params(tree: Mapping[str, Any]) -> dict[str, Any]:
+  """{"encoder": {"encoder_norm": {"scale": x}}} -> {"encoder/encoder_norm/scale": x}: the
+  slash-joined names checkpoint converters (HF, t5x) match parameters by."""
+  return {"/".join(path): leaf for path, leaf in traverse_util.flatten_dict(dict(tree)).items()}
+
+
+def unflatten_params(flat: Mapping[str, Any]) -> dict[str, Any]:
+  """The inverse of `flatten_params`."""
+  return traverse_util.unflatten_dict({tuple(name.split("/")): leaf for name, leaf in flat.items()})
 
 
 def count_params(params: Any) -> int:

@@ -203,13 +203,7 @@ def load_model_info(model_dir: str) -> ModelInfo:
       return _load_bridge_description(model_dir, bridge)
     raise FileNotFoundError(f"{model_dir} has no {MODEL_INFO_FILE}: not a model directory "
                             "written by the trainer (or from_t5x)")
-  try:
-    with open(path, encoding="utf-8") as handle:
-      description = json.load(handle)
-  except json.JSONDecodeError as error:
-    raise ModelInfoError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
-  if not isinstance(description, dict):
-    raise ModelInfoError(f"{path}: expected a JSON object")
+  description = _read_json_object(path)
   version = description.get("format_version")
   if version != FORMAT_VERSION:
     raise ModelInfoError(f"{path}: format_version {version!r} is not supported (this code "
@@ -233,7 +227,7 @@ def load_model_info(model_dir: str) -> ModelInfo:
   return ModelInfo(model_dir, config, vocabulary_path, sha, lengths, extra, version)
 
 
-def _load_bridge_description(model_dir: str, path: str) -> ModelInfo:
+def _read_json_object(path: str) -> dict:
   try:
     with open(path, encoding="utf-8") as handle:
       description = json.load(handle)
@@ -241,6 +235,11 @@ def _load_bridge_description(model_dir: str, path: str) -> ModelInfo:
     raise ModelInfoError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
   if not isinstance(description, dict):
     raise ModelInfoError(f"{path}: expected a JSON object")
+  return description
+
+
+def _load_bridge_description(model_dir: str, path: str) -> ModelInfo:
+  description = _read_json_object(path)
   config = _config_from(description.get("config"), path)
   vocabulary = description.get("vocabulary")
   if not isinstance(vocabulary, str):

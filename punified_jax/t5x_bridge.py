@@ -66,6 +66,8 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from punified_jax import model as model_lib
+
 # t5x names step directories `checkpoint_<step>` (t5x.checkpoint_utils.get_checkpoint_prefix).
 _STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
 ORBAX_STATE_ITEM = "state"      # t5x's orbax item holding the train state
@@ -295,29 +297,6 @@ def _read_msgpack(step_dir: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  """{"a": {"b": x}} -> {"a/b": x}."""
-  flat = {}
-  for key, value in tree.items():
-    name = f"{prefix}/{key}" if prefix else str(key)
-    if isinstance(value, Mapping):
-      flat.update(flatten(value, name))
-    else:
-      flat[name] = value
-  return flat
-
-
-def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for name, value in flat.items():
-    node = tree
-    *parents, leaf = name.split("/")
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[leaf] = value
-  return tree
-
-
 def _layer_count(flat: Mapping[str, Any], stack: str) -> int:
   indices = {int(m.group(1)) for name in flat
              for m in [re.match(rf"{stack}/layers_(\d+)/", name)] if m}
@@ -343,8 +322,7 @@ def config_from_params(params: Mapping[str, Any], *, source: str = "checkpoint",
   cannot tell (dtype, dropout_rate; max distance 128 is fixed in t5x's network) comes from
   `overrides` or T5Config's defaults.
   """
-  from punified_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  flat = flatten(params)
+  flat = model_lib.flatten_params(params)
   vocab_size, emb_dim = _shape(flat, "token_embedder/embedding", source)
   num_heads, buckets = _shape(flat, "encoder/relpos_bias/rel_embedding", source)
   _, joined_kv = _shape(flat, "encoder/layers_0/attention/query/kernel", source)
@@ -375,10 +353,9 @@ def to_model_params(params: Mapping[str, Any], config, *,
   a silent partial load would serve a half-random model. Errors name each parameter and both
   shapes (the first ten problems, and how many more there are).
   """
-  from punified_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  shapes = flatten(model_lib.param_shapes(config))
+  shapes = model_lib.flatten_params(model_lib.param_shapes(config))
   wanted = {name: tuple(leaf.shape) for name, leaf in shapes.items()}
-  given = flatten(params)
+  given = model_lib.flatten_params(params)
   problems = []
   for name, shape in sorted(wanted.items()):
     if name not in given:
@@ -394,7 +371,7 @@ def to_model_params(params: Mapping[str, Any], config, *,
     more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
     raise BridgeError(f"{source}: {len(problems)} parameter mismatch(es): "
                       + "; ".join(problems[:10]) + more)
-  return _unflatten({name: np.asarray(given[name], np.float32) for name in wanted})
+  return model_lib.unflatten_params({name: np.asarray(given[name], np.float32) for name in wanted})
 
 
 def padded_vocab_size(vocabulary, multiple: int = 128) -> int:
@@ -570,7 +547,7 @@ def convert(checkpoint: str, output_dir: str, *, step: Optional[int] = None,
               json.dumps(description, ensure_ascii=False, indent=1) + "\n")
   _write_text(os.path.join(output, MODEL_GIN), model_gin_text(
       config, comment=f"Written by `python -m punified_jax from_t5x` from {located.path}."))
-  count = sum(int(np.prod(leaf.shape)) for leaf in flatten(params).values())
+  count = sum(int(np.prod(leaf.shape)) for leaf in model_lib.flatten_params(params).values())
   return Converted(output, step_dir, out_step, config, count, located,
                    os.path.join(output, vocab_file) if vocab_file else None, lengths)
 
@@ -594,7 +571,6 @@ def load_model_dir(model_dir: str) -> LoadedModel:
   """Reads a directory written by `convert`: config, parameters and vocabulary path."""
   import jax  # pylint: disable=g-import-not-at-top
   from punified_jax import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
-  from punified_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   path = os.path.join(_strip(model_dir), MODEL_JSON)
   try:
     with open(path, encoding="utf-8") as handle:

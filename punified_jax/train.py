@@ -25,7 +25,7 @@ import ast
 import logging
 import os
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -192,10 +192,12 @@ def keep_tensorflow_off_accelerators() -> None:
     pass
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
+def run_gin_command(argv: Sequence[str], prog: str, description: str,
+                    action: Callable[[], int | None]) -> int:
+  """Flags -> logging -> distributed init -> gin, then `action()`; bad flags, gin files or
+  missing inputs print `error: ...` and give exit status 2. Shared by train, eval and infer."""
   try:
-    args = parse_flags(argv, "python -m punified_jax.train", "Train a T5 on a seqio mixture (gin-configured).")
+    args = parse_flags(list(argv), prog, description)
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
@@ -206,9 +208,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   distributed.initialize_from_args(args)
   try:
     parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
+    return int(action() or 0)
   except (ValueError, FileNotFoundError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
+
+
+def _train() -> int:
   from punified_jax import trainer  # pylint: disable=g-import-not-at-top
   summary = trainer.train()
   if summary.stopped_by:
@@ -216,6 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   else:
     print(f"done: step {summary.final_step}", flush=True)
   return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  return run_gin_command(sys.argv[1:] if argv is None else argv, "python -m punified_jax.train",
+                         "Train a T5 on a seqio mixture (gin-configured).", _train)
 
 
 if __name__ == "__main__":

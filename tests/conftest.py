@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -13,3 +15,15 @@ os.environ.setdefault("TFDS_DISABLE_GCS", "1")
 FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FAST_COMPILE_FLAGS).strip()
+
+
+@pytest.fixture(scope="module")
+def fast_compiles():
+  """Skip most XLA optimisation passes while a module of tiny-model tests runs (they cost far
+  more compile time than they save at run time); the setting is restored afterwards. Modules opt
+  in with `pytestmark = pytest.mark.usefixtures("fast_compiles")`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  previous = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", previous)

@@ -32,11 +32,7 @@ DECODE_LEN = shared.FEATURE_LENGTHS["targets"]
 ROWS = shared.BATCH_SIZE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-  previous = shared.fast_compiles()
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 @pytest.fixture(scope="module")

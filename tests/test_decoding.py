@@ -22,14 +22,7 @@ from punified_jax import decoding
 from punified_jax import generate
 from punified_jax import model as model_lib
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-  """Skip most XLA optimisation passes while this module runs: for these tiny models they cost
-  far more compile time than they save in run time (about 40% of the module's time)."""
-  previous = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 PAD, EOS, A, B = 0, 1, 2, 3

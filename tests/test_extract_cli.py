@@ -16,11 +16,7 @@ from punified_jax.__main__ import main
 import test_inference as shared
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-  previous = shared.fast_compiles()
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 # The vocabulary, config and overfit parameters are test_inference's fixtures.

@@ -98,14 +98,6 @@ def wordpiece_tokens(size: int) -> list[str]:
   return tokens + [f"[extra{i}]" for i in range(size - len(tokens))]
 
 
-def fast_compiles():
-  """Context for module fixtures: skip most XLA optimisation passes (they cost far more compile
-  time than they save for these tiny models)."""
-  previous = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  return previous
-
-
 def check_entities(text: str, types, entities) -> None:
   """The extraction guarantees for one text."""
   seen = set()
@@ -126,11 +118,7 @@ def check_entities(text: str, types, entities) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-  previous = fast_compiles()
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 @pytest.fixture(scope="module")

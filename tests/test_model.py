@@ -21,14 +21,7 @@ TINY = model_lib.T5Config(vocab_size=40, emb_dim=32, num_heads=2, head_dim=8, ml
                           num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-  """Skip most XLA optimisation passes while this module runs: for these tiny models they cost
-  far more compile time than they save in run time (about 40% of the module's time)."""
-  previous = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def _key(seed):

@@ -63,10 +63,10 @@ SMALL = model_lib.T5Config(vocab_size=40, emb_dim=8, num_heads=2, head_dim=4, ml
 
 def _random_params(config, seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
-  shapes = t5x_bridge.flatten(model_lib.param_shapes(config))
+  shapes = model_lib.flatten_params(model_lib.param_shapes(config))
   flat = {name: rng.standard_normal(leaf.shape).astype(np.float32)
           for name, leaf in shapes.items()}
-  return t5x_bridge._unflatten(flat)  # pylint: disable=protected-access
+  return model_lib.unflatten_params(flat)
 
 
 def _adafactor_slots(params) -> dict:
@@ -133,7 +133,7 @@ def write_t5x_msgpack(model_dir, params, step: int, *, inline=(), dtype=np.float
 
 
 def _assert_same_tree(got, want):
-  got_flat, want_flat = t5x_bridge.flatten(got), t5x_bridge.flatten(want)
+  got_flat, want_flat = model_lib.flatten_params(got), model_lib.flatten_params(want)
   assert sorted(got_flat) == sorted(want_flat)
   for name, value in want_flat.items():
     assert np.asarray(got_flat[name]).dtype == np.float32, name
@@ -228,7 +228,7 @@ def test_bfloat16_checkpoint_reads_as_float32(tmp_path, small_params):
   import ml_dtypes  # pylint: disable=g-import-not-at-top
   write_t5x_msgpack(tmp_path, small_params, 1, dtype=ml_dtypes.bfloat16)
   params = t5x_bridge.read_params(str(tmp_path))
-  kernel = t5x_bridge.flatten(params)["decoder/logits_dense/kernel"]
+  kernel = model_lib.flatten_params(params)["decoder/logits_dense/kernel"]
   assert kernel.dtype == np.float32
   expected = small_params["decoder"]["logits_dense"]["kernel"].astype(ml_dtypes.bfloat16)
   np.testing.assert_array_equal(kernel, expected.astype(np.float32))
@@ -277,12 +277,12 @@ def test_config_from_params_recovers_the_shape(small_params):
 
 
 def test_mismatches_name_the_parameter_and_both_shapes(small_params):
-  flat = t5x_bridge.flatten(small_params)
+  flat = model_lib.flatten_params(small_params)
   wrong = dict(flat)
   wrong["encoder/layers_1/mlp/wo/kernel"] = np.zeros((12, 9), np.float32)
   del wrong["decoder/layers_0/encoder_decoder_attention/key/kernel"]
   wrong["encoder/layers_0/mlp/wi/kernel"] = np.zeros((8, 12), np.float32)  # a T5 1.0 MLP
-  tree = t5x_bridge._unflatten(wrong)  # pylint: disable=protected-access
+  tree = model_lib.unflatten_params(wrong)
   with pytest.raises(t5x_bridge.BridgeError) as error:
     t5x_bridge.to_model_params(tree, SMALL, source="/ckpt/checkpoint_5")
   message = str(error.value)
@@ -327,7 +327,7 @@ _configs = st.builds(
 def test_msgpack_round_trip_property(tmp_path_factory, config, seed, data):
   """Any T5 v1.1 shape written the t5x way reads back bit-exact with the same config."""
   params = _random_params(config, seed)
-  names = sorted(t5x_bridge.flatten(params))
+  names = sorted(model_lib.flatten_params(params))
   inline = data.draw(st.sets(st.sampled_from(names)))
   root = tmp_path_factory.mktemp("prop")
   write_t5x_msgpack(root, params, seed, inline=inline)
