@@ -1,0 +1,240 @@
+"""Extraction throughput: our Extractor vs HF `generate` on the same weights, with both F1s.
+
+    .venv/bin/python benchmarks/extract_throughput.py --raw_dir ../shared/data/raw \
+        --model_dir RUN_DIR --dataset resume --beams 1,4,10
+
+RUN_DIR is a trained run of ours (punified_model.json + a checkpoint); its parameters are
+exported with hf_interop.export_model_dir, so HF decodes with exactly our weights. Both sides
+read the SAME encoder ids (our prompt `<entity>T1...<text>sentence` + EOS, tokenized with the
+run's vocabulary; HF gets the ids, not text) for the first `--max_sentences` sentences of the
+dataset's dev split, both sort them by length and decode in batches of `--batch_size` up to the
+run's target length. Beam 1 is greedy on both sides. Per beam size each side first warms up
+(ours: compiles the program of every input bucket the pass will use; HF: decodes the shortest
+and the longest batch), reported as warmup_s, then makes `--passes` timed passes over all
+sentences; the speed is that of the last pass. Outputs of both are parsed into (type, span) pairs and scored with
+punified_jax.metrics.span_macro_f1 against the gold mentions (spans that do not occur in the
+sentence dropped on every side, as the Extractor does). Agreement: "same_text_as_decode_batch"
+is the share of sentences whose HF output decodes to the same text as our decoding engine's
+(generate.decode_batch on the same batches), "same_pairs_as_extractor" the share whose
+(type, span) sets equal the Extractor's.
+
+Scoring differences that remain by design: our beam search ranks finished hypotheses with T5's
+length penalty ((5 + len) / 6) ** alpha (alpha 0.6), HF with len ** length_penalty (1.0, its
+default); HF stops at `early_stopping=True`. Ours also runs its per-entity score pass (one
+teacher-forced forward) inside the timed region, because `Extractor.extract` always does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def batches_by_length(rows: list[list[int]], batch_size: int) -> tuple[list[np.ndarray], list[int]]:
+  """Sorts id lists by length, cuts batches, pads each to its longest with 0.
+
+  Returns (batches, order) where order[k] is the original index of the k-th sorted row.
+  """
+  order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+  batches = []
+  for begin in range(0, len(order), batch_size):
+    chunk = order[begin:begin + batch_size]
+    width = max(len(rows[i]) for i in chunk)
+    array = np.zeros((len(chunk), width), np.int32)
+    for r, i in enumerate(chunk):
+      array[r, :len(rows[i])] = rows[i]
+    batches.append(array)
+  return batches, order
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--raw_dir", required=True)
+  parser.add_argument("--model_dir", required=True, help="a trained run directory of ours")
+  parser.add_argument("--dataset", default="resume")
+  parser.add_argument("--split", default="validation")
+  parser.add_argument("--max_sentences", type=int, default=500)
+  parser.add_argument("--beams", default="1,4,10")
+  parser.add_argument("--batch_size", type=int, default=32)
+  parser.add_argument("--max_decode_length", type=int, default=None, help="default: the run's target length")
+  parser.add_argument("--alpha", type=float, default=0.6)
+  parser.add_argument("--passes", type=int, default=1, help="timed passes per side and beam (after a warm-up)")
+  parser.add_argument("--constrained", action="store_true", help="also time our constrained decoding")
+  parser.add_argument("--threads", type=int, default=2)
+  parser.add_argument("--torch_python", default=os.environ.get("PUNIFIED_TORCH_PYTHON", common.TORCH_PYTHON_DEFAULT))
+  parser.add_argument("--name", default="extract_throughput")
+  args = parser.parse_args(argv)
+  beams = [int(b) for b in args.beams.split(",")]
+  if not os.path.exists(args.torch_python):
+    parser.error(f"--torch_python {args.torch_python} not found (bash tools/torch_env.sh)")
+  if not os.path.exists(os.path.join(args.model_dir, "punified_model.json")):
+    parser.error(f"--model_dir {args.model_dir}: no punified_model.json (not a trained run of ours)")
+
+  import jax  # pylint: disable=g-import-not-at-top
+  from punified_jax import entity_types, hf_interop, metrics, model_info, parsing, prompts  # pylint: disable=g-import-not-at-top
+  from punified_jax import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
+  from punified_jax.inference import Extractor, _choose_checkpoint  # pylint: disable=g-import-not-at-top
+  config = common.configure_tasks(args.raw_dir, [args.dataset])
+  import tasks  # pylint: disable=g-import-not-at-top
+  examples = tasks.load_examples(config, args.dataset)[args.split][:args.max_sentences]
+  names = entity_types.prompt_names(args.dataset)
+  texts = [ex.text for ex in examples]
+  gold = [prompts.gold_mentions(ex, args.dataset) for ex in examples]
+  machine = common.machine_info()
+
+  info = model_info.load_model_info(args.model_dir)
+  vocabulary = info.vocabulary()
+  max_decode = args.max_decode_length or (info.task_feature_lengths or {}).get("targets", 256)
+  max_input = (info.task_feature_lengths or {}).get("inputs", 512)
+  ids = [list(vocabulary.encode(prompts.format_input(t, names))) + [int(vocabulary.eos_id)] for t in texts]
+  too_long = sum(len(row) > max_input for row in ids)
+  if too_long:
+    print(f"note: {too_long} sentences exceed the {max_input}-token input; the Extractor splits them into "
+          "windows, HF gets them whole", flush=True)
+
+  workdir = tempfile.mkdtemp(prefix="extract_throughput_", dir=os.environ.get("BENCH_WORKDIR"))
+  checkpoint = checkpoints_lib.resolve_params_checkpoint(
+      _choose_checkpoint(info.model_dir, "auto", checkpoints_lib))
+  hf_dir = os.path.join(workdir, "hf")
+  hf_interop.export_model_dir(info, checkpoint, hf_dir)
+
+  def score(predictions) -> dict:
+    result = metrics.span_macro_f1(gold, predictions, type_names=names)
+    return {"macro_f1": result["macro_f1"], "micro_f1": result.get("micro_f1")}
+
+  located = lambda pairs, text: sorted({(t, span) for t, span in pairs if span and span in text})
+
+  # Our decoding engine alone (generate.decode_batch, what the Extractor calls), on the same
+  # length-sorted batches HF gets, each padded to the Extractor's next bucket length so only a
+  # few shapes compile: a token-level comparison with HF and a speed figure without the
+  # Extractor's windowing, parsing and scoring.
+  from punified_jax import generate, inference  # pylint: disable=g-import-not-at-top
+  from punified_jax.model import Transformer  # pylint: disable=g-import-not-at-top
+  batches, order = batches_by_length(ids, args.batch_size)
+  buckets = inference.bucket_lengths(max(max_input, max(b.shape[1] for b in batches)))
+  engine_params = Extractor.load(args.model_dir, beam_size=1).params
+  engine_model = Transformer(info.t5_config)
+  engine_tokens = {}
+
+  def engine_pass(beam: int) -> list:
+    outputs = []
+    for batch in batches:
+      width = next(b for b in buckets if b >= batch.shape[1])
+      rows_ = np.zeros((args.batch_size, width), np.int32)  # fixed batch: the last batch is padded
+      rows_[:batch.shape[0], :batch.shape[1]] = batch
+      decoded = generate.decode_batch(engine_model, engine_params, jax.numpy.asarray(rows_), None, beam_size=beam,
+                                      max_decode_length=max_decode, alpha=args.alpha, eos_id=int(vocabulary.eos_id))
+      tokens = np.asarray(decoded.tokens[:batch.shape[0], 0, :])
+      outputs.extend(row[row > 0].tolist() for row in tokens)
+    return outputs
+
+  rows = []
+  ours_pairs = {}
+  def engine_warmup(beam: int) -> float:
+    """Compiles the program of every bucket width the timed pass will use (one batch each)."""
+    start = time.perf_counter()
+    for width in sorted({next(b for b in buckets if b >= batch.shape[1]) for batch in batches}):
+      rows_ = np.zeros((args.batch_size, width), np.int32)
+      rows_[:, 0] = int(vocabulary.eos_id)
+      jax.block_until_ready(generate.decode_batch(
+          engine_model, engine_params, jax.numpy.asarray(rows_), None, beam_size=beam,
+          max_decode_length=max_decode, alpha=args.alpha, eos_id=int(vocabulary.eos_id)).tokens)
+    return time.perf_counter() - start
+
+  # One sentence per occupied input bucket: warming the Extractor up on them compiles every
+  # program its timed pass needs.
+  warm_texts = list({next(b for b in buckets if b >= len(row)): text for row, text in zip(ids, texts)}.values())
+
+  for beam in beams:
+    seconds = [engine_warmup(beam)]
+    for _ in range(args.passes):
+      start = time.perf_counter()
+      sorted_outputs = engine_pass(beam)
+      seconds.append(time.perf_counter() - start)
+    outputs = [None] * len(texts)
+    for k, output in enumerate(sorted_outputs):
+      outputs[order[k]] = output
+    engine_tokens[beam] = outputs
+    pairs = [located(parsing.parse_generation(vocabulary.decode(o), names), t) for o, t in zip(outputs, texts)]
+    rows.append({"side": "ours_decode_batch", "beam": beam, "sentences": len(texts), "warmup_s": seconds[0],
+                 "pass_s": seconds[-1], "sentences_per_s": len(texts) / seconds[-1], **score(pairs)})
+    print(rows[-1], flush=True)
+
+  variants = [("ours", False)] + ([("ours_constrained", True)] if args.constrained else [])
+  for beam in beams:
+    for label, constrained in variants:
+      extractor = Extractor.load(args.model_dir, beam_size=beam, constrained=constrained,
+                                 batch_size=args.batch_size, max_decode_length=max_decode, alpha=args.alpha)
+      start = time.perf_counter()
+      extractor.extract(warm_texts, dataset=args.dataset)
+      seconds = [time.perf_counter() - start]
+      for _ in range(args.passes):
+        start = time.perf_counter()
+        found = extractor.extract(texts, dataset=args.dataset)
+        seconds.append(time.perf_counter() - start)
+      pairs = [sorted({(e["type"], e["text"]) for e in entities}) for entities in found]
+      if not constrained:
+        ours_pairs[beam] = pairs
+      rows.append({"side": label, "beam": beam, "sentences": len(texts), "warmup_s": seconds[0],
+                   "pass_s": seconds[-1], "sentences_per_s": len(texts) / seconds[-1], **score(pairs)})
+      print(rows[-1], flush=True)
+
+  npz = os.path.join(workdir, "inputs.npz")
+  np.savez(npz, **{f"input_ids_{i}": b for i, b in enumerate(batches)})
+  request = {"model_dir": hf_dir, "inputs": npz, "beams": beams, "max_new_tokens": max_decode,
+             "passes": args.passes, "warmup_batches": [0, len(batches) - 1], "threads": args.threads, "output": os.path.join(workdir, "hf.json")}
+  with open(os.path.join(workdir, "hf_request.json"), "w") as handle:
+    json.dump(request, handle)
+  worker = os.path.join(common.REPO_ROOT, "benchmarks", "torch_worker.py")
+  subprocess.run([args.torch_python, worker, "generate", os.path.join(workdir, "hf_request.json")], check=True)
+  with open(request["output"]) as handle:
+    hf = json.load(handle)
+  samples = {}
+  for beam in beams:
+    result = hf["beams"][str(beam)]
+    outputs = [None] * len(texts)
+    for k, output in enumerate(result["outputs"]):
+      outputs[order[k]] = output
+    # Spans that do not occur in the sentence are dropped, as the Extractor drops them.
+    pairs = [located(parsing.parse_generation(vocabulary.decode(o), names), t) for o, t in zip(outputs, texts)]
+    same = float(np.mean([p == q for p, q in zip(pairs, ours_pairs[beam])]))
+    # Compared as decoded text: HF's beam search may end a finished hypothesis without the EOS id
+    # that ours keeps (greedy outputs match id for id).
+    same_text = float(np.mean([vocabulary.decode(o) == vocabulary.decode(e)
+                               for o, e in zip(outputs, engine_tokens[beam])]))
+    samples[str(beam)] = [{"text": texts[i], "hf": vocabulary.decode(outputs[i]),
+                           "ours": vocabulary.decode(engine_tokens[beam][i])} for i in range(min(3, len(texts)))]
+    seconds = result["pass_seconds"]
+    rows.append({"side": "hf_generate", "beam": beam, "sentences": len(texts), "warmup_s": seconds[0],
+                 "pass_s": seconds[-1], "sentences_per_s": len(texts) / seconds[-1], **score(pairs),
+                 "same_pairs_as_extractor": same, "same_text_as_decode_batch": same_text})
+    print(rows[-1], flush=True)
+
+  for row in rows:
+    hf_row = next(r for r in rows if r["side"] == "hf_generate" and r["beam"] == row["beam"])
+    row["speedup_vs_hf"] = row["sentences_per_s"] / hf_row["sentences_per_s"]
+  rows.sort(key=lambda r: (r["beam"], r["side"]))
+  common.print_table(rows, ["beam", "side", "sentences_per_s", "speedup_vs_hf", "warmup_s", "pass_s",
+                            "macro_f1", "micro_f1", "same_pairs_as_extractor", "same_text_as_decode_batch"],
+                     title=f"extraction over {len(texts)} {args.dataset} {args.split} sentences")
+  payload = {"command": common.command_line(), "machine": machine, "versions": common.jax_versions(),
+             "torch": hf.get("torch"), "model": {"dir": os.path.abspath(args.model_dir), "checkpoint": checkpoint,
+                                                 "t5_config": info.t5_config.__dict__ if info.t5_config else None},
+             "dataset": args.dataset, "split": args.split, "max_decode_length": max_decode,
+             "settings": vars(args), "results": rows, "samples": samples}
+  print("wrote", common.write_json(args.name, payload))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

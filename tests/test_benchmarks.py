@@ -1,0 +1,123 @@
+"""Cheap checks of the benchmark scripts' pure helpers (no timing, no real data, no torch)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from benchmarks import common
+from benchmarks import extract_throughput
+from benchmarks import train_throughput
+
+
+def _example(inputs, targets):
+  return {"inputs": np.asarray(inputs, np.int32), "targets": np.asarray(targets, np.int32)}
+
+
+def test_forward_flops_on_a_literal_shape():
+  shape = common.Shape(vocab=10, d_model=4, heads=2, d_kv=2, d_ff=8, enc_layers=1, dec_layers=1)
+  # encoder: 3 tokens * (qkvo 4*4*4 + mlp 3*4*8 + attention 2*3*4) = 552 multiply-adds
+  # decoder: 2 tokens * (self 64 + 2*2*4, cross q/o 2*4*4 + 2*3*4, mlp 96) + k/v of 3 encoder
+  #          tokens 3*2*4*4 = 560; head 2 * 4 * 10 = 80.  FLOPs = 2 * (552 + 560 + 80).
+  assert common.forward_flops(shape, batch=1, in_len=3, out_len=2) == 2384.0
+  assert common.train_step_flops(shape, batch=1, in_len=3, out_len=2) == 3 * 2384.0
+  assert common.forward_flops(shape, batch=5, in_len=3, out_len=2) == 5 * 2384.0
+
+
+def test_cpu_peak_from_flags():
+  assert common.cpu_peak_flops(2, 2.6, ["avx512f", "avx512_bf16"]) == pytest.approx(332.8e9)
+  assert common.cpu_peak_flops(2, 2.6, ["avx512f", "avx512_bf16"], bf16=True) == pytest.approx(665.6e9)
+  assert common.cpu_peak_flops(2, 2.6, ["avx512f"], bf16=True) == pytest.approx(332.8e9)
+  assert common.cpu_peak_flops(1, 1.0, ["avx2", "fma"]) == pytest.approx(32e9)
+
+
+def test_pad_batch_and_padding_accounting():
+  batch = common.pad_batch([_example([5, 6, 1], [8, 1]), _example([7, 1], [9, 9, 9, 1])])
+  np.testing.assert_array_equal(batch.input_ids, [[5, 6, 1], [7, 1, 0]])
+  np.testing.assert_array_equal(batch.labels, [[8, 1, 0, 0], [9, 9, 9, 1]])
+  np.testing.assert_array_equal(batch.decoder_input_ids, [[0, 8, 1, 0], [0, 9, 9, 9]])
+  assert batch.real_target_tokens == 6
+  assert batch.real_input_tokens == 5
+  assert batch.computed_tokens == 14
+  stats = common.padding_stats([batch])
+  assert stats["real_fraction"] == pytest.approx(11 / 14)
+  assert stats["target_real_fraction"] == pytest.approx(6 / 8)
+
+
+def test_pad_batch_rejects_an_empty_batch():
+  with pytest.raises(ValueError, match="empty batch"):
+    common.pad_batch([])
+
+
+def test_packed_stats_counts_segments_and_real_tokens():
+  batch = {"encoder_input_tokens": np.array([[4, 1, 5, 1, 0, 0]]),
+           "decoder_target_tokens": np.array([[6, 1, 7, 7, 1, 0]]),
+           "decoder_segment_ids": np.array([[1, 1, 2, 2, 2, 0]])}
+  assert common.packed_stats(batch) == {"real_tokens": 9, "computed_tokens": 12, "target_tokens": 5,
+                                        "examples": 2}
+
+
+def test_paper_batches_drop_the_partial_batch():
+  assert common.paper_batches(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_uniform_mixture_draw_uses_every_pool_and_rejects_empty_ones():
+  pools = {"a": ["a1", "a2"], "b": ["b1"]}
+  drawn = common.uniform_mixture_draw(pools, 200, np.random.default_rng(0))
+  assert len(drawn) == 200
+  assert {x[0] for x in drawn} == {"a", "b"}
+  assert 60 < sum(x[0] == "a" for x in drawn) < 140  # uniform over datasets, not over examples
+  with pytest.raises(ValueError, match="non-empty"):
+    common.uniform_mixture_draw({"a": [], "b": ["b1"]}, 3, np.random.default_rng(0))
+
+
+def test_length_grouped_batches_sort_within_a_megabatch():
+  examples = [_example([2] * n, [3]) for n in (1, 5, 2, 4, 3, 6)]
+  batches = common.length_grouped_batches(examples, batch_size=2, megabatch=3, rng=np.random.default_rng(0))
+  lengths = sorted(sorted(len(e["inputs"]) for e in b) for b in batches)
+  assert lengths == [[1, 2], [3, 4], [5, 6]]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=4, max_size=60), st.integers(1, 4), st.integers(1, 5))
+def test_length_grouped_batches_keep_every_full_batch_example(lengths, batch_size, megabatch):
+  examples = [_example([2] * n, [3] * (i % 3 + 1)) for i, n in enumerate(lengths)]
+  batches = common.length_grouped_batches(examples, batch_size, megabatch, np.random.default_rng(1))
+  assert all(len(b) == batch_size for b in batches)
+  kept = sorted(id(e) for b in batches for e in b)
+  assert len(set(kept)) == len(kept)
+  # Only the tail of each mega-batch that does not fill a batch can be dropped.
+  span = batch_size * megabatch
+  expected = sum((min(span, len(examples) - s) // batch_size) * batch_size for s in range(0, len(examples), span))
+  assert len(kept) == expected
+
+
+def test_time_to_loss_skips_the_first_step_and_uses_a_running_mean():
+  seconds = [10.0] + [1.0] * 14
+  losses = [5.0] * 5 + [1.0] * 10
+  # The mean of the last 10 losses first reaches <= 3.0 at step 10 (5 fives, 5 ones -> 3.0).
+  assert train_throughput.time_to_loss(seconds, losses, 3.0) == (9.0, 10)
+  assert train_throughput.time_to_loss(seconds, losses, 0.5) == (None, None)
+
+
+def test_running_mean_min_is_the_best_ten_step_mean():
+  assert train_throughput.running_mean_min([4.0] * 10 + [2.0] * 10) == pytest.approx(2.0)
+  assert train_throughput.running_mean_min([4.0] * 10 + [2.0] * 5) == pytest.approx(3.0)
+  assert train_throughput.running_mean_min([1.0] * 9) == float("inf")  # too short to judge
+
+
+def test_read_model_gin_reads_the_tiny_shape():
+  fields = train_throughput.read_model_gin("tiny")
+  assert fields == {"dropout_rate": 0.0, "emb_dim": 32, "num_heads": 2, "head_dim": 8, "mlp_dim": 64,
+                    "num_encoder_layers": 2, "num_decoder_layers": 2, "relative_attention_num_buckets": 32,
+                    "relative_attention_max_distance": 128, "logits_via_embedding": False,
+                    "decoder_start_token_id": 0}
+  with pytest.raises(FileNotFoundError, match="no_such_size.gin"):
+    train_throughput.read_model_gin("no_such_size")
+
+
+def test_extract_batches_by_length_sorts_pads_and_keeps_the_order():
+  batches, order = extract_throughput.batches_by_length([[5, 5, 1], [6, 1], [7, 7, 7, 1], [8, 1]], 2)
+  assert order == [1, 3, 0, 2]
+  np.testing.assert_array_equal(batches[0], [[6, 1], [8, 1]])
+  np.testing.assert_array_equal(batches[1], [[5, 5, 1, 0], [7, 7, 7, 1]])
