@@ -40,11 +40,16 @@ tree of logical `PartitionSpec`s for the trainer's sharding rules.
 Incremental decoding uses two variable collections:
   * "cache": per-step state, gathered by beam search when beams are reordered:
       decoder/cache_index (int32 scalar: the position the next token is written to) and
-      decoder/layers_{i}/self_attention/{cached_key,cached_value} [batch, max_len, heads, kv].
+      decoder/layers_{i}/self_attention/{cached_key,cached_value} [batch, heads, max_len, kv].
   * "encoder_cache": the cross-attention keys/values of the encoder output, computed once by
     the cache-initialising call, constant afterwards (so beam search never needs to gather them):
       decoder/layers_{i}/encoder_decoder_attention/{cached_key,cached_value}
-      [batch, input_len, heads, kv].
+      [batch, heads, input_len, kv].
+  Both caches are stored heads-first.  A decoding step has a single query, so its attention is
+  a batch of [1, kv] x [kv, len] products per (row, head); with the keys laid out [batch, len,
+  heads, kv] XLA transposes the whole cache at every step to form that batch (measured on a
+  2-core CPU: 5-13x slower attention at 64-256 positions, the largest cost of a beam-search
+  step).  Heads-first, the contraction reads the cache in place.
 """
 
 from __future__ import annotations
@@ -281,7 +286,11 @@ class MultiHeadAttention(nn.Module):
     if mode == "full":
       key = self._split_heads(self._projection("key", kernel_init)(inputs_kv))
       value = self._split_heads(self._projection("value", kernel_init)(inputs_kv))
-    elif mode == "cross_decode":
+    # Keys/values are [batch, len, heads, kv], or heads-first [batch, heads, len, kv] when they
+    # come from a decoding cache (see the module docstring).
+    heads_first = False
+    if mode == "cross_decode":
+      heads_first = True
       if self.has_variable("encoder_cache", "cached_key"):
         key = self.get_variable("encoder_cache", "cached_key")
         value = self.get_variable("encoder_cache", "cached_value")
@@ -289,8 +298,9 @@ class MultiHeadAttention(nn.Module):
         if inputs_kv is None:
           raise ValueError("the first decode call must receive the encoder output: it fills "
                            "the cross-attention cache")
-        key = self._split_heads(self._projection("key", kernel_init)(inputs_kv))
-        value = self._split_heads(self._projection("value", kernel_init)(inputs_kv))
+        key = _heads_first(self._split_heads(self._projection("key", kernel_init)(inputs_kv)))
+        value = _heads_first(self._split_heads(
+            self._projection("value", kernel_init)(inputs_kv)))
         self.put_variable("encoder_cache", "cached_key", key)
         self.put_variable("encoder_cache", "cached_value", value)
     elif mode == "self_decode":
@@ -298,7 +308,7 @@ class MultiHeadAttention(nn.Module):
       value = self._split_heads(self._projection("value", kernel_init)(inputs_q))
       initialised = self.has_variable("cache", "cached_key")
       batch, _, heads, head_dim = key.shape
-      cache_shape = (batch, max_decode_length or inputs_q.shape[1], heads, head_dim)
+      cache_shape = (batch, heads, max_decode_length or inputs_q.shape[1], head_dim)
       cached_key = self.variable("cache", "cached_key", jnp.zeros, cache_shape, key.dtype)
       cached_value = self.variable("cache", "cached_value", jnp.zeros, cache_shape, value.dtype)
       if initialised:
@@ -311,16 +321,21 @@ class MultiHeadAttention(nn.Module):
           raise ValueError(f"decode batch {key.shape[0]} does not match the cache batch "
                            f"{cached_key.value.shape[0]}")
         cached_key.value = jax.lax.dynamic_update_slice_in_dim(
-            cached_key.value, key.astype(cached_key.value.dtype), cache_index, axis=1)
+            cached_key.value, _heads_first(key).astype(cached_key.value.dtype), cache_index,
+            axis=2)
         cached_value.value = jax.lax.dynamic_update_slice_in_dim(
-            cached_value.value, value.astype(cached_value.value.dtype), cache_index, axis=1)
+            cached_value.value, _heads_first(value).astype(cached_value.value.dtype),
+            cache_index, axis=2)
         key, value = cached_key.value, cached_value.value
-    else:
+        heads_first = True
+    elif mode != "full":
       raise ValueError(f"unknown attention mode {mode!r}")
 
     # Attention logits and softmax in float32 (bfloat16 logits lose the small differences that
     # decide the argmax); weights go back to the compute dtype for the value contraction.
-    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+    kv_layout = "bhkd" if heads_first else "bkhd"
+    logits = jnp.einsum(f"bqhd,{kv_layout}->bhqk", query, key,
+                        preferred_element_type=jnp.float32)
     if bias is not None:
       logits = logits + bias.astype(jnp.float32)
     if mask is not None:
@@ -329,12 +344,17 @@ class MultiHeadAttention(nn.Module):
     # T5 drops whole key columns, shared over the query positions.
     weights = nn.Dropout(rate=self.dropout_rate, broadcast_dims=(2,))(
         weights, deterministic=deterministic)
-    attended = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(self.dtype))
+    attended = jnp.einsum(f"bhqk,{kv_layout}->bqhd", weights, value.astype(self.dtype))
     attended = nn.with_logical_constraint(attended, ("batch", "length", "heads", "kv"))
     attended = attended.reshape(attended.shape[:2] + (self.num_heads * self.head_dim,))
     out = Dense(inputs_q.shape[-1], kernel_axes=("joined_kv", "embed"), dtype=self.dtype,
                 kernel_init=kernel_init, name="out")(attended)
     return nn.with_logical_constraint(out, ("batch", "length", "embed"))
+
+
+def _heads_first(x: Array) -> Array:
+  """[batch, len, heads, kv] -> [batch, heads, len, kv] (the decoding caches' layout)."""
+  return nn.with_logical_constraint(jnp.swapaxes(x, 1, 2), ("batch", "heads", "length", "kv"))
 
 
 class MlpBlock(nn.Module):
@@ -465,7 +485,7 @@ class Decoder(nn.Module):
         # Single step at position `cache_index` over a cache of static length.
         cache_index = index_var.value
         cache_length = self.variables["cache"]["layers_0"]["self_attention"][
-            "cached_key"].shape[1]
+            "cached_key"].shape[2]
         key_positions = jnp.arange(cache_length, dtype=jnp.int32)[None, :]
         self_bias = relpos(cache_index[None, None], key_positions, bidirectional=False)
         # [1, 1, 1, cache_length]: the step may only see positions already written.

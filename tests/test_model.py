@@ -498,9 +498,9 @@ def test_cached_steps_equal_full_forward(tiny_params, start_id):
 
   variables = _init_caches(config, params, enc, 7)
   cache = variables["cache"]
-  assert cache["decoder"]["layers_0"]["self_attention"]["cached_key"].shape == (2, 7, 2, 8)
+  assert cache["decoder"]["layers_0"]["self_attention"]["cached_key"].shape == (2, 2, 7, 8)  # heads-first
   assert variables["encoder_cache"]["decoder"]["layers_1"]["encoder_decoder_attention"][
-      "cached_key"].shape == (2, 6, 2, 8)
+      "cached_key"].shape == (2, 2, 6, 8)
 
   @jax.jit
   def step(token, cache):
