@@ -5,8 +5,15 @@ vocab], cache)` that consumes one token per row and returns the next-token logit
 any pytree whose non-scalar leaves have `rows` as their leading axis (scalar leaves, such as a
 cache index, are shared by all rows).  `punified_jax.generate` builds it from the T5 model.
 
-Everything runs inside one `jax.lax.while_loop` with a static maximum length, so the whole
+Everything runs inside `jax.lax.while_loop`s with a static maximum length, so the whole
 search compiles once per (batch, beam, length) shape and stops early when every row is done.
+
+Growing cache.  A step's cost grows with the cache length (attention reads the whole cache
+and beam search reorders it), while most outputs end long before `max_decode_length`.  With
+`cache_lengths=(64, 128, 256)` and a `grow_cache(cache, length)` function the search starts
+on a 64-position cache and runs one loop per length, growing the cache (padding) only when a
+row is still going at position 64, then 128.  The results are identical; only the cost of the
+early steps falls.  (One loop body is compiled per length.)
 
 Rows.  Greedy decodes `batch` rows.  Beam search decodes `batch * beam_size` rows laid out
 example-major (row = example * beam_size + beam); `expand_to_beams` makes that layout.
@@ -139,6 +146,30 @@ def _next_token_log_probs(step_fn: StepFn, constraint: Optional[LogitsConstraint
   return log_probs, cache, constraint_state
 
 
+GrowCacheFn = Callable[[PyTree, int], PyTree]
+
+
+def _run_segments(body: Callable[[Any], Any], state: Any, *, max_decode_length: int,
+                  cache_lengths: Optional[tuple[int, ...]], grow_cache: Optional[GrowCacheFn],
+                  step_of: Callable[[Any], Array], done_of: Callable[[Any], Array],
+                  with_cache: Callable[[Any, Callable[[PyTree], PyTree]], Any]) -> Any:
+  """Runs `body` until every row is done or `max_decode_length` steps, one while_loop per
+  cache length (see "Growing cache" in the module docstring)."""
+  lengths = tuple(cache_lengths or (max_decode_length,))
+  if (list(lengths) != sorted(set(lengths)) or lengths[-1] != max_decode_length
+      or lengths[0] < 1):
+    raise ValueError(f"cache_lengths must increase strictly up to max_decode_length="
+                     f"{max_decode_length}, got {lengths}")
+  if len(lengths) > 1 and grow_cache is None:
+    raise ValueError("several cache_lengths need a grow_cache function")
+  for index, end in enumerate(lengths):
+    if index:
+      state = with_cache(state, lambda cache, end=end: grow_cache(cache, end))
+    state = jax.lax.while_loop(
+        lambda s, end=end: (step_of(s) < end) & ~jnp.all(done_of(s)), body, state)
+  return state
+
+
 def _check_args(encoder_input_tokens: Array, max_decode_length: int, eos_id: int,
                 rows_per_example: int) -> None:
   if encoder_input_tokens.ndim != 2:
@@ -156,20 +187,19 @@ def _check_args(encoder_input_tokens: Array, max_decode_length: int, eos_id: int
 def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *,
                   max_decode_length: int, start_token_id: int = 0, eos_id: int = 1,
                   alpha: float = 0.6,
-                  constraint: Optional[LogitsConstraint] = None) -> DecodeOutput:
+                  constraint: Optional[LogitsConstraint] = None,
+                  cache_lengths: Optional[tuple[int, ...]] = None,
+                  grow_cache: Optional[GrowCacheFn] = None) -> DecodeOutput:
   """Arg-max decoding of `rows` sequences; stops when every row has produced EOS.
 
-  cache: the decoder cache for `rows` = encoder_input_tokens.shape[0] rows.
+  cache: the decoder cache for `rows` = encoder_input_tokens.shape[0] rows (of length
+  cache_lengths[0] when cache_lengths is given; see "Growing cache").
   Returns tokens [rows, max_decode_length], log_probs [rows], scores [rows] (log_probs over the
   length penalty with `alpha`, comparable with beam-search scores).
   """
   _check_args(encoder_input_tokens, max_decode_length, eos_id, 1)
   rows = encoder_input_tokens.shape[0]
   constraint_state = None if constraint is None else constraint.init(encoder_input_tokens)
-
-  def not_finished(carry):
-    step, _, _, done, *_ = carry
-    return (step < max_decode_length) & ~jnp.all(done)
 
   def body(carry):
     step, tokens, current, done, log_prob, length, cache, constraint_state = carry
@@ -190,7 +220,11 @@ def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *
            jnp.full((rows,), start_token_id, jnp.int32), jnp.zeros((rows,), bool),
            jnp.zeros((rows,), jnp.float32), jnp.zeros((rows,), jnp.int32), cache,
            constraint_state)
-  _, tokens, _, _, log_prob, length, _, _ = jax.lax.while_loop(not_finished, body, carry)
+  carry = _run_segments(
+      body, carry, max_decode_length=max_decode_length, cache_lengths=cache_lengths,
+      grow_cache=grow_cache, step_of=lambda c: c[0], done_of=lambda c: c[3],
+      with_cache=lambda c, grow: c[:6] + (grow(c[6]),) + c[7:])
+  _, tokens, _, _, log_prob, length, _, _ = carry
   return DecodeOutput(tokens, log_prob, log_prob / length_penalty(length, alpha))
 
 
@@ -210,10 +244,13 @@ class _BeamState(NamedTuple):
 def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, beam_size: int,
                 max_decode_length: int, start_token_id: int = 0, eos_id: int = 1,
                 alpha: float = 0.6,
-                constraint: Optional[LogitsConstraint] = None) -> DecodeOutput:
+                constraint: Optional[LogitsConstraint] = None,
+                cache_lengths: Optional[tuple[int, ...]] = None,
+                grow_cache: Optional[GrowCacheFn] = None) -> DecodeOutput:
   """Beam search with T5's length penalty; returns every beam, best first.
 
-  cache and encoder_input_tokens must already have batch * beam_size rows (`expand_to_beams`).
+  cache and encoder_input_tokens must already have batch * beam_size rows (`expand_to_beams`);
+  the cache has length cache_lengths[0] when cache_lengths is given ("Growing cache").
   Each step extends the `beam_size` alive hypotheses of an example by every token, keeps the
   best 2 * beam_size candidates (so that beam_size of them can stay alive even if the rest end),
   moves those ending in EOS into a pool of the best `beam_size` finished hypotheses (ranked by
@@ -238,9 +275,6 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
   length = max_decode_length
   constraint_state = None if constraint is None else constraint.init(encoder_input_tokens)
   best_possible_penalty = length_penalty(jnp.array(length), alpha)
-
-  def not_finished(state: _BeamState):
-    return (state.step < length) & ~jnp.all(state.done)
 
   def body(state: _BeamState) -> _BeamState:
     step = state.step
@@ -294,7 +328,10 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
   state = _BeamState(jnp.array(0, jnp.int32), empty_tokens, initial_alive,
                      jnp.full((rows,), start_token_id, jnp.int32), empty_tokens, empty_scores,
                      empty_scores, jnp.zeros((batch,), bool), cache, constraint_state)
-  state = jax.lax.while_loop(not_finished, body, state)
+  state = _run_segments(
+      body, state, max_decode_length=length, cache_lengths=cache_lengths,
+      grow_cache=grow_cache, step_of=lambda s: s.step, done_of=lambda s: s.done,
+      with_cache=lambda s, grow: s._replace(cache=grow(s.cache)))
 
   # Hypotheses still alive at max_decode_length (no EOS) compete for the slots by the same
   # score.  Examples that stopped early need not be checked: nothing alive could win there.

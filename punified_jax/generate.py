@@ -58,20 +58,47 @@ def init_decoding(model: Transformer, params: Any, encoder_input_tokens: Array, 
   return step_fn, caches["cache"], row_inputs
 
 
+# The first self-attention cache length of a search; it doubles while rows are still going.
+# 64 holds most NER targets of the small datasets; shorter searches use a single length.
+FIRST_CACHE_LENGTH = 64
+
+
+def cache_lengths(max_decode_length: int) -> tuple[int, ...]:
+  """(64, 128, ..., max_decode_length): the growing self-attention cache of a search."""
+  lengths = []
+  length = FIRST_CACHE_LENGTH
+  while length < max_decode_length:
+    lengths.append(length)
+    length *= 2
+  return tuple(lengths) + (max_decode_length,)
+
+
+def grow_cache(cache: Any, length: int) -> Any:
+  """Pads the self-attention caches ([rows, heads, len, kv]) with zeros to `length` positions;
+  the scalar cache index is kept.  Positions past the index are masked, so zeros are inert."""
+
+  def grow(x):
+    if jnp.ndim(x) == 0:
+      return x
+    return jnp.pad(x, [(0, 0), (0, 0), (0, length - x.shape[2]), (0, 0)])
+
+  return jax.tree_util.tree_map(grow, cache)
+
+
 def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
             constraint: Optional[decoding.LogitsConstraint], *, beam_size: int,
             max_decode_length: int, alpha: float, eos_id: int) -> decoding.DecodeOutput:
+  lengths = cache_lengths(max_decode_length)
   step_fn, cache, row_inputs = init_decoding(model, params, encoder_input_tokens,
                                              beam_size=beam_size,
-                                             max_decode_length=max_decode_length)
+                                             max_decode_length=lengths[0])
   start = model.config.decoder_start_token_id
+  common = dict(max_decode_length=max_decode_length, start_token_id=start, eos_id=eos_id,
+                alpha=alpha, constraint=constraint, cache_lengths=lengths,
+                grow_cache=grow_cache)
   if beam_size == 1:
-    return decoding.greedy_decode(step_fn, cache, row_inputs,
-                                  max_decode_length=max_decode_length, start_token_id=start,
-                                  eos_id=eos_id, alpha=alpha, constraint=constraint)
-  return decoding.beam_search(step_fn, cache, row_inputs, beam_size=beam_size,
-                              max_decode_length=max_decode_length, start_token_id=start,
-                              eos_id=eos_id, alpha=alpha, constraint=constraint)
+    return decoding.greedy_decode(step_fn, cache, row_inputs, **common)
+  return decoding.beam_search(step_fn, cache, row_inputs, beam_size=beam_size, **common)
 
 
 @functools.lru_cache(maxsize=None)

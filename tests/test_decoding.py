@@ -428,3 +428,49 @@ def test_predict_batch_rejects_bad_arguments(random_params, inputs, kwargs, erro
   kwargs = {"max_decode_length": MAX_LEN, **kwargs}
   with pytest.raises(error, match=message):
     generate.predict_batch(NET, random_params, inputs, **kwargs)
+
+
+def test_cache_lengths_double_from_64_up_to_the_maximum():
+  assert generate.cache_lengths(6) == (6,)
+  assert generate.cache_lengths(64) == (64,)
+  assert generate.cache_lengths(65) == (64, 65)
+  assert generate.cache_lengths(200) == (64, 128, 200)
+  assert generate.cache_lengths(512) == (64, 128, 256, 512)
+
+
+@pytest.mark.parametrize("params_name", ["random_params", "trained_params"])
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_growing_cache_gives_the_same_search(params_name, beam_size, request):
+  params = request.getfixturevalue(params_name)
+
+  @functools.partial(jax.jit, static_argnums=1)
+  def search(params, lengths):
+    step_fn, cache, rows = generate.init_decoding(NET, params, INPUTS, beam_size=beam_size,
+                                                  max_decode_length=lengths[0])
+    kwargs = dict(max_decode_length=MAX_LEN, cache_lengths=lengths,
+                  grow_cache=generate.grow_cache)
+    if beam_size == 1:
+      return decoding.greedy_decode(step_fn, cache, rows, **kwargs), cache
+    return decoding.beam_search(step_fn, cache, rows, beam_size=beam_size, **kwargs), cache
+
+  (whole, whole_cache) = search(params, (MAX_LEN,))
+  (grown, first_cache) = search(params, (2, 3, MAX_LEN))
+  # The grown search really started on a 2-position cache.
+  assert first_cache["decoder"]["layers_0"]["self_attention"]["cached_key"].shape[2] == 2
+  assert whole_cache["decoder"]["layers_0"]["self_attention"]["cached_key"].shape[2] == MAX_LEN
+  np.testing.assert_array_equal(grown.tokens, whole.tokens)
+  np.testing.assert_allclose(grown.log_probs, whole.log_probs, atol=1e-5)
+  np.testing.assert_allclose(grown.scores, whole.scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("lengths, grow, message", [
+    ((4, 2, MAX_LEN), generate.grow_cache, "increase strictly"),
+    ((2, 4), generate.grow_cache, "up to max_decode_length"),
+    ((2, MAX_LEN), None, "grow_cache"),
+])
+def test_growing_cache_rejects_bad_lengths(random_params, lengths, grow, message):
+  step_fn, cache, rows = generate.init_decoding(NET, random_params, INPUTS, beam_size=1,
+                                                max_decode_length=lengths[0])
+  with pytest.raises(ValueError, match=message):
+    decoding.greedy_decode(step_fn, cache, rows, max_decode_length=MAX_LEN,
+                           cache_lengths=lengths, grow_cache=grow)
