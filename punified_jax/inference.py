@@ -203,6 +203,7 @@ class Extractor:
     self.alpha = float(alpha)
     self.known_types: tuple[str, ...] = tuple(known_types or entity_types.ALL_PROMPT_NAMES)
     self.buckets = bucket_lengths(self.max_input_length)
+    self._output_buckets = bucket_lengths(self.max_decode_length)
     self.eos_id = int(vocabulary.eos_id)
     # Built even when unconstrained: it checks that the syntax tokens are single tokens, and
     # the parser-side token ids come from it.
@@ -372,8 +373,7 @@ class Extractor:
     inputs[:, :len(window.input_ids)] = window.input_ids
     tokens = np.zeros((self.batch_size, self.max_decode_length), np.int32)
     tokens[:, :len(output)] = output
-    log_probs = np.asarray(_output_log_probs(self.model, self.params, jnp.asarray(inputs),
-                                             jnp.asarray(tokens)))
+    log_probs = self._score(jnp.asarray(inputs), tokens)
     entities = self._entities(window, output, log_probs[0, :len(output)])
     return sorted(entities, key=lambda e: (e["start"], e["end"], e["type"]))
 
@@ -520,9 +520,8 @@ class Extractor:
         decoded = generate.decode_batch(
             self.model, self.params, inputs, constraint, beam_size=self.beam_size,
             max_decode_length=self.max_decode_length, alpha=self.alpha, eos_id=self.eos_id)
-        tokens = decoded.tokens[:, 0, :]
-        log_probs = np.asarray(_output_log_probs(self.model, self.params, inputs, tokens))
-        tokens = np.asarray(tokens)
+        tokens = np.asarray(decoded.tokens[:, 0, :])
+        log_probs = self._score(inputs, tokens)
         exists = np.isfinite(np.asarray(decoded.scores[:, 0]))
         for row, index in enumerate(chunk):
           self._stats["outputs"] += 1
@@ -532,6 +531,20 @@ class Extractor:
           ids = tokens[row].tolist()
           length = ids.index(self.eos_id) + 1 if self.eos_id in ids else len(ids)
           yield windows[index], ids[:length], log_probs[row, :length]
+
+  def _score(self, inputs: jax.Array, tokens: np.ndarray) -> np.ndarray:
+    """float32 [batch, len]: each output token's log-probability (see "Score").
+
+    tokens: int32 [batch, max_decode_length], 0 after EOS.  The teacher-forced pass runs on
+    the outputs cut to the shortest bucket length that holds them all (outputs usually end
+    long before max_decode_length); positions past the cut are returned as 0.
+    """
+    longest = int(np.max(np.nonzero(tokens.any(axis=0))[0], initial=0)) + 1
+    width = next(b for b in self._output_buckets if b >= longest)
+    log_probs = np.zeros(tokens.shape, np.float32)
+    log_probs[:, :width] = np.asarray(_output_log_probs(
+        self.model, self.params, inputs, jnp.asarray(tokens[:, :width])))
+    return log_probs
 
   # -- output -> entities --------------------------------------------------------------------
 
