@@ -423,7 +423,7 @@ def model_gin_text(config, *, comment: str = "") -> str:
 
 
 def t5x_run_settings(checkpoint: T5xCheckpoint) -> dict[str, Any]:
-  """TASK_FEATURE_LENGTHS and MIXTURE_OR_TASK_NAME of the t5x run, from its operative config.
+  """TASK_FEATURE_LENGTHS, MIXTURE_OR_TASK_NAME and DROPOUT_RATE of the t5x run.
 
   t5x writes the operative gin config to `<MODEL_DIR>/config.gin` (the directory holding the
   `checkpoint_<step>` directories). Values that are missing or not literals are left out.
@@ -434,7 +434,7 @@ def t5x_run_settings(checkpoint: T5xCheckpoint) -> dict[str, Any]:
   # gin continues long values on the next line after a backslash.
   text = config_gin.read_text().replace("\\\n", " ")
   settings = {}
-  for macro in ("TASK_FEATURE_LENGTHS", "MIXTURE_OR_TASK_NAME"):
+  for macro in ("TASK_FEATURE_LENGTHS", "MIXTURE_OR_TASK_NAME", "DROPOUT_RATE"):
     match = re.search(rf"^{macro} = (.+)$", text, re.MULTILINE)
     if match:
       try:
@@ -479,14 +479,19 @@ def convert(checkpoint: str, output_dir: str, *, step: Optional[int] = None,
   (`task_feature_lengths`, else the t5x run's config.gin), `punified_model.json` is written with
   model_info.save_model_info, as our trainer does, so `inference.Extractor.load` serves it.
   `config_overrides` set what shapes cannot tell (dtype, dropout_rate, decoder_start_token_id).
+  Without a dropout_rate override the t5x run's DROPOUT_RATE (config.gin) is recorded, so that
+  further fine-tuning of the directory keeps the run's dropout instead of T5Config's default.
   """
   from punified_jax import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
   from punified_jax import model_info  # pylint: disable=g-import-not-at-top
   located = locate_checkpoint(checkpoint, step=step)
   t5x_params = read_params(located)
+  settings = t5x_run_settings(located)
+  if config_overrides.get("dropout_rate") is None and isinstance(
+      settings.get("DROPOUT_RATE"), (int, float)):
+    config_overrides["dropout_rate"] = float(settings["DROPOUT_RATE"])
   config = config_from_params(t5x_params, source=located.path, **config_overrides)
   params = to_model_params(t5x_params, config, source=located.path)
-  settings = t5x_run_settings(located)
   lengths = _check_lengths(task_feature_lengths if task_feature_lengths is not None
                            else settings.get("TASK_FEATURE_LENGTHS"))
 

@@ -422,6 +422,39 @@ def test_convert_with_a_vocabulary_writes_a_servable_model_dir(tmp_path):
                        task_feature_lengths={"inputs": 0, "targets": 8})
 
 
+def test_convert_records_the_dropout_of_the_t5x_run(tmp_path):
+  """DROPOUT_RATE of config.gin, not T5Config's 0.1: further fine-tuning keeps the run's dropout."""
+  from punified_jax import model_info  # pylint: disable=g-import-not-at-top
+  from punified_jax.__main__ import main  # pylint: disable=g-import-not-at-top
+  config = model_lib.T5Config(vocab_size=384, emb_dim=4, num_heads=1, head_dim=4, mlp_dim=4,
+                              num_encoder_layers=1, num_decoder_layers=1)
+  write_t5x_msgpack(tmp_path / "t5x", _random_params(config), 5)
+  config_gin = tmp_path / "t5x" / "config.gin"
+  config_gin.write_text("DROPOUT_RATE = 0.0\nTASK_FEATURE_LENGTHS = {'inputs': 32, 'targets': 16}\n"
+                        "network.T5Config.dropout_rate = %DROPOUT_RATE\n")
+  vocabulary = _tiny_vocabulary(tmp_path / "v.model")
+  out = tmp_path / "m"
+  result = t5x_bridge.convert(str(tmp_path / "t5x"), str(out), vocabulary=vocabulary)
+  assert result.config.dropout_rate == 0.0
+  info = json.loads((out / model_info.MODEL_INFO_FILE).read_text())
+  assert info["t5_config"]["dropout_rate"] == 0.0
+  assert json.loads((out / "model.json").read_text())["config"]["dropout_rate"] == 0.0
+  assert "DROPOUT_RATE = 0.0\n" in (out / "model.gin").read_text()
+
+  # An explicit --dropout_rate still wins over the run's value.
+  assert main(["from_t5x", "--checkpoint", str(tmp_path / "t5x"), "--output", str(out),
+               "--vocabulary", vocabulary, "--dropout_rate", "0.2", "--overwrite"]) == 0
+  info = json.loads((out / model_info.MODEL_INFO_FILE).read_text())
+  assert info["t5_config"]["dropout_rate"] == 0.2
+
+  # A DROPOUT_RATE that is not a literal (here gin.REQUIRED) is unknown: T5Config's default.
+  config_gin.write_text("DROPOUT_RATE = %gin.REQUIRED\n"
+                        "TASK_FEATURE_LENGTHS = {'inputs': 32, 'targets': 16}\n")
+  again = t5x_bridge.convert(str(tmp_path / "t5x"), str(out), vocabulary=vocabulary,
+                             overwrite=True)
+  assert again.config.dropout_rate == model_lib.T5Config.dropout_rate == 0.1
+
+
 def test_convert_rejects_a_vocabulary_larger_than_the_embedding(msgpack_dir, tmp_path):
   vocabulary = _tiny_vocabulary(tmp_path / "big.model")
   with pytest.raises(t5x_bridge.BridgeError, match=r"big.model has \d+ entries but the "

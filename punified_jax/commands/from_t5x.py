@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                       help="activation dtype recorded in the model config (default float32)")
   parser.add_argument("--dropout_rate", type=float, default=None,
-                      help="dropout recorded in the model config, for further fine-tuning")
+                      help="dropout recorded in the model config, for further fine-tuning "
+                      "(default: DROPOUT_RATE of the t5x run's config.gin, else 0.1)")
   parser.add_argument("--overwrite", action="store_true",
                       help="replace checkpoints already in --output")
 
