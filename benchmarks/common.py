@@ -310,6 +310,43 @@ def train_step_flops(shape: Shape, batch: int, in_len: int, out_len: int) -> flo
   return 3.0 * forward_flops(shape, batch, in_len, out_len)
 
 
+# A chain of dependent integer adds retires one add per cycle on any x86-64 core, so timing
+# N of them gives the clock the core actually runs at (turbo included), which BogoMIPS (the
+# base clock) does not.
+_CLOCK_C = r"""
+#include <stdio.h>
+#include <stdint.h>
+#include <time.h>
+int main(void) {
+  struct timespec a, b; uint64_t x = 1, n = 2000000000ULL;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  for (uint64_t i = 0; i < n; i++) { __asm__ volatile("add $1, %0" : "+r"(x)); }
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  double s = (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9;
+  printf("%.4f %llu\n", n / s / 1e9, (unsigned long long)x);
+  return 0;
+}
+"""
+
+
+def measure_clock_ghz(cores: int) -> Optional[list[float]]:
+  """The all-core clock in GHz, one figure per core: `cores` copies of a one-add-per-cycle
+  loop run at once (so every core is busy, as in a training step). None without gcc or on a
+  machine that is not x86-64."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  if platform.machine() not in ("x86_64", "AMD64") or not shutil.which("gcc"):
+    return None
+  with tempfile.TemporaryDirectory() as tmp:
+    source, binary = os.path.join(tmp, "clock.c"), os.path.join(tmp, "clock")
+    with open(source, "w") as handle:
+      handle.write(_CLOCK_C)
+    if subprocess.run(["gcc", "-O2", "-o", binary, source], capture_output=True).returncode:
+      return None
+    runs = [subprocess.Popen([binary], stdout=subprocess.PIPE, text=True) for _ in range(cores)]
+    return [float(run.communicate()[0].split()[0]) for run in runs]
+
+
 def cpu_peak_flops(cores: int, ghz: float, flags: Iterable[str], *, bf16: bool = False,
                    fma_units: int = 2) -> float:
   """Peak FLOP/s = cores x GHz x FLOPs/cycle/core.

@@ -206,7 +206,8 @@ def main(argv=None) -> int:
   parser.add_argument("--pool", type=int, default=2000, help="train examples read per dataset for PyTorch")
   parser.add_argument("--runs", default="torch_paper,torch_grouped,ours_packed")
   parser.add_argument("--threads", type=int, default=2)
-  parser.add_argument("--ghz", type=float, default=None, help="clock for the peak (default: BogoMIPS / 2)")
+  parser.add_argument("--ghz", type=float, default=None,
+                      help="clock for the peak (default: measured, common.measure_clock_ghz)")
   parser.add_argument("--torch_python", default=os.environ.get("PUNIFIED_TORCH_PYTHON", common.TORCH_PYTHON_DEFAULT))
   parser.add_argument("--name", default="train_throughput", help="results file name")
   args = parser.parse_args(argv)
@@ -231,7 +232,8 @@ def main(argv=None) -> int:
     parser.error(f"--torch_python {args.torch_python} not found (create it: bash tools/torch_env.sh)")
 
   machine = common.machine_info()
-  ghz = args.ghz or machine.get("bogomips", 0) / 2000.0
+  clocks = None if args.ghz else common.measure_clock_ghz(machine.get("cpus", os.cpu_count()))
+  ghz = args.ghz or (sum(clocks) / len(clocks) if clocks else machine.get("bogomips", 0) / 2000.0)
   flags = machine.get("cpu_flags_of_note", [])
   peaks = {dtype: common.cpu_peak_flops(machine.get("cpus", os.cpu_count()), ghz, flags, bf16=dtype == "bf16")
            for dtype in dtypes}
@@ -326,7 +328,7 @@ def main(argv=None) -> int:
              "time_to_loss_s", "final_loss_mean10"]
   common.print_table(results, columns, title="training throughput (non-padding target tokens/s, steady state)")
   payload = {"command": common.command_line(), "machine": machine, "versions": common.jax_versions(),
-             "datasets": names, "vocab_size": vocab_size, "peak_flops": peaks, "ghz_assumed": ghz,
+             "datasets": names, "vocab_size": vocab_size, "peak_flops": peaks, "ghz_assumed": ghz, "clock_ghz_per_core": clocks,
              "padding": padding, "settings": {k: v for k, v in vars(args).items()}, "results": results}
   print("wrote", common.write_json(args.name, payload))
   return 0

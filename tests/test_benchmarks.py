@@ -121,3 +121,10 @@ def test_extract_batches_by_length_sorts_pads_and_keeps_the_order():
   assert order == [1, 3, 0, 2]
   np.testing.assert_array_equal(batches[0], [[6, 1], [8, 1]])
   np.testing.assert_array_equal(batches[1], [[5, 5, 1, 0], [7, 7, 7, 1]])
+
+
+def test_measured_clock_is_plausible_or_absent():
+  clocks = common.measure_clock_ghz(1)
+  if clocks is None:
+    pytest.skip("no gcc or not x86-64: the benchmarks fall back to BogoMIPS / 2")
+  assert len(clocks) == 1 and 0.3 < clocks[0] < 7.0
