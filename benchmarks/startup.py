@@ -10,12 +10,10 @@ of step 1 (which is printed after the step's metrics are on the host, so it incl
 pipeline's start: reading and tokenizing the datasets, and the compilation); "compile_s" sums
 the compilations JAX reports (JAX_LOG_COMPILES=1), "step_compile_s" is the train step's. Three
 runs per size:
-  no_cache  JAX's persistent compilation cache off (today's default);
-  cold      the cache on, empty directory (compiles and writes the cache);
-  warm      the cache on, same directory again (reads the compiled step).
-The cache is switched on through JAX's own environment variables (JAX_COMPILATION_CACHE_DIR,
-JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0, JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0),
-which is what the proposed patch to punified_jax/train.py sets from a flag (see BENCHMARKS.md).
+  no_cache  the persistent compilation cache off (PUNIFIED_XLA_CACHE=off);
+  cold      the cache on (our default, punified_jax/xla_cache.py), empty directory: compiles
+            and writes the cache, as a first run on a machine does;
+  warm      the cache on, same directory again: a rerun reads the compiled programs.
 A last fresh process times the non-compile phases: imports, reading the datasets, the first
 packed batch of the input pipeline.
 """
@@ -129,14 +127,10 @@ def main(argv=None) -> int:
     for mode in [m for m in args.modes.split(",") if m]:
       # JAX_LOG_COMPILES: JAX logs each compilation's seconds (summed into compile_s).
       env = dict(os.environ, PUNIFIED_RAW_DIR=os.path.abspath(args.raw_dir), JAX_LOG_COMPILES="1")
-      for key in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-                  "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"):
-        env.pop(key, None)
-      if mode in ("cold", "warm"):
-        if mode == "cold":
-          shutil.rmtree(cache_dir, ignore_errors=True)
-        env.update(JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+      env.pop("JAX_COMPILATION_CACHE_DIR", None)
+      env["PUNIFIED_XLA_CACHE"] = cache_dir if mode in ("cold", "warm") else "off"
+      if mode == "cold":
+        shutil.rmtree(cache_dir, ignore_errors=True)
       model_dir = os.path.join(workdir, f"{size}_{mode}")
       command = [sys.executable, "-m", "punified_jax.train", "--gin_file=gin/runs/finetune_joint.gin",
                  f"--gin_file=gin/models/{size}.gin", f"--gin.MODEL_DIR={model_dir}", "--gin.TRAIN_STEPS=1",

@@ -203,6 +203,8 @@ def run_gin_command(argv: Sequence[str], prog: str, description: str,
     return 2
   setup_logging(args.log_level)
   keep_tensorflow_off_accelerators()
+  from punified_jax import xla_cache  # pylint: disable=g-import-not-at-top
+  xla_cache.enable_persistent_compilation_cache()
   from punified_jax import distributed  # pylint: disable=g-import-not-at-top
   # Before anything touches devices (gin parsing may import task modules).
   distributed.initialize_from_args(args)

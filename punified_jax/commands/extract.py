@@ -167,6 +167,8 @@ def process_lines(extractor, lines: Iterable[str], out: TextIO, *,
 
 def run(args: argparse.Namespace) -> int:
   from punified_jax import inference  # pylint: disable=g-import-not-at-top
+  from punified_jax import xla_cache  # pylint: disable=g-import-not-at-top
+  xla_cache.enable_persistent_compilation_cache()
   types = _split_types(args.types)
   if args.types is not None and args.dataset is not None:
     print("error: give --types or --dataset, not both", file=sys.stderr)
