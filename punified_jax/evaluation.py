@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from punified_jax import checkpoints as checkpoints_lib
+from punified_jax import generate
 from punified_jax import partitioning
 from punified_jax import writers
 
@@ -139,7 +140,6 @@ class Evaluator:
 
   def _decode(self, params, encoder_input_tokens: np.ndarray) -> np.ndarray:
     """[batch, input_len] host ids -> [batch, max_decode_length] best-beam ids on every host."""
-    from punified_jax import generate  # pylint: disable=g-import-not-at-top
     sharding = self.partitioner.data_sharding
     tokens = jax.make_array_from_callback(encoder_input_tokens.shape, sharding,
                                           lambda index: encoder_input_tokens[index])
@@ -156,27 +156,28 @@ class Evaluator:
   def _predict_fn(self, params):
 
     def predict_fn(dataset, model_feature_shapes=None):
+      """Decodes every example; batches of similar length, each cut to its input bucket.
+
+      seqio pads every input to the task's feature length, but most inputs are far shorter:
+      sorted by length, a batch is cut to the shortest bucket (generate.input_buckets) that
+      holds its longest input, so the encoder and cross-attention skip the padding. Every host
+      iterates the same data, so all hosts form the same batches.
+      """
       del model_feature_shapes
+      examples = [(int(index), features["encoder_input_tokens"].astype(np.int32))
+                  for index, features in dataset.as_numpy_iterator()]
+      if not examples:
+        return []
+      buckets = generate.input_buckets(examples[0][1].shape[-1])
+      examples.sort(key=lambda item: int(np.count_nonzero(item[1])))
       results = []
-      pending_indices, pending_inputs = [], []
-
-      def flush():
-        rows = len(pending_inputs)
-        batch = np.zeros((self.batch_size, pending_inputs[0].shape[-1]), np.int32)
-        batch[:rows] = np.stack(pending_inputs)
-        decoded = self._decode(params, batch)
-        for index, row in zip(pending_indices, decoded[:rows]):
-          results.append((int(index), clean_prediction(row, self.eos_id)))
-        pending_indices.clear()
-        pending_inputs.clear()
-
-      for index, features in dataset.as_numpy_iterator():
-        pending_indices.append(index)
-        pending_inputs.append(features["encoder_input_tokens"].astype(np.int32))
-        if len(pending_inputs) == self.batch_size:
-          flush()
-      if pending_inputs:
-        flush()
+      for begin in range(0, len(examples), self.batch_size):
+        chunk = examples[begin:begin + self.batch_size]
+        batch = np.zeros((self.batch_size, chunk[0][1].shape[-1]), np.int32)
+        batch[:len(chunk)] = np.stack([inputs for _, inputs in chunk])
+        decoded = self._decode(params, generate.trim_to_bucket(batch, buckets))
+        for (index, _), row in zip(chunk, decoded[:len(chunk)]):
+          results.append((index, clean_prediction(row, self.eos_id)))
       return results
 
     return predict_fn

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from punified_jax import decoding
 from punified_jax.model import T5Config, Transformer
@@ -61,16 +62,36 @@ def init_decoding(model: Transformer, params: Any, encoder_input_tokens: Array, 
 # The first self-attention cache length of a search; it doubles while rows are still going.
 # 64 holds most NER targets of the small datasets; shorter searches use a single length.
 FIRST_CACHE_LENGTH = 64
+# The shortest padded input length of a decoding batch; buckets double up to the maximum.
+FIRST_INPUT_BUCKET = 32
+
+
+def doubling_lengths(maximum: int, first: int) -> tuple[int, ...]:
+  """(first, 2 * first, ...) below `maximum`, then `maximum` itself: few distinct shapes (each
+  compiles once) that never pad more than twice over."""
+  lengths = []
+  length = first
+  while length < maximum:
+    lengths.append(length)
+    length *= 2
+  return tuple(lengths) + (maximum,)
 
 
 def cache_lengths(max_decode_length: int) -> tuple[int, ...]:
   """(64, 128, ..., max_decode_length): the growing self-attention cache of a search."""
-  lengths = []
-  length = FIRST_CACHE_LENGTH
-  while length < max_decode_length:
-    lengths.append(length)
-    length *= 2
-  return tuple(lengths) + (max_decode_length,)
+  return doubling_lengths(max_decode_length, FIRST_CACHE_LENGTH)
+
+
+def input_buckets(max_input_length: int) -> tuple[int, ...]:
+  """Padded input lengths of decoding batches: 32, 64, 128, ... and the maximum."""
+  return doubling_lengths(max_input_length, FIRST_INPUT_BUCKET)
+
+
+def trim_to_bucket(encoder_input_tokens: np.ndarray, buckets: tuple[int, ...]) -> np.ndarray:
+  """Cuts a 0-padded [batch, len] id batch to the shortest bucket that holds its longest row.
+  The model masks padding, so the decoded output does not change; the work does."""
+  longest = int(np.max(np.nonzero(encoder_input_tokens.any(axis=0))[0], initial=0)) + 1
+  return encoder_input_tokens[:, :next(b for b in buckets if b >= longest)]
 
 
 def grow_cache(cache: Any, length: int) -> Any:

@@ -91,8 +91,6 @@ logger = logging.getLogger(__name__)
 
 # Characters after which a long text may be split into windows.
 SENTENCE_END_CHARS = "。！？!?；;\n"
-# Shortest bucket; buckets double up to the input length.
-_MIN_BUCKET = 32
 # Used when a model directory does not record its feature lengths (t5x conversions): the
 # lengths of our gin run recipes.
 DEFAULT_FEATURE_LENGTH = 512
@@ -133,13 +131,7 @@ def _output_log_probs(model: Transformer, params: Any, encoder_input_tokens: jax
 
 def bucket_lengths(max_input_length: int) -> tuple[int, ...]:
   """Padded input lengths: 32, 64, 128, ... capped at (and always including) the maximum."""
-  lengths = []
-  length = _MIN_BUCKET
-  while length < max_input_length:
-    lengths.append(length)
-    length *= 2
-  lengths.append(max_input_length)
-  return tuple(lengths)
+  return generate.input_buckets(max_input_length)
 
 
 def sentence_ends(text: str) -> list[int]:
@@ -539,11 +531,10 @@ class Extractor:
     the outputs cut to the shortest bucket length that holds them all (outputs usually end
     long before max_decode_length); positions past the cut are returned as 0.
     """
-    longest = int(np.max(np.nonzero(tokens.any(axis=0))[0], initial=0)) + 1
-    width = next(b for b in self._output_buckets if b >= longest)
+    trimmed = generate.trim_to_bucket(tokens, self._output_buckets)
     log_probs = np.zeros(tokens.shape, np.float32)
-    log_probs[:, :width] = np.asarray(_output_log_probs(
-        self.model, self.params, inputs, jnp.asarray(tokens[:, :width])))
+    log_probs[:, :trimmed.shape[1]] = np.asarray(_output_log_probs(
+        self.model, self.params, inputs, jnp.asarray(trimmed)))
     return log_probs
 
   # -- output -> entities --------------------------------------------------------------------

@@ -474,3 +474,26 @@ def test_growing_cache_rejects_bad_lengths(random_params, lengths, grow, message
   with pytest.raises(ValueError, match=message):
     decoding.greedy_decode(step_fn, cache, rows, max_decode_length=MAX_LEN,
                            cache_lengths=lengths, grow_cache=grow)
+
+
+def test_trim_to_bucket_cuts_to_the_shortest_holding_bucket():
+  batch = np.zeros((2, 100), np.int32)
+  batch[0, :5] = 7
+  batch[1, :40] = 7
+  assert generate.input_buckets(100) == (32, 64, 100)
+  assert generate.trim_to_bucket(batch, generate.input_buckets(100)).shape == (2, 64)
+  assert generate.trim_to_bucket(batch[:1], generate.input_buckets(100)).shape == (1, 32)
+  assert generate.trim_to_bucket(np.zeros((1, 100), np.int32), (32, 64, 100)).shape == (1, 32)
+  batch[1, 99] = 1
+  assert generate.trim_to_bucket(batch, generate.input_buckets(100)).shape == (2, 100)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_extra_input_padding_does_not_change_the_search(trained_params, beam_size):
+  # What trim_to_bucket relies on: a batch decodes the same at any padded width.
+  short = generate.decode_batch(NET, trained_params, INPUTS, beam_size=beam_size,
+                                max_decode_length=MAX_LEN)
+  padded = generate.decode_batch(NET, trained_params, jnp.pad(INPUTS, ((0, 0), (0, 10))),
+                                 beam_size=beam_size, max_decode_length=MAX_LEN)
+  np.testing.assert_array_equal(padded.tokens, short.tokens)
+  np.testing.assert_allclose(padded.scores, short.scores, atol=1e-5)
