@@ -98,10 +98,14 @@ class DecodeOutput(NamedTuple):
   ranking score; beams are sorted by it, best first.  A hypothesis that does not exist (a beam
   slot left empty, or a row with every token forbidden) has score and log_prob -inf and, in beam
   search, all-zero tokens.
+  token_log_probs: float32, shaped like tokens: each token's log-probability under the MODEL's
+  own (unconstrained) softmax, 0 after the end; what a teacher-forced pass over the output
+  would give, without running one.
   """
   tokens: Array
   log_probs: Array
   scores: Array
+  token_log_probs: Optional[Array] = None
 
 
 def length_penalty(length: Array, alpha: float) -> Array:
@@ -133,17 +137,22 @@ def gather_beams(tree: PyTree, beam_indices: Array, batch: int, beam_size: int) 
 
 def _next_token_log_probs(step_fn: StepFn, constraint: Optional[LogitsConstraint],
                           token_ids: Array, cache: PyTree, constraint_state: PyTree,
-                          step: Array) -> tuple[Array, PyTree, PyTree]:
-  """Run the decoder and the constraint: float32 log-probs [rows, vocab] (-inf = forbidden)."""
+                          step: Array) -> tuple[Array, Array, PyTree, PyTree]:
+  """Run the decoder and the constraint.
+
+  Returns (log_probs, model_log_probs, cache, constraint_state): float32 [rows, vocab] each;
+  log_probs is the search's distribution (-inf = forbidden), model_log_probs the model's own
+  softmax (the same array when there is no constraint).
+  """
   logits, cache = step_fn(token_ids, cache, step)
   logits = logits.astype(jnp.float32)
-  if constraint is not None:
-    logits, constraint_state = constraint.step(constraint_state, token_ids, logits, step)
-    forbidden = logits <= FORBIDDEN_LOGIT / 2
-    log_probs = jnp.where(forbidden, -jnp.inf, jax.nn.log_softmax(logits, axis=-1))
-  else:
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-  return log_probs, cache, constraint_state
+  model_log_probs = jax.nn.log_softmax(logits, axis=-1)
+  if constraint is None:
+    return model_log_probs, model_log_probs, cache, constraint_state
+  logits, constraint_state = constraint.step(constraint_state, token_ids, logits, step)
+  forbidden = logits <= FORBIDDEN_LOGIT / 2
+  log_probs = jnp.where(forbidden, -jnp.inf, jax.nn.log_softmax(logits, axis=-1))
+  return log_probs, model_log_probs, cache, constraint_state
 
 
 GrowCacheFn = Callable[[PyTree, int], PyTree]
@@ -202,8 +211,9 @@ def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *
   constraint_state = None if constraint is None else constraint.init(encoder_input_tokens)
 
   def body(carry):
-    step, tokens, current, done, log_prob, length, cache, constraint_state = carry
-    log_probs, cache, constraint_state = _next_token_log_probs(
+    (step, tokens, token_log_probs, current, done, log_prob, length, cache,
+     constraint_state) = carry
+    log_probs, model_log_probs, cache, constraint_state = _next_token_log_probs(
         step_fn, constraint, current, cache, constraint_state, step)
     best = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
     best_log_prob = jnp.max(log_probs, axis=-1)
@@ -213,27 +223,35 @@ def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *
     log_prob = log_prob + jnp.where(done, 0.0, best_log_prob)
     length = length + (~done).astype(jnp.int32)
     tokens = jax.lax.dynamic_update_slice_in_dim(tokens, best[:, None], step, axis=1)
+    model_log_prob = jnp.take_along_axis(model_log_probs, best[:, None], axis=1)
+    token_log_probs = jax.lax.dynamic_update_slice_in_dim(
+        token_log_probs, jnp.where(done[:, None], 0.0, model_log_prob), step, axis=1)
     done = done | (best == eos_id)
-    return step + 1, tokens, best, done, log_prob, length, cache, constraint_state
+    return (step + 1, tokens, token_log_probs, best, done, log_prob, length, cache,
+            constraint_state)
 
   carry = (jnp.array(0, jnp.int32), jnp.zeros((rows, max_decode_length), jnp.int32),
+           jnp.zeros((rows, max_decode_length), jnp.float32),
            jnp.full((rows,), start_token_id, jnp.int32), jnp.zeros((rows,), bool),
            jnp.zeros((rows,), jnp.float32), jnp.zeros((rows,), jnp.int32), cache,
            constraint_state)
   carry = _run_segments(
       body, carry, max_decode_length=max_decode_length, cache_lengths=cache_lengths,
-      grow_cache=grow_cache, step_of=lambda c: c[0], done_of=lambda c: c[3],
-      with_cache=lambda c, grow: c[:6] + (grow(c[6]),) + c[7:])
-  _, tokens, _, _, log_prob, length, _, _ = carry
-  return DecodeOutput(tokens, log_prob, log_prob / length_penalty(length, alpha))
+      grow_cache=grow_cache, step_of=lambda c: c[0], done_of=lambda c: c[4],
+      with_cache=lambda c, grow: c[:7] + (grow(c[7]),) + c[8:])
+  _, tokens, token_log_probs, _, _, log_prob, length, _, _ = carry
+  return DecodeOutput(tokens, log_prob, log_prob / length_penalty(length, alpha),
+                      token_log_probs)
 
 
 class _BeamState(NamedTuple):
   step: Array            # int32 scalar
   alive_tokens: Array    # int32 [batch, beam, len]: hypotheses still growing
+  alive_token_log_probs: Array  # float32 [batch, beam, len]: the model's log-prob per token
   alive_log_probs: Array  # float32 [batch, beam]; -inf for empty slots
   current: Array         # int32 [rows]: last token of each alive hypothesis
   finished_tokens: Array  # int32 [batch, beam, len]: hypotheses that ended with EOS
+  finished_token_log_probs: Array  # float32 [batch, beam, len]
   finished_log_probs: Array  # float32 [batch, beam]
   finished_scores: Array  # float32 [batch, beam], sorted best first; -inf for empty slots
   done: Array            # bool [batch]: nothing alive can beat the finished pool
@@ -278,7 +296,7 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
 
   def body(state: _BeamState) -> _BeamState:
     step = state.step
-    log_probs, cache, constraint_state = _next_token_log_probs(
+    log_probs, model_log_probs, cache, constraint_state = _next_token_log_probs(
         step_fn, constraint, state.current, state.cache, state.constraint_state, step)
     vocab = log_probs.shape[-1]
     # [batch, beam * vocab]: total log-prob of every one-token extension.
@@ -290,6 +308,12 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
     top_tokens = jnp.take_along_axis(state.alive_tokens, source_beam[:, :, None], axis=1)
     top_tokens = jax.lax.dynamic_update_slice_in_dim(top_tokens, top_token[:, :, None], step,
                                                      axis=2)
+    top_model_log_prob = jnp.take_along_axis(model_log_probs.reshape(batch, -1), top_index,
+                                             axis=1)
+    top_token_log_probs = jnp.take_along_axis(state.alive_token_log_probs,
+                                              source_beam[:, :, None], axis=1)
+    top_token_log_probs = jax.lax.dynamic_update_slice_in_dim(
+        top_token_log_probs, top_model_log_prob[:, :, None], step, axis=2)
     ends = top_token == eos_id
     exists = top_log_probs > -jnp.inf
 
@@ -299,15 +323,20 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
     pool_scores = jnp.concatenate([state.finished_scores, new_scores], axis=1)
     pool_log_probs = jnp.concatenate([state.finished_log_probs, top_log_probs], axis=1)
     pool_tokens = jnp.concatenate([state.finished_tokens, top_tokens], axis=1)
+    pool_token_log_probs = jnp.concatenate(
+        [state.finished_token_log_probs, top_token_log_probs], axis=1)
     finished_scores, keep = jax.lax.top_k(pool_scores, beam_size)
     finished_log_probs = jnp.take_along_axis(pool_log_probs, keep, axis=1)
     finished_log_probs = jnp.where(finished_scores > -jnp.inf, finished_log_probs, -jnp.inf)
     finished_tokens = jnp.take_along_axis(pool_tokens, keep[:, :, None], axis=1)
+    finished_token_log_probs = jnp.take_along_axis(pool_token_log_probs, keep[:, :, None],
+                                                   axis=1)
 
     # The best candidates that do not end stay alive; the cache and the constraint state
     # follow the beam each one extends.
     alive_log_probs, keep = jax.lax.top_k(jnp.where(ends, -jnp.inf, top_log_probs), beam_size)
     alive_tokens = jnp.take_along_axis(top_tokens, keep[:, :, None], axis=1)
+    alive_token_log_probs = jnp.take_along_axis(top_token_log_probs, keep[:, :, None], axis=1)
     parent = jnp.take_along_axis(source_beam, keep, axis=1)
     cache = gather_beams(cache, parent, batch, beam_size)
     constraint_state = gather_beams(constraint_state, parent, batch, beam_size)
@@ -317,17 +346,20 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
     pool_full = finished_scores[:, -1] > -jnp.inf
     done = state.done | (pool_full & (finished_scores[:, -1] >= best_alive_bound)) | jnp.all(
         jnp.isneginf(alive_log_probs), axis=1)
-    return _BeamState(step + 1, alive_tokens, alive_log_probs, current, finished_tokens,
-                      finished_log_probs, finished_scores, done, cache, constraint_state)
+    return _BeamState(step + 1, alive_tokens, alive_token_log_probs, alive_log_probs, current,
+                      finished_tokens, finished_token_log_probs, finished_log_probs,
+                      finished_scores, done, cache, constraint_state)
 
   # Only beam 0 starts alive, so the first step does not pick beam_size copies of one token.
   initial_alive = jnp.tile(
       jnp.array([0.0] + [-jnp.inf] * (beam_size - 1), jnp.float32)[None], (batch, 1))
   empty_tokens = jnp.zeros((batch, beam_size, length), jnp.int32)
+  empty_token_log_probs = jnp.zeros((batch, beam_size, length), jnp.float32)
   empty_scores = jnp.full((batch, beam_size), -jnp.inf, jnp.float32)
-  state = _BeamState(jnp.array(0, jnp.int32), empty_tokens, initial_alive,
-                     jnp.full((rows,), start_token_id, jnp.int32), empty_tokens, empty_scores,
-                     empty_scores, jnp.zeros((batch,), bool), cache, constraint_state)
+  state = _BeamState(jnp.array(0, jnp.int32), empty_tokens, empty_token_log_probs, initial_alive,
+                     jnp.full((rows,), start_token_id, jnp.int32), empty_tokens,
+                     empty_token_log_probs, empty_scores, empty_scores,
+                     jnp.zeros((batch,), bool), cache, constraint_state)
   state = _run_segments(
       body, state, max_decode_length=length, cache_lengths=cache_lengths,
       grow_cache=grow_cache, step_of=lambda s: s.step, done_of=lambda s: s.done,
@@ -344,6 +376,10 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
   tokens = jnp.take_along_axis(
       jnp.concatenate([state.finished_tokens, state.alive_tokens], axis=1), keep[:, :, None],
       axis=1)
+  token_log_probs = jnp.take_along_axis(
+      jnp.concatenate([state.finished_token_log_probs, state.alive_token_log_probs], axis=1),
+      keep[:, :, None], axis=1)
   exists = scores > -jnp.inf
   return DecodeOutput(jnp.where(exists[:, :, None], tokens, 0),
-                      jnp.where(exists, log_probs, -jnp.inf), scores)
+                      jnp.where(exists, log_probs, -jnp.inf), scores,
+                      jnp.where(exists[:, :, None], token_log_probs, 0.0))

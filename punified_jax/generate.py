@@ -133,8 +133,8 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                  eos_id: int = 1) -> decoding.DecodeOutput:
   """Jitted decoding returning tokens, summed log-probs and length-normalised scores.
 
-  Shapes: tokens [batch, k, max_decode_length], log_probs and scores [batch, k], k = beam_size
-  (greedy when beam_size == 1), best first.  `constraint` must be a pytree (its arrays are
+  Shapes: tokens and token_log_probs [batch, k, max_decode_length], log_probs and scores
+  [batch, k], k = beam_size (greedy when beam_size == 1), best first.  `constraint` must be a pytree (its arrays are
   traced).  The compiled program is cached per model configuration (flax modules hash by
   identity, so plain `Transformer`s are replaced by one shared instance per `T5Config`).
   """
@@ -157,7 +157,7 @@ def _decode_batch_jit(model: Transformer, params: Any, encoder_input_tokens: Arr
                    max_decode_length=max_decode_length, alpha=alpha, eos_id=eos_id)
   if beam_size == 1:
     output = decoding.DecodeOutput(output.tokens[:, None, :], output.log_probs[:, None],
-                                   output.scores[:, None])
+                                   output.scores[:, None], output.token_log_probs[:, None, :])
   return output
 
 

@@ -17,9 +17,9 @@ Pipeline for one call:
 1. Requests are validated (texts are strings; types given, known, writable) and each text is
    cut into WINDOWS that fit the model's input length together with the prompt (below).
 2. Windows are encoded (`<entity>T1<entity>T2<text>` + window + EOS, as the training tasks do),
-   sorted by length, padded to a few bucket lengths (powers of two from 32, capped at the input
-   length) and decoded in fixed-size batches (missing rows repeat the last one), so only a
-   handful of shapes ever compile.  Beam search (or greedy at beam_size=1) keeps the best beam.
+   sorted by length and cut into consecutive fixed-size batches (missing rows repeat the last
+   one), each padded to the bucket length of its longest window (powers of two from 32, capped
+   at the input length), so only a handful of shapes ever compile.  Beam search (or greedy at beam_size=1) keeps the best beam.
 3. Each output is parsed (parsing.parse_generation_details, with the requested types) and its
    (type, span) pairs are mapped to offsets with parsing.locate_mentions on the window's text:
    THE repeated-mention rule (longest span first; a mention takes every free occurrence of its
@@ -44,8 +44,9 @@ surface string, and locate_mentions then finds every occurrence of that surface:
 are parsed the way the vocabulary writes them ("Person" decodes as "person") and reported
 with the requested name.  SentencePiece decoding is exact and spans are used as they are.
 
-Score.  One teacher-forced forward pass over the chosen output gives each output token's
-log-probability under the model (unconstrained softmax).  An entity's score is
+Score.  The search records each output token's log-probability under the model's own
+(unconstrained) softmax as it goes (decoding.DecodeOutput.token_log_probs: what a
+teacher-forced pass over the output gives, without running one).  An entity's score is
 exp(mean log-prob of its item's tokens TYPE ":" SPAN ")"), i.e. the geometric-mean per-token
 probability of naming this type, copying this span and ending it there, in [0, 1].  Several
 occurrences of one mention share its score.  If the item's tokens cannot be found in the output
@@ -493,36 +494,36 @@ class Extractor:
   def _decode(self, windows: list[_Window]):
     """Yields (window, best output ids up to EOS, their log-probs) for every window."""
     self._stats["windows"] += len(windows)
+    # Consecutive chunks of the length-sorted windows, each padded to the bucket of its
+    # longest: ceil(windows / batch_size) decodes (batching per bucket instead would leave a
+    # partly empty batch in every bucket).
     order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
-    batches: dict[int, list[int]] = collections.defaultdict(list)
-    for index in order:
-      length = len(windows[index].input_ids)
-      if length > self.max_input_length:
-        raise AssertionError(f"window of {length} tokens exceeds {self.max_input_length}")
-      batches[self.buckets[bisect.bisect_left(self.buckets, length)]].append(index)
+    longest = len(windows[order[-1]].input_ids) if order else 0
+    if longest > self.max_input_length:
+      raise AssertionError(f"window of {longest} tokens exceeds {self.max_input_length}")
     constraint = self._constraint if self.constrained else None
-    for bucket, indices in sorted(batches.items()):
-      for begin in range(0, len(indices), self.batch_size):
-        chunk = indices[begin:begin + self.batch_size]
-        rows = np.zeros((self.batch_size, bucket), np.int32)
-        for row in range(self.batch_size):
-          ids = windows[chunk[min(row, len(chunk) - 1)]].input_ids  # padding repeats the last
-          rows[row, :len(ids)] = ids
-        inputs = jnp.asarray(rows)
-        decoded = generate.decode_batch(
-            self.model, self.params, inputs, constraint, beam_size=self.beam_size,
-            max_decode_length=self.max_decode_length, alpha=self.alpha, eos_id=self.eos_id)
-        tokens = np.asarray(decoded.tokens[:, 0, :])
-        log_probs = self._score(inputs, tokens)
-        exists = np.isfinite(np.asarray(decoded.scores[:, 0]))
-        for row, index in enumerate(chunk):
-          self._stats["outputs"] += 1
-          if not exists[row]:
-            self._stats["no_hypothesis"] += 1
-            continue
-          ids = tokens[row].tolist()
-          length = ids.index(self.eos_id) + 1 if self.eos_id in ids else len(ids)
-          yield windows[index], ids[:length], log_probs[row, :length]
+    for begin in range(0, len(order), self.batch_size):
+      chunk = order[begin:begin + self.batch_size]
+      bucket = self.buckets[bisect.bisect_left(self.buckets, len(windows[chunk[-1]].input_ids))]
+      rows = np.zeros((self.batch_size, bucket), np.int32)
+      for row in range(self.batch_size):
+        ids = windows[chunk[min(row, len(chunk) - 1)]].input_ids  # padding repeats the last
+        rows[row, :len(ids)] = ids
+      inputs = jnp.asarray(rows)
+      decoded = generate.decode_batch(
+          self.model, self.params, inputs, constraint, beam_size=self.beam_size,
+          max_decode_length=self.max_decode_length, alpha=self.alpha, eos_id=self.eos_id)
+      tokens = np.asarray(decoded.tokens[:, 0, :])
+      log_probs = np.asarray(decoded.token_log_probs[:, 0, :])
+      exists = np.isfinite(np.asarray(decoded.scores[:, 0]))
+      for row, index in enumerate(chunk):
+        self._stats["outputs"] += 1
+        if not exists[row]:
+          self._stats["no_hypothesis"] += 1
+          continue
+        ids = tokens[row].tolist()
+        length = ids.index(self.eos_id) + 1 if self.eos_id in ids else len(ids)
+        yield windows[index], ids[:length], log_probs[row, :length]
 
   def _score(self, inputs: jax.Array, tokens: np.ndarray) -> np.ndarray:
     """float32 [batch, len]: each output token's log-probability (see "Score").

@@ -497,3 +497,35 @@ def test_extra_input_padding_does_not_change_the_search(trained_params, beam_siz
                                  beam_size=beam_size, max_decode_length=MAX_LEN)
   np.testing.assert_array_equal(padded.tokens, short.tokens)
   np.testing.assert_allclose(padded.scores, short.scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("params_name", ["random_params", "trained_params"])
+@pytest.mark.parametrize("beam_size", [1, 4])
+@pytest.mark.parametrize("constrained", [False, True])
+def test_token_log_probs_are_the_models_per_token_log_probs(params_name, beam_size, constrained,
+                                                            request):
+  params = request.getfixturevalue(params_name)
+  constraint = None
+  if constrained:  # tokens 11 and 12 forbidden: the search's distribution is not the model's
+    allowed = np.ones((2, TINY.vocab_size), bool)
+    allowed[:, [11, 12]] = False
+    constraint = decoding.AllowedTokensConstraint(jnp.asarray(allowed))
+  out = generate.decode_batch(NET, params, INPUTS, constraint, beam_size=beam_size,
+                              max_decode_length=MAX_LEN)
+  rows = 2 * beam_size
+  tokens = np.asarray(out.tokens).reshape(rows, MAX_LEN)
+  token_log_probs = np.asarray(out.token_log_probs).reshape(rows, MAX_LEN)
+  lengths = _hypothesis_lengths(tokens)
+  # Per token, against a full forward pass (unconstrained softmax) over the same output.
+  dec_in = jnp.pad(jnp.asarray(tokens)[:, :-1], ((0, 0), (1, 0)))
+  logits = NET.apply({"params": params}, jnp.repeat(INPUTS, beam_size, axis=0), dec_in,
+                     jnp.ones_like(dec_in), enable_dropout=False)
+  expected = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits, -1)), tokens[..., None],
+                                -1)[..., 0]
+  inside = np.arange(MAX_LEN)[None, :] < lengths[:, None]
+  np.testing.assert_allclose(np.where(inside, token_log_probs, 0.0),
+                             np.where(inside, expected, 0.0), atol=1e-4)
+  assert (token_log_probs[~inside] == 0).all()
+  if not constrained:  # then the search's log-prob is their sum
+    np.testing.assert_allclose(token_log_probs.sum(-1), np.asarray(out.log_probs).reshape(rows),
+                               atol=1e-4)

@@ -217,6 +217,19 @@ def test_overfit_model_extracts_the_literal_entities(trained_extractor):
   assert result[0][0]["score"] == result[0][2]["score"]
 
 
+def test_extract_scores_equal_a_teacher_forced_pass_over_the_same_output(trained_extractor,
+                                                                        sp_vocab):
+  # extract() takes the scores the search recorded; entities_from_output() runs a separate
+  # teacher-forced forward pass over the memorised output: the two must agree.
+  text = TRAIN_EXAMPLES[1][0]
+  (found,) = trained_extractor.extract([text], types=list(TYPES))
+  output = sp_vocab.encode(prompts.format_target(TRAIN_EXAMPLES[1][1], TYPES)) + [1]
+  scored = trained_extractor.entities_from_output(text, TYPES, output)
+  assert _plain(found) == _plain(scored) == EXPECTED[1]
+  np.testing.assert_allclose([e["score"] for e in found], [e["score"] for e in scored],
+                             rtol=1e-4)
+
+
 def test_long_text_is_windowed_and_offsets_map_back(trained_extractor):
   # 3 sentences, 46 characters: more than the 24 text tokens one window holds.
   long_text = "".join(text for text, _ in TRAIN_EXAMPLES[:3])
