@@ -159,11 +159,11 @@ GrowCacheFn = Callable[[PyTree, int], PyTree]
 
 
 def _run_segments(body: Callable[[Any], Any], state: Any, *, max_decode_length: int,
-                  cache_lengths: Optional[tuple[int, ...]], grow_cache: Optional[GrowCacheFn],
-                  step_of: Callable[[Any], Array], done_of: Callable[[Any], Array],
-                  with_cache: Callable[[Any, Callable[[PyTree], PyTree]], Any]) -> Any:
+                  cache_lengths: Optional[tuple[int, ...]],
+                  grow_cache: Optional[GrowCacheFn]) -> Any:
   """Runs `body` until every row is done or `max_decode_length` steps, one while_loop per
-  cache length (see "Growing cache" in the module docstring)."""
+  cache length (see "Growing cache" in the module docstring).  `state` is a search state
+  (_GreedyState or _BeamState: fields `step`, `done`, `cache`)."""
   lengths = tuple(cache_lengths or (max_decode_length,))
   if (list(lengths) != sorted(set(lengths)) or lengths[-1] != max_decode_length
       or lengths[0] < 1):
@@ -173,9 +173,8 @@ def _run_segments(body: Callable[[Any], Any], state: Any, *, max_decode_length: 
     raise ValueError("several cache_lengths need a grow_cache function")
   for index, end in enumerate(lengths):
     if index:
-      state = with_cache(state, lambda cache, end=end: grow_cache(cache, end))
-    state = jax.lax.while_loop(
-        lambda s, end=end: (step_of(s) < end) & ~jnp.all(done_of(s)), body, state)
+      state = state._replace(cache=grow_cache(state.cache, end))
+    state = jax.lax.while_loop(lambda s, end=end: (s.step < end) & ~jnp.all(s.done), body, state)
   return state
 
 
@@ -191,6 +190,18 @@ def _check_args(encoder_input_tokens: Array, max_decode_length: int, eos_id: int
     raise ValueError(f"max_decode_length must be a positive int, got {max_decode_length!r}")
   if eos_id < 0:
     raise ValueError(f"eos_id must be >= 0, got {eos_id}")
+
+
+class _GreedyState(NamedTuple):
+  step: Array             # int32 scalar
+  tokens: Array           # int32 [rows, len]
+  token_log_probs: Array  # float32 [rows, len]: the model's log-prob of each token
+  current: Array          # int32 [rows]: the token the decoder consumes next
+  done: Array             # bool [rows]: produced EOS
+  log_prob: Array         # float32 [rows]: summed log-probs of the search's distribution
+  length: Array           # int32 [rows]: tokens produced, EOS included
+  cache: PyTree
+  constraint_state: PyTree
 
 
 def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *,
@@ -210,38 +221,37 @@ def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *
   rows = encoder_input_tokens.shape[0]
   constraint_state = None if constraint is None else constraint.init(encoder_input_tokens)
 
-  def body(carry):
-    (step, tokens, token_log_probs, current, done, log_prob, length, cache,
-     constraint_state) = carry
+  def body(state: _GreedyState) -> _GreedyState:
+    step, done = state.step, state.done
     log_probs, model_log_probs, cache, constraint_state = _next_token_log_probs(
-        step_fn, constraint, current, cache, constraint_state, step)
+        step_fn, constraint, state.current, state.cache, state.constraint_state, step)
     best = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
     best_log_prob = jnp.max(log_probs, axis=-1)
     # A row with every token forbidden ends here (EOS) with log-prob -inf.
     best = jnp.where(jnp.isneginf(best_log_prob), eos_id, best)
     best = jnp.where(done, 0, best)
-    log_prob = log_prob + jnp.where(done, 0.0, best_log_prob)
-    length = length + (~done).astype(jnp.int32)
-    tokens = jax.lax.dynamic_update_slice_in_dim(tokens, best[:, None], step, axis=1)
     model_log_prob = jnp.take_along_axis(model_log_probs, best[:, None], axis=1)
-    token_log_probs = jax.lax.dynamic_update_slice_in_dim(
-        token_log_probs, jnp.where(done[:, None], 0.0, model_log_prob), step, axis=1)
-    done = done | (best == eos_id)
-    return (step + 1, tokens, token_log_probs, best, done, log_prob, length, cache,
-            constraint_state)
+    return _GreedyState(
+        step=step + 1,
+        tokens=jax.lax.dynamic_update_slice_in_dim(state.tokens, best[:, None], step, axis=1),
+        token_log_probs=jax.lax.dynamic_update_slice_in_dim(
+            state.token_log_probs, jnp.where(done[:, None], 0.0, model_log_prob), step, axis=1),
+        current=best,
+        done=done | (best == eos_id),
+        log_prob=state.log_prob + jnp.where(done, 0.0, best_log_prob),
+        length=state.length + (~done).astype(jnp.int32),
+        cache=cache, constraint_state=constraint_state)
 
-  carry = (jnp.array(0, jnp.int32), jnp.zeros((rows, max_decode_length), jnp.int32),
-           jnp.zeros((rows, max_decode_length), jnp.float32),
-           jnp.full((rows,), start_token_id, jnp.int32), jnp.zeros((rows,), bool),
-           jnp.zeros((rows,), jnp.float32), jnp.zeros((rows,), jnp.int32), cache,
-           constraint_state)
-  carry = _run_segments(
-      body, carry, max_decode_length=max_decode_length, cache_lengths=cache_lengths,
-      grow_cache=grow_cache, step_of=lambda c: c[0], done_of=lambda c: c[4],
-      with_cache=lambda c, grow: c[:7] + (grow(c[7]),) + c[8:])
-  _, tokens, token_log_probs, _, _, log_prob, length, _, _ = carry
-  return DecodeOutput(tokens, log_prob, log_prob / length_penalty(length, alpha),
-                      token_log_probs)
+  state = _GreedyState(
+      step=jnp.array(0, jnp.int32), tokens=jnp.zeros((rows, max_decode_length), jnp.int32),
+      token_log_probs=jnp.zeros((rows, max_decode_length), jnp.float32),
+      current=jnp.full((rows,), start_token_id, jnp.int32), done=jnp.zeros((rows,), bool),
+      log_prob=jnp.zeros((rows,), jnp.float32), length=jnp.zeros((rows,), jnp.int32),
+      cache=cache, constraint_state=constraint_state)
+  state = _run_segments(body, state, max_decode_length=max_decode_length,
+                        cache_lengths=cache_lengths, grow_cache=grow_cache)
+  return DecodeOutput(state.tokens, state.log_prob,
+                      state.log_prob / length_penalty(state.length, alpha), state.token_log_probs)
 
 
 class _BeamState(NamedTuple):
@@ -360,10 +370,8 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
                      jnp.full((rows,), start_token_id, jnp.int32), empty_tokens,
                      empty_token_log_probs, empty_scores, empty_scores,
                      jnp.zeros((batch,), bool), cache, constraint_state)
-  state = _run_segments(
-      body, state, max_decode_length=length, cache_lengths=cache_lengths,
-      grow_cache=grow_cache, step_of=lambda s: s.step, done_of=lambda s: s.done,
-      with_cache=lambda s, grow: s._replace(cache=grow(s.cache)))
+  state = _run_segments(body, state, max_decode_length=length, cache_lengths=cache_lengths,
+                        grow_cache=grow_cache)
 
   # Hypotheses still alive at max_decode_length (no EOS) compete for the slots by the same
   # score.  Examples that stopped early need not be checked: nothing alive could win there.
