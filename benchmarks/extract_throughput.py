@@ -18,9 +18,14 @@ is the share of sentences whose HF output decodes to the same text as our decodi
 (generate.decode_batch on the same batches), "same_pairs_as_extractor" the share whose
 (type, span) sets equal the Extractor's.
 
+Stopping rules (--stopping, beams > 1): "exact" runs our default beam search (t5x's exact
+criterion) against HF's canonical one (early_stopping="never"); "early" runs ours with
+early_stopping=True against HF's early_stopping=True (stop once num_beams hypotheses have
+finished). Each row is compared with the HF run of the same beam and rule.
+
 Scoring differences that remain by design: our beam search ranks finished hypotheses with T5's
 length penalty ((5 + len) / 6) ** alpha (alpha 0.6), HF with len ** length_penalty (1.0, its
-default); HF stops at `early_stopping=True`. Ours also runs its per-entity score pass (one
+default). Ours also runs its per-entity score pass (one
 teacher-forced forward) inside the timed region, because `Extractor.extract` always does.
 """
 
@@ -69,12 +74,17 @@ def main(argv=None) -> int:
   parser.add_argument("--max_decode_length", type=int, default=None, help="default: the run's target length")
   parser.add_argument("--alpha", type=float, default=0.6)
   parser.add_argument("--passes", type=int, default=1, help="timed passes per side and beam (after a warm-up)")
+  parser.add_argument("--stopping", default="exact,early", help="beam-search stopping rules to compare (beams > 1)")
   parser.add_argument("--constrained", action="store_true", help="also time our constrained decoding")
   parser.add_argument("--threads", type=int, default=2)
   parser.add_argument("--torch_python", default=os.environ.get("PUNIFIED_TORCH_PYTHON", common.TORCH_PYTHON_DEFAULT))
   parser.add_argument("--name", default="extract_throughput")
   args = parser.parse_args(argv)
   beams = [int(b) for b in args.beams.split(",")]
+  rules = [r for r in args.stopping.split(",") if r]
+  if not rules or set(rules) - {"exact", "early"}:
+    parser.error(f"--stopping: a comma-separated subset of exact,early, got {args.stopping!r}")
+  runs = [(beam, rule) for beam in beams for rule in (["greedy"] if beam == 1 else rules)]
   if not os.path.exists(args.torch_python):
     parser.error(f"--torch_python {args.torch_python} not found (bash tools/torch_env.sh)")
   if not os.path.exists(os.path.join(args.model_dir, "punified_model.json")):
@@ -126,21 +136,22 @@ def main(argv=None) -> int:
   engine_model = Transformer(info.t5_config)
   engine_tokens = {}
 
-  def engine_pass(beam: int) -> list:
+  def engine_pass(beam: int, rule: str) -> list:
     outputs = []
     for batch in batches:
       width = next(b for b in buckets if b >= batch.shape[1])
       rows_ = np.zeros((args.batch_size, width), np.int32)  # fixed batch: the last batch is padded
       rows_[:batch.shape[0], :batch.shape[1]] = batch
       decoded = generate.decode_batch(engine_model, engine_params, jax.numpy.asarray(rows_), None, beam_size=beam,
-                                      max_decode_length=max_decode, alpha=args.alpha, eos_id=int(vocabulary.eos_id))
+                                      max_decode_length=max_decode, alpha=args.alpha, eos_id=int(vocabulary.eos_id),
+                                      early_stopping=rule == "early")
       tokens = np.asarray(decoded.tokens[:batch.shape[0], 0, :])
       outputs.extend(row[row > 0].tolist() for row in tokens)
     return outputs
 
   rows = []
   ours_pairs = {}
-  def engine_warmup(beam: int) -> float:
+  def engine_warmup(beam: int, rule: str) -> float:
     """Compiles the program of every bucket width the timed pass will use (one batch each)."""
     start = time.perf_counter()
     for width in sorted({next(b for b in buckets if b >= batch.shape[1]) for batch in batches}):
@@ -148,35 +159,40 @@ def main(argv=None) -> int:
       rows_[:, 0] = int(vocabulary.eos_id)
       jax.block_until_ready(generate.decode_batch(
           engine_model, engine_params, jax.numpy.asarray(rows_), None, beam_size=beam,
-          max_decode_length=max_decode, alpha=args.alpha, eos_id=int(vocabulary.eos_id)).tokens)
+          max_decode_length=max_decode, alpha=args.alpha, eos_id=int(vocabulary.eos_id),
+          early_stopping=rule == "early").tokens)
     return time.perf_counter() - start
 
-  # One sentence per occupied input bucket: warming the Extractor up on them compiles every
-  # program its timed pass needs.
+  # One sentence per occupied input bucket, each extracted on its own (the Extractor batches a
+  # call's windows together, padded to the longest): compiles every program the timed pass
+  # needs.
   warm_texts = list({next(b for b in buckets if b >= len(row)): text for row, text in zip(ids, texts)}.values())
 
-  for beam in beams:
-    seconds = [engine_warmup(beam)]
+  for beam, rule in runs:
+    seconds = [engine_warmup(beam, rule)]
     for _ in range(args.passes):
       start = time.perf_counter()
-      sorted_outputs = engine_pass(beam)
+      sorted_outputs = engine_pass(beam, rule)
       seconds.append(time.perf_counter() - start)
     outputs = [None] * len(texts)
     for k, output in enumerate(sorted_outputs):
       outputs[order[k]] = output
-    engine_tokens[beam] = outputs
+    engine_tokens[beam, rule] = outputs
     pairs = [located(parsing.parse_generation(vocabulary.decode(o), names), t) for o, t in zip(outputs, texts)]
-    rows.append({"side": "ours_decode_batch", "beam": beam, "sentences": len(texts), "warmup_s": seconds[0],
-                 "pass_s": seconds[-1], "sentences_per_s": len(texts) / seconds[-1], **score(pairs)})
+    rows.append({"side": "ours_decode_batch", "beam": beam, "stopping": rule, "sentences": len(texts),
+                 "warmup_s": seconds[0], "pass_s": seconds[-1], "sentences_per_s": len(texts) / seconds[-1],
+                 **score(pairs)})
     print(rows[-1], flush=True)
 
   variants = [("ours", False)] + ([("ours_constrained", True)] if args.constrained else [])
-  for beam in beams:
+  for beam, rule in runs:
     for label, constrained in variants:
       extractor = Extractor.load(args.model_dir, beam_size=beam, constrained=constrained,
-                                 batch_size=args.batch_size, max_decode_length=max_decode, alpha=args.alpha)
+                                 batch_size=args.batch_size, max_decode_length=max_decode, alpha=args.alpha,
+                                 early_stopping=rule == "early")
       start = time.perf_counter()
-      extractor.extract(warm_texts, dataset=args.dataset)
+      for text in warm_texts:
+        extractor.extract([text], dataset=args.dataset)
       seconds = [time.perf_counter() - start]
       for _ in range(args.passes):
         start = time.perf_counter()
@@ -184,15 +200,16 @@ def main(argv=None) -> int:
         seconds.append(time.perf_counter() - start)
       pairs = [sorted({(e["type"], e["text"]) for e in entities}) for entities in found]
       if not constrained:
-        ours_pairs[beam] = pairs
-      rows.append({"side": label, "beam": beam, "sentences": len(texts), "warmup_s": seconds[0],
+        ours_pairs[beam, rule] = pairs
+      rows.append({"side": label, "beam": beam, "stopping": rule, "sentences": len(texts), "warmup_s": seconds[0],
                    "pass_s": seconds[-1], "sentences_per_s": len(texts) / seconds[-1], **score(pairs)})
       print(rows[-1], flush=True)
 
   npz = os.path.join(workdir, "inputs.npz")
   np.savez(npz, **{f"input_ids_{i}": b for i, b in enumerate(batches)})
-  request = {"model_dir": hf_dir, "inputs": npz, "beams": beams, "max_new_tokens": max_decode,
-             "passes": args.passes, "warmup_batches": [0, len(batches) - 1], "threads": args.threads, "output": os.path.join(workdir, "hf.json")}
+  request = {"model_dir": hf_dir, "inputs": npz, "beams": beams, "stopping": rules, "max_new_tokens": max_decode,
+             "passes": args.passes, "warmup_batches": [0, len(batches) - 1], "threads": args.threads,
+             "output": os.path.join(workdir, "hf.json")}
   with open(os.path.join(workdir, "hf_request.json"), "w") as handle:
     json.dump(request, handle)
   worker = os.path.join(common.REPO_ROOT, "benchmarks", "torch_worker.py")
@@ -200,31 +217,33 @@ def main(argv=None) -> int:
   with open(request["output"]) as handle:
     hf = json.load(handle)
   samples = {}
-  for beam in beams:
-    result = hf["beams"][str(beam)]
+  for beam, rule in runs:
+    result = hf["beams"][f"{beam}_{rule}"]
     outputs = [None] * len(texts)
     for k, output in enumerate(result["outputs"]):
       outputs[order[k]] = output
     # Spans that do not occur in the sentence are dropped, as the Extractor drops them.
     pairs = [located(parsing.parse_generation(vocabulary.decode(o), names), t) for o, t in zip(outputs, texts)]
-    same = float(np.mean([p == q for p, q in zip(pairs, ours_pairs[beam])]))
+    same = float(np.mean([p == q for p, q in zip(pairs, ours_pairs[beam, rule])]))
     # Compared as decoded text: HF's beam search may end a finished hypothesis without the EOS id
     # that ours keeps (greedy outputs match id for id).
     same_text = float(np.mean([vocabulary.decode(o) == vocabulary.decode(e)
-                               for o, e in zip(outputs, engine_tokens[beam])]))
-    samples[str(beam)] = [{"text": texts[i], "hf": vocabulary.decode(outputs[i]),
-                           "ours": vocabulary.decode(engine_tokens[beam][i])} for i in range(min(3, len(texts)))]
+                               for o, e in zip(outputs, engine_tokens[beam, rule])]))
+    samples[f"{beam}_{rule}"] = [{"text": texts[i], "hf": vocabulary.decode(outputs[i]),
+                                  "ours": vocabulary.decode(engine_tokens[beam, rule][i])}
+                                 for i in range(min(3, len(texts)))]
     seconds = result["pass_seconds"]
-    rows.append({"side": "hf_generate", "beam": beam, "sentences": len(texts), "warmup_s": seconds[0],
-                 "pass_s": seconds[-1], "sentences_per_s": len(texts) / seconds[-1], **score(pairs),
-                 "same_pairs_as_extractor": same, "same_text_as_decode_batch": same_text})
+    rows.append({"side": "hf_generate", "beam": beam, "stopping": rule, "sentences": len(texts),
+                 "warmup_s": seconds[0], "pass_s": seconds[-1], "sentences_per_s": len(texts) / seconds[-1],
+                 **score(pairs), "same_pairs_as_extractor": same, "same_text_as_decode_batch": same_text})
     print(rows[-1], flush=True)
 
   for row in rows:
-    hf_row = next(r for r in rows if r["side"] == "hf_generate" and r["beam"] == row["beam"])
+    hf_row = next(r for r in rows if r["side"] == "hf_generate" and (r["beam"], r["stopping"]) == (
+        row["beam"], row["stopping"]))
     row["speedup_vs_hf"] = row["sentences_per_s"] / hf_row["sentences_per_s"]
-  rows.sort(key=lambda r: (r["beam"], r["side"]))
-  common.print_table(rows, ["beam", "side", "sentences_per_s", "speedup_vs_hf", "warmup_s", "pass_s",
+  rows.sort(key=lambda r: (r["beam"], r["stopping"], r["side"]))
+  common.print_table(rows, ["beam", "stopping", "side", "sentences_per_s", "speedup_vs_hf", "warmup_s", "pass_s",
                             "macro_f1", "micro_f1", "same_pairs_as_extractor", "same_text_as_decode_batch"],
                      title=f"extraction over {len(texts)} {args.dataset} {args.split} sentences")
   payload = {"command": common.command_line(), "machine": machine, "versions": common.jax_versions(),

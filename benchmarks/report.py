@@ -59,9 +59,9 @@ def train_report(payload) -> str:
 
 def extract_report(payload) -> str:
   return "\n".join([header(payload), "", table(
-      payload["results"], ["beam", "side", "sentences_per_s", "speedup_vs_hf", "warmup_s", "pass_s", "macro_f1",
+      payload["results"], ["beam", "stopping", "side", "sentences_per_s", "speedup_vs_hf", "warmup_s", "pass_s", "macro_f1",
                            "micro_f1", "same_pairs_as_extractor", "same_text_as_decode_batch"],
-      ["beam", "side", "sentences/s", "vs HF", "warm-up s", "pass s", "macro F1", "micro F1",
+      ["beam", "stopping", "side", "sentences/s", "vs HF", "warm-up s", "pass s", "macro F1", "micro F1",
        "same pairs as Extractor", "same text as decode_batch"])])
 
 

@@ -15,9 +15,12 @@ subprocess and read back one JSON object. Nothing here imports the project.
   python benchmarks/torch_worker.py generate REQUEST.json
       REQUEST: {"model_dir", "inputs": NPZ with input_ids_<i> (0 = padding), "beams": [..],
                 "max_new_tokens", "dtype", "threads", "output", "passes": 1,
-                "warmup_batches": [indices decoded first, untimed in the passes]}
-      HF `generate` (greedy at beam 1) per beam size: the warm-up batches, then `passes` passes
-      over every batch; pass_seconds = [warm-up, pass 1, ...], outputs of the last pass.
+                "warmup_batches": [indices decoded first, untimed in the passes],
+                "stopping": ["exact", "early"]}
+      HF `generate` (greedy at beam 1) per beam size and stopping rule ("exact" is HF's
+      early_stopping="never", the canonical beam search; "early" is early_stopping=True): the
+      warm-up batches, then `passes` passes over every batch; results keyed "<beam>_<rule>"
+      (beam 1: "1_greedy"), pass_seconds = [warm-up, pass 1, ...], outputs of the last pass.
 """
 
 from __future__ import annotations
@@ -88,29 +91,31 @@ def generate(request: dict) -> dict:
     model = model.to(torch.bfloat16)
   batches = _batches(request["inputs"], ("input_ids",))
   results = {}
-  def run(batch, beams):
+  def run(batch, beams, rule):
     input_ids = batch["input_ids"]
     out = model.generate(
         input_ids=input_ids, attention_mask=(input_ids != 0).long(),
         max_new_tokens=int(request["max_new_tokens"]), num_beams=int(beams), do_sample=False,
         length_penalty=float(request.get("length_penalty", 1.0)),
-        early_stopping=True if beams > 1 else False,
+        early_stopping={"exact": "never", "early": True, "greedy": False}[rule],
         decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
     return out[:, 1:].numpy()  # drop the decoder start token
 
   for beams in request["beams"]:
-    start = time.perf_counter()
-    for index in request.get("warmup_batches", []):
-      run(batches[index], beams)
-    seconds, outputs = [time.perf_counter() - start], []
-    for _ in range(int(request.get("passes", 1))):
-      outputs = []
+    for rule in (["greedy"] if beams == 1 else request.get("stopping", ["early"])):
       start = time.perf_counter()
-      for batch in batches:
-        outputs.append(run(batch, beams))
-      seconds.append(time.perf_counter() - start)
-    results[str(beams)] = {"pass_seconds": seconds,
-                           "outputs": [row[row > 0].tolist() for out in outputs for row in out]}
+      for index in request.get("warmup_batches", []):
+        run(batches[index], beams, rule)
+      seconds, outputs = [time.perf_counter() - start], []
+      for _ in range(int(request.get("passes", 1))):
+        outputs = []
+        start = time.perf_counter()
+        for batch in batches:
+          outputs.append(run(batch, beams, rule))
+        seconds.append(time.perf_counter() - start)
+      results[f"{beams}_{rule}"] = {
+          "pass_seconds": seconds,
+          "outputs": [row[row > 0].tolist() for out in outputs for row in out]}
   return {"beams": results, "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 

@@ -108,7 +108,8 @@ def grow_cache(cache: Any, length: int) -> Any:
 
 def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
             constraint: Optional[decoding.LogitsConstraint], *, beam_size: int,
-            max_decode_length: int, alpha: float, eos_id: int) -> decoding.DecodeOutput:
+            max_decode_length: int, alpha: float, eos_id: int,
+            early_stopping: bool) -> decoding.DecodeOutput:
   lengths = cache_lengths(max_decode_length)
   step_fn, cache, row_inputs = init_decoding(model, params, encoder_input_tokens,
                                              beam_size=beam_size,
@@ -119,7 +120,8 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
                 grow_cache=grow_cache)
   if beam_size == 1:
     return decoding.greedy_decode(step_fn, cache, row_inputs, **common)
-  return decoding.beam_search(step_fn, cache, row_inputs, beam_size=beam_size, **common)
+  return decoding.beam_search(step_fn, cache, row_inputs, beam_size=beam_size,
+                              early_stopping=early_stopping, **common)
 
 
 @functools.lru_cache(maxsize=None)
@@ -129,8 +131,8 @@ def _shared_transformer(config: T5Config) -> Transformer:
 
 def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                  constraint: Optional[decoding.LogitsConstraint] = None, *, beam_size: int = 1,
-                 max_decode_length: int, alpha: float = 0.6,
-                 eos_id: int = 1) -> decoding.DecodeOutput:
+                 max_decode_length: int, alpha: float = 0.6, eos_id: int = 1,
+                 early_stopping: bool = False) -> decoding.DecodeOutput:
   """Jitted decoding returning tokens, summed log-probs and length-normalised scores.
 
   Shapes: tokens and token_log_probs [batch, k, max_decode_length], log_probs and scores
@@ -144,17 +146,19 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
   # Plain python scalars as static arguments (numpy ints hash differently and would recompile).
   return _decode_batch_jit(model, params, encoder_input_tokens, constraint,
                            beam_size=int(beam_size), max_decode_length=int(max_decode_length),
-                           alpha=float(alpha), eos_id=int(eos_id))
+                           alpha=float(alpha), eos_id=int(eos_id),
+                           early_stopping=bool(early_stopping))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "beam_size", "max_decode_length", "alpha",
-                                             "eos_id"))
+                                             "eos_id", "early_stopping"))
 def _decode_batch_jit(model: Transformer, params: Any, encoder_input_tokens: Array,
                       constraint: Optional[decoding.LogitsConstraint], *, beam_size: int,
-                      max_decode_length: int, alpha: float,
-                      eos_id: int) -> decoding.DecodeOutput:
+                      max_decode_length: int, alpha: float, eos_id: int,
+                      early_stopping: bool) -> decoding.DecodeOutput:
   output = _decode(model, params, encoder_input_tokens, constraint, beam_size=beam_size,
-                   max_decode_length=max_decode_length, alpha=alpha, eos_id=eos_id)
+                   max_decode_length=max_decode_length, alpha=alpha, eos_id=eos_id,
+                   early_stopping=early_stopping)
   if beam_size == 1:
     output = decoding.DecodeOutput(output.tokens[:, None, :], output.log_probs[:, None],
                                    output.scores[:, None], output.token_log_probs[:, None, :])
@@ -164,7 +168,7 @@ def _decode_batch_jit(model: Transformer, params: Any, encoder_input_tokens: Arr
 def predict_batch(model: Transformer, params: Any, encoder_input_tokens: Array, *,
                   beam_size: int = 1, max_decode_length: int, alpha: float = 0.6,
                   constraint: Optional[decoding.LogitsConstraint] = None,
-                  eos_id: int = 1) -> tuple[Array, Array]:
+                  eos_id: int = 1, early_stopping: bool = False) -> tuple[Array, Array]:
   """Decode a batch: (tokens int32 [batch, k, len], scores float32 [batch, k]), best first.
 
   encoder_input_tokens: int [batch, input_len], 0-padded.  k = beam_size.  Scores are
@@ -172,7 +176,8 @@ def predict_batch(model: Transformer, params: Any, encoder_input_tokens: Array, 
   they are comparable.  Tokens after EOS are 0.  Empty beam slots have score -inf.
   """
   output = decode_batch(model, params, encoder_input_tokens, constraint, beam_size=beam_size,
-                        max_decode_length=max_decode_length, alpha=alpha, eos_id=eos_id)
+                        max_decode_length=max_decode_length, alpha=alpha, eos_id=eos_id,
+                        early_stopping=early_stopping)
   return output.tokens, output.scores
 
 

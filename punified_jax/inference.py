@@ -160,6 +160,10 @@ class Extractor:
     max_decode_length: the output limit; an output cut there loses its unfinished last item
       (`stats["truncated"]`).
     alpha: length penalty of the beam search.
+    early_stopping: False (default): t5x's exact stopping criterion (decoding.beam_search).
+      True: end an example's beam search as soon as `beam_size` hypotheses have finished
+      (Hugging Face's `early_stopping=True`): about half the steps on real data, for nearly
+      the same extractions (a longer, better hypothesis can be cut off; BENCHMARKS.md).
     known_types: type names accepted without allow_unseen_types (default: every prompt name of
       the registry).
   """
@@ -168,7 +172,7 @@ class Extractor:
                constrained: bool = True, allow_unseen_types: bool = False,
                batch_size: int = 8, max_input_length: int = DEFAULT_FEATURE_LENGTH,
                max_decode_length: int = DEFAULT_FEATURE_LENGTH, alpha: float = 0.6,
-               known_types: Optional[Sequence[str]] = None):
+               early_stopping: bool = False, known_types: Optional[Sequence[str]] = None):
     config = model if isinstance(model, T5Config) else getattr(model, "config", None)
     if not isinstance(config, T5Config):
       raise TypeError(f"model must be a model.Transformer or a T5Config, got "
@@ -194,6 +198,7 @@ class Extractor:
     self.max_input_length = int(max_input_length)
     self.max_decode_length = int(max_decode_length)
     self.alpha = float(alpha)
+    self.early_stopping = bool(early_stopping)
     self.known_types: tuple[str, ...] = tuple(known_types or entity_types.ALL_PROMPT_NAMES)
     self.buckets = bucket_lengths(self.max_input_length)
     self._output_buckets = bucket_lengths(self.max_decode_length)
@@ -216,7 +221,7 @@ class Extractor:
   def load(cls, model_dir: str, *, checkpoint: str = "auto", beam_size: int = 4,
            constrained: bool = True, allow_unseen_types: bool = False, batch_size: int = 8,
            max_input_length: Optional[int] = None, max_decode_length: Optional[int] = None,
-           alpha: float = 0.6) -> "Extractor":
+           alpha: float = 0.6, early_stopping: bool = False) -> "Extractor":
     """An Extractor for the model in `model_dir` (written by the trainer or from_t5x).
 
     Reads `punified_model.json` (model_info), the vocabulary copy and one parameter checkpoint:
@@ -243,7 +248,7 @@ class Extractor:
         allow_unseen_types=allow_unseen_types, batch_size=batch_size,
         max_input_length=max_input_length or lengths.get("inputs", DEFAULT_FEATURE_LENGTH),
         max_decode_length=max_decode_length or lengths.get("targets", DEFAULT_FEATURE_LENGTH),
-        alpha=alpha, known_types=info.extra.get("prompt_names"))
+        alpha=alpha, early_stopping=early_stopping, known_types=info.extra.get("prompt_names"))
     extractor.checkpoint_path = checkpoints_lib.resolve_params_checkpoint(path)
     logger.info("extractor: %s (beam %d, %s)", extractor.checkpoint_path, beam_size,
                 "constrained" if constrained else "unconstrained")
@@ -512,7 +517,8 @@ class Extractor:
       inputs = jnp.asarray(rows)
       decoded = generate.decode_batch(
           self.model, self.params, inputs, constraint, beam_size=self.beam_size,
-          max_decode_length=self.max_decode_length, alpha=self.alpha, eos_id=self.eos_id)
+          max_decode_length=self.max_decode_length, alpha=self.alpha, eos_id=self.eos_id,
+          early_stopping=self.early_stopping)
       tokens = np.asarray(decoded.tokens[:, 0, :])
       log_probs = np.asarray(decoded.token_log_probs[:, 0, :])
       exists = np.isfinite(np.asarray(decoded.scores[:, 0]))

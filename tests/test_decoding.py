@@ -132,6 +132,20 @@ def test_beam_on_bigram_is_literal_and_stops_early():
   assert len(calls) == 3
 
 
+@pytest.mark.parametrize("early_stopping, second, calls", [
+    (False, [A, B, EOS, 0], 3),  # exact: waits for "a b" (.216, length 3), which wins at alpha 3
+    (True, [A, EOS, 0, 0], 2),   # stops once two hypotheses ("b", "a") have finished
+])
+def test_early_stopping_ends_when_the_pool_is_full(early_stopping, second, calls):
+  counted = []
+  cache, inputs = _bigram_inputs(batch=1, beam=2)
+  out = decoding.beam_search(_count_steps(_bigram_step, counted), cache, inputs, beam_size=2,
+                             max_decode_length=4, start_token_id=PAD, eos_id=EOS, alpha=3.0,
+                             early_stopping=early_stopping)
+  assert out.tokens.tolist() == [[[B, EOS, 0, 0], second]]
+  assert len(counted) == calls
+
+
 def test_beam_without_finished_hypotheses_returns_alive_ones():
   cache, inputs = _bigram_inputs(batch=1, beam=2)
   out = decoding.beam_search(_bigram_step, cache, inputs, beam_size=2, max_decode_length=1,
