@@ -254,6 +254,10 @@ def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *
                       state.log_prob / length_penalty(state.length, alpha), state.token_log_probs)
 
 
+# Beam-search stopping rules (beam_search's docstring).
+STOPPING_RULES = ("all", "best", "early")
+
+
 class _BeamState(NamedTuple):
   step: Array            # int32 scalar
   alive_tokens: Array    # int32 [batch, beam, len]: hypotheses still growing
@@ -275,7 +279,7 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
                 constraint: Optional[LogitsConstraint] = None,
                 cache_lengths: Optional[tuple[int, ...]] = None,
                 grow_cache: Optional[GrowCacheFn] = None,
-                early_stopping: bool = False) -> DecodeOutput:
+                stopping: str = "all") -> DecodeOutput:
   """Beam search with T5's length penalty; returns every beam, best first.
 
   cache and encoder_input_tokens must already have batch * beam_size rows (`expand_to_beams`);
@@ -286,12 +290,14 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
   log_prob / length_penalty) and keeps the best non-EOS ones alive, reordering the cache and
   constraint state to follow them.  An example is done when its pool is full and no alive
   hypothesis could still beat the worst pooled one (alive log-probs only fall, and the length
-  penalty is largest at max_decode_length): the exact search, as t5x's.  With
-  `early_stopping=True` an example is done as soon as its pool is full (Hugging Face's
-  `early_stopping=True`): a longer hypothesis that would still have overtaken the worst pooled
-  one is not waited for.  The best hypothesis rarely changes, and the loose bound of the exact
-  rule (the penalty at max_decode_length) keeps beams alive for many extra steps: on Resume dev
-  with a trained model, beam 4, half the steps (BENCHMARKS.md).  Hypotheses that reach max_decode_length without
+  penalty is largest at max_decode_length).  `stopping` says for which hypotheses this holds:
+    "all" (t5x's search): every returned hypothesis is the exact result.
+    "best": only the best one; an example is done once its best finished hypothesis scores at
+      least the bound of every alive one, so nothing can overtake it.  Same best hypothesis as
+      "all", far fewer steps (the bound, with the penalty at max_decode_length, keeps the last
+      pool slots open long after the best is settled); beams 2.. may differ from "all".
+    "early" (Hugging Face's early_stopping=True): done as soon as the pool is full; a longer
+      hypothesis that would still have overtaken a pooled one, the best included, is cut off.  Hypotheses that reach max_decode_length without
   EOS are ranked with the finished ones by the same score (as Hugging Face does; t5x only uses
   them when nothing finished), so every slot is filled whenever beam_size hypotheses exist;
   such a hypothesis has no EOS in its tokens.
@@ -300,6 +306,8 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
   """
   if not isinstance(beam_size, int) or beam_size < 1:
     raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
+  if stopping not in STOPPING_RULES:
+    raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
   if alpha < 0:
     # The early stop assumes the length penalty never shrinks as hypotheses grow.
     raise ValueError(f"alpha must be >= 0, got {alpha}")
@@ -360,8 +368,12 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
 
     best_alive_bound = jnp.max(alive_log_probs, axis=1) / best_possible_penalty
     pool_full = finished_scores[:, -1] > -jnp.inf
-    settled = pool_full if early_stopping else pool_full & (
-        finished_scores[:, -1] >= best_alive_bound)
+    if stopping == "all":
+      settled = pool_full & (finished_scores[:, -1] >= best_alive_bound)
+    elif stopping == "best":
+      settled = (finished_scores[:, 0] > -jnp.inf) & (finished_scores[:, 0] >= best_alive_bound)
+    else:  # "early"
+      settled = pool_full
     done = state.done | settled | jnp.all(jnp.isneginf(alive_log_probs), axis=1)
     return _BeamState(step + 1, alive_tokens, alive_token_log_probs, alive_log_probs, current,
                       finished_tokens, finished_token_log_probs, finished_log_probs,

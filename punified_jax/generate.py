@@ -109,7 +109,7 @@ def grow_cache(cache: Any, length: int) -> Any:
 def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
             constraint: Optional[decoding.LogitsConstraint], *, beam_size: int,
             max_decode_length: int, alpha: float, eos_id: int,
-            early_stopping: bool) -> decoding.DecodeOutput:
+            stopping: str) -> decoding.DecodeOutput:
   lengths = cache_lengths(max_decode_length)
   step_fn, cache, row_inputs = init_decoding(model, params, encoder_input_tokens,
                                              beam_size=beam_size,
@@ -121,7 +121,7 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
   if beam_size == 1:
     return decoding.greedy_decode(step_fn, cache, row_inputs, **common)
   return decoding.beam_search(step_fn, cache, row_inputs, beam_size=beam_size,
-                              early_stopping=early_stopping, **common)
+                              stopping=stopping, **common)
 
 
 @functools.lru_cache(maxsize=None)
@@ -132,13 +132,14 @@ def _shared_transformer(config: T5Config) -> Transformer:
 def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                  constraint: Optional[decoding.LogitsConstraint] = None, *, beam_size: int = 1,
                  max_decode_length: int, alpha: float = 0.6, eos_id: int = 1,
-                 early_stopping: bool = False) -> decoding.DecodeOutput:
+                 stopping: str = "all") -> decoding.DecodeOutput:
   """Jitted decoding returning tokens, summed log-probs and length-normalised scores.
 
   Shapes: tokens and token_log_probs [batch, k, max_decode_length], log_probs and scores
   [batch, k], k = beam_size (greedy when beam_size == 1), best first.  `constraint` must be a pytree (its arrays are
   traced).  The compiled program is cached per model configuration (flax modules hash by
   identity, so plain `Transformer`s are replaced by one shared instance per `T5Config`).
+  `stopping`: decoding.beam_search's rule ("all", "best", "early"); greedy ignores it.
   """
   _validate(encoder_input_tokens, beam_size, max_decode_length, eos_id, model)
   if type(model) is Transformer:
@@ -147,18 +148,18 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
   return _decode_batch_jit(model, params, encoder_input_tokens, constraint,
                            beam_size=int(beam_size), max_decode_length=int(max_decode_length),
                            alpha=float(alpha), eos_id=int(eos_id),
-                           early_stopping=bool(early_stopping))
+                           stopping=str(stopping))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "beam_size", "max_decode_length", "alpha",
-                                             "eos_id", "early_stopping"))
+                                             "eos_id", "stopping"))
 def _decode_batch_jit(model: Transformer, params: Any, encoder_input_tokens: Array,
                       constraint: Optional[decoding.LogitsConstraint], *, beam_size: int,
                       max_decode_length: int, alpha: float, eos_id: int,
-                      early_stopping: bool) -> decoding.DecodeOutput:
+                      stopping: str) -> decoding.DecodeOutput:
   output = _decode(model, params, encoder_input_tokens, constraint, beam_size=beam_size,
                    max_decode_length=max_decode_length, alpha=alpha, eos_id=eos_id,
-                   early_stopping=early_stopping)
+                   stopping=stopping)
   if beam_size == 1:
     output = decoding.DecodeOutput(output.tokens[:, None, :], output.log_probs[:, None],
                                    output.scores[:, None], output.token_log_probs[:, None, :])
@@ -168,7 +169,7 @@ def _decode_batch_jit(model: Transformer, params: Any, encoder_input_tokens: Arr
 def predict_batch(model: Transformer, params: Any, encoder_input_tokens: Array, *,
                   beam_size: int = 1, max_decode_length: int, alpha: float = 0.6,
                   constraint: Optional[decoding.LogitsConstraint] = None,
-                  eos_id: int = 1, early_stopping: bool = False) -> tuple[Array, Array]:
+                  eos_id: int = 1, stopping: str = "all") -> tuple[Array, Array]:
   """Decode a batch: (tokens int32 [batch, k, len], scores float32 [batch, k]), best first.
 
   encoder_input_tokens: int [batch, input_len], 0-padded.  k = beam_size.  Scores are
@@ -177,7 +178,7 @@ def predict_batch(model: Transformer, params: Any, encoder_input_tokens: Array, 
   """
   output = decode_batch(model, params, encoder_input_tokens, constraint, beam_size=beam_size,
                         max_decode_length=max_decode_length, alpha=alpha, eos_id=eos_id,
-                        early_stopping=early_stopping)
+                        stopping=stopping)
   return output.tokens, output.scores
 
 

@@ -81,6 +81,7 @@ import numpy as np
 import seqio
 
 from punified_jax import constraints as constraints_lib
+from punified_jax import decoding as decoding_lib
 from punified_jax import entity_types
 from punified_jax import generate
 from punified_jax import parsing
@@ -160,10 +161,11 @@ class Extractor:
     max_decode_length: the output limit; an output cut there loses its unfinished last item
       (`stats["truncated"]`).
     alpha: length penalty of the beam search.
-    early_stopping: False (default): t5x's exact stopping criterion (decoding.beam_search).
-      True: end an example's beam search as soon as `beam_size` hypotheses have finished
-      (Hugging Face's `early_stopping=True`): about half the steps on real data, for nearly
-      the same extractions (a longer, better hypothesis can be cut off; BENCHMARKS.md).
+    stopping: the beam search's stopping rule (decoding.beam_search). "best" (default): stop
+      once the best hypothesis is settled (exact for the one the Extractor uses, without
+      waiting for the other beams); "all": t5x's search (the same best hypothesis, slower);
+      "early": Hugging Face's early_stopping=True (stop when beam_size hypotheses have
+      finished; can cut off a better, longer one).
     known_types: type names accepted without allow_unseen_types (default: every prompt name of
       the registry).
   """
@@ -172,7 +174,7 @@ class Extractor:
                constrained: bool = True, allow_unseen_types: bool = False,
                batch_size: int = 8, max_input_length: int = DEFAULT_FEATURE_LENGTH,
                max_decode_length: int = DEFAULT_FEATURE_LENGTH, alpha: float = 0.6,
-               early_stopping: bool = False, known_types: Optional[Sequence[str]] = None):
+               stopping: str = "best", known_types: Optional[Sequence[str]] = None):
     config = model if isinstance(model, T5Config) else getattr(model, "config", None)
     if not isinstance(config, T5Config):
       raise TypeError(f"model must be a model.Transformer or a T5Config, got "
@@ -198,7 +200,10 @@ class Extractor:
     self.max_input_length = int(max_input_length)
     self.max_decode_length = int(max_decode_length)
     self.alpha = float(alpha)
-    self.early_stopping = bool(early_stopping)
+    if stopping not in decoding_lib.STOPPING_RULES:
+      raise ValueError(f"stopping must be one of {decoding_lib.STOPPING_RULES}, got "
+                       f"{stopping!r}")
+    self.stopping = stopping
     self.known_types: tuple[str, ...] = tuple(known_types or entity_types.ALL_PROMPT_NAMES)
     self.buckets = bucket_lengths(self.max_input_length)
     self._output_buckets = bucket_lengths(self.max_decode_length)
@@ -221,7 +226,7 @@ class Extractor:
   def load(cls, model_dir: str, *, checkpoint: str = "auto", beam_size: int = 4,
            constrained: bool = True, allow_unseen_types: bool = False, batch_size: int = 8,
            max_input_length: Optional[int] = None, max_decode_length: Optional[int] = None,
-           alpha: float = 0.6, early_stopping: bool = False) -> "Extractor":
+           alpha: float = 0.6, stopping: str = "best") -> "Extractor":
     """An Extractor for the model in `model_dir` (written by the trainer or from_t5x).
 
     Reads `punified_model.json` (model_info), the vocabulary copy and one parameter checkpoint:
@@ -248,7 +253,7 @@ class Extractor:
         allow_unseen_types=allow_unseen_types, batch_size=batch_size,
         max_input_length=max_input_length or lengths.get("inputs", DEFAULT_FEATURE_LENGTH),
         max_decode_length=max_decode_length or lengths.get("targets", DEFAULT_FEATURE_LENGTH),
-        alpha=alpha, early_stopping=early_stopping, known_types=info.extra.get("prompt_names"))
+        alpha=alpha, stopping=stopping, known_types=info.extra.get("prompt_names"))
     extractor.checkpoint_path = checkpoints_lib.resolve_params_checkpoint(path)
     logger.info("extractor: %s (beam %d, %s)", extractor.checkpoint_path, beam_size,
                 "constrained" if constrained else "unconstrained")
@@ -518,7 +523,7 @@ class Extractor:
       decoded = generate.decode_batch(
           self.model, self.params, inputs, constraint, beam_size=self.beam_size,
           max_decode_length=self.max_decode_length, alpha=self.alpha, eos_id=self.eos_id,
-          early_stopping=self.early_stopping)
+          stopping=self.stopping)
       tokens = np.asarray(decoded.tokens[:, 0, :])
       log_probs = np.asarray(decoded.token_log_probs[:, 0, :])
       exists = np.isfinite(np.asarray(decoded.scores[:, 0]))

@@ -75,7 +75,7 @@ def test_expand_and_gather_beams_literal():
   assert int(gathered["index"]) == 4
 
 
-@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.settings(max_examples=25, deadline=None)
 @hypothesis.given(st.lists(st.lists(st.integers(0, 3), min_size=4, max_size=4), min_size=3,
                            max_size=3))
 def test_gather_beams_matches_numpy_indexing(parents):
@@ -132,18 +132,143 @@ def test_beam_on_bigram_is_literal_and_stops_early():
   assert len(calls) == 3
 
 
-@pytest.mark.parametrize("early_stopping, second, calls", [
-    (False, [A, B, EOS, 0], 3),  # exact: waits for "a b" (.216, length 3), which wins at alpha 3
-    (True, [A, EOS, 0, 0], 2),   # stops once two hypotheses ("b", "a") have finished
+@pytest.mark.parametrize("stopping, second, calls", [
+    ("all", [A, B, EOS, 0], 3),   # exact: waits for "a b" (.216, length 3), which wins at alpha 3
+    ("best", [A, B, EOS, 0], 3),  # "b" is not settled before "a b" is out of reach: same here
+    ("early", [A, EOS, 0, 0], 2),  # stops once two hypotheses ("b", "a") have finished
 ])
-def test_early_stopping_ends_when_the_pool_is_full(early_stopping, second, calls):
+def test_stopping_rules_on_bigram(stopping, second, calls):
   counted = []
   cache, inputs = _bigram_inputs(batch=1, beam=2)
   out = decoding.beam_search(_count_steps(_bigram_step, counted), cache, inputs, beam_size=2,
                              max_decode_length=4, start_token_id=PAD, eos_id=EOS, alpha=3.0,
-                             early_stopping=early_stopping)
+                             stopping=stopping)
   assert out.tokens.tolist() == [[[B, EOS, 0, 0], second]]
   assert len(counted) == calls
+
+
+def test_stopping_rule_is_checked():
+  cache, inputs = _bigram_inputs(batch=1, beam=2)
+  with pytest.raises(ValueError, match="stopping must be one of"):
+    decoding.beam_search(_bigram_step, cache, inputs, beam_size=2, max_decode_length=4,
+                         stopping="never")
+
+
+@hypothesis.settings(max_examples=25, deadline=None)
+@hypothesis.given(st.lists(st.lists(st.integers(0, 3), min_size=4, max_size=4), min_size=3,
+                           max_size=3))
+def test_gather_beams_matches_numpy_indexing(parents):
+  batch, beam = 3, 4
+  values = np.arange(batch * beam * 2).reshape(batch * beam, 2)
+  parents = np.array(parents)
+  gathered = np.asarray(decoding.gather_beams(jnp.asarray(values), jnp.asarray(parents), batch,
+                                              beam))
+  expected = values.reshape(batch, beam, 2)[np.arange(batch)[:, None], parents].reshape(-1, 2)
+  np.testing.assert_array_equal(gathered, expected)
+
+
+def test_gather_beams_rejects_wrong_row_count():
+  with pytest.raises(ValueError, match="expected batch \\* beam = 6 rows"):
+    decoding.gather_beams(jnp.zeros((5, 2)), jnp.zeros((2, 3), jnp.int32), 2, 3)
+
+
+# ----------------------------------------------------------------------------------------------
+# Literal searches on the bigram model.
+# ----------------------------------------------------------------------------------------------
+
+
+def _count_steps(step_fn, counter):
+  def counted(token_ids, cache, step):
+    jax.debug.callback(lambda: counter.append(1))
+    return step_fn(token_ids, cache, step)
+  return counted
+
+
+def test_greedy_on_bigram_is_literal_and_stops_early():
+  calls = []
+  cache, inputs = _bigram_inputs(batch=2)
+  out = decoding.greedy_decode(_count_steps(_bigram_step, calls), cache, inputs,
+                               max_decode_length=8, start_token_id=PAD, eos_id=EOS, alpha=0.6)
+  assert out.tokens.tolist() == [[A, EOS, 0, 0, 0, 0, 0, 0]] * 2
+  np.testing.assert_allclose(out.log_probs, [np.log(0.3)] * 2, rtol=1e-5)
+  np.testing.assert_allclose(out.scores, [np.log(0.3) / _lp(2, 0.6)] * 2, rtol=1e-5)
+  assert len(calls) == 2  # both rows ended at step 1: the loop stopped there, not at 8
+
+
+def test_beam_on_bigram_is_literal_and_stops_early():
+  calls = []
+  cache, inputs = _bigram_inputs(batch=2, beam=3)
+  out = decoding.beam_search(_count_steps(_bigram_step, calls), cache, inputs, beam_size=3,
+                             max_decode_length=8, start_token_id=PAD, eos_id=EOS, alpha=0.6)
+  # Beam search finds "b" (.4 * .9 = .36), which greedy misses, then "a" (.3), "a b" (.216).
+  expected_tokens = [[B, EOS, 0, 0, 0, 0, 0, 0], [A, EOS, 0, 0, 0, 0, 0, 0],
+                     [A, B, EOS, 0, 0, 0, 0, 0]]
+  assert out.tokens.tolist() == [expected_tokens] * 2
+  np.testing.assert_allclose(out.log_probs, [np.log([0.36, 0.3, 0.216])] * 2, rtol=1e-5)
+  expected_scores = np.log([0.36, 0.3, 0.216]) / _lp(np.array([2, 2, 3]), 0.6)
+  np.testing.assert_allclose(out.scores, [expected_scores] * 2, rtol=1e-5)
+  # After step 2 the pool is full and no alive hypothesis (at most .6 * .4 * .06) can win.
+  assert len(calls) == 3
+
+
+@pytest.mark.parametrize("stopping, second, calls", [
+    ("all", [A, B, EOS, 0], 3),   # exact: waits for "a b" (.216, length 3), which wins at alpha 3
+    ("best", [A, B, EOS, 0], 3),  # "b" is not settled before "a b" is out of reach: same here
+    ("early", [A, EOS, 0, 0], 2),  # stops once two hypotheses ("b", "a") have finished
+])
+def test_stopping_rules_on_bigram(stopping, second, calls):
+  counted = []
+  cache, inputs = _bigram_inputs(batch=1, beam=2)
+  out = decoding.beam_search(_count_steps(_bigram_step, counted), cache, inputs, beam_size=2,
+                             max_decode_length=4, start_token_id=PAD, eos_id=EOS, alpha=3.0,
+                             stopping=stopping)
+  assert out.tokens.tolist() == [[[B, EOS, 0, 0], second]]
+  assert len(counted) == calls
+
+
+def test_stopping_rule_is_checked():
+  cache, inputs = _bigram_inputs(batch=1, beam=2)
+  with pytest.raises(ValueError, match="stopping must be one of"):
+    decoding.beam_search(_bigram_step, cache, inputs, beam_size=2, max_decode_length=4,
+                         stopping="never")
+
+
+@functools.partial(jax.jit, static_argnames=("beam_size", "alpha", "stopping"))
+def _table_search(logits_table, *, beam_size, alpha, stopping):
+  """Beam search over a bigram model given by `logits_table` [vocab, vocab] (start = PAD),
+  counting the loop's steps in the cache."""
+
+  def step_fn(token_ids, cache, step):
+    del step
+    return logits_table[token_ids], cache + 1
+
+  cache, inputs = _bigram_inputs(batch=1, beam=beam_size)
+  out = decoding.beam_search(step_fn, cache, inputs, beam_size=beam_size, max_decode_length=7,
+                             start_token_id=PAD, eos_id=EOS, alpha=alpha, stopping=stopping)
+  return out, cache
+
+
+@hypothesis.settings(max_examples=25, deadline=None)
+@hypothesis.given(table=st.lists(st.floats(-4.0, 4.0), min_size=25, max_size=25),
+                  beam_size=st.sampled_from([2, 3]), alpha=st.sampled_from([0.6, 2.0]))
+def test_best_rule_finds_the_exact_searchs_best_hypothesis(table, beam_size, alpha):
+  logits = jnp.asarray(np.asarray(table, np.float32).reshape(5, 5))
+
+  def steps_of(stopping):
+    counted = []
+    jax.effects_barrier()
+    out = decoding.beam_search(
+        _count_steps(lambda t, c, s: (logits[t], c + 1), counted),
+        *_bigram_inputs(batch=1, beam=beam_size), beam_size=beam_size, max_decode_length=7,
+        start_token_id=PAD, eos_id=EOS, alpha=alpha, stopping=stopping)
+    jax.effects_barrier()
+    return out, len(counted)
+
+  exact, exact_steps = steps_of("all")
+  best, best_steps = steps_of("best")
+  assert best.tokens[0, 0].tolist() == exact.tokens[0, 0].tolist()
+  np.testing.assert_allclose(best.scores[0, 0], exact.scores[0, 0], rtol=1e-6)
+  assert best_steps <= exact_steps
 
 
 def test_beam_without_finished_hypotheses_returns_alive_ones():

@@ -48,9 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--unconstrained", action="store_true",
                       help="decode without the copy constraint (types and spans may then be "
                            "invented; such spans are counted and not returned)")
-  parser.add_argument("--early_stopping", action="store_true",
-                      help="end a beam search once beam_size hypotheses have finished (Hugging "
-                      "Face's rule; about twice as fast) instead of t5x's exact criterion")
+  parser.add_argument("--stopping", choices=("best", "all", "early"), default="best",
+                      help="beam-search stopping rule: best (default: stop once the best "
+                      "hypothesis is settled), all (t5x's search, same result, slower), early "
+                      "(Hugging Face's early_stopping=True)")
   parser.add_argument("--allow_unseen_types", action="store_true",
                       help="accept type names the model was not trained on (zero-shot)")
   parser.add_argument("--checkpoint", default="auto",
@@ -181,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         args.model_dir, checkpoint=args.checkpoint, beam_size=args.beam_size,
         constrained=not args.unconstrained, allow_unseen_types=args.allow_unseen_types,
         batch_size=args.batch_size, max_input_length=args.max_input_length,
-        max_decode_length=args.max_decode_length, early_stopping=args.early_stopping)
+        max_decode_length=args.max_decode_length, stopping=args.stopping)
   except (OSError, ValueError, TypeError) as error:
     print(f"error: --model_dir {args.model_dir}: {error}", file=sys.stderr)
     return 2
