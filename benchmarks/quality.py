@@ -6,7 +6,8 @@
 On the dev (validation) splits of --datasets (default Resume, CLUENER, Ecommerce, OntoNotes 4.0)
 it compares
   (a) the joint model against one model per dataset (the paper's Table 1 at small scale),
-  (b) joint fine-tuning with and without the language-model adaptation stage (the pilot study),
+  (b) joint fine-tuning with and without the language-model adaptation stage (the pilot study;
+      --noadapt_singles adds the same comparison on single-dataset models, 4x cheaper),
   (c) unconstrained against constrained decoding of the joint model: predicted types that were
       never requested, predicted spans that are not in the input, and the F1 of each; both as
       the evaluator scores the raw generations and as the Extractor (the product API) returns
@@ -114,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the first N dev sentences of each dataset (deterministic)")
   parser.add_argument("--beam_size", type=_positive, default=4)
   parser.add_argument("--eval_batch_size", type=_positive, default=32)
+  parser.add_argument("--noadapt_singles", default="",
+                      help="comma-separated datasets whose single-dataset model is also trained "
+                      "without adaptation: comparison (b) on single models, much cheaper than "
+                      "the joint model without adaptation")
   parser.add_argument("--no_extract", action="store_true",
                       help="skip the Extractor stages of comparison (c)")
   parser.add_argument("--only", help="comma-separated stage names to run (default: all)")
@@ -153,6 +158,16 @@ def parse_datasets(spec: str) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------------
 
 
+NOADAPT_SUFFIX = "_noadapt"
+
+
+def single_run_dataset(run: str) -> Optional[str]:
+  """'single_resume' and 'single_resume_noadapt' -> 'resume'; joint runs -> None."""
+  if not run.startswith("single_"):
+    return None
+  return run[len("single_"):].removesuffix(NOADAPT_SUFFIX)
+
+
 class Plan:
   """Every stage's command and where its outputs go, derived from the arguments only."""
 
@@ -160,6 +175,11 @@ class Plan:
     self.args = args
     self.work_dir = os.path.abspath(args.work_dir)
     self.datasets = parse_datasets(args.datasets)
+    self.noadapt_singles = (parse_datasets(args.noadapt_singles)
+                            if args.noadapt_singles.strip() else ())
+    missing = sorted(set(self.noadapt_singles) - set(self.datasets))
+    if missing:
+      raise ValueError(f"--noadapt_singles: {', '.join(missing)} not in --datasets")
     self.joint_steps = args.joint_steps or args.single_steps * len(self.datasets)
     self.vocab_path = os.path.join(self.work_dir, "vocab.model")
     self.python = sys.executable
@@ -184,7 +204,8 @@ class Plan:
     return os.path.join(self.work_dir, "extract", f"{run}_{mode}.json")
 
   def model_runs(self) -> list[str]:
-    return ["joint_adapt", "joint_noadapt"] + [f"single_{ds}" for ds in self.datasets]
+    return (["joint_adapt", "joint_noadapt"] + [f"single_{ds}" for ds in self.datasets]
+            + [f"single_{ds}{NOADAPT_SUFFIX}" for ds in self.noadapt_singles])
 
   def _train(self, run_file: str, run: str, steps: int, overrides: dict) -> list[str]:
     a = self.args
@@ -209,8 +230,8 @@ class Plan:
 
   def _eval(self, run: str, mode: str) -> dict:
     a = self.args
-    mixture = (f"punified_ner_{run[len('single_'):]}" if run.startswith("single_")
-               else "punified_ner_joint")
+    dataset = single_run_dataset(run)
+    mixture = f"punified_ner_{dataset}" if dataset else "punified_ner_joint"
     return {
         "name": f"eval_{run}_{mode}", "kind": "eval", "run": run, "mode": mode,
         "command": [self.python, "-m", "punified_jax.eval", "--gin_file=gin/runs/eval.gin",
@@ -268,6 +289,12 @@ class Plan:
                          "gin/runs/finetune_single.gin", f"single_{ds}", a.single_steps, adapted,
                          {"MIXTURE_OR_TASK_NAME": f"punified_ner_{ds}"})})
       stages.append(self._eval(f"single_{ds}", "unconstrained"))
+    for ds in self.noadapt_singles:
+      run = f"single_{ds}{NOADAPT_SUFFIX}"
+      stages.append({"name": run, "kind": "train", "run": run, "command": self._finetune(
+          "gin/runs/finetune_single.gin", run, a.single_steps, None,
+          {"MIXTURE_OR_TASK_NAME": f"punified_ner_{ds}"})})
+      stages.append(self._eval(run, "unconstrained"))
     stages.append({"name": "joint_noadapt", "kind": "train", "run": "joint_noadapt",
                    "command": self._finetune("gin/runs/finetune_joint.gin", "joint_noadapt",
                                              self.joint_steps, None)})
@@ -543,6 +570,7 @@ def collect(plan: Plan) -> dict:
       "config": {"datasets": list(plan.datasets), "size": a.size, "parameters": params,
                  "adapt_steps": a.adapt_steps, "single_steps": a.single_steps,
                  "joint_steps": plan.joint_steps, "batch_size": a.batch_size,
+                 "noadapt_singles": list(plan.noadapt_singles),
                  "adapt_length": a.adapt_length, "finetune_length": a.finetune_length,
                  "learning_rate": a.learning_rate, "warmup_steps": a.warmup_steps,
                  "eval_max_examples": a.eval_max_examples, "beam_size": a.beam_size,
@@ -620,6 +648,11 @@ def format_tables(results: dict) -> str:
   m0, m1 = _mean(without), _mean(with_)
   lines.append(f"| mean | {_fmt(m0)} | {_fmt(m1)} | "
                f"{_fmt(m1 - m0 if m0 is not None and m1 is not None else None)} |")
+  for ds in results["config"].get("noadapt_singles", []):
+    w0 = _f1(results, f"single_{ds}{NOADAPT_SUFFIX}", mode, ds)
+    w1 = _f1(results, f"single_{ds}", mode, ds)
+    lines.append(f"| {ds} (single-dataset model) | {_fmt(w0)} | {_fmt(w1)} | "
+                 f"{_fmt(w1 - w0 if w0 is not None and w1 is not None else None)} |")
 
   lines.append("\n(c) unconstrained vs constrained decoding, evaluator on the raw generations: "
                "macro F1, predicted (type, span) pairs of a type the prompt did not request, "
@@ -627,11 +660,9 @@ def format_tables(results: dict) -> str:
   lines.append("| model | dataset | F1 unc. | F1 con. | unrequested unc. | unrequested con. | "
                "not in input unc. | not in input con. | predicted unc. | predicted con. |")
   lines.append("|---|---|---|---|---|---|---|---|---|---|")
-  runs = ["joint_adapt", "joint_noadapt"] + [f"single_{ds}" for ds in datasets]
-  for run in runs:
-    if run not in results["evaluations"]:
-      continue
-    for ds in (datasets if run.startswith("joint") else [run[len("single_"):]]):
+  for run in results["evaluations"]:
+    single = single_run_dataset(run)
+    for ds in ([single] if single else datasets):
       cells = []
       for key, digits in (("macro_f1", 1), ("unrequested_type_predictions", 0),
                           ("span_not_in_input", 0), ("num_predicted", 0)):
