@@ -26,8 +26,8 @@ finished). Each row's speed-up is against the HF run of the same beam and rule.
 
 Scoring differences that remain by design: our beam search ranks finished hypotheses with T5's
 length penalty ((5 + len) / 6) ** alpha (alpha 0.6), HF with len ** length_penalty (1.0, its
-default). Ours also runs its per-entity score pass (one
-teacher-forced forward) inside the timed region, because `Extractor.extract` always does.
+default). Ours computes each entity's score inside the timed region, as `Extractor.extract`
+always does (from the per-token log-probabilities the search records; no extra forward pass).
 """
 
 from __future__ import annotations
