@@ -610,9 +610,15 @@ def _f1(results: dict, run: str, mode: str, ds: str, key: str = "macro_f1") -> O
   return results["evaluations"].get(run, {}).get(mode, {}).get("datasets", {}).get(ds, {}).get(key)
 
 
-def _mean(values: list) -> Optional[float]:
-  values = [v for v in values if v is not None]
-  return sum(values) / len(values) if values else None
+def _paired_mean_row(label: str, left: list, right: list) -> str:
+  """Means over the datasets where both sides were measured (a partial run stays comparable)."""
+  pairs = [(a, b) for a, b in zip(left, right) if a is not None and b is not None]
+  if not pairs:
+    return f"| {label} | — | — | — |"
+  m0 = sum(a for a, _ in pairs) / len(pairs)
+  m1 = sum(b for _, b in pairs) / len(pairs)
+  suffix = "" if len(pairs) == len(left) else f" ({len(pairs)} of {len(left)} datasets)"
+  return f"| {label}{suffix} | {_fmt(m0)} | {_fmt(m1)} | {_fmt(m1 - m0)} |"
 
 
 def format_tables(results: dict) -> str:
@@ -631,9 +637,7 @@ def format_tables(results: dict) -> str:
     joints.append(joint)
     delta = joint - single if single is not None and joint is not None else None
     lines.append(f"| {ds} | {_fmt(single)} | {_fmt(joint)} | {_fmt(delta)} |")
-  ms, mj = _mean(singles), _mean(joints)
-  lines.append(f"| mean | {_fmt(ms)} | {_fmt(mj)} | "
-               f"{_fmt(mj - ms if ms is not None and mj is not None else None)} |")
+  lines.append(_paired_mean_row("mean", singles, joints))
 
   lines.append(f"\n(b) joint fine-tuning with and without adaptation: dev macro F1, {mode}\n")
   lines.append("| dataset | without adaptation | with adaptation | difference |")
@@ -645,9 +649,7 @@ def format_tables(results: dict) -> str:
     with_.append(w1)
     lines.append(f"| {ds} | {_fmt(w0)} | {_fmt(w1)} | "
                  f"{_fmt(w1 - w0 if w0 is not None and w1 is not None else None)} |")
-  m0, m1 = _mean(without), _mean(with_)
-  lines.append(f"| mean | {_fmt(m0)} | {_fmt(m1)} | "
-               f"{_fmt(m1 - m0 if m0 is not None and m1 is not None else None)} |")
+  lines.append(_paired_mean_row("mean", without, with_))
   for ds in results["config"].get("noadapt_singles", []):
     w0 = _f1(results, f"single_{ds}{NOADAPT_SUFFIX}", mode, ds)
     w1 = _f1(results, f"single_{ds}", mode, ds)

@@ -50,3 +50,15 @@ def test_tables_show_the_single_model_adaptation_rows():
   assert "| resume (single-dataset model) | 30.5 | 40.0 | 9.5 |" in table  # (b)
   assert "| resume | — | 50.0 | — |" in table  # (b) joint without adaptation not run
   assert "| single_resume_noadapt | resume | 30.5 |" in table  # (c) rows per single model
+
+
+def test_means_pair_datasets_measured_on_both_sides():
+  def scores(**f1):
+    return {"unconstrained": {"datasets": {ds: {"macro_f1": v} for ds, v in f1.items()}}}
+  results = {"config": {"datasets": ["resume", "cluener"]},
+             "evaluations": {"joint_adapt": scores(resume=50.0, cluener=20.0),
+                             "single_resume": scores(resume=40.0),
+                             "single_cluener": scores()}}
+  table = quality.format_tables(results)
+  # Only resume has both a single and a joint score: the mean must not mix 1 and 2 datasets.
+  assert "| mean (1 of 2 datasets) | 40.0 | 50.0 | 10.0 |" in table
