@@ -88,7 +88,18 @@ def startup_report(payload) -> str:
        "cache hits"]), "", f"Non-compile phases (fresh process): {payload.get('phases')}"])
 
 
-REPORTS = {"train_throughput": train_report, "extract_throughput": extract_report, "scaling": scaling_report,
+def cpu_peak_report(payload) -> str:
+  peaks = payload["peak_flops"]
+  return "\n".join([header(payload), "",
+                    f"All-core clock {payload['ghz_used']:.2f} GHz (per core {payload['clock_ghz_per_core']}; "
+                    f"base {payload['base_ghz']:.2f}); peak fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+                    f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s", "",
+                    table(payload["results"], ["shape", "dtype", "xla_gflops", "xla_of_peak", "torch_gflops",
+                                               "torch_of_peak"],
+                          ["m x k x n", "dtype", "XLA GFLOP/s", "XLA of peak", "torch GFLOP/s", "torch of peak"])])
+
+
+REPORTS = {"cpu_peak": cpu_peak_report, "train_throughput": train_report, "extract_throughput": extract_report, "scaling": scaling_report,
            "startup": startup_report}
 
 
