@@ -258,6 +258,12 @@ def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *
 STOPPING_RULES = ("all", "best", "early")
 
 
+def check_stopping(stopping: str) -> None:
+  """Raises ValueError unless `stopping` is one of STOPPING_RULES."""
+  if stopping not in STOPPING_RULES:
+    raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
+
+
 class _BeamState(NamedTuple):
   step: Array            # int32 scalar
   alive_tokens: Array    # int32 [batch, beam, len]: hypotheses still growing
@@ -297,17 +303,16 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
       "all", far fewer steps (the bound, with the penalty at max_decode_length, keeps the last
       pool slots open long after the best is settled); beams 2.. may differ from "all".
     "early" (Hugging Face's early_stopping=True): done as soon as the pool is full; a longer
-      hypothesis that would still have overtaken a pooled one, the best included, is cut off.  Hypotheses that reach max_decode_length without
-  EOS are ranked with the finished ones by the same score (as Hugging Face does; t5x only uses
-  them when nothing finished), so every slot is filled whenever beam_size hypotheses exist;
-  such a hypothesis has no EOS in its tokens.
+      hypothesis that would still have overtaken a pooled one, the best included, is cut off.
+  Hypotheses that reach max_decode_length without EOS are ranked with the finished ones by the
+  same score (as Hugging Face does; t5x only uses them when nothing finished), so every slot is
+  filled whenever beam_size hypotheses exist; such a hypothesis has no EOS in its tokens.
 
   Returns tokens [batch, beam, len], log_probs [batch, beam], scores [batch, beam].
   """
   if not isinstance(beam_size, int) or beam_size < 1:
     raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
-  if stopping not in STOPPING_RULES:
-    raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
+  check_stopping(stopping)
   if alpha < 0:
     # The early stop assumes the length penalty never shrinks as hypotheses grow.
     raise ValueError(f"alpha must be >= 0, got {alpha}")

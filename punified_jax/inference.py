@@ -200,9 +200,7 @@ class Extractor:
     self.max_input_length = int(max_input_length)
     self.max_decode_length = int(max_decode_length)
     self.alpha = float(alpha)
-    if stopping not in decoding_lib.STOPPING_RULES:
-      raise ValueError(f"stopping must be one of {decoding_lib.STOPPING_RULES}, got "
-                       f"{stopping!r}")
+    decoding_lib.check_stopping(stopping)  # at construction, not at the first extract()
     self.stopping = stopping
     self.known_types: tuple[str, ...] = tuple(known_types or entity_types.ALL_PROMPT_NAMES)
     self.buckets = bucket_lengths(self.max_input_length)
