@@ -37,7 +37,6 @@ CONFIG_GIN_FILE = "config.gin"
 METRICS_FILE = "metrics.jsonl"
 EVAL_SUBDIR = "eval"
 T5X_EVAL_SUBDIR = "inference_eval"
-_STEP_REPORT_RE = re.compile(r"step_(\d+)\.json")
 _T5X_METRICS_RE = re.compile(r"(?P<task>.+)-metrics\.jsonl")
 # Settings whose values are long lists that never help tell runs apart in a table.
 _SKIPPED_SETTINGS = ("model.extra.prompt_names",)
@@ -126,19 +125,6 @@ def _number(value: Any) -> Optional[float]:
   return value if math.isfinite(value) else None
 
 
-def read_step_reports(directory: str) -> dict[int, dict]:
-  """{step: report} of the evaluator's `step_<N>.json` files in `directory` ({} if none)."""
-  if not storage.isdir(directory):
-    return {}
-  found = {}
-  for name in storage.listdir(directory):
-    match = _STEP_REPORT_RE.fullmatch(name)
-    if match:
-      report = _read_json(storage.join(directory, name))
-      found[int(report.get("step", match.group(1)))] = report
-  return dict(sorted(found.items()))
-
-
 def read_t5x_eval(directory: str) -> dict[str, dict[int, float]]:
   """t5x's `<task>-metrics.jsonl` files -> {dataset: {step: macro_f1}} ({} if none)."""
   if not storage.isdir(directory):
@@ -185,15 +171,12 @@ def read_run(path: str, label: Optional[str] = None,
 
   step_reports: dict[int, dict] = {}
   for directory in [storage.join(path, EVAL_SUBDIR), *extra_eval_dirs]:
-    found = read_step_reports(directory)
+    found = reports.read_step_reports(directory)
     if found:
       run.sources.append(directory)
     step_reports.update(found)
-  for step, report in step_reports.items():
-    for task, values in report.get("tasks", {}).items():
-      value = _number(values.get("macro_f1"))
-      if value is not None:
-        run.f1.setdefault(reports.dataset_of(task), {})[step] = value
+  for dataset, by_step in reports.f1_history(step_reports).items():
+    run.f1.setdefault(dataset, {}).update(by_step)
   if step_reports:
     last = step_reports[max(step_reports)]
     run.settings.update({f"eval.{k}": v for k, v in last.items()
