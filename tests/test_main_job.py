@@ -22,6 +22,10 @@ def test_dry_run_prints_the_two_training_commands(tmp_path):
   commands = [line for line in result.stdout.splitlines() if line.startswith("$ ")]
   assert len(commands) == 2
   adapt, joint = commands
+  # No --raw_dir: the built-in corpus, asked for by name and announced.
+  assert ("data: the built-in synthetic corpus (PUNIFIED_RAW_DIR=builtin: no --raw_dir given; "
+          "a pipeline check, not a benchmark)") in result.stdout
+  assert adapt.startswith("$ PUNIFIED_RAW_DIR=builtin ") and joint.startswith("$ PUNIFIED_RAW_DIR=builtin ")
   assert "--gin_file=gin/runs/adapt.gin --gin_file=gin/models/mini.gin" in adapt
   assert "--gin.TRAIN_STEPS=150" in adapt and f"--gin.MODEL_DIR={tmp_path}/w/adapt" in adapt
   assert "--gin_file=gin/runs/finetune_joint.gin" in joint
@@ -32,6 +36,11 @@ def test_dry_run_prints_the_two_training_commands(tmp_path):
                 tmp_path)
   assert "--gin.TRAIN_STEPS=50000" in paper.stdout and "--gin.TRAIN_STEPS=100000" in paper.stdout
   assert "gin/models/base.gin" in paper.stdout and "--gin.LEARNING_RATE=0.0001" in paper.stdout
+  assert f"data: {tmp_path} (PUNIFIED_RAW_DIR)" in paper.stdout
+  assert f"$ PUNIFIED_RAW_DIR={tmp_path} " in paper.stdout
+  # `--raw_dir builtin` is the same as no --raw_dir (the CPU preset, the built-in corpus).
+  named = _main(["--dry_run", "--raw_dir", "builtin", "--work_dir", str(tmp_path / "b")], tmp_path)
+  assert "preset cpu" in named.stdout and "$ PUNIFIED_RAW_DIR=builtin " in named.stdout
 
 
 def test_whole_recipe_with_a_tiny_model(tmp_path):
