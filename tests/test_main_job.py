@@ -61,5 +61,12 @@ def test_whole_recipe_with_a_tiny_model(tmp_path):
   assert (work / "report" / "report.png").read_bytes()[:4] == b"\x89PNG"
   info = json.loads((work / "joint" / "punified_model.json").read_text())
   assert info["extra"]["datasets"] == ["msra", "resume"]
+  # Each stage's run directory records its operative gin config and its data.
+  for stage, mixture in (("adapt", "punified_prefix_lm"), ("joint", "punified_ner_joint")):
+    assert "TRAIN_STEPS" in (work / stage / "config.gin").read_text()
+    data = json.loads((work / stage / "data_manifest.json").read_text())
+    assert data["builtin"] is True and data["mixture"]["name"] == mixture
+    assert sorted(data["datasets"]) == ["msra", "resume"]
+  assert "data: the built-in synthetic corpus" in out
   # Noise from TensorFlow/SentencePiece start-up is filtered out of what the user sees.
   assert "precompiled_charsmap" not in result.stderr and "cuInit" not in result.stderr
