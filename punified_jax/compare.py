@@ -2,8 +2,8 @@
 
 For each run directory it reads what the run recorded about itself and how it scored:
   punified_model.json        model shape, feature lengths, mixture, vocabulary (our trainer)
-  mixture.json               mixing scheme and per-task rates/shares (tasks/mixing.py)
-  data_manifest.json         the data a run was made from, when the run has one
+  data_manifest.json         the data a run was made from, with the mixing scheme and the
+                             per-task rates and probabilities (punified_jax/data/manifest.py)
   config.gin                 the operative gin config, when the run has one (t5x writes it)
   eval/step_<N>.json         our evaluator's reports (per-task macro F1, ...), one per step
   metrics.jsonl              training curves (train/loss per logged step)
@@ -31,7 +31,6 @@ from punified_jax import reports
 from punified_jax import storage
 
 MODEL_INFO_FILE = "punified_model.json"
-MIXTURE_FILE = "mixture.json"
 DATA_MANIFEST_FILE = "data_manifest.json"
 CONFIG_GIN_FILE = "config.gin"
 METRICS_FILE = "metrics.jsonl"
@@ -155,8 +154,7 @@ def read_run(path: str, label: Optional[str] = None,
       return full
     return None
 
-  for name, prefix in ((MODEL_INFO_FILE, "model"), (MIXTURE_FILE, "mixture"),
-                       (DATA_MANIFEST_FILE, "data")):
+  for name, prefix in ((MODEL_INFO_FILE, "model"), (DATA_MANIFEST_FILE, "data")):
     full = present(name)
     if full:
       run.settings.update(flatten(_read_json(full), prefix))
