@@ -8,7 +8,7 @@ For each run directory it reads what the run recorded about itself and how it sc
   eval/step_<N>.json         our evaluator's reports (per-task macro F1, ...), one per step
   metrics.jsonl              training curves (train/loss per logged step)
   inference_eval/<task>-metrics.jsonl   t5x's evaluation output (one JSON line per step)
-Evaluation reports written elsewhere (`python -m punified_jax eval` with its own
+Evaluation reports written elsewhere (`python -m punified_jax eval` or `t5x.eval` with their own
 EVAL_OUTPUT_DIR) are added per run with `extra_eval_dirs`.
 
 and produces: per dataset, the best macro F1 (and its step) and the last one; the mean over
@@ -179,10 +179,15 @@ def read_run(path: str, label: Optional[str] = None,
     last = step_reports[max(step_reports)]
     run.settings.update({f"eval.{k}": v for k, v in last.items()
                          if k not in ("tasks", "step", "mean") and not isinstance(v, dict)})
-  t5x_dir = storage.join(path, T5X_EVAL_SUBDIR)
-  t5x_scores = read_t5x_eval(t5x_dir)
-  if t5x_scores:
-    run.sources.append(t5x_dir)
+  # t5x: the training run's own inference evaluation, and `t5x.eval` output given as an extra
+  # directory (its EVAL_OUTPUT_DIR, or the inference_eval directory inside it).
+  t5x_dirs = [storage.join(path, T5X_EVAL_SUBDIR)]
+  for directory in extra_eval_dirs:
+    t5x_dirs += [directory, storage.join(directory, T5X_EVAL_SUBDIR)]
+  for t5x_dir in t5x_dirs:
+    t5x_scores = read_t5x_eval(t5x_dir)
+    if t5x_scores:
+      run.sources.append(t5x_dir)
     for dataset, by_step in t5x_scores.items():
       run.f1.setdefault(dataset, {}).update(by_step)
   run.f1 = {ds: dict(sorted(by_step.items())) for ds, by_step in sorted(run.f1.items())}

@@ -122,6 +122,11 @@ def test_t5x_run_and_extra_eval_dirs(tmp_path):
   assert summary["runs"]["bare"]["datasets"]["resume"]["last"] == 7.5
   assert summary["runs"]["bare"]["datasets"]["cluener"]["last"] is None
   assert summary["runs"]["bare"]["mean_last"] is None  # cluener never evaluated
+  # t5x.eval's EVAL_OUTPUT_DIR for a run: its inference_eval/ holds the metrics files.
+  _write(str(tmp_path / "t5x_eval" / "inference_eval" / "punified_ner_resume-metrics.jsonl"),
+         '{"step": 900, "macro_f1": 41.0}\n')
+  run = compare.read_run(str(t5x), extra_eval_dirs=[str(tmp_path / "t5x_eval")])
+  assert run.f1["resume"] == {300: 30.0, 600: 35.5, 900: 41.0}
   with pytest.raises(ValueError, match="unknown run label.*nope"):
     compare.compare([(None, str(bare))], str(tmp_path / "o"), extra_eval_dirs={"nope": ["x"]})
 
