@@ -86,6 +86,7 @@ from punified_jax import entity_types
 from punified_jax import generate
 from punified_jax import parsing
 from punified_jax import prompts
+from punified_jax import request_validation
 from punified_jax import sharded_decoding
 from punified_jax import storage
 from punified_jax import vocab as vocab_lib
@@ -325,11 +326,16 @@ class Extractor:
 
     Returns one list per text of {"type", "text", "start", "end", "score"}, sorted by
     (start, end, type); `text == texts[i][start:end]`.  An empty text gives [].
-    Raises TypeError when `texts` is not a list of strings (naming the first bad index) and
-    ValueError / TypeError for bad types (see `resolve_types`).
+    Raises request_validation.InvalidRequest (a ValueError; InvalidRequestType is also a
+    TypeError) naming the field (`texts[1]`, `types[0]`) for a bad request: texts not a list of
+    strings or holding a lone surrogate (not encodable as UTF-8), bad types (see
+    `resolve_types`).  Echoed values are cut short and escaped.
     """
-    texts = _check_texts(texts)
-    names = self.resolve_types(types, dataset)
+    limits = request_validation.Limits.library()
+    texts = request_validation.check_texts(texts, limits)
+    names = request_validation.resolve_types(
+        types, dataset, known_types=self.known_types,
+        allow_unseen_types=self.allow_unseen_types, limits=limits)
     return self.extract_requests([(text, names) for text in texts])
 
   def extract_requests(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[dict]]:

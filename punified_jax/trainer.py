@@ -410,6 +410,21 @@ def _describe_model_dir(model: nn.Module, model_dir: str, mixture_or_task_name: 
       extra={"mixture": mixture_or_task_name, "datasets": datasets, "prompt_names": prompt_names})
 
 
+def _record_mixture(model_dir: str, mixture_or_task_name: str, *, write: bool) -> str | None:
+  """Writes `mixture.json` (the mixing scheme, each task's rate and share; tasks/mixing.py) and
+  returns the scheme's label, when the mixture is one `tasks` registered. The trainer does not import
+  `tasks` itself: such a mixture exists only once `tasks` has been imported."""
+  import sys  # pylint: disable=g-import-not-at-top
+  mixing = sys.modules.get("tasks.mixing")
+  if mixing is None:
+    logger.info("not writing mixture.json: %s is not a mixture of `tasks`", mixture_or_task_name)
+    return None
+  record = mixing.describe(mixture_or_task_name)
+  if write:
+    logger.info("mixing scheme and rates: %s", mixing.write_record(model_dir, record))
+  return record["scheme"] and record["scheme"]["label"]
+
+
 def _scalar_metrics(values: Mapping[str, Any]) -> dict[str, float]:
   return {key: float(np.asarray(value)) for key, value in values.items()}
 
@@ -498,6 +513,7 @@ def train(
     os.makedirs(model_dir, exist_ok=True)
   if process_index == 0:
     _describe_model_dir(model, model_dir, mixture_or_task_name, task_feature_lengths)
+  mixing_scheme = _record_mixture(model_dir, mixture_or_task_name, write=process_index == 0)
 
   layout = build_state_layout(model, optimizer, partitioner)
   for line in partitioning.describe_shardings(layout.abstract_state.params, layout.specs.params):
@@ -511,6 +527,8 @@ def train(
   data_settings = {"mixture_or_task_name": mixture_or_task_name, "seed": seed, "batch_size": batch_size,
                    "data_shards": data_shards, "task_feature_lengths": dict(task_feature_lengths), "pack": pack,
                    "dataset_split": dataset_split}
+  if mixing_scheme is not None:  # a resume under another scheme then warns like any data change
+    data_settings["mixing_scheme"] = mixing_scheme
 
   latest = checkpointer.latest_step()
   if latest is not None:

@@ -13,9 +13,10 @@ training mode: the paper evaluates every setup that way.
 Mixtures, over the configured datasets that have a train split:
   punified_prefix_lm, punified_ner_joint, punified_ner_joint_random,
   punified_ner_joint_random_exact.
-Mixing rates are a config choice: "uniform" (each dataset equally likely, the paper's "each
-batch draws examples from all datasets") or "proportional" (rate = min(n_train, cap) **
-(1 / temperature), the T5 paper's examples-proportional mixing with temperature).
+Mixing rates follow a scheme (tasks/mixing.py): "uniform" (each dataset equally likely, the
+paper's "each batch draws examples from all datasets"), "proportional" (rate = min(n_train, cap))
+or "temperature" (rate = min(n_train, cap) ** (1 / T)), chosen by a gin/mixtures/*.gin file
+(works under t5x too) or by the environment below.
 
 Where the data and vocabulary come from is a `DataConfig`, read from environment variables (so a
 real t5x install and every host of a pod see the same thing) and overridable from gin through
@@ -28,7 +29,7 @@ real t5x install and every host of a pod see the same thing) and overridable fro
                         cached under $PUNIFIED_CACHE (default ~/.cache/punified_jax)
   PUNIFIED_DATASETS     comma-separated datasets of the mixtures (default: the paper's eight)
   PUNIFIED_SPLIT_SEED   seed of the paper's held-out splits (MSRA, Boson, People Daily)
-  PUNIFIED_MIXTURE_RATE uniform | proportional;  PUNIFIED_MIXTURE_TEMPERATURE, _CAP
+  PUNIFIED_MIXTURE_RATE uniform | proportional | temperature;  PUNIFIED_MIXTURE_TEMPERATURE, _CAP
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from punified_jax import metrics
 from punified_jax import prompts
 from punified_jax.data import sources
 from punified_jax.data.example import Example, Span
+from tasks import mixing
 
 NER_MODES = {"": "dataset", "_random": "random", "_random_exact": "random_exact"}
 PREFIX_LM_PREFIX = "punified_prefix_lm_"
@@ -62,7 +64,7 @@ MIXTURES = {
     "punified_ner_joint_random": (NER_PREFIX, "_random"),
     "punified_ner_joint_random_exact": (NER_PREFIX, "_random_exact"),
 }
-RATE_MODES = ("uniform", "proportional")
+RATE_MODES = mixing.SCHEMES
 
 # Features of the raw source, one record a sentence. Spans are three parallel vectors.
 SOURCE_FEATURES = {
@@ -95,6 +97,7 @@ class DataConfig:
       raise ValueError(f"mixture_rate {self.mixture_rate!r}: expected one of {RATE_MODES}")
     if self.temperature <= 0:
       raise ValueError(f"mixture temperature must be > 0, got {self.temperature}")
+    mixing.scheme_from_config(self)  # rejects a cap/temperature the scheme would ignore
 
   @classmethod
   def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides) -> "DataConfig":
@@ -432,17 +435,9 @@ def _register_mixture(name: str, tasks: list, default_rate) -> None:
 
 
 def mixture_rate_fn(config: DataConfig):
-  """The mixing rate of a task under `config`: 1.0, or min(n_train, cap) ** (1 / T)."""
-  if config.mixture_rate == "uniform":
-    return 1.0
-
-  def rate(task: seqio.Task) -> float:
-    n = task.num_input_examples("train")
-    if config.cap is not None:
-      n = min(n, config.cap)
-    return float(n) ** (1.0 / config.temperature)
-
-  return rate
+  """The mixing rate of a task under `config`: the scheme in effect when seqio samples (gin's
+  tasks.mixing.scheme, else the config's), see tasks/mixing.py."""
+  return mixing.rate_fn(config)
 
 
 _current: Optional[DataConfig] = None
@@ -517,8 +512,10 @@ def configure(raw_dir: Optional[str] = None, data_format: Optional[str] = None,
   """Re-registers the tasks with gin-bound overrides on top of the environment's config.
 
   Our trainer calls this after parsing gin, so `tasks.configure.raw_dir = '/data'` in a gin file
-  works like PUNIFIED_RAW_DIR. Returns the config in effect.
+  works like PUNIFIED_RAW_DIR. Returns the config in effect. (t5x never calls this: bindings
+  of it then fail at gin's finalize, see mixing.check_configure_applied.)
   """
+  mixing.note_configure_applied()
   config = DataConfig.from_env(
       raw_dir=raw_dir, data_format=data_format, tfds_dir=tfds_dir, vocabulary=vocabulary,
       datasets=tuple(datasets) if datasets is not None and not isinstance(datasets, str)
