@@ -202,7 +202,8 @@ class Extractor:
                        f"{config.vocab_size}: not the vocabulary it was trained with")
     self.model = _transformer(config)
     self.decoder = sharded_decoding.MeshDecoder.create(partitioning)
-    self.params = self.decoder.place_params(params, config)
+    # None: an Extractor for request checking only (decoding would fail).
+    self.params = None if params is None else self.decoder.place_params(params, config)
     self.vocabulary = vocabulary
     self.beam_size = int(beam_size)
     self.constrained = bool(constrained)
