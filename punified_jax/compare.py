@@ -279,6 +279,8 @@ def _text_table(rows: list[list[str]]) -> list[str]:
 
 
 def _value_text(value: Any, limit: int = 40) -> str:
+  if isinstance(value, float):  # rates as integers, shares to 4 significant digits
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
   text = "-" if value is None else value if isinstance(value, str) else json.dumps(
       value, ensure_ascii=False, sort_keys=True)
   return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -617,6 +617,8 @@ def train(
         step += 1
         consumed_batches += 1
         window.append(metrics)
+        if step == start_step + 1 and process_index == 0:
+          _record_run(model_dir, mixture_or_task_name)
         if step_callback is not None:
           step_callback(step, metrics)
 
@@ -674,6 +676,12 @@ def train(
       evaluation_state["evaluator"].close()
   return TrainSummary(start_step=start_step, final_step=step, stopped_by=stopped_by, history=history,
                       eval_results=eval_results, state=state)
+
+
+def _record_run(model_dir: str, mixture_or_task_name: str) -> None:
+  """config.gin (operative gin config, complete after the first step) + data_manifest.json."""
+  from punified_jax.data import manifest  # pylint: disable=g-import-not-at-top
+  manifest.write_run_records(model_dir, mixture_or_task_name)
 
 
 def _any_process(flag: bool) -> bool:
