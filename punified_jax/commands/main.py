@@ -18,8 +18,10 @@ Presets:
         AdamW 1e-4. Meant for accelerators (add --gin_file=gin/partitioning/fsdp.gin etc. via
         --extra_gin); start from a public checkpoint with --initial_checkpoint (an HF dir).
 Every number can be overridden (--adapt_steps, --finetune_steps, --size, --gin KEY=VALUE ...).
-Data comes from --raw_dir (release formats; see docs/data.md) or the built-in corpus; the
-vocabulary from --vocab or a character-level SentencePiece model trained on the train text.
+Data comes from --raw_dir (release formats; see docs/data.md). Without it the main job asks for
+the built-in synthetic corpus by name (PUNIFIED_RAW_DIR=builtin in the stage commands) and says
+so; `--raw_dir builtin` is the same choice spelled out. The vocabulary comes from --vocab or a
+character-level SentencePiece model trained on the train text.
 """
 
 from __future__ import annotations
@@ -83,8 +85,8 @@ SAMPLES = [
 
 
 def add_arguments(parser):
-  parser.add_argument("--raw_dir", help="root of your downloads (release formats); default: the "
-                      "built-in corpus")
+  parser.add_argument("--raw_dir", help="root of your downloads (release formats), or 'builtin'; "
+                      "default: builtin (the built-in synthetic corpus, a pipeline check)")
   parser.add_argument("--format", dest="data_format",
                       help="read every dataset in this format, e.g. punified_json")
   parser.add_argument("--datasets", help="comma-separated datasets (default: the paper's eight, "
@@ -139,8 +141,13 @@ def _forward_stderr(stream) -> None:
       sys.stderr.flush()
 
 
+# The settings a stage's data depends on: printed in front of its command so it reruns by hand.
+_DATA_VARIABLES = ("PUNIFIED_RAW_DIR", "PUNIFIED_FORMAT", "PUNIFIED_DATASETS", "PUNIFIED_VOCAB")
+
+
 def _run_stage(name: str, command: list[str], env: dict, dry_run: bool = False) -> float:
-  print(f"\n=== {name}\n$ {' '.join(shlex.quote(c) for c in command)}", flush=True)
+  settings = "".join(f"{key}={shlex.quote(env[key])} " for key in _DATA_VARIABLES if env.get(key))
+  print(f"\n=== {name}\n$ {settings}{' '.join(shlex.quote(c) for c in command)}", flush=True)
   if dry_run:
     return 0.0
   start = time.time()
@@ -195,9 +202,28 @@ def _print_extractions(model_dir: str, beam_size: int, env: dict) -> None:
     print(f"{text}\n  asked {','.join(types)} -> {found}")
 
 
+def _stage_environment(args, raw_dir: str) -> dict:
+  """The environment of every stage: the data source is always named (never left to a default)."""
+  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ)
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  env["PUNIFIED_RAW_DIR"] = raw_dir if raw_dir == sources.BUILTIN else os.path.abspath(raw_dir)
+  if env.pop("PUNIFIED_TFDS_DIR", None):
+    print("note: PUNIFIED_TFDS_DIR is ignored by the main job (it reads --raw_dir)", flush=True)
+  for key, value in (("PUNIFIED_FORMAT", args.data_format), ("PUNIFIED_DATASETS", args.datasets),
+                     ("PUNIFIED_VOCAB", args.vocab)):
+    if value:
+      env[key] = os.path.abspath(value) if key == "PUNIFIED_VOCAB" else value
+  return env
+
+
 def run(args) -> int:
+  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
   start = time.time()
-  preset = PRESETS[args.preset or ("paper" if args.raw_dir else "cpu")]
+  raw_dir = args.raw_dir or sources.BUILTIN
+  builtin = raw_dir == sources.BUILTIN
+  preset_name = args.preset or ("cpu" if builtin else "paper")
+  preset = PRESETS[preset_name]
   size = args.size or preset.size
   adapt_steps = preset.adapt_steps if args.adapt_steps is None else args.adapt_steps
   finetune_steps = preset.finetune_steps if args.finetune_steps is None else args.finetune_steps
@@ -206,15 +232,14 @@ def run(args) -> int:
   work_dir = os.path.abspath(args.work_dir)
   adapt_dir, joint_dir = os.path.join(work_dir, "adapt"), os.path.join(work_dir, "joint")
 
-  env = dict(os.environ)
-  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  for key, value in (("PUNIFIED_RAW_DIR", args.raw_dir), ("PUNIFIED_FORMAT", args.data_format),
-                     ("PUNIFIED_DATASETS", args.datasets), ("PUNIFIED_VOCAB", args.vocab)):
-    if value:
-      env[key] = os.path.abspath(value) if key in ("PUNIFIED_RAW_DIR", "PUNIFIED_VOCAB") else value
-  print(f"PUnifiedNER main job: preset {args.preset or ('paper' if args.raw_dir else 'cpu')}, "
-        f"model {size}, data {args.raw_dir or 'built-in corpus (pipeline check, not a benchmark)'}"
-        f", runs in {work_dir}", flush=True)
+  env = _stage_environment(args, raw_dir)
+  if builtin:
+    data = ("the built-in synthetic corpus (PUNIFIED_RAW_DIR=builtin: no --raw_dir given; a "
+            "pipeline check, not a benchmark)")
+  else:
+    data = f"{env['PUNIFIED_RAW_DIR']} (PUNIFIED_RAW_DIR)"
+  print(f"PUnifiedNER main job: preset {preset_name}, model {size}, runs in {work_dir}\n"
+        f"data: {data}", flush=True)
 
   common = {"LEARNING_RATE": preset.learning_rate, "CHECKPOINT_PERIOD": max(finetune_steps, 1),
             "LOG_EVERY": 25 if finetune_steps < 5000 else 100}
@@ -253,8 +278,8 @@ def run(args) -> int:
   print(f"\n=== validation F1 per dataset (best checkpoint, step {summary['step']}, "
         f"beam {summary['beam_size']}, "
         f"{'constrained' if summary.get('constrained') else 'unconstrained'} decoding)")
-  print(reports.format_f1_table(summary, paper=bool(args.raw_dir)))
-  if not args.raw_dir:
+  print(reports.format_f1_table(summary, paper=not builtin))
+  if builtin:
     print("(built-in synthetic corpus: these numbers check the pipeline, they are not a benchmark)")
   print(f"report: {summary['json']}, {summary['png']}")
   print(f"total {time.time() - start:.0f}s (" + ", ".join(f"{k} {v:.0f}s" for k, v in
