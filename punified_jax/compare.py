@@ -2,13 +2,13 @@
 
 For each run directory it reads what the run recorded about itself and how it scored:
   punified_model.json        model shape, feature lengths, mixture, vocabulary (our trainer)
-  mixture.json               mixing scheme and per-task rates/shares (tasks/mixing.py)
-  data_manifest.json         the data a run was made from, when the run has one
+  data_manifest.json         the data a run was made from, with the mixing scheme and the
+                             per-task rates and probabilities (punified_jax/data/manifest.py)
   config.gin                 the operative gin config, when the run has one (t5x writes it)
   eval/step_<N>.json         our evaluator's reports (per-task macro F1, ...), one per step
   metrics.jsonl              training curves (train/loss per logged step)
   inference_eval/<task>-metrics.jsonl   t5x's evaluation output (one JSON line per step)
-Evaluation reports written elsewhere (`python -m punified_jax eval` with its own
+Evaluation reports written elsewhere (`python -m punified_jax eval` or `t5x.eval` with their own
 EVAL_OUTPUT_DIR) are added per run with `extra_eval_dirs`.
 
 and produces: per dataset, the best macro F1 (and its step) and the last one; the mean over
@@ -31,7 +31,6 @@ from punified_jax import reports
 from punified_jax import storage
 
 MODEL_INFO_FILE = "punified_model.json"
-MIXTURE_FILE = "mixture.json"
 DATA_MANIFEST_FILE = "data_manifest.json"
 CONFIG_GIN_FILE = "config.gin"
 METRICS_FILE = "metrics.jsonl"
@@ -155,8 +154,7 @@ def read_run(path: str, label: Optional[str] = None,
       return full
     return None
 
-  for name, prefix in ((MODEL_INFO_FILE, "model"), (MIXTURE_FILE, "mixture"),
-                       (DATA_MANIFEST_FILE, "data")):
+  for name, prefix in ((MODEL_INFO_FILE, "model"), (DATA_MANIFEST_FILE, "data")):
     full = present(name)
     if full:
       run.settings.update(flatten(_read_json(full), prefix))
@@ -181,10 +179,15 @@ def read_run(path: str, label: Optional[str] = None,
     last = step_reports[max(step_reports)]
     run.settings.update({f"eval.{k}": v for k, v in last.items()
                          if k not in ("tasks", "step", "mean") and not isinstance(v, dict)})
-  t5x_dir = storage.join(path, T5X_EVAL_SUBDIR)
-  t5x_scores = read_t5x_eval(t5x_dir)
-  if t5x_scores:
-    run.sources.append(t5x_dir)
+  # t5x: the training run's own inference evaluation, and `t5x.eval` output given as an extra
+  # directory (its EVAL_OUTPUT_DIR, or the inference_eval directory inside it).
+  t5x_dirs = [storage.join(path, T5X_EVAL_SUBDIR)]
+  for directory in extra_eval_dirs:
+    t5x_dirs += [directory, storage.join(directory, T5X_EVAL_SUBDIR)]
+  for t5x_dir in t5x_dirs:
+    t5x_scores = read_t5x_eval(t5x_dir)
+    if t5x_scores:
+      run.sources.append(t5x_dir)
     for dataset, by_step in t5x_scores.items():
       run.f1.setdefault(dataset, {}).update(by_step)
   run.f1 = {ds: dict(sorted(by_step.items())) for ds, by_step in sorted(run.f1.items())}
@@ -279,6 +282,8 @@ def _text_table(rows: list[list[str]]) -> list[str]:
 
 
 def _value_text(value: Any, limit: int = 40) -> str:
+  if isinstance(value, float):  # rates as integers, shares to 4 significant digits
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
   text = "-" if value is None else value if isinstance(value, str) else json.dumps(
       value, ensure_ascii=False, sort_keys=True)
   return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -42,6 +42,7 @@ import numpy as np
 from punified_jax import checkpoints as checkpoints_lib
 from punified_jax import generate
 from punified_jax import partitioning
+from punified_jax import sharded_decoding
 from punified_jax import writers
 
 logger = logging.getLogger(__name__)
@@ -194,20 +195,15 @@ class Evaluator:
   # Decoding --------------------------------------------------------------------------------
 
   def _decode(self, params, encoder_input_tokens: np.ndarray) -> np.ndarray:
-    """[batch, input_len] host ids -> [batch, max_decode_length] best-beam ids on every host."""
-    sharding = self.partitioner.data_sharding
-    tokens = jax.make_array_from_callback(encoder_input_tokens.shape, sharding,
-                                          lambda index: encoder_input_tokens[index])
-    with self.partitioner.activation_context():
-      decoded, _ = generate.predict_batch(self.model, params, tokens, beam_size=self.beam_size,
-                                          max_decode_length=self.max_decode_length, alpha=self.alpha,
-                                          constraint=self.constraint, eos_id=self.eos_id,
-                                          stopping=self.stopping)
-    best = decoded[:, 0, :]
-    if best.is_fully_addressable:
-      return np.asarray(best)
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    return np.asarray(multihost_utils.process_allgather(best, tiled=True))
+    """[batch, input_len] host ids -> [batch, max_decode_length] best-beam ids on every host.
+
+    Rows over the mesh's `data` axis, parameters as they are sharded, the result gathered to
+    every host (sharded_decoding.MeshDecoder)."""
+    decoded = sharded_decoding.MeshDecoder(self.partitioner).decode(
+        self.model, params, encoder_input_tokens, self.constraint, beam_size=self.beam_size,
+        max_decode_length=self.max_decode_length, alpha=self.alpha, eos_id=self.eos_id,
+        stopping=self.stopping)
+    return decoded.tokens[:, 0, :]
 
   def _predict_fn(self, params):
 

@@ -410,19 +410,14 @@ def _describe_model_dir(model: nn.Module, model_dir: str, mixture_or_task_name: 
       extra={"mixture": mixture_or_task_name, "datasets": datasets, "prompt_names": prompt_names})
 
 
-def _record_mixture(model_dir: str, mixture_or_task_name: str, *, write: bool) -> str | None:
-  """Writes `mixture.json` (the mixing scheme, each task's rate and share; tasks/mixing.py) and
-  returns the scheme's label, when the mixture is one `tasks` registered. The trainer does not import
-  `tasks` itself: such a mixture exists only once `tasks` has been imported."""
+def _mixing_scheme(mixture_or_task_name: str) -> str | None:
+  """The label of the mixing scheme (tasks/mixing.py) a mixture of `tasks` samples with, else
+  None. The trainer does not import `tasks`: such a mixture exists only once it was imported."""
   import sys  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top
   mixing = sys.modules.get("tasks.mixing")
-  if mixing is None:
-    logger.info("not writing mixture.json: %s is not a mixture of `tasks`", mixture_or_task_name)
-    return None
-  record = mixing.describe(mixture_or_task_name)
-  if write:
-    logger.info("mixing scheme and rates: %s", mixing.write_record(model_dir, record))
-  return record["scheme"] and record["scheme"]["label"]
+  scheme = mixing and mixing.scheme_of(seqio.get_mixture_or_task(mixture_or_task_name))
+  return scheme["label"] if scheme else None
 
 
 def _scalar_metrics(values: Mapping[str, Any]) -> dict[str, float]:
@@ -513,7 +508,7 @@ def train(
     os.makedirs(model_dir, exist_ok=True)
   if process_index == 0:
     _describe_model_dir(model, model_dir, mixture_or_task_name, task_feature_lengths)
-  mixing_scheme = _record_mixture(model_dir, mixture_or_task_name, write=process_index == 0)
+  mixing_scheme = _mixing_scheme(mixture_or_task_name)  # recorded in data_manifest.json too
 
   layout = build_state_layout(model, optimizer, partitioner)
   for line in partitioning.describe_shardings(layout.abstract_state.params, layout.specs.params):
