@@ -266,6 +266,10 @@ class ExamplesSource(seqio.DataSource):
   def num_input_examples(self, split: str) -> int:
     return len(load_examples(self._config, self._dataset)[split])
 
+  def gold_problem(self, split: str) -> Optional[str]:
+    """Why `split` cannot be scored (no gold annotations), or None; read by the Evaluator."""
+    return _gold_problem(self._config, self._dataset, split)
+
   def get_dataset(self, split: str = "train", shuffle: bool = True, seed: Optional[int] = None,
                   shard_info: Optional[seqio.ShardInfo] = None, *, sequence_length=None,
                   use_cached=False, num_epochs=1) -> tf.data.Dataset:
@@ -293,8 +297,33 @@ class ExamplesSource(seqio.DataSource):
     return tf.data.Dataset.from_generator(records, output_signature=SOURCE_FEATURES)
 
 
+def _gold_problem(config: DataConfig, dataset: str, split: str) -> Optional[str]:
+  if config.tfds_dir:
+    unlabeled = sources.unlabeled_splits(dataset, config.format_for(dataset))
+    where = f"TFDS {config.tfds_dir}"
+  else:
+    loaded = loaded_dataset(config, dataset)
+    unlabeled = loaded.unlabeled
+    where = loaded.directory
+  if split in unlabeled:
+    return f"the {dataset} {split} split carries no labels (an unlabeled release file in {where})"
+  examples = load_examples(config, dataset).get(split, [])
+  if examples and not any(ex.spans for ex in examples):
+    return (f"none of the {len(examples)} sentences of the {dataset} {split} split has a gold "
+            f"mention ({where}): nothing to score")
+  return None
+
+
 class TfdsSplitSource(seqio.TfdsDataSource):
   """TfdsDataSource whose records carry their split name (see ExamplesSource)."""
+
+  def __init__(self, *args, config: DataConfig, dataset: str, **kwargs):
+    self._config = config
+    self._dataset = dataset
+    super().__init__(*args, **kwargs)
+
+  def gold_problem(self, split: str) -> Optional[str]:
+    return _gold_problem(self._config, self._dataset, split)
 
   def get_dataset(self, split: str = "train", shuffle: bool = True, seed=None, shard_info=None,
                   **kwargs) -> tf.data.Dataset:
@@ -576,7 +605,7 @@ def register_all(config: Optional[DataConfig] = None) -> DataConfig:
       if not splits:
         continue  # not prepared in this TFDS directory
       source = TfdsSplitSource(tfds_name=f"punified_ner/{name}:{tfds_builder.BUILDER_VERSION}",
-                               tfds_data_dir=config.tfds_dir)
+                               tfds_data_dir=config.tfds_dir, config=config, dataset=dataset)
     elif splits:
       source = ExamplesSource(config, dataset, splits)
     else:
