@@ -342,6 +342,16 @@ def _describe_model_dir(model: nn.Module, model_dir: str, mixture_or_task_name: 
       extra={"mixture": mixture_or_task_name, "datasets": datasets, "prompt_names": prompt_names})
 
 
+def _mixing_scheme(mixture_or_task_name: str) -> str | None:
+  """The label of the mixing scheme (tasks/mixing.py) a mixture of `tasks` samples with, else
+  None. The trainer does not import `tasks`: such a mixture exists only once it was imported."""
+  import sys  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top
+  mixing = sys.modules.get("tasks.mixing")
+  scheme = mixing and mixing.scheme_of(seqio.get_mixture_or_task(mixture_or_task_name))
+  return scheme["label"] if scheme else None
+
+
 def _scalar_metrics(values: Mapping[str, Any]) -> dict[str, float]:
   return {key: float(np.asarray(value)) for key, value in values.items()}
 
@@ -434,6 +444,7 @@ def train(
     os.makedirs(model_dir, exist_ok=True)
   if process_index == 0:
     _describe_model_dir(model, model_dir, mixture_or_task_name, task_feature_lengths)
+  mixing_scheme = _mixing_scheme(mixture_or_task_name)  # recorded in data_manifest.json too
 
   layout = build_state_layout(model, optimizer, partitioner)
   for line in partitioning.describe_shardings(layout.abstract_state.params, layout.specs.params):
@@ -448,6 +459,8 @@ def train(
   data_settings = {"mixture_or_task_name": mixture_or_task_name, "seed": seed, "batch_size": batch_size,
                    "data_shards": data_shards, "task_feature_lengths": dict(task_feature_lengths), "pack": pack,
                    "dataset_split": dataset_split}
+  if mixing_scheme is not None:  # a resume under another scheme then warns like any data change
+    data_settings["mixing_scheme"] = mixing_scheme
 
   latest = checkpointer.latest_step()
   meta: dict = {}
@@ -549,6 +562,8 @@ def train(
         step += 1
         consumed_batches += 1
         window.append(metrics)
+        if step == start_step + 1 and process_index == 0:
+          _record_run(model_dir, mixture_or_task_name)
         if step_callback is not None:
           step_callback(step, metrics)
 
@@ -605,6 +620,12 @@ def train(
       evaluation_state["evaluator"].close()
   return TrainSummary(start_step=start_step, final_step=step, stopped_by=stopped_by, history=history,
                       eval_results=eval_results, state=state)
+
+
+def _record_run(model_dir: str, mixture_or_task_name: str) -> None:
+  """config.gin (operative gin config, complete after the first step) + data_manifest.json."""
+  from punified_jax.data import manifest  # pylint: disable=g-import-not-at-top
+  manifest.write_run_records(model_dir, mixture_or_task_name)
 
 
 def _any_process(flag: bool) -> bool:

@@ -78,7 +78,8 @@ def test_overfits_16_examples_then_decodes_them_exactly(tmp_path, memorise_task)
 
 
 def test_sharded_training_matches_one_device_on_8_fake_devices(tmp_path):
-  """Data-parallel, FSDP and a 2 x 4 mesh give one device's losses; state really is sharded."""
+  """Data-parallel, FSDP, tensor-parallel (1 x 8) and a 2 x 4 mesh give one device's losses; state
+  really is sharded."""
   out = tmp_path / "report.json"
   result = th.run_python([os.path.join(th.TESTS_DIR, "sharding_worker.py"), str(out), str(tmp_path / "runs")],
                          env=th.subprocess_env(devices=8), cwd=str(tmp_path))
@@ -86,11 +87,12 @@ def test_sharded_training_matches_one_device_on_8_fake_devices(tmp_path):
   report = json.loads(out.read_text())
   reference = report["single"]["losses"]
   assert len(reference) == 10 and reference[-1] < reference[0]
-  for name in ("data_parallel", "fsdp", "2x4"):
+  for name in ("data_parallel", "fsdp", "tensor_parallel", "2x4"):
     # Tolerance: the same math with reductions split across devices: float32 round-off only.
     np.testing.assert_allclose(report[name]["losses"], reference, rtol=1e-5, atol=1e-6, err_msg=name)
     np.testing.assert_allclose(report[name]["grad_norms"], report["single"]["grad_norms"], rtol=1e-4, err_msg=name)
   assert report["2x4"]["mesh"] == {"data": 2, "model": 4}
+  assert report["tensor_parallel"]["mesh"] == {"data": 1, "model": 8}
   # Shard shapes (first addressable shard) of params [vocab 384, embed 32], wi_0 [embed 32, mlp 64],
   # relpos [heads 4, buckets 32] and Adafactor's factored statistics of wi_0 / the embedding.
   assert report["data_parallel"]["shards"] == report["single"]["shards"] == {
@@ -99,6 +101,11 @@ def test_sharded_training_matches_one_device_on_8_fake_devices(tmp_path):
   assert report["fsdp"]["shards"] == {
       "embedding": [384, 4], "wi_0": [4, 64], "logits_dense": [4, 384], "relpos": [4, 4],
       "wi_0.v_row": [4], "wi_0.v_col": [64], "embedding.v_row": [4], "embedding.v_col": [384]}
+  # Tensor parallel: vocab and mlp split 8 ways, embed whole; relpos' 4 heads do not divide 8
+  # (replicated); Adafactor's statistics follow (v_col of the embedding keeps the vocab split).
+  assert report["tensor_parallel"]["shards"] == {
+      "embedding": [48, 32], "wi_0": [32, 8], "logits_dense": [32, 48], "relpos": [4, 32],
+      "wi_0.v_row": [32], "wi_0.v_col": [8], "embedding.v_row": [32], "embedding.v_col": [48]}
   assert report["2x4"]["shards"] == {
       "embedding": [96, 16], "wi_0": [16, 16], "logits_dense": [16, 96], "relpos": [1, 16],
       "wi_0.v_row": [16], "wi_0.v_col": [16], "embedding.v_row": [16], "embedding.v_col": [96]}
