@@ -141,6 +141,11 @@ def main(argv=None) -> int:
   preparation["train_late_s"] = run_or_fail(train_command(train_dir, late, args, log_every=100), env, args.timeout)
   snapshots[late] = train_dir
 
+  # Size of each checkpoint's input position (all files of its `input/` item).
+  input_dir = lambda snapshot, step: os.path.join(snapshot, "checkpoints", str(step), "input")
+  input_bytes = {step: sum(os.path.getsize(os.path.join(input_dir(snapshot, step), name))
+                           for name in os.listdir(input_dir(snapshot, step)))
+                 for step, snapshot in snapshots.items()}
   run_dirs = {}
   for step, snapshot in snapshots.items():
     run_dirs[(step, "skip")] = without_input_item(snapshot, os.path.join(workdir, f"skip_{step}"), step)
@@ -167,6 +172,7 @@ def main(argv=None) -> int:
     positions = [r["position_s"] for r in position_rows if r["step"] == step and r["mode"] == mode]
     rows.append({"step": step, "mode": mode, "resumed_by": results[0]["resumed_by"],
                  "restart_s": min(times) if times else None, "position_s": min(positions),
+                 "input_state_bytes": input_bytes[step] if mode == "iterator" else None,
                  "returncode": max(r["returncode"] for r in results), "all_restart_s": times,
                  "all_position_s": positions})
 
@@ -179,7 +185,8 @@ def main(argv=None) -> int:
         f"skip_over_iterator_restart_at_{late}": by[(late, "skip")]["restart_s"] / by[(late, "iterator")]["restart_s"],
         f"skip_over_iterator_position_at_{late}": by[(late, "skip")]["position_s"] / by[(late, "iterator")]["position_s"],
     }
-  common.print_table(rows, ["step", "mode", "resumed_by", "restart_s", "position_s", "returncode"],
+  common.print_table(rows, ["step", "mode", "resumed_by", "restart_s", "position_s", "input_state_bytes",
+                            "returncode"],
                      title="resume at step S: seconds from the command to step S+1 (restart_s) / to the first "
                            "batch after S (position_s)")
   for key, value in ratios.items():
