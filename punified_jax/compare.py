@@ -2,13 +2,13 @@
 
 For each run directory it reads what the run recorded about itself and how it scored:
   punified_model.json        model shape, feature lengths, mixture, vocabulary (our trainer)
-  mixture.json               mixing scheme and per-task rates/shares (tasks/mixing.py)
-  data_manifest.json         the data a run was made from, when the run has one
+  data_manifest.json         the data a run was made from, with the mixing scheme and the
+                             per-task rates and probabilities (punified_jax/data/manifest.py)
   config.gin                 the operative gin config, when the run has one (t5x writes it)
   eval/step_<N>.json         our evaluator's reports (per-task macro F1, ...), one per step
   metrics.jsonl              training curves (train/loss per logged step)
   inference_eval/<task>-metrics.jsonl   t5x's evaluation output (one JSON line per step)
-Evaluation reports written elsewhere (`python -m punified_jax eval` with its own
+Evaluation reports written elsewhere (`python -m punified_jax eval` or `t5x.eval` with their own
 EVAL_OUTPUT_DIR) are added per run with `extra_eval_dirs`.
 
 and produces: per dataset, the best macro F1 (and its step) and the last one; the mean over
@@ -31,7 +31,6 @@ from punified_jax import reports
 from punified_jax import storage
 
 MODEL_INFO_FILE = "punified_model.json"
-MIXTURE_FILE = "mixture.json"
 DATA_MANIFEST_FILE = "data_manifest.json"
 CONFIG_GIN_FILE = "config.gin"
 METRICS_FILE = "metrics.jsonl"
@@ -155,8 +154,7 @@ def read_run(path: str, label: Optional[str] = None,
       return full
     return None
 
-  for name, prefix in ((MODEL_INFO_FILE, "model"), (MIXTURE_FILE, "mixture"),
-                       (DATA_MANIFEST_FILE, "data")):
+  for name, prefix in ((MODEL_INFO_FILE, "model"), (DATA_MANIFEST_FILE, "data")):
     full = present(name)
     if full:
       run.settings.update(flatten(_read_json(full), prefix))
@@ -181,10 +179,15 @@ def read_run(path: str, label: Optional[str] = None,
     last = step_reports[max(step_reports)]
     run.settings.update({f"eval.{k}": v for k, v in last.items()
                          if k not in ("tasks", "step", "mean") and not isinstance(v, dict)})
-  t5x_dir = storage.join(path, T5X_EVAL_SUBDIR)
-  t5x_scores = read_t5x_eval(t5x_dir)
-  if t5x_scores:
-    run.sources.append(t5x_dir)
+  # t5x: the training run's own inference evaluation, and `t5x.eval` output given as an extra
+  # directory (its EVAL_OUTPUT_DIR, or the inference_eval directory inside it).
+  t5x_dirs = [storage.join(path, T5X_EVAL_SUBDIR)]
+  for directory in extra_eval_dirs:
+    t5x_dirs += [directory, storage.join(directory, T5X_EVAL_SUBDIR)]
+  for t5x_dir in t5x_dirs:
+    t5x_scores = read_t5x_eval(t5x_dir)
+    if t5x_scores:
+      run.sources.append(t5x_dir)
     for dataset, by_step in t5x_scores.items():
       run.f1.setdefault(dataset, {}).update(by_step)
   run.f1 = {ds: dict(sorted(by_step.items())) for ds, by_step in sorted(run.f1.items())}
@@ -199,20 +202,30 @@ def read_run(path: str, label: Optional[str] = None,
 
 
 def differing_settings(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
-  """{setting: {label: value}} for the settings whose values are not the same in every run
-  (missing counts as a value). Settings that only name each run's own directory are left out
-  (MODEL_DIR and the like always differ)."""
+  """{setting: {label: value or None}} for the settings that take two or more values among the
+  runs that record them. Settings that only name each run's own directory are left out
+  (MODEL_DIR and the like always differ); settings some runs do not record but that agree
+  wherever recorded are counted by `unrecorded_settings` instead (a run made before a file
+  existed would otherwise fill the table with every line of that file)."""
   keys = sorted(set().union(*(run.settings for run in runs)))
   out = {}
   for key in keys:
-    values = {run.label: run.settings.get(key) for run in runs}
-    if len({json.dumps(v, sort_keys=True, default=str) for v in values.values()}) <= 1:
+    present = [run for run in runs if key in run.settings]
+    if len({json.dumps(run.settings[key], sort_keys=True, default=str)
+            for run in present}) <= 1:
       continue
-    if all(isinstance(run.settings.get(key), str) and _names_own_dir(run, run.settings[key])
-           for run in runs):
+    if all(isinstance(run.settings[key], str) and _names_own_dir(run, run.settings[key])
+           for run in present):
       continue
-    out[key] = values
+    out[key] = {run.label: run.settings.get(key) for run in runs}
   return out
+
+
+def unrecorded_settings(runs: Sequence[Run]) -> dict[str, int]:
+  """{label: how many settings other runs record and this one does not} (non-zero only)."""
+  keys = set().union(*(run.settings for run in runs))
+  missing = {run.label: len(keys - set(run.settings)) for run in runs}
+  return {label: n for label, n in missing.items() if n}
 
 
 def _names_own_dir(run: Run, value: str) -> bool:
@@ -263,7 +276,7 @@ def summarize(runs: Sequence[Run]) -> dict:
                      "(LABEL=RUN_DIR)")
   datasets = sorted(set().union(*(run.f1 for run in runs)))
   return {"datasets": datasets, "runs": {run.label: run_summary(run, datasets) for run in runs},
-          "differences": differing_settings(runs)}
+          "differences": differing_settings(runs), "unrecorded": unrecorded_settings(runs)}
 
 
 def _cell(value: Optional[float]) -> str:
@@ -321,6 +334,10 @@ def format_tables(summary: Mapping[str, Any]) -> str:
         for key, values in differences.items()])
   else:
     lines.append("\nno recorded setting differs between the runs")
+  unrecorded = summary.get("unrecorded") or {}
+  if unrecorded:
+    lines.append("settings that other runs record and these do not (elsewhere equal, so not "
+                 "listed): " + ", ".join(f"{label} {n}" for label, n in unrecorded.items()))
   return "\n".join(lines)
 
 

@@ -20,8 +20,9 @@ Where the scheme comes from (`current_scheme`):
      `tasks.configure.mixture_rate / temperature / cap`).
   Both set and different: an error (two settings that disagree are a mistake, not a choice).
 
-`describe(name)` returns the scheme and the resulting per-task rates and shares, which the trainer
-records in the run directory (`mixture.json`).
+`scheme_of(mixture)` is the scheme a registered Mixture samples with, which the run directory's
+data manifest records next to the per-task rates (punified_jax/data/manifest.py);
+`describe(name)` returns the scheme with each task's training examples, rate and share.
 
 Bindings that cannot take effect fail loudly: a finalize hook (gin runs it at the end of parsing,
 in t5x and in our entry points) raises when `tasks.configure.*` is bound but nothing applied it,
@@ -37,7 +38,6 @@ from typing import Any, Mapping, Optional
 import gin
 
 SCHEMES = ("uniform", "proportional", "temperature")
-MIXTURE_RECORD_FILE = "mixture.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +158,14 @@ def rate_fn(config) -> SchemeRate:
   return SchemeRate(config)
 
 
+def scheme_of(provider) -> Optional[dict]:
+  """`MixingScheme.as_dict()` of the scheme a seqio Mixture samples with now, or None for a Task
+  or a Mixture whose rates are not a `SchemeRate` (not registered by `tasks`)."""
+  configs = {rate.config for rate in getattr(provider, "rate_per_task_name", {}).values()
+             if isinstance(rate, SchemeRate)}
+  return current_scheme(next(iter(configs))).as_dict() if len(configs) == 1 else None
+
+
 def describe(mixture_or_task_name: str) -> dict:
   """{"mixture", "scheme", "tasks": {task: {"train_examples", "rate", "share"}}}.
 
@@ -170,13 +178,11 @@ def describe(mixture_or_task_name: str) -> dict:
     return {"mixture": mixture_or_task_name, "scheme": None,
             "tasks": {provider.name: {"train_examples": _train_examples(provider), "rate": 1.0,
                                       "share": 1.0}}}
-  ours = {rate.config for rate in provider.rate_per_task_name.values()
-          if isinstance(rate, SchemeRate)}
-  chosen = current_scheme(next(iter(ours))) if len(ours) == 1 else None
+  chosen = scheme_of(provider)
   rates = {task.name: float(provider.get_rate(task)) for task in provider.tasks}
   total = sum(rates.values())
   return {"mixture": mixture_or_task_name,
-          "scheme": chosen.as_dict() if chosen else None,
+          "scheme": chosen,
           "tasks": {name: {"train_examples": _train_examples(seqio.get_mixture_or_task(name)),
                            "rate": rate, "share": rate / total if total else None}
                     for name, rate in sorted(rates.items())}}
@@ -187,15 +193,6 @@ def _train_examples(task) -> Optional[int]:
     return int(task.num_input_examples("train"))
   except Exception:  # pylint: disable=broad-except
     return None  # a source that cannot count (some TFDS sources): recorded as unknown
-
-
-def write_record(model_dir: str, record: Mapping[str, Any]) -> str:
-  """Writes a `describe(...)` record to `<model_dir>/mixture.json` (storage layer: local or
-  gs://); returns the path."""
-  from punified_jax import storage  # pylint: disable=g-import-not-at-top
-  path = storage.join(model_dir, MIXTURE_RECORD_FILE)
-  storage.write_json_atomic(path, record)
-  return path
 
 
 # ------------------------------------------------------------------------------------------

@@ -32,9 +32,10 @@ def _our_run(root, name, *, f1, losses, scheme, shares, learning_rate):
   _write(os.path.join(run, "punified_model.json"), json.dumps(
       {"t5_config": {"emb_dim": 32}, "extra": {"mixture": "punified_ner_joint",
                                                "prompt_names": ["名称", "地点"]}}))
-  _write(os.path.join(run, "mixture.json"), json.dumps(
-      {"mixture": "punified_ner_joint", "scheme": {"label": scheme},
-       "tasks": {f"punified_ner_{ds}": {"share": v} for ds, v in shares.items()}}))
+  _write(os.path.join(run, "data_manifest.json"), json.dumps(
+      {"source": "raw files under /data", "mixture": {
+          "name": "punified_ner_joint", "scheme": {"label": scheme},
+          "probabilities": {f"punified_ner_{ds}": v for ds, v in shares.items()}}}))
   _write(os.path.join(run, "config.gin"),
          f"# Macros:\nLEARNING_RATE = {learning_rate}\nMODEL_DIR = '{run}'\n")
   return run
@@ -63,12 +64,12 @@ mean                34.00@200         34.00               30.00@200             
 final loss                        1.5000@20                                  1.2500@20
 (mean: over the datasets, at the steps where every dataset was evaluated; best@step: the step with the best mean)
 
-setting                                   uniform            proportional
--------------------------------------------------------------------------
-gin.LEARNING_RATE                           0.001                   0.002
-mixture.scheme.label                      uniform  proportional (cap 100)
-mixture.tasks.punified_ner_cluener.share      0.5                    0.25
-mixture.tasks.punified_ner_resume.share       0.5                    0.75"""
+setting                                          uniform            proportional
+--------------------------------------------------------------------------------
+data.mixture.probabilities.punified_ner_cluener      0.5                    0.25
+data.mixture.probabilities.punified_ner_resume       0.5                    0.75
+data.mixture.scheme.label                        uniform  proportional (cap 100)
+gin.LEARNING_RATE                                  0.001                   0.002"""
 
 
 def test_table_json_png(two_runs, tmp_path):
@@ -121,6 +122,17 @@ def test_t5x_run_and_extra_eval_dirs(tmp_path):
   assert summary["runs"]["bare"]["datasets"]["resume"]["last"] == 7.5
   assert summary["runs"]["bare"]["datasets"]["cluener"]["last"] is None
   assert summary["runs"]["bare"]["mean_last"] is None  # cluener never evaluated
+  # bare records none of T5X's 5 gin settings: counted, not listed as differences.
+  assert summary["differences"] == {} and summary["unrecorded"] == {"bare": 5}
+  assert compare.format_tables(summary).splitlines()[-2:] == [
+      "no recorded setting differs between the runs",
+      "settings that other runs record and these do not (elsewhere equal, so not listed): "
+      "bare 5"]
+  # t5x.eval's EVAL_OUTPUT_DIR for a run: its inference_eval/ holds the metrics files.
+  _write(str(tmp_path / "t5x_eval" / "inference_eval" / "punified_ner_resume-metrics.jsonl"),
+         '{"step": 900, "macro_f1": 41.0}\n')
+  run = compare.read_run(str(t5x), extra_eval_dirs=[str(tmp_path / "t5x_eval")])
+  assert run.f1["resume"] == {300: 30.0, 600: 35.5, 900: 41.0}
   with pytest.raises(ValueError, match="unknown run label.*nope"):
     compare.compare([(None, str(bare))], str(tmp_path / "o"), extra_eval_dirs={"nope": ["x"]})
 

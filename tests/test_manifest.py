@@ -40,7 +40,9 @@ def test_manifest_of_a_mixture_is_literal(raw_dir):
   assert record["mixture"] == {
       "name": "punified_ner_joint", "kind": "mixture",
       "rates": {"punified_ner_resume": 1.0, "punified_ner_msra": 1.0},
-      "probabilities": {"punified_ner_resume": 0.5, "punified_ner_msra": 0.5}}
+      "probabilities": {"punified_ner_resume": 0.5, "punified_ner_msra": 0.5},
+      "scheme": {"name": "uniform", "temperature": 1.0, "cap": None, "source": "default",
+                 "label": "uniform"}}
   resume = record["datasets"]["resume"]
   assert resume["format"] == "char_tags" and resume["directory"] == f"{raw_dir}/resume"
   assert resume["files"] == {"train": [f"{raw_dir}/resume/train.char.bmes"],

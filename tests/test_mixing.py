@@ -1,9 +1,8 @@
 """Mixing schemes (tasks/mixing.py, gin/mixtures/*.gin): literal rates, how the gin files reach
-the tasks (our trainer and t5x's way of parsing gin), loud failures, the run-directory record,
-and that packed training batches follow the configured rates."""
+the tasks (our trainer and t5x's way of parsing gin), loud failures, the run directory's record
+(data_manifest.json), and that packed training batches follow the configured rates."""
 
 import dataclasses
-import json
 import math
 import os
 
@@ -214,16 +213,21 @@ def test_packed_batches_follow_the_rates(sized_corpus, name, tmp_path):
         f"configured share {share:.3f} +- {TOLERANCE_SE * standard_error:.3f}")
 
 
-def test_run_directory_record(sized_corpus, tmp_path):
+def test_scheme_in_the_data_manifest_and_describe(sized_corpus):
+  from punified_jax.data import manifest  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top
   tasks.register_all(sized_corpus)
   gin.parse_config_files_and_bindings([MIXTURE_FILES["temperature2"]], [])
-  path = mixing.write_record(str(tmp_path), mixing.describe("punified_ner_joint"))
-  record = json.loads(open(path, encoding="utf-8").read())
-  assert os.path.basename(path) == "mixture.json"
+  record = manifest.mixture_record(seqio.get_mixture_or_task("punified_ner_joint"))
   assert record["scheme"] == {"name": "temperature", "temperature": 2.0, "cap": None,
                               "source": "gin", "label": "temperature T=2"}
-  assert record["tasks"]["punified_ner_cluener"] == {"train_examples": 25, "rate": 5.0,
-                                                     "share": pytest.approx(5 / 35)}
+  assert record["rates"] == {"punified_ner_cluener": 5.0, "punified_ner_ecommerce": 10.0,
+                             "punified_ner_resume": 20.0}
+  described = mixing.describe("punified_ner_joint")
+  assert described["scheme"] == record["scheme"]
+  assert described["tasks"]["punified_ner_cluener"] == {"train_examples": 25, "rate": 5.0,
+                                                        "share": pytest.approx(5 / 35)}
   single = mixing.describe("punified_ner_resume")
   assert single["scheme"] is None and single["tasks"] == {
       "punified_ner_resume": {"train_examples": 400, "rate": 1.0, "share": 1.0}}
+  assert manifest.mixture_record(seqio.get_mixture_or_task("punified_ner_resume"))["scheme"] is None

@@ -5,8 +5,8 @@
 
 Per dataset: best macro F1 (and its step) and last; the mean over datasets; F1 over steps and
 training loss curves (PNG); the recorded settings in which the runs differ. Reads runs of our
-trainer (eval/step_<N>.json, metrics.jsonl, punified_model.json, mixture.json, data_manifest.json,
-config.gin) and t5x runs (inference_eval/<task>-metrics.jsonl, config.gin).
+trainer (eval/step_<N>.json, metrics.jsonl, punified_model.json, data_manifest.json with the
+mixing scheme and rates, config.gin) and t5x runs (inference_eval/<task>-metrics.jsonl, config.gin).
 """
 
 from __future__ import annotations

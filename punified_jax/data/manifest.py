@@ -82,15 +82,19 @@ def _datasets_of(provider) -> list[str]:
 
 
 def mixture_record(provider) -> dict:
-  """{"name", "kind", "rates": {task: rate}} read from the registered seqio provider itself."""
+  """{"name", "kind", "rates": {task: rate}, "probabilities", "scheme"} read from the registered
+  seqio provider itself; "scheme" is the mixing scheme of our mixtures (tasks/mixing.py)."""
   import seqio  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  mixing = sys.modules.get("tasks.mixing")
   if isinstance(provider, seqio.Mixture):
     rates = {task.name: float(provider.get_rate(task)) for task in provider.tasks}
     total = sum(rates.values())
     return {"name": provider.name, "kind": "mixture", "rates": rates,
-            "probabilities": {k: (v / total if total else None) for k, v in rates.items()}}
+            "probabilities": {k: (v / total if total else None) for k, v in rates.items()},
+            "scheme": mixing.scheme_of(provider) if mixing else None}
   return {"name": provider.name, "kind": "task", "rates": {provider.name: 1.0},
-          "probabilities": {provider.name: 1.0}}
+          "probabilities": {provider.name: 1.0}, "scheme": None}
 
 
 def _counts(examples) -> tuple[int, int]:
@@ -193,7 +197,9 @@ def format_manifest(manifest: Mapping[str, Any]) -> str:
     lines.append(f"vocabulary: {vocabulary.get('path')} ({vocabulary.get('kind')}, "
                  f"{vocabulary.get('size')} ids, sha256 {sha}...)")
   mixture = manifest.get("mixture") or {}
-  lines.append(f"mixture: {mixture.get('name')} ({mixture.get('kind')})")
+  scheme = (mixture.get("scheme") or {}).get("label")
+  lines.append(f"mixture: {mixture.get('name')} ({mixture.get('kind')}"
+               + (f", mixing scheme {scheme})" if scheme else ")"))
   probabilities = mixture.get("probabilities") or {}
   for task, rate in (mixture.get("rates") or {}).items():
     probability = probabilities.get(task)
