@@ -266,6 +266,10 @@ class ExamplesSource(seqio.DataSource):
   def num_input_examples(self, split: str) -> int:
     return len(load_examples(self._config, self._dataset)[split])
 
+  def gold_problem(self, split: str) -> Optional[str]:
+    """Why `split` cannot be scored (no gold annotations), or None; read by the Evaluator."""
+    return _gold_problem(self._config, self._dataset, split)
+
   def get_dataset(self, split: str = "train", shuffle: bool = True, seed: Optional[int] = None,
                   shard_info: Optional[seqio.ShardInfo] = None, *, sequence_length=None,
                   use_cached=False, num_epochs=1) -> tf.data.Dataset:
@@ -276,25 +280,54 @@ class ExamplesSource(seqio.DataSource):
       order = np.random.default_rng(int(seed)).permutation(len(examples))
     if shard_info and shard_info.num_shards > 1:
       order = order[shard_info.index::shard_info.num_shards]
-    dataset, split_name = self._dataset, split
+    # Tensors, not a Python generator: a tf.data iterator over tensor slices can be checkpointed
+    # (punified_jax/input_state.py saves the training input position that way); a generator's
+    # cannot. Spans are ragged rows: slicing yields one dense vector per sentence.
+    chosen = [examples[i] for i in order]
+    spans = [ex.spans for ex in chosen]
+    lengths = np.array([len(s) for s in spans], np.int64)
 
-    def records():
-      for i in order:
-        ex = examples[i]
-        yield {
-            "id": f"{dataset}-{split_name}-{i}",
-            "split": split_name,
-            "text": ex.text,
-            "span_start": np.array([s.start for s in ex.spans], np.int32),
-            "span_end": np.array([s.end for s in ex.spans], np.int32),
-            "span_type": np.array([s.type.encode("utf-8") for s in ex.spans], np.bytes_),
-        }
+    def ragged(values, dtype):
+      return tf.RaggedTensor.from_row_lengths(tf.constant(values, dtype, shape=[len(values)]), lengths)
 
-    return tf.data.Dataset.from_generator(records, output_signature=SOURCE_FEATURES)
+    # tf.constant of Python strings, not numpy bytes_ arrays (which drop trailing NUL bytes).
+    return tf.data.Dataset.from_tensor_slices({
+        "id": tf.constant([f"{self._dataset}-{split}-{i}" for i in order], tf.string, shape=[len(order)]),
+        "split": tf.constant([split] * len(order), tf.string, shape=[len(order)]),
+        "text": tf.constant([ex.text for ex in chosen], tf.string, shape=[len(order)]),
+        "span_start": ragged([s.start for row in spans for s in row], tf.int32),
+        "span_end": ragged([s.end for row in spans for s in row], tf.int32),
+        "span_type": ragged([s.type for row in spans for s in row], tf.string),
+    })
+
+
+def _gold_problem(config: DataConfig, dataset: str, split: str) -> Optional[str]:
+  if config.tfds_dir:
+    unlabeled = sources.unlabeled_splits(dataset, config.format_for(dataset))
+    where = f"TFDS {config.tfds_dir}"
+  else:
+    loaded = loaded_dataset(config, dataset)
+    unlabeled = loaded.unlabeled
+    where = loaded.directory
+  if split in unlabeled:
+    return f"the {dataset} {split} split carries no labels (an unlabeled release file in {where})"
+  examples = load_examples(config, dataset).get(split, [])
+  if examples and not any(ex.spans for ex in examples):
+    return (f"none of the {len(examples)} sentences of the {dataset} {split} split has a gold "
+            f"mention ({where}): nothing to score")
+  return None
 
 
 class TfdsSplitSource(seqio.TfdsDataSource):
   """TfdsDataSource whose records carry their split name (see ExamplesSource)."""
+
+  def __init__(self, *args, config: DataConfig, dataset: str, **kwargs):
+    self._config = config
+    self._dataset = dataset
+    super().__init__(*args, **kwargs)
+
+  def gold_problem(self, split: str) -> Optional[str]:
+    return _gold_problem(self._config, self._dataset, split)
 
   def get_dataset(self, split: str = "train", shuffle: bool = True, seed=None, shard_info=None,
                   **kwargs) -> tf.data.Dataset:
@@ -576,7 +609,7 @@ def register_all(config: Optional[DataConfig] = None) -> DataConfig:
       if not splits:
         continue  # not prepared in this TFDS directory
       source = TfdsSplitSource(tfds_name=f"punified_ner/{name}:{tfds_builder.BUILDER_VERSION}",
-                               tfds_data_dir=config.tfds_dir)
+                               tfds_data_dir=config.tfds_dir, config=config, dataset=dataset)
     elif splits:
       source = ExamplesSource(config, dataset, splits)
     else:

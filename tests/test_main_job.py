@@ -47,17 +47,26 @@ def test_whole_recipe_with_a_tiny_model(tmp_path):
   work = tmp_path / "w"
   result = _main(["--size", "tiny", "--adapt_steps", "4", "--finetune_steps", "6",
                   "--eval_period", "6", "--eval_max_examples", "3", "--beam_size", "2",
-                  "--datasets", "resume,msra", "--work_dir", str(work)], tmp_path)
+                  "--datasets", "resume,msra", "--split", "test", "--work_dir", str(work)], tmp_path)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   out = result.stdout
-  for stage in ("1/3 language-model adaptation", "2/3 joint fine-tuning", "3/3 report",
-                "on-demand extraction", "validation F1 per dataset"):
+  for stage in ("1/3 language-model adaptation", "2/3 joint fine-tuning",
+                "2b/3 evaluation of the best checkpoint on the test split", "3/3 report",
+                "on-demand extraction", "test F1 per dataset"):
     assert stage in out
-  table = out[out.index("validation F1 per dataset"):].splitlines()
+  table = out[out.index("test F1 per dataset"):].splitlines()
   assert table[1].split() == ["dataset", "macro", "F1", "micro", "F1", "precision", "recall"]
   assert [line.split()[0] for line in table[3:5]] == ["msra", "resume"]
   report = json.loads((work / "report" / "report.json").read_text())
   assert sorted(report["datasets"]) == ["msra", "resume"] and report["step"] == 6
+  test_eval = json.loads((work / "joint" / "eval_test" / "step_6.json").read_text())
+  assert test_eval["split"] == "test" and test_eval["unscored"] == {}
+  # Per-example predictions of the test evaluation and of the in-training validation one.
+  for directory in (work / "joint" / "eval_test", work / "joint" / "eval"):
+    lines = (directory / "predictions" / "punified_ner_resume_step_6.jsonl").read_text().splitlines()
+    assert len(lines) == 3  # --eval_max_examples 3
+    record = json.loads(lines[0])
+    assert {"text", "gold", "predicted", "per_type", "types"} <= set(record)
   assert (work / "report" / "report.png").read_bytes()[:4] == b"\x89PNG"
   info = json.loads((work / "joint" / "punified_model.json").read_text())
   assert info["extra"]["datasets"] == ["msra", "resume"]

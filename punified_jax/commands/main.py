@@ -57,6 +57,9 @@ class Preset:
   eval_period: int
   beam_size: int
   constrained_eval: bool
+  # Save every N steps (and at the end / on SIGTERM): a preempted or crashed stage resumes from
+  # there, input position included.
+  checkpoint_period: int
 
 
 PRESETS = {
@@ -66,12 +69,12 @@ PRESETS = {
     "cpu": Preset(size="mini", adapt_steps=150, finetune_steps=600, adapt_batch=16,
                   finetune_batch=16, adapt_lengths=(128, 128), finetune_lengths=(256, 256),
                   learning_rate=2e-3, adapt_warmup=15, finetune_warmup=50, eval_period=300,
-                  beam_size=4, constrained_eval=True),
+                  beam_size=4, constrained_eval=True, checkpoint_period=200),
     # The paper's Table 7.
     "paper": Preset(size="base", adapt_steps=50_000, finetune_steps=100_000, adapt_batch=48,
                     finetune_batch=32, adapt_lengths=(256, 256), finetune_lengths=(512, 512),
                     learning_rate=1e-4, adapt_warmup=1_000, finetune_warmup=5_000,
-                    eval_period=20_000, beam_size=5, constrained_eval=False),
+                    eval_period=20_000, beam_size=5, constrained_eval=False, checkpoint_period=2_000),
 }
 
 # On-demand extraction samples: one sentence asked for different type sets (the paper's Figure 1
@@ -109,6 +112,11 @@ def add_arguments(parser):
                       help="another gin file for both stages, e.g. gin/partitioning/fsdp.gin")
   parser.add_argument("--gin", action="append", default=[], metavar="KEY=VALUE",
                       help="a gin override for both stages (repeatable)")
+  parser.add_argument("--split", default="validation", choices=("validation", "test"),
+                      help="the split of the final F1 table: validation (the checkpoint selection "
+                      "split), or test (the best checkpoint is then evaluated on each dataset's "
+                      "test split by `python -m punified_jax.eval --split test`; datasets without "
+                      "a labeled test split are named and left out)")
   parser.add_argument("--eval_max_examples", type=int,
                       help="evaluate on the first N validation sentences of each dataset")
   parser.add_argument("--no_extract", action="store_true", help="skip the sample extractions")
@@ -241,7 +249,7 @@ def run(args) -> int:
   print(f"PUnifiedNER main job: preset {preset_name}, model {size}, runs in {work_dir}\n"
         f"data: {data}", flush=True)
 
-  common = {"LEARNING_RATE": preset.learning_rate, "CHECKPOINT_PERIOD": max(finetune_steps, 1),
+  common = {"LEARNING_RATE": preset.learning_rate, "CHECKPOINT_PERIOD": preset.checkpoint_period,
             "LOG_EVERY": 25 if finetune_steps < 5000 else 100}
   timings = {}
   initial = args.initial_checkpoint and os.path.abspath(args.initial_checkpoint)
@@ -266,16 +274,36 @@ def run(args) -> int:
   timings["finetune"] = _run_stage("2/3 joint fine-tuning + evaluation", _train_command(
       "gin/runs/finetune_joint.gin", size, joint_dir, overrides, args.extra_gin, args.gin), env,
       args.dry_run)
+  eval_json = None
+  if args.split != "validation":
+    test_dir = os.path.join(joint_dir, f"eval_{args.split}")
+    checkpoint = os.path.join(joint_dir, "best")
+    if not args.dry_run and not os.path.isdir(checkpoint):
+      checkpoint = joint_dir  # no evaluation kept a best checkpoint: the latest
+    command = [sys.executable, "-m", "punified_jax.eval", "--gin_file=gin/runs/eval.gin",
+               f"--gin_file=gin/models/{size}.gin", *[f"--gin_file={g}" for g in args.extra_gin],
+               f"--gin.CHECKPOINT_PATH={checkpoint}", f"--gin.EVAL_OUTPUT_DIR={test_dir}",
+               "--split", args.split, f"--gin.EVAL_BEAM_SIZE={beam_size}",
+               f"--gin.EVAL_CONSTRAINED={preset.constrained_eval}"]
+    if args.eval_max_examples:
+      command.append(f"--gin.EVAL_MAX_EXAMPLES={args.eval_max_examples}")
+    timings[f"eval_{args.split}"] = _run_stage(
+        f"2b/3 evaluation of the best checkpoint on the {args.split} split", command, env,
+        args.dry_run)
+    if not args.dry_run:
+      from punified_jax import reports  # pylint: disable=g-import-not-at-top
+      eval_json = reports.latest_eval_json(test_dir)
   if args.dry_run:
     return 0
 
   from punified_jax import reports  # pylint: disable=g-import-not-at-top
   print("\n=== 3/3 report", flush=True)
-  summary = reports.write_report(_best_eval_json(joint_dir), os.path.join(work_dir, "report"),
+  summary = reports.write_report(eval_json or _best_eval_json(joint_dir),
+                                 os.path.join(work_dir, "report"),
                                  runs={"adapt": adapt_dir, "joint": joint_dir})
   if not args.no_extract:
     _print_extractions(joint_dir, beam_size, env)
-  print(f"\n=== validation F1 per dataset (best checkpoint, step {summary['step']}, "
+  print(f"\n=== {args.split} F1 per dataset (best checkpoint, step {summary['step']}, "
         f"beam {summary['beam_size']}, "
         f"{'constrained' if summary.get('constrained') else 'unconstrained'} decoding)")
   print(reports.format_f1_table(summary, paper=not builtin))
