@@ -175,6 +175,10 @@ def test_bad_parameters_and_inputs_fail_clearly():
     decoder.decode(model, placed, np.ones((3,), np.int32), beam_size=1, max_decode_length=4)
   with pytest.raises(TypeError, match="integer ids, got float32"):
     decoder.decode(model, placed, np.ones((2, 3), np.float32), beam_size=1, max_decode_length=4)
+  # Further keywords go to generate.decode_batch as they are.
+  with pytest.raises(TypeError, match="unexpected keyword argument 'no_such_option'"):
+    decoder.decode(model, placed, np.ones((2, 3), np.int32), beam_size=1, max_decode_length=4,
+                   no_such_option=True)
 
 
 def test_batch_inference_with_the_fsdp_preset_writes_one_devices_predictions(tmp_path):
