@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--seed_datasets", default=",".join(quality.DEFAULT_DATASETS))
   parser.add_argument("--seed", type=quality._positive, default=1,  # pylint: disable=protected-access
                       help="fine-tuning seed of the repeated pair (quality.py's runs: 0)")
+  parser.add_argument("--quality_work_dir",
+                      help="a benchmarks/quality.py work dir (read only): its seed-0 joint_adapt / "
+                      "joint_noadapt runs and their evaluations join the seed part's comparison")
   parser.add_argument("--size", default="mini")
   parser.add_argument("--adapt_steps", type=quality._positive, default=1000)  # pylint: disable=protected-access
   parser.add_argument("--joint_steps", type=quality._positive, default=3000,  # pylint: disable=protected-access
@@ -78,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--no_wait_for_lock", dest="wait_for_lock", action="store_false",
                       default=True)
   parser.add_argument("--lock_poll", type=quality._positive, default=60)  # pylint: disable=protected-access
+  parser.add_argument("--results_dir",
+                      help="also copy mixing.json and each part's compare.{json,png} here as "
+                      "mixing.json, mixing_<part>.json/.png (e.g. benchmarks/results)")
   parser.add_argument("--report_only", action="store_true",
                       help="compare what is finished; run nothing")
   parser.add_argument("--dry_run", action="store_true", help="print the stage commands only")
@@ -157,17 +163,37 @@ def build_parts(args: argparse.Namespace) -> list[tuple[Part, list[dict]]]:
   return parts
 
 
-def compare_part(part: Part) -> Optional[dict]:
-  """`compare` over the part's finished (or partly finished) runs; None when none exists."""
+def quality_runs(quality_work_dir: Optional[str]) -> list[tuple[str, str, str]]:
+  """[(label, run dir, eval dir)] of quality.py's seed-0 joint runs that exist in its work dir
+  (evaluated there by the separate eval stage, unconstrained)."""
+  if not quality_work_dir:
+    return []
+  found = []
+  for run in ("joint_adapt", "joint_noadapt"):
+    run_dir = os.path.join(quality_work_dir, "runs", run)
+    if os.path.isdir(run_dir):
+      found.append((f"{run}_seed0", run_dir,
+                    os.path.join(quality_work_dir, "eval", f"{run}_unconstrained")))
+  return found
+
+
+def compare_part(part: Part, extra_runs: Sequence[tuple[str, str, str]] = ()) -> Optional[dict]:
+  """`compare` over the part's finished (or partly finished) runs and `extra_runs` ([(label,
+  run dir, eval dir)]); None when none exists."""
   from punified_jax import compare  # pylint: disable=g-import-not-at-top
-  runs = [(run, part.plan.run_dir(run)) for run in part.runs
-          if os.path.isdir(part.plan.run_dir(run))]
+  runs = [(label, path) for label, path, _ in extra_runs]
+  runs += [(run, part.plan.run_dir(run)) for run in part.runs
+           if os.path.isdir(part.plan.run_dir(run))]
   if not runs:
     return None
+  evals = {label: [eval_dir] for label, _, eval_dir in extra_runs}
   output = os.path.join(os.path.dirname(part.plan.work_dir), f"compare_{part.name}")
-  summary = compare.compare(runs, output, title=f"{part.name}: {', '.join(part.plan.datasets)}")
+  summary = compare.compare(runs, output, extra_eval_dirs=evals,
+                            title=f"{part.name}: {', '.join(part.plan.datasets)}")
   print(f"\n== {part.name}: python -m punified_jax compare "
-        + " ".join(path for _, path in runs) + f" --output {output}\n")
+        + " ".join(f"{label}={path}" for label, path in runs)
+        + "".join(f" --eval {label}={dirs[0]}" for label, dirs in evals.items())
+        + f" --output {output}\n")
   print(compare.format_tables(summary))
   return summary
 
@@ -213,13 +239,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           quality.run_stage(part.plan, stage)
     if args.dry_run:
       return 0
-  summaries = {part.name: compare_part(part) for part, _ in parts}
+  summaries = {part.name: compare_part(part, quality_runs(args.quality_work_dir)
+                                       if part.name == "seed" else ())
+               for part, _ in parts}
   results = collect(parts, summaries)
   quality._write_json(os.path.join(os.path.abspath(args.work_dir), "mixing.json"),  # pylint: disable=protected-access
                       results)
+  if args.results_dir:
+    copy_results(args.results_dir, results)
   print(f"\nstage time so far: {results['total_stage_seconds'] / 3600:.2f} h; results: "
         f"{os.path.join(args.work_dir, 'mixing.json')}")
   return 0
+
+
+def copy_results(results_dir: str, results: dict) -> None:
+  """mixing.json and each part's comparison (JSON, PNG) into `results_dir` (for BENCHMARKS.md)."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  os.makedirs(results_dir, exist_ok=True)
+  quality._write_json(os.path.join(results_dir, "mixing.json"), results)  # pylint: disable=protected-access
+  for part, summary in results["compare"].items():
+    if summary:
+      shutil.copyfile(summary["png"], os.path.join(results_dir, f"mixing_{part}.png"))
+      shutil.copyfile(summary["json"], os.path.join(results_dir, f"mixing_{part}.json"))
+      print(f"copied the {part} comparison to {results_dir}/mixing_{part}.{{json,png}}")
 
 
 if __name__ == "__main__":

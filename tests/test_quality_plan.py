@@ -116,3 +116,29 @@ def test_mixing_plan_rejects_unknown_schemes_and_parts():
   (part, stages), = _mixing_parts("--parts", "seed", "--seed", "2", "--joint_steps", "10")
   assert [s["name"] for s in stages][2:] == ["joint_adapt_seed2", "joint_noadapt_seed2"]
   assert "--gin.EVAL_PERIOD=5" in stages[2]["command"]
+
+
+def test_seed_comparison_includes_the_quality_runs_of_seed_0(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  from benchmarks import mixing  # pylint: disable=g-import-not-at-top
+
+  def report(path, step, f1):
+    path.mkdir(parents=True)
+    (path / f"step_{step}.json").write_text(json.dumps(
+        {"step": step, "tasks": {"punified_ner_resume": {"macro_f1": f1}}}))
+
+  quality_dir = tmp_path / "quality"
+  (quality_dir / "runs" / "joint_adapt").mkdir(parents=True)
+  report(quality_dir / "eval" / "joint_adapt_unconstrained", 3000, 44.4)
+  report(tmp_path / "w" / "seed" / "runs" / "joint_adapt_seed1" / "eval", 3000, 41.0)
+  extra = mixing.quality_runs(str(quality_dir))
+  assert extra == [("joint_adapt_seed0", str(quality_dir / "runs" / "joint_adapt"),
+                    str(quality_dir / "eval" / "joint_adapt_unconstrained"))]
+  (part, _), = _mixing_parts("--parts", "seed", "--work_dir", str(tmp_path / "w"))
+  summary = mixing.compare_part(part, extra)
+  assert {label: run["datasets"]["resume"]["last"] for label, run in summary["runs"].items()} == {
+      "joint_adapt_seed0": 44.4, "joint_adapt_seed1": 41.0}
+  assert (tmp_path / "w" / "compare_seed" / "compare.png").exists()
+  mixing.copy_results(str(tmp_path / "results"), {"compare": {"seed": summary, "mixing": None}})
+  assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
+      "mixing.json", "mixing_seed.json", "mixing_seed.png"]

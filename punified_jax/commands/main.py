@@ -58,6 +58,9 @@ class Preset:
   eval_period: int
   beam_size: int
   constrained_eval: bool
+  # Save every N steps (and at the end / on SIGTERM): a preempted or crashed stage resumes from
+  # there, input position included.
+  checkpoint_period: int
 
 
 PRESETS = {
@@ -67,12 +70,12 @@ PRESETS = {
     "cpu": Preset(size="mini", adapt_steps=150, finetune_steps=600, adapt_batch=16,
                   finetune_batch=16, adapt_lengths=(128, 128), finetune_lengths=(256, 256),
                   learning_rate=2e-3, adapt_warmup=15, finetune_warmup=50, eval_period=300,
-                  beam_size=4, constrained_eval=True),
+                  beam_size=4, constrained_eval=True, checkpoint_period=200),
     # The paper's Table 7.
     "paper": Preset(size="base", adapt_steps=50_000, finetune_steps=100_000, adapt_batch=48,
                     finetune_batch=32, adapt_lengths=(256, 256), finetune_lengths=(512, 512),
                     learning_rate=1e-4, adapt_warmup=1_000, finetune_warmup=5_000,
-                    eval_period=20_000, beam_size=5, constrained_eval=False),
+                    eval_period=20_000, beam_size=5, constrained_eval=False, checkpoint_period=2_000),
 }
 
 # On-demand extraction samples: one sentence asked for different type sets (the paper's Figure 1
@@ -250,7 +253,7 @@ def run(args) -> int:
   print(f"PUnifiedNER main job: preset {preset_name}, model {size}, runs in {work_dir}\n"
         f"data: {data}", flush=True)
 
-  common = {"LEARNING_RATE": preset.learning_rate, "CHECKPOINT_PERIOD": max(finetune_steps, 1),
+  common = {"LEARNING_RATE": preset.learning_rate, "CHECKPOINT_PERIOD": preset.checkpoint_period,
             "LOG_EVERY": 25 if finetune_steps < 5000 else 100}
   timings = {}
   initial = args.initial_checkpoint and os.path.abspath(args.initial_checkpoint)
