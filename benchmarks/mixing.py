@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--no_wait_for_lock", dest="wait_for_lock", action="store_false",
                       default=True)
   parser.add_argument("--lock_poll", type=quality._positive, default=60)  # pylint: disable=protected-access
+  parser.add_argument("--results_dir",
+                      help="also copy mixing.json and each part's compare.{json,png} here as "
+                      "mixing.json, mixing_<part>.json/.png (e.g. benchmarks/results)")
   parser.add_argument("--report_only", action="store_true",
                       help="compare what is finished; run nothing")
   parser.add_argument("--dry_run", action="store_true", help="print the stage commands only")
@@ -242,9 +245,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   results = collect(parts, summaries)
   quality._write_json(os.path.join(os.path.abspath(args.work_dir), "mixing.json"),  # pylint: disable=protected-access
                       results)
+  if args.results_dir:
+    copy_results(args.results_dir, results)
   print(f"\nstage time so far: {results['total_stage_seconds'] / 3600:.2f} h; results: "
         f"{os.path.join(args.work_dir, 'mixing.json')}")
   return 0
+
+
+def copy_results(results_dir: str, results: dict) -> None:
+  """mixing.json and each part's comparison (JSON, PNG) into `results_dir` (for BENCHMARKS.md)."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  os.makedirs(results_dir, exist_ok=True)
+  quality._write_json(os.path.join(results_dir, "mixing.json"), results)  # pylint: disable=protected-access
+  for part, summary in results["compare"].items():
+    if summary:
+      shutil.copyfile(summary["png"], os.path.join(results_dir, f"mixing_{part}.png"))
+      shutil.copyfile(summary["json"], os.path.join(results_dir, f"mixing_{part}.json"))
+      print(f"copied the {part} comparison to {results_dir}/mixing_{part}.{{json,png}}")
 
 
 if __name__ == "__main__":

@@ -202,20 +202,30 @@ def read_run(path: str, label: Optional[str] = None,
 
 
 def differing_settings(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
-  """{setting: {label: value}} for the settings whose values are not the same in every run
-  (missing counts as a value). Settings that only name each run's own directory are left out
-  (MODEL_DIR and the like always differ)."""
+  """{setting: {label: value or None}} for the settings that take two or more values among the
+  runs that record them. Settings that only name each run's own directory are left out
+  (MODEL_DIR and the like always differ); settings some runs do not record but that agree
+  wherever recorded are counted by `unrecorded_settings` instead (a run made before a file
+  existed would otherwise fill the table with every line of that file)."""
   keys = sorted(set().union(*(run.settings for run in runs)))
   out = {}
   for key in keys:
-    values = {run.label: run.settings.get(key) for run in runs}
-    if len({json.dumps(v, sort_keys=True, default=str) for v in values.values()}) <= 1:
+    present = [run for run in runs if key in run.settings]
+    if len({json.dumps(run.settings[key], sort_keys=True, default=str)
+            for run in present}) <= 1:
       continue
-    if all(isinstance(run.settings.get(key), str) and _names_own_dir(run, run.settings[key])
-           for run in runs):
+    if all(isinstance(run.settings[key], str) and _names_own_dir(run, run.settings[key])
+           for run in present):
       continue
-    out[key] = values
+    out[key] = {run.label: run.settings.get(key) for run in runs}
   return out
+
+
+def unrecorded_settings(runs: Sequence[Run]) -> dict[str, int]:
+  """{label: how many settings other runs record and this one does not} (non-zero only)."""
+  keys = set().union(*(run.settings for run in runs))
+  missing = {run.label: len(keys - set(run.settings)) for run in runs}
+  return {label: n for label, n in missing.items() if n}
 
 
 def _names_own_dir(run: Run, value: str) -> bool:
@@ -266,7 +276,7 @@ def summarize(runs: Sequence[Run]) -> dict:
                      "(LABEL=RUN_DIR)")
   datasets = sorted(set().union(*(run.f1 for run in runs)))
   return {"datasets": datasets, "runs": {run.label: run_summary(run, datasets) for run in runs},
-          "differences": differing_settings(runs)}
+          "differences": differing_settings(runs), "unrecorded": unrecorded_settings(runs)}
 
 
 def _cell(value: Optional[float]) -> str:
@@ -324,6 +334,10 @@ def format_tables(summary: Mapping[str, Any]) -> str:
         for key, values in differences.items()])
   else:
     lines.append("\nno recorded setting differs between the runs")
+  unrecorded = summary.get("unrecorded") or {}
+  if unrecorded:
+    lines.append("settings that other runs record and these do not (elsewhere equal, so not "
+                 "listed): " + ", ".join(f"{label} {n}" for label, n in unrecorded.items()))
   return "\n".join(lines)
 
 

@@ -5,6 +5,10 @@ beam, constrained and not, extracts entities from 11 texts (one long enough for 
 and writes ids, scores, entities and the shard shapes of chosen parameters as JSON.
 
     python sharded_inference_worker.py OUT.json WORK_DIR [layout,layout,...]
+
+With `--process RANK --port PORT` (2 processes x 4 fake devices, joined by jax.distributed on
+127.0.0.1) both processes load the model directory a previous run left in WORK_DIR with a global
+FSDP mesh over all 8 devices and decode the same batch; each writes OUT.json.RANK.
 """
 
 import json
@@ -40,19 +44,58 @@ def shard_shape(array) -> list[int]:
   return list(array.addressable_shards[0].data.shape)
 
 
-def main(out_path: str, work_dir: str, only: str = "") -> None:
-  assert len(jax.devices()) == 8, jax.devices()
+def make_model_dir(work_dir: str):
   vocab_path = ti.train_vocab(work_dir)
   vocabulary = vocab_lib.get_vocabulary(vocab_path)
   config = ti.tiny_config(vocabulary.vocab_size)
   model_dir = ti.write_model_dir(os.path.join(work_dir, "run"), vocab_path, config,
                                  ti.random_params(config, seed=3), step=1)
-  # 5 prompts padded to 32 tokens: the batch is not a multiple of the 8 devices.
+  return model_dir, vocabulary
+
+
+def input_batch(vocabulary) -> np.ndarray:
+  """5 prompts padded to 32 tokens: the batch is not a multiple of the 8 devices."""
   rows = [vocabulary.encode(prompts.format_input(text, ti.TYPES))[:31] + [vocabulary.eos_id]
           for text in TEXTS[:5]]
   inputs = np.zeros((len(rows), ti.FEATURE_LENGTHS["inputs"]), np.int32)
   for index, row in enumerate(rows):
     inputs[index, :len(row)] = row
+  return inputs
+
+
+def main_two_processes(out_path: str, work_dir: str, rank: int, port: int) -> None:
+  jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=rank)
+  assert len(jax.devices()) == 8 and len(jax.local_devices()) == 4, jax.devices()
+  # The model directory the 8-device run wrote (`main`, same WORK_DIR): both processes load it.
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  model_dir = os.path.join(work_dir, "run")
+  vocabulary = vocab_lib.get_vocabulary(os.path.join(work_dir, "char.model"))
+  partitioner = partitioning.preset_partitioner("fsdp")  # over all 8 devices of both hosts
+  extractor = inference.Extractor.load(model_dir, partitioning=partitioner, batch_size=5,
+                                       beam_size=BEAM_SIZE)
+  embedding = extractor.params["token_embedder"]["embedding"]
+  output = extractor.decoder.decode(
+      extractor.model, extractor.params, input_batch(vocabulary),
+      constraints.NerCopyConstraint.from_vocabulary(vocabulary), beam_size=BEAM_SIZE,
+      max_decode_length=MAX_DECODE_LENGTH, eos_id=extractor.eos_id, stopping="best")
+  result = {
+      "mesh": dict(extractor.decoder.mesh.shape),
+      "local_shards": len(embedding.addressable_shards),
+      "shard": shard_shape(embedding),
+      "tokens": output.tokens.tolist(),
+      "scores": [[float(s) if np.isfinite(s) else None for s in row] for row in output.scores],
+      "entities": extractor.extract(TEXTS, ti.TYPES),
+  }
+  with open(f"{out_path}.{rank}", "w", encoding="utf-8") as handle:
+    json.dump(result, handle, ensure_ascii=False, indent=1)
+  multihost_utils.sync_global_devices("done")
+
+
+def main(out_path: str, work_dir: str, only: str = "") -> None:
+  assert len(jax.devices()) == 8, jax.devices()
+  model_dir, vocabulary = make_model_dir(work_dir)
+  config = ti.tiny_config(vocabulary.vocab_size)
+  inputs = input_batch(vocabulary)
   constraint = constraints.NerCopyConstraint.from_vocabulary(vocabulary)
   report = {"vocab_size": vocabulary.vocab_size}
   for name in LAYOUTS:
@@ -98,6 +141,9 @@ def main(out_path: str, work_dir: str, only: str = "") -> None:
                      for row in output.scores]}
     result["entities"] = extractor.extract(TEXTS, ti.TYPES)
     result["stats"] = extractor.stats
+    if name in ("single", "fsdp"):  # the teacher-forced scoring pass on the sharded params
+      tokens = result["decodes"]["beam3_constrained"]["tokens"][0][0]
+      result["entities_from_output"] = extractor.entities_from_output(TEXTS[0], ti.TYPES, tokens)
     report[name] = result
     print(name, result["mesh"], "done", flush=True)
   with open(out_path, "w", encoding="utf-8") as handle:
@@ -105,4 +151,8 @@ def main(out_path: str, work_dir: str, only: str = "") -> None:
 
 
 if __name__ == "__main__":
-  main(*sys.argv[1:4])
+  if "--process" in sys.argv:
+    main_two_processes(sys.argv[1], sys.argv[2], int(sys.argv[sys.argv.index("--process") + 1]),
+                       int(sys.argv[sys.argv.index("--port") + 1]))
+  else:
+    main(*sys.argv[1:4])

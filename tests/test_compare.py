@@ -122,6 +122,12 @@ def test_t5x_run_and_extra_eval_dirs(tmp_path):
   assert summary["runs"]["bare"]["datasets"]["resume"]["last"] == 7.5
   assert summary["runs"]["bare"]["datasets"]["cluener"]["last"] is None
   assert summary["runs"]["bare"]["mean_last"] is None  # cluener never evaluated
+  # bare records none of T5X's 5 gin settings: counted, not listed as differences.
+  assert summary["differences"] == {} and summary["unrecorded"] == {"bare": 5}
+  assert compare.format_tables(summary).splitlines()[-2:] == [
+      "no recorded setting differs between the runs",
+      "settings that other runs record and these do not (elsewhere equal, so not listed): "
+      "bare 5"]
   # t5x.eval's EVAL_OUTPUT_DIR for a run: its inference_eval/ holds the metrics files.
   _write(str(tmp_path / "t5x_eval" / "inference_eval" / "punified_ner_resume-metrics.jsonl"),
          '{"step": 900, "macro_f1": 41.0}\n')

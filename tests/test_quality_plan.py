@@ -139,3 +139,6 @@ def test_seed_comparison_includes_the_quality_runs_of_seed_0(tmp_path):
   assert {label: run["datasets"]["resume"]["last"] for label, run in summary["runs"].items()} == {
       "joint_adapt_seed0": 44.4, "joint_adapt_seed1": 41.0}
   assert (tmp_path / "w" / "compare_seed" / "compare.png").exists()
+  mixing.copy_results(str(tmp_path / "results"), {"compare": {"seed": summary, "mixing": None}})
+  assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
+      "mixing.json", "mixing_seed.json", "mixing_seed.png"]

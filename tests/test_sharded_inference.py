@@ -30,13 +30,19 @@ SCORE_TOLERANCE = dict(rtol=1e-5, atol=2e-5)
 
 
 @pytest.fixture(scope="module")
-def eight_device_report(tmp_path_factory):
+def eight_device_run(tmp_path_factory):
+  """(work directory holding the model directory `run/` and `char.model`, the worker's report)."""
   work = tmp_path_factory.mktemp("sharded_inference")
   out = work / "report.json"
   result = th.run_python([os.path.join(th.TESTS_DIR, "sharded_inference_worker.py"), str(out),
                           str(work)], env=th.subprocess_env(devices=8), cwd=str(work), timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(out.read_text(encoding="utf-8"))
+  return work, json.loads(out.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def eight_device_report(eight_device_run):
+  return eight_device_run[1]
 
 
 def _scores(values):
@@ -67,6 +73,11 @@ def test_every_layout_decodes_like_one_device(eight_device_report):
              [{k: v for k, v in e.items() if k != "score"} for e in expected], name
       np.testing.assert_allclose([e["score"] for e in got], [e["score"] for e in expected],
                                  **SCORE_TOLERANCE)
+  # Scoring a given output (a teacher-forced pass) with FSDP-sharded parameters.
+  scored, reference = report["fsdp"]["entities_from_output"], single["entities_from_output"]
+  assert scored and [e["text"] for e in scored] == [e["text"] for e in reference]
+  np.testing.assert_allclose([e["score"] for e in scored], [e["score"] for e in reference],
+                             **SCORE_TOLERANCE)
   # The comparison is not vacuous: the random model finds entities, the long text is windowed.
   assert single["stats"]["entities"] > 5 and single["stats"]["split_texts"] >= 1
 
@@ -164,3 +175,79 @@ def test_bad_parameters_and_inputs_fail_clearly():
     decoder.decode(model, placed, np.ones((3,), np.int32), beam_size=1, max_decode_length=4)
   with pytest.raises(TypeError, match="integer ids, got float32"):
     decoder.decode(model, placed, np.ones((2, 3), np.float32), beam_size=1, max_decode_length=4)
+  # Further keywords go to generate.decode_batch as they are.
+  with pytest.raises(TypeError, match="unexpected keyword argument 'no_such_option'"):
+    decoder.decode(model, placed, np.ones((2, 3), np.int32), beam_size=1, max_decode_length=4,
+                   no_such_option=True)
+
+
+def test_batch_inference_with_the_fsdp_preset_writes_one_devices_predictions(tmp_path):
+  """`python -m punified_jax.infer` on 8 devices with gin/partitioning/fsdp.gin writes the
+  predictions one device writes (built-in corpus, a random tiny model: the entities are noise,
+  but the same noise)."""
+  import test_inference as ti  # pylint: disable=g-import-not-at-top
+  from punified_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  vocab_path = ti.train_vocab(tmp_path)
+  config = ti.tiny_config(vocab_lib.get_vocabulary(vocab_path).vocab_size)
+  model_dir = ti.write_model_dir(tmp_path / "run", vocab_path, config,
+                                 ti.random_params(config, seed=5), step=3)
+  outputs = {}
+  for devices, extra in ((1, []), (8, ["--gin_file=gin/partitioning/fsdp.gin"])):
+    out_dir = tmp_path / f"predictions_{devices}"
+    env = th.subprocess_env(devices=devices)
+    env["PUNIFIED_RAW_DIR"] = "builtin"
+    result = th.run_python(
+        ["-m", "punified_jax.infer", "--gin_file=gin/runs/infer.gin", *extra,
+         f"--gin.MODEL_DIR={model_dir}", f"--gin.INFER_OUTPUT_DIR={out_dir}",
+         "--gin.MIXTURE_OR_TASK_NAME=punified_ner_resume", "--gin.INFER_SPLIT=validation",
+         "--gin.INFER_MAX_EXAMPLES=7", "--gin.INFER_BATCH_SIZE=3", "--gin.INFER_BEAM_SIZE=2"],
+        env=env, cwd=th.REPO_ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mesh = "{'data': 1, 'model': 1}" if devices == 1 else "{'data': 8, 'model': 1}"
+    assert f"decoding on MeshDecoder(mesh={mesh}" in result.stdout
+    outputs[devices] = th.read_jsonl(str(out_dir / "resume-validation.jsonl"))
+  one, eight = outputs[1], outputs[8]
+  assert len(one) == len(eight) == 7
+  assert sum(len(row["entities"]) for row in one) > 0
+  for row_one, row_eight in zip(one, eight):
+    strip = lambda entities: [{k: v for k, v in e.items() if k != "score"} for e in entities]
+    assert {**row_one, "entities": strip(row_one["entities"])} == \
+           {**row_eight, "entities": strip(row_eight["entities"])}
+    np.testing.assert_allclose([e["score"] for e in row_eight["entities"]],
+                               [e["score"] for e in row_one["entities"]], **SCORE_TOLERANCE)
+
+
+def test_two_processes_decode_over_one_global_fsdp_mesh(tmp_path, eight_device_run):
+  """2 processes x 4 fake devices joined on 127.0.0.1: a global FSDP mesh over all 8 devices
+  (each process holds 4 shards of each parameter) decodes one device's ids and entities, and
+  both processes get the whole result."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  work, eight_device_report = eight_device_run
+  port = th.free_port()
+  out = tmp_path / "report.json"
+  env = th.subprocess_env(devices=4)
+  workers = [subprocess.Popen(
+      [sys.executable, os.path.join(th.TESTS_DIR, "sharded_inference_worker.py"), str(out),
+       str(work), "--process", str(rank), "--port", str(port)],
+      env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for rank in range(2)]
+  try:
+    results = [worker.communicate(timeout=600) for worker in workers]
+  finally:
+    for worker in workers:
+      if worker.poll() is None:
+        worker.kill()
+  for worker, (_, stderr) in zip(workers, results):
+    assert worker.returncode == 0, stderr[-3000:]
+  single = eight_device_report["single"]
+  for rank in range(2):
+    report = json.loads((tmp_path / f"report.json.{rank}").read_text(encoding="utf-8"))
+    assert report["mesh"] == {"data": 8, "model": 1}
+    assert report["local_shards"] == 4 and report["shard"] == [399, 8]
+    assert report["tokens"] == single["decodes"]["beam3_constrained"]["tokens"], rank
+    np.testing.assert_allclose(_scores(report["scores"]),
+                               _scores(single["decodes"]["beam3_constrained"]["scores"]),
+                               **SCORE_TOLERANCE)
+    assert [[(e["type"], e["start"], e["end"]) for e in row] for row in report["entities"]] == \
+           [[(e["type"], e["start"], e["end"]) for e in row] for row in single["entities"]]

@@ -103,10 +103,11 @@ def _split_types(value: Optional[str]) -> Optional[list[str]]:
   return [name.strip() for name in value.split(",")]
 
 
-def _error(line: int, field: str, message: str, out: TextIO) -> None:
+def _error(line: int, field: str, message: str, out: TextIO, quiet: bool = False) -> None:
   out.write(json.dumps({"line": line, "field": field, "error": message},
                        ensure_ascii=False) + "\n")
-  print(f"error: line {line}: {field}: {message}", file=sys.stderr)
+  if not quiet:
+    print(f"error: line {line}: {field}: {message}", file=sys.stderr)
 
 
 class LineChecker:
@@ -137,9 +138,9 @@ class LineChecker:
     return request
 
 
-def _chunks(lines: Iterable[bytes | str], size: int):
+def _chunks(lines: Iterable[bytes | str], size: int, first_line: int = 1):
   chunk = []
-  for number, raw in enumerate(lines, start=1):
+  for number, raw in enumerate(lines, start=first_line):
     chunk.append((number, raw))
     if len(chunk) == size:
       yield chunk
@@ -167,12 +168,15 @@ def _extract_isolating_errors(extractor, requests: list[validation.LineRequest])
 def process_lines(extractor, lines: Iterable[bytes | str], out: TextIO, *,
                   default_types: Optional[list[str]] = None,
                   default_dataset: Optional[str] = None, chunk_lines: int = 64,
-                  limits: Optional[validation.Limits] = None) -> int:
-  """Answers JSON-line requests (bytes or str lines); returns the number of failed lines."""
+                  limits: Optional[validation.Limits] = None, first_line: int = 1,
+                  quiet: bool = False) -> int:
+  """Answers JSON-line requests (bytes or str lines); returns the number of failed lines.
+  first_line: the number of the first line (error objects name lines by number); quiet: no
+  error lines on stderr."""
   checker = LineChecker(extractor, limits or validation.Limits(), default_types,
                         default_dataset)
   failed = 0
-  for chunk in _chunks(lines, max(1, chunk_lines)):
+  for chunk in _chunks(lines, max(1, chunk_lines), first_line):
     answers: list[tuple[int, Any]] = []  # (line number, LineRequest or InvalidRequest)
     for number, raw in chunk:
       if not raw.strip():
@@ -190,7 +194,7 @@ def process_lines(extractor, lines: Iterable[bytes | str], out: TextIO, *,
           item = validation.InvalidRequest("types", validation.escape(str(result), 400))
       if isinstance(item, validation.InvalidRequest):
         failed += 1
-        _error(number, item.field, item.message, out)
+        _error(number, item.field, item.message, out, quiet)
         continue
       answer: dict[str, Any] = {}
       if item.has_id:

@@ -67,6 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--no_warm_up", action="store_true",
                       help="ready at once; compile each shape on first use")
   parser.add_argument("--log_level", default="info")
+  parser.add_argument("--ray_replicas", type=int, default=0,
+                      help="serve N replicas (one model each) behind one endpoint on Ray Serve "
+                           "(needs the `ray` extra)")
+  parser.add_argument("--ray_address", default=None,
+                      help="join this Ray cluster (default: start a local Ray instance)")
 
 
 def limits_from_args(args: argparse.Namespace) -> validation.Limits:
@@ -105,6 +110,13 @@ def run(args: argparse.Namespace) -> int:
   if args.max_batch is not None and not 1 <= args.max_batch <= args.batch_size:
     print(f"error: --max_batch must be in 1..--batch_size ({args.batch_size})", file=sys.stderr)
     return 2
+  if args.ray_replicas:
+    from punified_jax.serving import ray_serve  # pylint: disable=g-import-not-at-top
+    options = {key: value for key, value in vars(args).items()
+               if not key.startswith("ray_") and key not in ("host", "port", "log_level")}
+    ray_serve.run(num_replicas=args.ray_replicas, host=args.host, port=args.port,
+                  address=args.ray_address, blocking=True, **options)
+    return 0
   try:
     app = build_app(args)
   except (OSError, ValueError, TypeError) as error:

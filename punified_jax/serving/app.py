@@ -117,6 +117,7 @@ class Service:
                    "max_queue_windows": self.settings.max_queue_windows,
                    "request_timeout_seconds": self.settings.request_timeout},
         "ready": self.ready.is_set(),
+        "process": os.getpid(),
         "warm_up_seconds": self.warm_up_seconds,
     }
 
@@ -226,7 +227,8 @@ def create_app(engine: engine_lib.Engine, settings: Settings = Settings()) -> St
 
   @contextlib.asynccontextmanager
   async def lifespan(_: Starlette):
-    threading.Thread(target=service.warm_up, name="punified-warm-up", daemon=True).start()
+    if not service.ready.is_set():  # (Ray Serve replicas warm up before they start)
+      threading.Thread(target=service.warm_up, name="punified-warm-up", daemon=True).start()
     try:
       yield
     finally:  # uvicorn got SIGTERM/SIGINT and closed its connections: drain the queue
