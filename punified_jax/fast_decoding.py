@@ -34,6 +34,13 @@ the draft continuation of the chunk row it came from; the step at which some sur
 the drafts (a new branch) is the last one from this call.  The cache is re-ordered by beam
 once per call (composed parent map), not once per token.
 
+Cost.  A call on a chunk does K positions of work (decoder, both softmaxes over the vocabulary)
+for every row, and rows that stopped early in the chunk still pay for it.  So the fast search
+saves time only where one decoder call costs about the same for 1 or K tokens per row (large
+models whose step is bound by reading the weights); on our CPU `mini` model it makes 0.4-0.5x
+the decoder calls but measured slower (BENCHMARKS.md section 2), and generate.decode_batch uses
+it only when asked (search="fast").
+
 Requirements: the constraint's allowed set must not depend on the logits (true of
 `NerCopyConstraint` and `AllowedTokensConstraint`): the draft asks it with zero logits.  The
 cache of a `ChunkFn` needs `chunk_length` positions of slack past the longest output

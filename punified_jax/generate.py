@@ -117,20 +117,15 @@ def grow_cache(cache: Any, length: int) -> Any:
   return jax.tree_util.tree_map(grow, cache)
 
 
-# decode_batch's `search`: "fast" (fast_decoding: forced tokens and copy drafts fed as chunks;
-# constrained only, unconstrained decoding falls back to step by step), "stepwise" (one
-# decoder call per output position: the reference the fast search is tested against) or "auto"
-# (the default): "fast" where it measured faster, i.e. constrained greedy; "stepwise" for beam
-# search, where the fast search makes fewer decoder calls but, on our CPU-sized models, more
-# vocabulary-wide work per call and measured slower (BENCHMARKS.md section 2).
-SEARCHES = ("auto", "fast", "stepwise")
-
-
-def chosen_search(search: str, beam_size: int) -> str:
-  """The search "auto" stands for at this beam size."""
-  if search == "auto":
-    return "fast" if beam_size == 1 else "stepwise"
-  return search
+# decode_batch's `search`: "stepwise" (the default: one decoder call per output position) or
+# "fast" (fast_decoding: forced tokens and copy drafts fed as chunks, the same results in
+# 0.3-0.5x the decoder calls; constrained only, unconstrained decoding stays step by step).
+# "fast" is not the default because on the CPU-sized models we measured (mini, vocabulary
+# ~4.9K) a call on a chunk of K tokens costs nearly K single steps (the vocabulary-wide
+# softmaxes and the small matrix products scale with K), so fewer calls did not mean less time
+# (BENCHMARKS.md section 2).  It pays where a decoder call costs the same for 1 or K tokens
+# (a large model whose step is bound by reading its weights).
+SEARCHES = ("stepwise", "fast")
 
 
 def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
@@ -139,7 +134,7 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
             stopping: str, search: str = "stepwise",
             chunk_length: int = fast_decoding.DEFAULT_CHUNK_LENGTH) -> decoding.DecodeOutput:
   lengths = cache_lengths(max_decode_length)
-  fast = chosen_search(search, beam_size) == "fast" and constraint is not None
+  fast = search == "fast" and constraint is not None
   # A chunk written at the last position of a cache length L reaches L + chunk - 1.
   slack = chunk_length if fast else 0
   step_fn, cache, row_inputs = init_decoding(model, params, encoder_input_tokens,
@@ -169,7 +164,7 @@ def _shared_transformer(config: T5Config) -> Transformer:
 def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                  constraint: Optional[decoding.LogitsConstraint] = None, *, beam_size: int = 1,
                  max_decode_length: int, alpha: float = 0.6, eos_id: int = 1,
-                 stopping: str = "all", search: str = "auto",
+                 stopping: str = "all", search: str = "stepwise",
                  chunk_length: int = fast_decoding.DEFAULT_CHUNK_LENGTH
                  ) -> decoding.DecodeOutput:
   """Jitted decoding returning tokens, summed log-probs and length-normalised scores.
@@ -179,10 +174,10 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
   traced).  The compiled program is cached per model configuration (flax modules hash by
   identity, so plain `Transformer`s are replaced by one shared instance per `T5Config`).
   `stopping`: decoding.beam_search's rule ("all", "best", "early"); greedy ignores it.
-  `search`: "fast" (constrained decoding in fewer decoder calls, same results:
-  punified_jax.fast_decoding, with chunks of `chunk_length` tokens), "stepwise" (one decoder
-  call per token) or "auto" (default: fast for greedy, stepwise for beam; see SEARCHES).
-  Without a constraint all are the step-by-step search.
+  `search`: "stepwise" (default; one decoder call per token) or "fast" (constrained
+  decoding in fewer decoder calls, same results: punified_jax.fast_decoding, with chunks of
+  `chunk_length` tokens; see SEARCHES for why it is not the default).  Without a constraint
+  both are the step-by-step search.
   """
   _validate(encoder_input_tokens, beam_size, max_decode_length, eos_id, model)
   if search not in SEARCHES:
@@ -219,7 +214,7 @@ def predict_batch(model: Transformer, params: Any, encoder_input_tokens: Array, 
                   beam_size: int = 1, max_decode_length: int, alpha: float = 0.6,
                   constraint: Optional[decoding.LogitsConstraint] = None,
                   eos_id: int = 1, stopping: str = "all",
-                  search: str = "auto") -> tuple[Array, Array]:
+                  search: str = "stepwise") -> tuple[Array, Array]:
   """Decode a batch: (tokens int32 [batch, k, len], scores float32 [batch, k]), best first.
 
   encoder_input_tokens: int [batch, input_len], 0-padded.  k = beam_size.  Scores are

@@ -122,12 +122,6 @@ def test_fast_search_equals_stepwise_on_random_requests(config, trained_params, 
   assert np.all(np.asarray(fast.decoder_calls) <= np.asarray(reference.decoder_calls))
 
 
-def test_auto_search_is_fast_for_greedy_only():
-  assert generate.chosen_search("auto", 1) == "fast"
-  assert generate.chosen_search("auto", 4) == "stepwise"
-  assert generate.chosen_search("fast", 4) == "fast"
-
-
 def test_search_argument_is_checked(config, trained_params, sp_vocab):
   net = model_lib.Transformer(config)
   inputs = jnp.asarray([_encode(sp_vocab, "北京", ["地点"])], jnp.int32)
