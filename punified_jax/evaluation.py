@@ -16,11 +16,8 @@ process 0 writes the report.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import re
 from typing import Any, Callable, Mapping
 
 import gin
@@ -31,7 +28,8 @@ import numpy as np
 from punified_jax import checkpoints as checkpoints_lib
 from punified_jax import generate
 from punified_jax import partitioning
-from punified_jax import writers
+from punified_jax import run_dir
+from punified_jax import storage
 
 logger = logging.getLogger(__name__)
 
@@ -215,18 +213,13 @@ class Evaluator:
               "num_examples": dict(self.num_examples), "beam_size": self.beam_size,
               "constrained": self.constraint is not None}
     if report_dir and jax.process_index() == 0:
-      writers.write_text_atomic(os.path.join(report_dir, f"step_{int(step)}.json"),
-                                json.dumps(result, ensure_ascii=False, indent=1, allow_nan=False))
+      storage.write_json_atomic(storage.join(report_dir, f"step_{int(step)}.json"), result,
+                                sort_keys=False, allow_nan=False)
     return result
 
   def close(self) -> None:
     if getattr(self, "_seqio", None) is not None:
       self._seqio.close()
-
-
-def _step_of(path: str) -> int | None:
-  match = re.search(r"/(\d+)/" + re.escape(checkpoints_lib.STATE_ITEM) + r"/?$", path)
-  return int(match.group(1)) if match else None
 
 
 @gin.configurable
@@ -238,13 +231,14 @@ def evaluate_checkpoint(
     output_dir: str = gin.REQUIRED,
     partitioner: partitioning.Partitioner | None = None,
 ) -> dict:
-  """Standalone evaluation of one checkpoint (a run dir, checkpoints/ or best/ dir, or step dir).
+  """Standalone evaluation of one checkpoint (a run dir -- its best checkpoint if kept, else the
+  latest, run_dir's rule --, a checkpoints/ or best/ dir, or a step dir; local or gs://).
 
   Writes `<output_dir>/step_<N>.json` (N = the checkpoint's step) and returns the result.
   """
   partitioner = partitioner or partitioning.Partitioner()
-  item_dir = checkpoints_lib.resolve_params_checkpoint(checkpoint_path)
-  step = _step_of(item_dir)
+  chosen = run_dir.resolve_checkpoint_path(checkpoint_path)
+  item_dir, step = chosen.item_dir, chosen.step
   abstract_boxed = jax.eval_shape(
       lambda rng: model.init(rng, jnp.ones((1, 1), jnp.int32), jnp.ones((1, 1), jnp.int32),
                              jnp.ones((1, 1), jnp.int32), enable_dropout=False)["params"],

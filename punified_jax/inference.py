@@ -70,7 +70,6 @@ import functools
 import json
 import logging
 import math
-import os
 import time
 from typing import Any, Iterable, Optional, Sequence
 
@@ -227,24 +226,22 @@ class Extractor:
            alpha: float = 0.6, stopping: str = "best") -> "Extractor":
     """An Extractor for the model in `model_dir` (written by the trainer or from_t5x).
 
-    Reads `punified_model.json` (model_info), the vocabulary copy and one parameter checkpoint:
-    checkpoint="auto" (default) takes the best-by-mean-F1 checkpoint (`<model_dir>/best/`)
-    when the run kept one, else the latest in `<model_dir>/checkpoints/`; "best" and "latest"
-    insist on one of them; any other value is a checkpoint path (run, step or state dir).
+    Reads `punified_model.json` (model_info), the vocabulary copy and one parameter checkpoint,
+    chosen by run_dir's rule: checkpoint="auto" (default) takes the best-by-mean-F1 checkpoint
+    (`<model_dir>/best/`) when the run kept one, else the latest in `<model_dir>/checkpoints/`;
+    "best" and "latest" insist on one of them; a step number; any other value is a checkpoint
+    path (run, step or state dir).  `model_dir` may be local or gs://.
     max_input_length / max_decode_length default to the run's task feature lengths (512 when
     unrecorded).
     """
     from punified_jax import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
     from punified_jax import model_info as model_info_lib  # pylint: disable=g-import-not-at-top
-    from punified_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+    from punified_jax import run_dir  # pylint: disable=g-import-not-at-top
     info = model_info_lib.load_model_info(model_dir)
     vocabulary = info.vocabulary()
-    path = _choose_checkpoint(info.model_dir, checkpoint, checkpoints_lib)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abstract = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                                              sharding=device),
-                            model_lib.param_shapes(info.t5_config))
-    params = checkpoints_lib.restore_params(path, abstract)
+    chosen = run_dir.checkpoint_for(info.model_dir, checkpoint)
+    params = checkpoints_lib.restore_params(chosen.item_dir,
+                                            run_dir.single_device_abstract(info.t5_config))
     lengths = info.task_feature_lengths or {}
     extractor = cls(
         info.t5_config, params, vocabulary, beam_size=beam_size, constrained=constrained,
@@ -252,7 +249,7 @@ class Extractor:
         max_input_length=max_input_length or lengths.get("inputs", DEFAULT_FEATURE_LENGTH),
         max_decode_length=max_decode_length or lengths.get("targets", DEFAULT_FEATURE_LENGTH),
         alpha=alpha, stopping=stopping, known_types=info.extra.get("prompt_names"))
-    extractor.checkpoint_path = checkpoints_lib.resolve_params_checkpoint(path)
+    extractor.checkpoint_path = chosen.item_dir
     logger.info("extractor: %s (beam %d, %s)", extractor.checkpoint_path, beam_size,
                 "constrained" if constrained else "unconstrained")
     return extractor
@@ -685,35 +682,6 @@ def _check_texts(texts: Any) -> list[str]:
   return texts
 
 
-def _choose_checkpoint(model_dir: str, checkpoint: str, checkpoints_lib) -> str:
-  """The checkpoint path `Extractor.load` restores (see its docstring)."""
-  best = os.path.join(model_dir, checkpoints_lib.BEST_SUBDIR)
-  latest = os.path.join(model_dir, checkpoints_lib.CHECKPOINTS_SUBDIR)
-
-  def has_steps(directory: str) -> bool:
-    try:
-      checkpoints_lib.resolve_params_checkpoint(directory)
-      return True
-    except FileNotFoundError:
-      return False
-
-  if checkpoint == "auto":
-    if has_steps(best):
-      return best
-    if has_steps(latest):
-      return latest
-    # A from_t5x directory names its checkpoint; a run directory falls back to its newest.
-    return model_dir
-  if checkpoint == "best":
-    if not has_steps(best):
-      raise FileNotFoundError(f"{model_dir} has no best checkpoint ({best}): the run kept "
-                              "none (no evaluation?); use checkpoint='latest'")
-    return best
-  if checkpoint == "latest":
-    return latest
-  return checkpoint
-
-
 @gin.configurable
 def infer_splits(*, model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
           output_dir: str = gin.REQUIRED, split: str = "test", checkpoint: str = "auto",
@@ -733,7 +701,7 @@ def infer_splits(*, model_dir: str = gin.REQUIRED, mixture_or_task_name: str = g
       reports.dataset_of(t.name) for t in getattr(provider, "tasks", [provider])))
   extractor = Extractor.load(model_dir, checkpoint=checkpoint, beam_size=beam_size,
                                        constrained=constrained, batch_size=batch_size)
-  os.makedirs(output_dir, exist_ok=True)
+  from punified_jax import storage  # pylint: disable=g-import-not-at-top
   written = {}
   for dataset in datasets:
     splits = tasks.load_examples(config, dataset)
@@ -744,15 +712,15 @@ def infer_splits(*, model_dir: str = gin.REQUIRED, mixture_or_task_name: str = g
     types = entity_types.prompt_names(dataset)
     start = time.time()
     results = extractor.extract([ex.text for ex in examples], types)
-    path = os.path.join(output_dir, f"{dataset}-{split}.jsonl")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-      for index, (ex, entities) in enumerate(zip(examples, results)):
-        gold = [{"type": entity_types.prompt_name(dataset, s.type), "text": s.text_in(ex.text),
-                 "start": s.start, "end": s.end} for s in ex.spans]
-        f.write(json.dumps({"id": f"{dataset}-{split}-{index}", "text": ex.text,
-                            "types": list(types), "entities": entities, "gold": gold},
-                           ensure_ascii=False) + "\n")
-    os.replace(path + ".tmp", path)
+    path = storage.join(output_dir, f"{dataset}-{split}.jsonl")
+    lines = []
+    for index, (ex, entities) in enumerate(zip(examples, results)):
+      gold = [{"type": entity_types.prompt_name(dataset, s.type), "text": s.text_in(ex.text),
+               "start": s.start, "end": s.end} for s in ex.spans]
+      lines.append(json.dumps({"id": f"{dataset}-{split}-{index}", "text": ex.text,
+                               "types": list(types), "entities": entities, "gold": gold},
+                              ensure_ascii=False) + "\n")
+    storage.write_text_atomic(path, "".join(lines))
     written[dataset] = path
     print(f"{dataset}/{split}: {len(examples)} sentences in {time.time() - start:.1f}s -> {path}",
           flush=True)
