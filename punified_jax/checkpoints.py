@@ -2,19 +2,19 @@
 preemption.  Orbax only: where a run keeps its checkpoints and which one to load is run_dir.py's
 business; this module is handed directories.
 
-A step directory holds two items:
+A step directory holds these items (the trainer also saves `input`; the best tracker state and meta):
 
     <directory>/<step>/state/   the train state {"step", "params", "opt_state"}
     <directory>/<step>/meta/    JSON: step, consumed batches, data settings
+    <directory>/<step>/input/   each input shard's tf.data iterator state (input_state.py)
 
 Atomicity: orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames it to `<step>`
 only after every item (and, on several hosts, every process) is finished; `latest_step()` lists
 finished steps only, so a save killed half-way leaves a temporary directory that is ignored (and
 deleted at the next start), never a "latest" that cannot be restored.
 
-Resume: the meta item records how many batches the run consumed; the trainer rebuilds the
-deterministic input pipeline and skips that many batches (see trainer.py for why that beats
-checkpointing tf.data iterators).
+Resume: the trainer restores the state, then the input position from the `input` item (or, when
+a step has none, skips the consumed batches the meta item records; see input_state.py).
 """
 
 from __future__ import annotations
@@ -51,11 +51,12 @@ class Checkpointer:
     save_interval_steps: periodic saves happen at multiples of this; `save(force=True)` ignores it.
     async_save: write in a background thread while training continues (`wait()` joins it).
     best_fn / best_mode: keep the best steps by a metric instead of the newest (the "best" dir).
+    extra_item_names: more items a step may hold (see `save(extra_items=...)`).
   """
 
   def __init__(self, directory: str, *, max_to_keep: int | None = 3, save_interval_steps: int = 1000,
                async_save: bool = True, best_metric: str | None = None, best_mode: str = "max",
-               read_only: bool = False):
+               read_only: bool = False, extra_item_names: tuple[str, ...] = ()):
     self.directory = _abspath(directory)
     self.save_interval_steps = max(1, int(save_interval_steps))
     best_fn = (lambda metrics: float(metrics[best_metric])) if best_metric else None
@@ -70,7 +71,7 @@ class Checkpointer:
         create=not read_only,
         read_only=read_only,
     )
-    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=(STATE_ITEM, META_ITEM))
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=(STATE_ITEM, META_ITEM, *extra_item_names))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -86,8 +87,12 @@ class Checkpointer:
     return step % self.save_interval_steps == 0
 
   def save(self, step: int, state: Any, meta: Mapping[str, Any], *, force: bool = False,
-           metrics: Mapping[str, float] | None = None) -> bool:
-    """Saves if `step` is due (or `force`); returns whether a save was started."""
+           metrics: Mapping[str, float] | None = None, extra_items: Mapping[str, Any] | None = None) -> bool:
+    """Saves if `step` is due (or `force`); returns whether a save was started.
+
+    `extra_items`: more orbax items of the step ({name: CheckpointArgs}, e.g. the input position
+    of input_state.py), committed atomically with the state.
+    """
     if not force and not self.should_save(step):
       return False
     if step in self._manager.all_steps():
@@ -95,7 +100,7 @@ class Checkpointer:
     return self._manager.save(
         step,
         args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state),
-                                   META_ITEM: ocp.args.JsonSave(dict(meta))}),
+                                   META_ITEM: ocp.args.JsonSave(dict(meta)), **dict(extra_items or {})}),
         metrics=dict(metrics) if metrics is not None else None,
         force=True,
     )
@@ -111,6 +116,18 @@ class Checkpointer:
                                    META_ITEM: ocp.args.JsonRestore()}),
     )
     return restored[STATE_ITEM], dict(restored[META_ITEM] or {})
+
+  def restore_item(self, step: int, name: str, args: Any) -> Any | None:
+    """Restores one extra item of `step` (see `save`); None when that step has no such item."""
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(**{name: args}))
+    except KeyError:
+      return None
+    return restored[name]
+
+  def read_meta(self, step: int) -> dict:
+    restored = self._manager.restore(step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))
+    return dict(restored[META_ITEM] or {})
 
   def reached_preemption(self, step: int) -> bool:
     """True on every host at the step JAX's preemption service chose after a SIGTERM (multi-host)."""

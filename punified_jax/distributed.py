@@ -301,3 +301,73 @@ def initialize_from_args(args) -> DistributedConfig:
     ids = _parse_ids(args.local_device_ids, "--local_device_ids")
   return initialize(args.coordinator_address, args.num_processes, args.process_id, mode=args.distributed,
                     local_device_ids=ids)
+
+
+# ------------------------------------------------------------------------------------------------
+# Start-up agreement: every process must see the same settings (e.g. the data source).
+# ------------------------------------------------------------------------------------------------
+
+_KV_TIMEOUT_MS = 120_000  # every process publishes at start-up; a late host gets two minutes
+
+
+class SettingsMismatchError(ValueError):
+  """Processes of one run see different settings (e.g. different data directories)."""
+
+
+def settings_fingerprint(settings: Mapping) -> str:
+  """sha256 of the settings' canonical JSON (sorted keys): equal settings, equal fingerprints."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  text = json.dumps(settings, sort_keys=True, ensure_ascii=False, default=str)
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def describe_mismatch(what: str, by_process: Sequence[Mapping]) -> str | None:
+  """None when every process's settings are equal, else a message naming the differing keys
+  and each process's value (pure, so the wording is unit-tested without processes)."""
+  fingerprints = [settings_fingerprint(s) for s in by_process]
+  if len(set(fingerprints)) <= 1:
+    return None
+  keys = sorted({k for s in by_process for k in s})
+  differing = [k for k in keys if len({settings_fingerprint({"v": s.get(k)}) for s in by_process}) > 1]
+  lines = [f"the {len(by_process)} processes of this run see different {what} "
+           f"(fingerprints {', '.join(f[:12] for f in fingerprints)}); every host must be given the "
+           "same settings (same environment variables and gin files). Differences:"]
+  for key in differing:
+    values = "; ".join(f"process {i}: {s.get(key)!r}" for i, s in enumerate(by_process))
+    lines.append(f"  {key}: {values}")
+  return "\n".join(lines)
+
+
+def check_same_settings(what: str, settings: Mapping, *, key: str = "settings") -> None:
+  """Exchanges `settings` between all processes at start-up and raises SettingsMismatchError on
+  EVERY process when any differ (so no process runs on to hang in a collective).
+
+  Uses the coordination service's key-value store that `jax.distributed.initialize` started
+  (each process publishes its settings as JSON under `punified/<key>/<index>` and reads all);
+  a single process returns at once.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  count = jax.process_count()
+  if count <= 1:
+    return
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  client = jax_distributed.global_state.client
+  text = json.dumps(settings, sort_keys=True, ensure_ascii=False, default=str)
+  if client is None:  # no coordination service (should not happen with process_count > 1)
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    digest = np.frombuffer(bytes.fromhex(settings_fingerprint(settings)), np.uint8)
+    gathered = np.asarray(multihost_utils.process_allgather(digest))
+    if not (gathered == gathered[0]).all():
+      raise SettingsMismatchError(f"the processes of this run see different {what} "
+                                  f"(this is process {jax.process_index()}: {text})")
+    return
+  client.key_value_set(f"punified/{key}/{jax.process_index()}", text)
+  by_process = [json.loads(client.blocking_key_value_get(f"punified/{key}/{index}", _KV_TIMEOUT_MS))
+                for index in range(count)]
+  message = describe_mismatch(what, by_process)
+  if message:
+    raise SettingsMismatchError(message)
+  logger.info("all %d processes see the same %s (%s)", count, what, settings_fingerprint(settings)[:12])

@@ -12,10 +12,22 @@ tasks (the paper picks checkpoints by mean F1 over datasets), a JSON report per 
 Every host runs the same evaluation (each holds the whole, small, eval set): the input batch is
 a global array sharded over `data`, and the decoded ids are gathered back to every host. Only
 process 0 writes the report.
+
+The split is `eval_split` (gin `EVAL_SPLIT` in eval_base.gin, `--split` on the eval command;
+training always selects its best checkpoint on `validation`). A split without gold annotations
+is never scored: a task whose source says the split is unlabeled (CLUENER's test file, an
+untagged release file) or whose split holds no gold mention is left out and named in the
+report's "unscored"; when that leaves nothing to score, it is an error.
+
+Beside each `step_<N>.json`, every task's per-example predictions are written as JSON lines to
+`<report_dir>/predictions/<task>_step_<N>.jsonl`: for NER tasks {"index", "id", "text", "types",
+"gold", "predicted", "per_type": {type: {"gold", "predicted"}}, "generation"}, mentions as
+[type, span text] pairs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any, Callable, Mapping
@@ -29,9 +41,20 @@ from punified_jax import checkpoints as checkpoints_lib
 from punified_jax import generate
 from punified_jax import partitioning
 from punified_jax import run_dir
+from punified_jax import sharded_decoding
 from punified_jax import storage
 
 logger = logging.getLogger(__name__)
+
+PREDICTIONS_SUBDIR = run_dir.PREDICTIONS_DIR  # under the eval report directory (see module docstring)
+
+
+class UnlabeledSplitError(ValueError):
+  """Evaluation was asked to score only splits that carry no gold annotations."""
+
+
+def predictions_path(report_dir: str, task_name: str, step: int) -> str:
+  return storage.join(report_dir, PREDICTIONS_SUBDIR, f"{task_name}_step_{int(step)}.jsonl")
 
 
 def _json_ready(value: Any) -> Any:
@@ -122,6 +145,8 @@ class Evaluator:
         async_compute_metrics=False,
         use_memory_cache=True,
     )
+    self.eval_split = eval_split
+    self.unscored = self._drop_unlabeled_tasks(mixture_or_task_name, eval_split)
     self.enabled = bool(self._seqio.eval_tasks)
     if not self.enabled:
       logger.warning("%s: no task has a %r split with metric functions; evaluation disabled",
@@ -139,23 +164,45 @@ class Evaluator:
     self.num_examples = {name: int(ds.cardinality().numpy())
                          for name, ds in self._seqio.cached_task_datasets.items()}
 
+  def _drop_unlabeled_tasks(self, name: str, split: str) -> dict[str, str]:
+    """Leaves out tasks whose `split` has no gold annotations; {task: reason}. Raises when no
+    task is left to score (a split with no gold is never scored, not even as an F1 of zero)."""
+    unscored = {}
+    for task in self._seqio.eval_tasks:
+      gold_problem = getattr(task.source, "gold_problem", None)
+      reason = gold_problem(split) if callable(gold_problem) else None
+      if reason:
+        unscored[task.name] = reason
+    if not unscored:
+      return {}
+    for task_name, reason in unscored.items():
+      logger.warning("%s: not scored on %r: %s", task_name, split, reason)
+      if jax.process_index() == 0:
+        print(f"not scored: {task_name} ({split}): {reason}", flush=True)
+    # seqio iterates `eval_tasks` when it decodes and scores; the cached datasets of the tasks
+    # left out are simply not used.
+    self._seqio._eval_tasks = [t for t in self._seqio.eval_tasks  # pylint: disable=protected-access
+                               if t.name not in unscored]
+    if not self._seqio.eval_tasks:
+      raise UnlabeledSplitError(
+          f"{name}: nothing to score on the {split!r} split: "
+          + "; ".join(f"{t}: {r}" for t, r in unscored.items())
+          + ". Use `python -m punified_jax.infer` (INFER_SPLIT) to write predictions for an "
+          "unlabeled split.")
+    return unscored
+
   # Decoding --------------------------------------------------------------------------------
 
   def _decode(self, params, encoder_input_tokens: np.ndarray) -> np.ndarray:
-    """[batch, input_len] host ids -> [batch, max_decode_length] best-beam ids on every host."""
-    sharding = self.partitioner.data_sharding
-    tokens = jax.make_array_from_callback(encoder_input_tokens.shape, sharding,
-                                          lambda index: encoder_input_tokens[index])
-    with self.partitioner.activation_context():
-      decoded, _ = generate.predict_batch(self.model, params, tokens, beam_size=self.beam_size,
-                                          max_decode_length=self.max_decode_length, alpha=self.alpha,
-                                          constraint=self.constraint, eos_id=self.eos_id,
-                                          stopping=self.stopping)
-    best = decoded[:, 0, :]
-    if best.is_fully_addressable:
-      return np.asarray(best)
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    return np.asarray(multihost_utils.process_allgather(best, tiled=True))
+    """[batch, input_len] host ids -> [batch, max_decode_length] best-beam ids on every host.
+
+    Rows over the mesh's `data` axis, parameters as they are sharded, the result gathered to
+    every host (sharded_decoding.MeshDecoder)."""
+    decoded = sharded_decoding.MeshDecoder(self.partitioner).decode(
+        self.model, params, encoder_input_tokens, self.constraint, beam_size=self.beam_size,
+        max_decode_length=self.max_decode_length, alpha=self.alpha, eos_id=self.eos_id,
+        stopping=self.stopping)
+    return decoded.tokens[:, 0, :]
 
   def _predict_fn(self, params):
 
@@ -197,7 +244,8 @@ class Evaluator:
     """
     if not self.enabled:
       return {"step": step, "tasks": {}, "mean": None, "selection_metric": self.selection_metric}
-    metrics_future, _ = self._seqio.evaluate(compute_metrics=True, step=step, predict_fn=self._predict_fn(params))
+    metrics_future, outputs = self._seqio.evaluate(compute_metrics=True, step=step,
+                                                   predict_fn=self._predict_fn(params))
     all_metrics = metrics_future.result() or {}
     tasks = {name: _json_ready(dict(values)) for name, values in all_metrics.items()}
     selected = []
@@ -210,16 +258,70 @@ class Evaluator:
       selected.append(float(value))
     mean = float(np.mean(selected)) if selected else None
     result = {"step": int(step), "selection_metric": self.selection_metric, "mean": mean, "tasks": tasks,
-              "num_examples": dict(self.num_examples), "beam_size": self.beam_size,
-              "constrained": self.constraint is not None}
+              "num_examples": {k: v for k, v in self.num_examples.items() if k in tasks},
+              "beam_size": self.beam_size, "constrained": self.constraint is not None,
+              "split": self.eval_split, "unscored": dict(self.unscored)}
     if report_dir and jax.process_index() == 0:
+      self._write_predictions(outputs, report_dir, step)
       storage.write_json_atomic(storage.join(report_dir, f"step_{int(step)}.json"), result,
                                 sort_keys=False, allow_nan=False)
     return result
 
+  def _write_predictions(self, outputs: Mapping[str, Any], report_dir: str, step: int) -> None:
+    """One JSON line per evaluated example and task (see the module docstring)."""
+    import seqio  # pylint: disable=g-import-not-at-top
+    for task in self._seqio.eval_tasks:
+      tokens = outputs.get(task.name, {}).get(seqio.metrics.ModelOutputType.PREDICTION)
+      if tokens is None:
+        continue
+      vocabulary = task.output_features["targets"].vocabulary
+      examples = self._seqio.cached_task_datasets[task.name].as_numpy_iterator()
+      lines = [json.dumps(_json_ready(prediction_record(task, index, example, vocabulary.decode(
+          [int(t) for t in ids]))), ensure_ascii=False, allow_nan=False)
+               for index, (example, ids) in enumerate(zip(examples, tokens))]
+      storage.write_text_atomic(predictions_path(report_dir, task.name, step),
+                                "".join(line + "\n" for line in lines))
+
   def close(self) -> None:
     if getattr(self, "_seqio", None) is not None:
       self._seqio.close()
+
+
+def _text(value: Any) -> str | None:
+  if value is None:
+    return None
+  return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def prediction_record(task, index: int, example: Mapping[str, Any], generation: str) -> dict:
+  """One example's line of the predictions file: gold and predicted mentions, also per type.
+
+  NER tasks (our postprocessor) are parsed as the metric parses them; other tasks get their
+  input, target and generation as text.
+  """
+  from punified_jax import metrics  # pylint: disable=g-import-not-at-top
+  targets = _text(example.get("targets_pretokenized"))
+  if getattr(task, "_postprocess_fn", None) is not metrics.ner_postprocessor:  # seqio keeps it there
+    return {"index": index, "inputs": _text(example.get("inputs_pretokenized")), "target": targets,
+            "generation": generation}
+  gold = metrics.ner_postprocessor(targets, example=example, is_target=True)
+  predicted = metrics.ner_postprocessor(generation, example=example, is_target=False)
+  types = list(gold["types"] or [])
+  for type_name, _ in gold["mentions"] + predicted["mentions"]:
+    if type_name not in types:
+      types.append(type_name)  # an unrequested type the model produced still gets a row
+  return {
+      "index": index,
+      "id": _text(example.get("id")),
+      "text": gold["text"],
+      "types": gold["types"],
+      "gold": [list(m) for m in gold["mentions"]],
+      "predicted": [list(m) for m in predicted["mentions"]],
+      "per_type": {name: {"gold": [s for t, s in gold["mentions"] if t == name],
+                          "predicted": [s for t, s in predicted["mentions"] if t == name]}
+                   for name in types},
+      "generation": generation,
+  }
 
 
 @gin.configurable
@@ -230,11 +332,14 @@ def evaluate_checkpoint(
     mixture_or_task_name: str = gin.REQUIRED,
     output_dir: str = gin.REQUIRED,
     partitioner: partitioning.Partitioner | None = None,
+    eval_split: str = "validation",
 ) -> dict:
   """Standalone evaluation of one checkpoint (a run dir -- its best checkpoint if kept, else the
-  latest, run_dir's rule --, a checkpoints/ or best/ dir, or a step dir; local or gs://).
+  latest, run_dir's rule --, a checkpoints/ or best/ dir, or a step dir; local or gs://) on
+  `eval_split` (gin EVAL_SPLIT; `python -m punified_jax.eval --split test`).
 
-  Writes `<output_dir>/step_<N>.json` (N = the checkpoint's step) and returns the result.
+  Writes `<output_dir>/step_<N>.json` (N = the checkpoint's step) and the per-example
+  predictions under `<output_dir>/predictions/`, and returns the result.
   """
   partitioner = partitioner or partitioning.Partitioner()
   chosen = run_dir.resolve_checkpoint_path(checkpoint_path)
@@ -249,7 +354,8 @@ def evaluate_checkpoint(
   abstract = jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
                           nn.meta.unbox(abstract_boxed), shardings)
   params = checkpoints_lib.restore_params(item_dir, abstract)
-  evaluator = Evaluator(mixture_or_task_name=mixture_or_task_name, model=model, partitioner=partitioner)
+  evaluator = Evaluator(mixture_or_task_name=mixture_or_task_name, model=model, partitioner=partitioner,
+                        eval_split=eval_split)
   try:
     result = evaluator.evaluate(params, step=step if step is not None else 0, report_dir=output_dir)
   finally:
@@ -257,7 +363,7 @@ def evaluate_checkpoint(
   result["checkpoint"] = item_dir
   if jax.process_index() == 0:
     mean = result.get("mean")
-    print(f"checkpoint {item_dir}: mean {result['selection_metric']} = "
+    print(f"checkpoint {item_dir}, {eval_split} split: mean {result['selection_metric']} = "
           f"{'n/a' if mean is None else f'{mean:.2f}'}", flush=True)
     for task, metrics in result["tasks"].items():
       value = metrics.get(result["selection_metric"])

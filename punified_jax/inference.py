@@ -85,6 +85,9 @@ from punified_jax import entity_types
 from punified_jax import generate
 from punified_jax import parsing
 from punified_jax import prompts
+from punified_jax import request_validation
+from punified_jax import sharded_decoding
+from punified_jax import storage
 from punified_jax import vocab as vocab_lib
 from punified_jax.model import T5Config, Transformer
 
@@ -167,13 +170,20 @@ class Extractor:
       finished; can cut off a better, longer one).
     known_types: type names accepted without allow_unseen_types (default: every prompt name of
       the registry).
+    partitioning: the devices and parameter layout of decoding (sharded_decoding.MeshDecoder):
+      None = data-parallel over all of this process's devices (jax.local_devices(); parameters
+      replicated), a preset name ('data_parallel', 'fsdp', 'tensor_parallel', '2d': parameters
+      sharded by the same rules as training, for models that do not fit one device), a
+      partitioning.Partitioner (any mesh, e.g. every host's devices) or a MeshDecoder.  The
+      batch is split over the mesh's `data` axis: batch_size is rounded up to a multiple of it.
   """
 
   def __init__(self, model: Any, params: Any, vocabulary: Any, *, beam_size: int = 4,
                constrained: bool = True, allow_unseen_types: bool = False,
                batch_size: int = 8, max_input_length: int = DEFAULT_FEATURE_LENGTH,
                max_decode_length: int = DEFAULT_FEATURE_LENGTH, alpha: float = 0.6,
-               stopping: str = "best", known_types: Optional[Sequence[str]] = None):
+               stopping: str = "best", known_types: Optional[Sequence[str]] = None,
+               partitioning: sharded_decoding.PartitioningArg = None):
     config = model if isinstance(model, T5Config) else getattr(model, "config", None)
     if not isinstance(config, T5Config):
       raise TypeError(f"model must be a model.Transformer or a T5Config, got "
@@ -190,12 +200,17 @@ class Extractor:
       raise ValueError(f"the vocabulary has {vocabulary.vocab_size} tokens but the model only "
                        f"{config.vocab_size}: not the vocabulary it was trained with")
     self.model = _transformer(config)
-    self.params = params
+    self.decoder = sharded_decoding.MeshDecoder.create(partitioning)
+    # None: an Extractor for request checking only (decoding would fail).
+    self.params = None if params is None else self.decoder.place_params(params, config)
     self.vocabulary = vocabulary
     self.beam_size = int(beam_size)
     self.constrained = bool(constrained)
     self.allow_unseen_types = bool(allow_unseen_types)
-    self.batch_size = int(batch_size)
+    self.batch_size = self.decoder.padded_size(int(batch_size))
+    if self.batch_size != batch_size:
+      logger.info("extractor: batch_size %d rounded up to %d (a multiple of the %d-way data "
+                  "axis)", batch_size, self.batch_size, self.decoder.data_size)
     self.max_input_length = int(max_input_length)
     self.max_decode_length = int(max_decode_length)
     self.alpha = float(alpha)
@@ -223,7 +238,8 @@ class Extractor:
   def load(cls, model_dir: str, *, checkpoint: str = "auto", beam_size: int = 4,
            constrained: bool = True, allow_unseen_types: bool = False, batch_size: int = 8,
            max_input_length: Optional[int] = None, max_decode_length: Optional[int] = None,
-           alpha: float = 0.6, stopping: str = "best") -> "Extractor":
+           alpha: float = 0.6, stopping: str = "best",
+           partitioning: sharded_decoding.PartitioningArg = None) -> "Extractor":
     """An Extractor for the model in `model_dir` (written by the trainer or from_t5x).
 
     Reads `punified_model.json` (model_info), the vocabulary copy and one parameter checkpoint,
@@ -232,7 +248,8 @@ class Extractor:
     "best" and "latest" insist on one of them; a step number; any other value is a checkpoint
     path (run, step or state dir).  `model_dir` may be local or gs://.
     max_input_length / max_decode_length default to the run's task feature lengths (512 when
-    unrecorded).
+    unrecorded).  `partitioning` as in the constructor; the parameters are restored straight
+    into its shardings (with 'fsdp' or '2d' no device holds the whole model).
     """
     from punified_jax import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
     from punified_jax import model_info as model_info_lib  # pylint: disable=g-import-not-at-top
@@ -240,18 +257,20 @@ class Extractor:
     info = model_info_lib.load_model_info(model_dir)
     vocabulary = info.vocabulary()
     chosen = run_dir.checkpoint_for(info.model_dir, checkpoint)
-    params = checkpoints_lib.restore_params(chosen.item_dir,
-                                            run_dir.single_device_abstract(info.t5_config))
+    decoder = sharded_decoding.MeshDecoder.create(partitioning)
+    abstract = decoder.abstract_params(info.t5_config)
+    params = checkpoints_lib.restore_params(chosen.item_dir, abstract)
     lengths = info.task_feature_lengths or {}
     extractor = cls(
         info.t5_config, params, vocabulary, beam_size=beam_size, constrained=constrained,
         allow_unseen_types=allow_unseen_types, batch_size=batch_size,
         max_input_length=max_input_length or lengths.get("inputs", DEFAULT_FEATURE_LENGTH),
         max_decode_length=max_decode_length or lengths.get("targets", DEFAULT_FEATURE_LENGTH),
-        alpha=alpha, stopping=stopping, known_types=info.extra.get("prompt_names"))
+        alpha=alpha, stopping=stopping, known_types=info.extra.get("prompt_names"),
+        partitioning=decoder)
     extractor.checkpoint_path = chosen.item_dir
-    logger.info("extractor: %s (beam %d, %s)", extractor.checkpoint_path, beam_size,
-                "constrained" if constrained else "unconstrained")
+    logger.info("extractor: %s (beam %d, %s, %r)", extractor.checkpoint_path, beam_size,
+                "constrained" if constrained else "unconstrained", decoder)
     return extractor
 
   # -- public API ----------------------------------------------------------------------------
@@ -309,11 +328,16 @@ class Extractor:
 
     Returns one list per text of {"type", "text", "start", "end", "score"}, sorted by
     (start, end, type); `text == texts[i][start:end]`.  An empty text gives [].
-    Raises TypeError when `texts` is not a list of strings (naming the first bad index) and
-    ValueError / TypeError for bad types (see `resolve_types`).
+    Raises request_validation.InvalidRequest (a ValueError; InvalidRequestType is also a
+    TypeError) naming the field (`texts[1]`, `types[0]`) for a bad request: texts not a list of
+    strings or holding a lone surrogate (not encodable as UTF-8), bad types (see
+    `resolve_types`).  Echoed values are cut short and escaped.
     """
-    texts = _check_texts(texts)
-    names = self.resolve_types(types, dataset)
+    limits = request_validation.Limits.library()
+    texts = request_validation.check_texts(texts, limits)
+    names = request_validation.resolve_types(
+        types, dataset, known_types=self.known_types,
+        allow_unseen_types=self.allow_unseen_types, limits=limits)
     return self.extract_requests([(text, names) for text in texts])
 
   def extract_requests(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[dict]]:
@@ -514,14 +538,13 @@ class Extractor:
       for row in range(self.batch_size):
         ids = windows[chunk[min(row, len(chunk) - 1)]].input_ids  # padding repeats the last
         rows[row, :len(ids)] = ids
-      inputs = jnp.asarray(rows)
-      decoded = generate.decode_batch(
-          self.model, self.params, inputs, constraint, beam_size=self.beam_size,
+      decoded = self.decoder.decode(
+          self.model, self.params, rows, constraint, beam_size=self.beam_size,
           max_decode_length=self.max_decode_length, alpha=self.alpha, eos_id=self.eos_id,
           stopping=self.stopping)
-      tokens = np.asarray(decoded.tokens[:, 0, :])
-      log_probs = np.asarray(decoded.token_log_probs[:, 0, :])
-      exists = np.isfinite(np.asarray(decoded.scores[:, 0]))
+      tokens = decoded.tokens[:, 0, :]
+      log_probs = decoded.token_log_probs[:, 0, :]
+      exists = np.isfinite(decoded.scores[:, 0])
       for row, index in enumerate(chunk):
         self._stats["outputs"] += 1
         if not exists[row]:
@@ -686,11 +709,17 @@ def _check_texts(texts: Any) -> list[str]:
 def infer_splits(*, model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
           output_dir: str = gin.REQUIRED, split: str = "test", checkpoint: str = "auto",
           beam_size: int = 4, constrained: bool = True, batch_size: int = 16,
-          max_examples: Optional[int] = None) -> dict[str, str]:
+          max_examples: Optional[int] = None,
+          partitioner: Any = None) -> dict[str, str]:
   """Writes predictions for `split` of each dataset of the task/mixture, one JSON line a sentence
   ({"id", "text", "types", "entities", "gold"}) in `<output_dir>/<dataset>-<split>.jsonl`, each
   sentence prompted with its dataset's types (punified_jax/infer.py is the command line).
-  Returns {dataset: path}."""
+  Returns {dataset: path}.
+
+  `partitioner` (gin: a gin/partitioning/*.gin preset, data-parallel by default) is the mesh
+  the Extractor decodes on, over every process's devices; None = this process's devices.  On
+  several hosts every process runs the same extraction (each host's devices decode their rows
+  of every batch) and process 0 writes the files."""
   import seqio  # pylint: disable=g-import-not-at-top
   import tasks  # pylint: disable=g-import-not-at-top
   from punified_jax import reports  # pylint: disable=g-import-not-at-top
@@ -700,8 +729,12 @@ def infer_splits(*, model_dir: str = gin.REQUIRED, mixture_or_task_name: str = g
   datasets = list(dict.fromkeys(
       reports.dataset_of(t.name) for t in getattr(provider, "tasks", [provider])))
   extractor = Extractor.load(model_dir, checkpoint=checkpoint, beam_size=beam_size,
-                                       constrained=constrained, batch_size=batch_size)
-  from punified_jax import storage  # pylint: disable=g-import-not-at-top
+                             constrained=constrained, batch_size=batch_size,
+                             partitioning=partitioner)
+  print(f"decoding on {extractor.decoder!r}, batch {extractor.batch_size}", flush=True)
+  writer = jax.process_index() == 0
+  if writer:
+    storage.makedirs(output_dir)
   written = {}
   for dataset in datasets:
     splits = tasks.load_examples(config, dataset)
@@ -720,7 +753,8 @@ def infer_splits(*, model_dir: str = gin.REQUIRED, mixture_or_task_name: str = g
       lines.append(json.dumps({"id": f"{dataset}-{split}-{index}", "text": ex.text,
                                "types": list(types), "entities": entities, "gold": gold},
                               ensure_ascii=False) + "\n")
-    storage.write_text_atomic(path, "".join(lines))
+    if writer:  # every process holds the same results (sharded_decoding gathers them)
+      storage.write_text_atomic(path, "".join(lines))
     written[dataset] = path
     print(f"{dataset}/{split}: {len(examples)} sentences in {time.time() - start:.1f}s -> {path}",
           flush=True)

@@ -483,6 +483,23 @@ class _ActivationContext:
     return False
 
 
+# The mesh shape and relocation of each gin/partitioning/<name>.gin preset (kept equal to those
+# files by test_partitioning), for code that picks a layout by name (the Extractor).
+PRESET_LAYOUTS = {
+    "data_parallel": dict(data_parallel_size=-1, num_partitions=1, relocate_indivisible=False),
+    "fsdp": dict(data_parallel_size=-1, num_partitions=1, relocate_indivisible=True),
+    "tensor_parallel": dict(data_parallel_size=1, num_partitions=-1, relocate_indivisible=False),
+    "2d": dict(data_parallel_size=2, num_partitions=-1, relocate_indivisible=True),
+}
+
+
+def preset_partitioner(name: str, *, devices: Sequence[Any] | None = None) -> Partitioner:
+  """The Partitioner of preset `name` (as its gin file builds it) over `devices` (default all)."""
+  if name not in PRESET_LAYOUTS:
+    raise ValueError(f"unknown partitioning preset {name!r}; presets: {', '.join(PRESET_LAYOUTS)}")
+  return Partitioner(logical_axis_rules=RULE_PRESETS[name](), devices=devices, **PRESET_LAYOUTS[name])
+
+
 def describe_shardings(params, specs) -> list[str]:
   """Human-readable lines 'path shape -> spec' for logging a run's layout."""
   lines = []

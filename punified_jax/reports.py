@@ -114,14 +114,45 @@ def curve(records: Iterable[Mapping[str, Any]], key: str) -> tuple[list[int], li
   return steps, values
 
 
+def read_step_reports(directory: str) -> dict[int, dict]:
+  """{step: report} of the evaluator's `step_<N>.json` files in `directory` ({} if none)."""
+  if not storage.isdir(directory):
+    return {}
+  found = {}
+  for name in storage.listdir(directory):
+    match = re.fullmatch(r"step_(\d+)\.json", name)
+    if match:
+      path = storage.join(directory, name)
+      try:
+        report = json.loads(storage.read_text(path))
+      except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: not JSON ({error.msg})") from None
+      found[int(report.get("step", match.group(1)))] = report
+  return dict(sorted(found.items()))
+
+
+def f1_history(step_reports: Mapping[int, Mapping[str, Any]],
+               key: str = "macro_f1") -> dict[str, dict[int, float]]:
+  """{step: evaluator report} -> {dataset: {step: F1}} (steps ascending)."""
+  history: dict[str, dict[int, float]] = {}
+  for step in sorted(step_reports):
+    for task, values in step_reports[step].get("tasks", {}).items():
+      value = _number(values.get(key)) if isinstance(values, Mapping) else None
+      if value is not None:
+        history.setdefault(dataset_of(task), {})[int(step)] = value
+  return dict(sorted(history.items()))
+
+
 def plot_report(summary: Mapping[str, Any], runs: Mapping[str, Sequence[Mapping[str, Any]]],
-                path: str, *, title: str = "PUnifiedNER") -> str:
-  """PNG: per-dataset macro F1 bars (left) and training loss curves of each run (right)."""
+                path: str, *, title: str = "PUnifiedNER",
+                history: Optional[Mapping[str, Mapping[int, float]]] = None) -> str:
+  """PNG: per-dataset macro F1 bars (left), per-dataset macro F1 over the evaluated steps
+  (middle, from `history` = f1_history(...)) and training loss curves of each run (right)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  fig, (bars, curves) = plt.subplots(1, 2, figsize=(12, 4.5))
+  fig, (bars, over_steps, curves) = plt.subplots(1, 3, figsize=(17, 4.5))
   names = list(summary["datasets"])
   values = [summary["datasets"][n].get("macro_f1") or 0.0 for n in names]
   positions = range(len(names))
@@ -136,6 +167,15 @@ def plot_report(summary: Mapping[str, Any], runs: Mapping[str, Sequence[Mapping[
   bars.set_ylim(0, 105)
   bars.set_ylabel("macro F1 (%)")
   bars.set_title(f"validation macro F1 (step {summary.get('step')})")
+
+  for dataset, points in (history or {}).items():
+    steps = sorted(points)
+    over_steps.plot(steps, [points[step] for step in steps], marker="o", label=dataset)
+  over_steps.set_xlabel("step")
+  over_steps.set_ylabel("macro F1 (%)")
+  over_steps.set_title("validation macro F1 over steps")
+  if history:
+    over_steps.legend(fontsize=8)
 
   for label, records in runs.items():
     steps, losses = curve(records, "train/loss")
@@ -175,8 +215,10 @@ def write_report(eval_json: str, output_dir: str, *,
     if storage.exists(path):
       curves[label] = read_metrics_jsonl(path)
   summary["source"] = storage.absolute(eval_json)
+  history = f1_history(read_step_reports(storage.dirname(storage.absolute(eval_json))))
+  summary["f1_over_steps"] = history
   summary["png"] = plot_report(summary, curves, storage.join(output_dir, "report.png"),
-                               title=title)
+                               title=title, history=history)
   summary["json"] = storage.join(output_dir, "report.json")
   storage.write_json_atomic(summary["json"], summary, sort_keys=False)
   return summary

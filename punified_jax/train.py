@@ -110,6 +110,9 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str], search_paths: S
   tasks_module = sys.modules.get("tasks")
   if tasks_module is not None and hasattr(tasks_module, "configure"):
     tasks_module.configure()  # gin-bound data settings (tasks.configure.*) re-register the tasks
+    # A run whose gin imports our tasks needs data: no source is an error naming the settings,
+    # never the synthetic corpus by default.
+    tasks_module.require_data_source()
   fill_vocab_size()
   gin.finalize()
 
@@ -210,10 +213,27 @@ def run_gin_command(argv: Sequence[str], prog: str, description: str,
   distributed.initialize_from_args(args)
   try:
     parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
+    announce_data_source()
     return int(action() or 0)
   except (ValueError, FileNotFoundError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
+
+
+def announce_data_source() -> None:
+  """For runs on our tasks: says where the data comes from (process 0) and checks that every
+  process of a multi-process run sees the same data settings (a mismatch is an error on all of
+  them, before the first step)."""
+  tasks_module = sys.modules.get("tasks")
+  if tasks_module is None or not hasattr(tasks_module, "require_data_source"):
+    return  # not our tasks (e.g. the tests' in-memory tasks)
+  config = tasks_module.require_data_source()
+  import jax  # pylint: disable=g-import-not-at-top
+  from punified_jax import distributed  # pylint: disable=g-import-not-at-top
+  from punified_jax.data import manifest  # pylint: disable=g-import-not-at-top
+  if jax.process_index() == 0:
+    print(f"data: {config.describe_source()}", flush=True)
+  distributed.check_same_settings("data settings", manifest.data_settings(config), key="data")
 
 
 def _train() -> int:

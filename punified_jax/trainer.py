@@ -24,15 +24,15 @@ Decisions worth knowing:
   count, so accumulation changes memory use, not the update. Micro-batch m takes rows
   m, m + M, m + 2M, ... so every device keeps an equal share of each micro-batch.
 
-* Data order and position. The input pipeline is a pure function of (mixture, seed, feature
-  lengths, batch size, number of input shards): the global batch is the concatenation of
-  `data_shards` per-shard batches, shard i read with seqio.ShardInfo(i, data_shards), and each
-  host reads only the shards its devices need. A run on one host with data_shards=2 therefore
-  sees exactly the batches of a run on two hosts. Resuming rebuilds the pipeline and skips the
-  batches already consumed (recorded in the checkpoint). We chose this over checkpointing the
-  tf.data iterators because it needs no per-host files, survives a change of host count (the
-  shard count is recorded, not the hosts) and cannot disagree with the train state; its cost is
-  re-reading the skipped examples at start-up, which for text NER data is seconds.
+* Data order and position (input_state.py). The input pipeline is a pure function of (mixture,
+  seed, feature lengths, batch size, number of input shards): the global batch is the
+  concatenation of `data_shards` per-shard batches, shard i read with seqio.ShardInfo(i,
+  data_shards), and each host reads only the shards its devices need, so a run on one host with
+  data_shards=2 sees exactly the batches of a run on two hosts. Every checkpoint also holds each
+  input shard's tf.data iterator state (an orbax item beside the train state), so resuming puts
+  the input where it was in constant time, whatever the step; a checkpoint without it (older
+  runs, a pipeline tf.data cannot save) is resumed by skipping the consumed batches, with a line
+  saying so.
 
 * RNG. Parameters are initialised from `seed`; dropout in step s uses fold_in(seed key, s)
   (and the micro-batch index), so a resumed run draws the same masks as an uninterrupted one.
@@ -57,6 +57,7 @@ import optax
 from jax.sharding import PartitionSpec
 
 from punified_jax import checkpoints as checkpoints_lib
+from punified_jax import input_state
 from punified_jax import optimizers
 from punified_jax import partitioning
 from punified_jax import run_dir
@@ -64,6 +65,11 @@ from punified_jax import storage
 from punified_jax import writers as writers_lib
 
 logger = logging.getLogger(__name__)
+
+# The input pipeline lives in input_state.py; these names stay importable from here.
+make_train_iterator = input_state.make_train_iterator
+host_shard_range = input_state.host_shard_range
+shard_batch_sizes = input_state.shard_batch_sizes
 
 # Model features of seqio's EncDecFeatureConverter (packed adds segment ids and positions).
 _TOKEN_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
@@ -97,80 +103,6 @@ class TrainSummary:
   history: list[dict]
   eval_results: list[dict]
   state: Any = None  # the final TrainState (device arrays, sharded as trained)
-
-
-# ----------------------------------------------------------------------------------------------
-# Input pipeline.
-# ----------------------------------------------------------------------------------------------
-
-
-def _get_feature_converter(pack: bool):
-  import seqio  # pylint: disable=g-import-not-at-top
-  return seqio.EncDecFeatureConverter(pack=pack)
-
-
-def shard_batch_sizes(global_batch_size: int, data_shards: int) -> int:
-  if data_shards < 1:
-    raise ValueError(f"data_shards must be >= 1, got {data_shards}")
-  if global_batch_size % data_shards:
-    raise ValueError(f"BATCH_SIZE={global_batch_size} is not divisible by the {data_shards} input shards")
-  return global_batch_size // data_shards
-
-
-def make_train_iterator(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
-                        global_batch_size: int, seed: int, data_shards: int, shard_range: tuple[int, int],
-                        skip_batches: int = 0, pack: bool = True, split: str = "train",
-                        use_cached: bool = False):
-  """Yields this host's rows of each global batch (numpy dicts) from shards [start, stop).
-
-  Global batch b = concat over shards i of batch b of shard i (seqio.ShardInfo(i, data_shards),
-  shuffled with `seed`, repeated forever, `global_batch_size / data_shards` rows per shard).
-  `skip_batches` global batches are skipped (resume).
-  """
-  import seqio  # pylint: disable=g-import-not-at-top
-  per_shard = shard_batch_sizes(global_batch_size, data_shards)
-  start, stop = shard_range
-  if not 0 <= start < stop <= data_shards:
-    raise ValueError(f"shard range {shard_range} is not within [0, {data_shards})")
-  datasets = []
-  for index in range(start, stop):
-    dataset = seqio.get_dataset(
-        mixture_or_task_name,
-        task_feature_lengths=dict(task_feature_lengths),
-        feature_converter=_get_feature_converter(pack),
-        dataset_split=split,
-        use_cached=use_cached,
-        shuffle=True,
-        num_epochs=None,
-        shard_info=seqio.ShardInfo(index=index, num_shards=data_shards),
-        seed=seed,
-        batch_size=per_shard,
-        verbose=False,
-    )
-    if skip_batches:
-      dataset = dataset.skip(skip_batches)
-    datasets.append(dataset.as_numpy_iterator())
-
-  def generate():
-    while True:
-      parts = [next(iterator) for iterator in datasets]
-      if len(parts) == 1:
-        yield parts[0]
-      else:
-        yield {key: np.concatenate([part[key] for part in parts], axis=0) for key in parts[0]}
-
-  return generate()
-
-
-def host_shard_range(partitioner: partitioning.Partitioner, global_batch_size: int,
-                     data_shards: int) -> tuple[int, int]:
-  """The input shards whose rows this host's devices hold."""
-  host_index, host_count = partitioner.data_shard_info(global_batch_size)
-  if data_shards % host_count:
-    raise ValueError(f"data_shards={data_shards} must be a multiple of the {host_count} hosts that read "
-                     "distinct batch slices")
-  per_host = data_shards // host_count
-  return host_index * per_host, (host_index + 1) * per_host
 
 
 # ----------------------------------------------------------------------------------------------
@@ -411,6 +343,16 @@ def _describe_model_dir(model: nn.Module, model_dir: str, mixture_or_task_name: 
       extra={"mixture": mixture_or_task_name, "datasets": datasets, "prompt_names": prompt_names})
 
 
+def _mixing_scheme(mixture_or_task_name: str) -> str | None:
+  """The label of the mixing scheme (tasks/mixing.py) a mixture of `tasks` samples with, else
+  None. The trainer does not import `tasks`: such a mixture exists only once it was imported."""
+  import sys  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top
+  mixing = sys.modules.get("tasks.mixing")
+  scheme = mixing and mixing.scheme_of(seqio.get_mixture_or_task(mixture_or_task_name))
+  return scheme["label"] if scheme else None
+
+
 def _scalar_metrics(values: Mapping[str, Any]) -> dict[str, float]:
   return {key: float(np.asarray(value)) for key, value in values.items()}
 
@@ -438,6 +380,7 @@ def train(
     use_cached: bool = False,
     data_shards: int | None = None,
     checkpoint_period: int = 1000,
+    checkpoint_input_state: bool = True,
     keep_checkpoints: int | None = 3,
     async_checkpointing: bool = True,
     eval_period: int | None = None,
@@ -470,6 +413,9 @@ def train(
     data_shards: input shards making up a global batch (default: one per host slice). Keep it
       fixed across restarts and host counts to keep the data order.
     checkpoint_period: save every this many steps (and at the end and on SIGTERM/SIGINT).
+    checkpoint_input_state: store each input shard's iterator state in the checkpoints, so a
+      resume restores the data position in constant time (input_state.py); False re-reads the
+      consumed batches at resume.
     keep_checkpoints: how many recent checkpoints to keep.
     eval_period: evaluate at every multiple of this step count (so a TRAIN_STEPS that is a multiple
       ends with one); None/0 = no evaluation.
@@ -499,26 +445,32 @@ def train(
     storage.makedirs(model_dir)
   if process_index == 0:
     _describe_model_dir(model, model_dir, mixture_or_task_name, task_feature_lengths)
+  mixing_scheme = _mixing_scheme(mixture_or_task_name)  # recorded in data_manifest.json too
 
   layout = build_state_layout(model, optimizer, partitioner)
   for line in partitioning.describe_shardings(layout.abstract_state.params, layout.specs.params):
     logger.info("param %s", line)
   checkpointer = checkpoints_lib.Checkpointer(
       run_dir.Layout(model_dir).checkpoints, max_to_keep=keep_checkpoints,
-      save_interval_steps=checkpoint_period, async_save=async_checkpointing)
+      save_interval_steps=checkpoint_period, async_save=async_checkpointing,
+      extra_item_names=(input_state.INPUT_ITEM,))
 
   _, host_count = partitioner.data_shard_info(batch_size)
   data_shards = data_shards or host_count
   data_settings = {"mixture_or_task_name": mixture_or_task_name, "seed": seed, "batch_size": batch_size,
                    "data_shards": data_shards, "task_feature_lengths": dict(task_feature_lengths), "pack": pack,
                    "dataset_split": dataset_split}
+  if mixing_scheme is not None:  # a resume under another scheme then warns like any data change
+    data_settings["mixing_scheme"] = mixing_scheme
 
   latest = checkpointer.latest_step()
+  meta: dict = {}
+  settings_changed = False
   if latest is not None:
     state_tree, meta = checkpointer.restore(layout.abstract_with_shardings().as_tree(), latest)
     state = TrainState.from_tree(state_tree)
     consumed_batches = int(meta.get("consumed_batches", latest))
-    _warn_on_changed_data_settings(meta.get("data", {}), data_settings, latest)
+    settings_changed = _warn_on_changed_data_settings(meta.get("data", {}), data_settings, latest)
     logger.info("resumed from %s step %d (%d batches consumed)", checkpointer.directory, latest, consumed_batches)
     if process_index == 0:
       print(f"resuming from checkpoint step {latest}", flush=True)
@@ -570,8 +522,17 @@ def train(
     return _run_eval(evaluation_state["evaluator"], state, step, model_dir, writer, evaluation_state["best"],
                      meta_for(step))
 
-  def meta_for(step: int) -> dict:
-    return {"step": step, "consumed_batches": consumed_batches, "data": data_settings}
+  def meta_for(step: int, input_meta: dict | None = None) -> dict:
+    return {"step": step, "consumed_batches": consumed_batches, "data": data_settings, "input_state": input_meta}
+
+  train_input = None
+
+  def save_checkpoint(step: int, *, force: bool) -> None:
+    """A periodic (when due) or forced save of the state, its meta and the input position."""
+    if not (force or checkpointer.should_save(step)) or step in checkpointer.all_steps():
+      return
+    items, input_meta = input_state.checkpoint_items(train_input) if checkpoint_input_state else ({}, None)
+    checkpointer.save(step, state.as_tree(), meta_for(step, input_meta), force=True, extra_items=items)
 
   history: list[dict] = []
   eval_results: list[dict] = []
@@ -585,21 +546,25 @@ def train(
   try:
     with checkpoints_lib.PreemptionWatcher(multi_process=multi_process) as watcher:
       if step < train_steps:
-        shard_range = host_shard_range(partitioner, batch_size, data_shards)
-        batches = make_train_iterator(
+        train_input = input_state.open_train_input(
+            checkpointer=checkpointer, step=latest, meta=meta, consumed_batches=consumed_batches,
+            settings_changed=settings_changed, announce=process_index == 0,
             mixture_or_task_name=mixture_or_task_name, task_feature_lengths=task_feature_lengths,
-            global_batch_size=batch_size, seed=seed, data_shards=data_shards, shard_range=shard_range,
-            skip_batches=consumed_batches, pack=pack, split=dataset_split, use_cached=use_cached)
+            global_batch_size=batch_size, seed=seed, data_shards=data_shards,
+            shard_range=host_shard_range(partitioner, batch_size, data_shards), pack=pack, split=dataset_split,
+            use_cached=use_cached)
       window: list[dict] = []
       progress.reset_clock(step)
       while step < train_steps:
-        local_batch = next(batches)
+        local_batch = next(train_input)
         global_batch = partitioner.shard_batch(local_batch, batch_size)
         with partitioner.activation_context():
           state, metrics = jitted_step(state, global_batch)
         step += 1
         consumed_batches += 1
         window.append(metrics)
+        if step == start_step + 1 and process_index == 0:
+          _record_run(model_dir, mixture_or_task_name)
         if step_callback is not None:
           step_callback(step, metrics)
 
@@ -640,12 +605,11 @@ def train(
 
         if stop_requested:
           stopped_by = watcher.signal_name or "preemption"
-          checkpointer.save(step, state.as_tree(), meta_for(step), force=True)
+          save_checkpoint(step, force=True)
           if process_index == 0:
             print(f"{stopped_by}: saved checkpoint at step {step}; exiting", flush=True)
           break
-        if checkpointer.should_save(step) or step == train_steps:
-          checkpointer.save(step, state.as_tree(), meta_for(step), force=step == train_steps)
+        save_checkpoint(step, force=step == train_steps)
     checkpointer.wait()
   finally:
     writer.flush()
@@ -657,6 +621,12 @@ def train(
       evaluation_state["evaluator"].close()
   return TrainSummary(start_step=start_step, final_step=step, stopped_by=stopped_by, history=history,
                       eval_results=eval_results, state=state)
+
+
+def _record_run(model_dir: str, mixture_or_task_name: str) -> None:
+  """config.gin (operative gin config, complete after the first step) + data_manifest.json."""
+  from punified_jax.data import manifest  # pylint: disable=g-import-not-at-top
+  manifest.write_run_records(model_dir, mixture_or_task_name)
 
 
 def _any_process(flag: bool) -> bool:
@@ -686,7 +656,8 @@ def _run_eval(evaluator, state: TrainState, step: int, model_dir: str, writer, b
   return result
 
 
-def _warn_on_changed_data_settings(saved: Mapping[str, Any], current: Mapping[str, Any], step: int) -> None:
+def _warn_on_changed_data_settings(saved: Mapping[str, Any], current: Mapping[str, Any], step: int) -> bool:
+  """Warns (and returns True) when the data settings differ from the checkpoint's."""
   changed = {key: (saved.get(key), value) for key, value in current.items()
              if key in saved and json.loads(json.dumps(saved[key])) != json.loads(json.dumps(value))}
   if changed:
@@ -694,3 +665,4 @@ def _warn_on_changed_data_settings(saved: Mapping[str, Any], current: Mapping[st
                    "the interrupted run's", step, changed)
     if jax.process_index() == 0:
       print(f"warning: data settings changed since the checkpoint (saved, now): {changed}", flush=True)
+  return bool(changed)

@@ -13,22 +13,28 @@ training mode: the paper evaluates every setup that way.
 Mixtures, over the configured datasets that have a train split:
   punified_prefix_lm, punified_ner_joint, punified_ner_joint_random,
   punified_ner_joint_random_exact.
-Mixing rates are a config choice: "uniform" (each dataset equally likely, the paper's "each
-batch draws examples from all datasets") or "proportional" (rate = min(n_train, cap) **
-(1 / temperature), the T5 paper's examples-proportional mixing with temperature).
+Mixing rates follow a scheme (tasks/mixing.py): "uniform" (each dataset equally likely, the
+paper's "each batch draws examples from all datasets"), "proportional" (rate = min(n_train, cap))
+or "temperature" (rate = min(n_train, cap) ** (1 / T)), chosen by a gin/mixtures/*.gin file
+(works under t5x too) or by the environment below.
 
 Where the data and vocabulary come from is a `DataConfig`, read from environment variables (so a
 real t5x install and every host of a pod see the same thing) and overridable from gin through
 `tasks.configure` (which our trainer calls after parsing gin):
-  PUNIFIED_RAW_DIR      root of the user's downloads (release formats); unset -> built-in corpus
-  PUNIFIED_FORMAT       read every dataset in this format (e.g. punified_json); unset -> release
+  PUNIFIED_RAW_DIR      root of the user's downloads (release formats), or `builtin` for the
+                        built-in synthetic corpus
   PUNIFIED_TFDS_DIR     read TFDS datasets prepared by `python -m punified_jax prepare` instead
+                        (needs no raw directory: splits and the default vocabulary come from it)
+  (neither set: no data source. Nothing is registered, a warning is logged, and
+  `require_data_source` -- called by our train/eval/infer entry points -- raises
+  NoDataSourceError naming these settings. The synthetic corpus is never a silent default.)
+  PUNIFIED_FORMAT       read every dataset in this format (e.g. punified_json); unset -> release
   PUNIFIED_VOCAB        a SentencePiece .model or a BERT vocab.txt; unset -> a character-level
                         SentencePiece model trained on the configured datasets' train text and
                         cached under $PUNIFIED_CACHE (default ~/.cache/punified_jax)
   PUNIFIED_DATASETS     comma-separated datasets of the mixtures (default: the paper's eight)
   PUNIFIED_SPLIT_SEED   seed of the paper's held-out splits (MSRA, Boson, People Daily)
-  PUNIFIED_MIXTURE_RATE uniform | proportional;  PUNIFIED_MIXTURE_TEMPERATURE, _CAP
+  PUNIFIED_MIXTURE_RATE uniform | proportional | temperature;  PUNIFIED_MIXTURE_TEMPERATURE, _CAP
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from punified_jax import metrics
 from punified_jax import prompts
 from punified_jax.data import sources
 from punified_jax.data.example import Example, Span
+from tasks import mixing
 
 NER_MODES = {"": "dataset", "_random": "random", "_random_exact": "random_exact"}
 PREFIX_LM_PREFIX = "punified_prefix_lm_"
@@ -62,7 +69,7 @@ MIXTURES = {
     "punified_ner_joint_random": (NER_PREFIX, "_random"),
     "punified_ner_joint_random_exact": (NER_PREFIX, "_random_exact"),
 }
-RATE_MODES = ("uniform", "proportional")
+RATE_MODES = mixing.SCHEMES
 
 # Features of the raw source, one record a sentence. Spans are three parallel vectors.
 SOURCE_FEATURES = {
@@ -77,7 +84,11 @@ SOURCE_FEATURES = {
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  """Where examples and the vocabulary come from, and how the mixtures are weighted."""
+  """Where examples and the vocabulary come from, and how the mixtures are weighted.
+
+  `raw_dir` is a directory or `sources.BUILTIN` ("builtin"); `tfds_dir` alone also works. With
+  neither, `has_source` is False and no task is registered.
+  """
   raw_dir: Optional[str] = None
   data_format: Optional[str] = None
   tfds_dir: Optional[str] = None
@@ -95,6 +106,7 @@ class DataConfig:
       raise ValueError(f"mixture_rate {self.mixture_rate!r}: expected one of {RATE_MODES}")
     if self.temperature <= 0:
       raise ValueError(f"mixture temperature must be > 0, got {self.temperature}")
+    mixing.scheme_from_config(self)  # rejects a cap/temperature the scheme would ignore
 
   @classmethod
   def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides) -> "DataConfig":
@@ -115,11 +127,49 @@ class DataConfig:
       values["datasets"] = tuple(d.strip() for d in values["datasets"].split(",") if d.strip())
     return cls(**values)
 
+  @property
+  def has_source(self) -> bool:
+    return bool(self.raw_dir or self.tfds_dir)
+
+  @property
+  def is_builtin(self) -> bool:
+    return self.raw_dir == sources.BUILTIN and not self.tfds_dir
+
+  def describe_source(self) -> str:
+    """One line for logs and messages: where the examples come from."""
+    if self.tfds_dir:
+      return f"TFDS datasets in {self.tfds_dir}"
+    if self.raw_dir == sources.BUILTIN:
+      return "the built-in synthetic corpus (PUNIFIED_RAW_DIR=builtin)"
+    if self.raw_dir:
+      return f"raw files under {self.raw_dir}"
+    return "no data source"
+
   def format_for(self, dataset: str) -> Optional[str]:
     """The configured format if this dataset can be read in it, else its release format."""
     if self.data_format and self.data_format in sources.DATASET_FORMATS[dataset]:
       return self.data_format
     return None
+
+
+class NoDataSourceError(ValueError):
+  """Neither a raw directory nor a TFDS directory is configured."""
+
+
+NO_DATA_SOURCE_MESSAGE = (
+    "no data source configured. Set one of: PUNIFIED_RAW_DIR=/path/to/downloads (gin: "
+    "tasks.configure.raw_dir = '/path'), PUNIFIED_TFDS_DIR=/path/to/tfds (gin: "
+    "tasks.configure.tfds_dir = '/path', datasets built by `python -m punified_jax prepare`), "
+    "or PUNIFIED_RAW_DIR=builtin (gin: tasks.configure.raw_dir = 'builtin') for the built-in "
+    "synthetic corpus. An unset PUNIFIED_RAW_DIR no longer means the built-in corpus.")
+
+
+def require_data_source(config: Optional[DataConfig] = None) -> DataConfig:
+  """The config in effect; raises NoDataSourceError when it names no data source."""
+  config = config or _current or DataConfig.from_env()
+  if not config.has_source:
+    raise NoDataSourceError(NO_DATA_SOURCE_MESSAGE)
+  return config
 
 
 # ------------------------------------------------------------------------------------------
@@ -140,11 +190,54 @@ def _load(dataset: str, raw_dir: Optional[str], data_format: Optional[str], seed
 
 
 def load_examples(config: DataConfig, dataset: str) -> dict[str, list[Example]]:
-  return _load(dataset, config.raw_dir, config.format_for(dataset), config.split_seed).splits
+  """Every split of `dataset` as Examples, from the raw files or (TFDS mode) the TFDS data."""
+  if config.tfds_dir:
+    return {split: _tfds_examples(config, dataset, split)
+            for split in available_splits(config, dataset)}
+  return loaded_dataset(config, dataset).splits
+
+
+def loaded_dataset(config: DataConfig, dataset: str) -> sources.LoadedDataset:
+  """The reader's whole result for `dataset` (splits, repairs, unlabeled splits); raw mode."""
+  require_data_source(config)
+  if not config.raw_dir:
+    raise ValueError(f"{dataset}: TFDS mode has no raw files to read (PUNIFIED_TFDS_DIR="
+                     f"{config.tfds_dir}, PUNIFIED_RAW_DIR unset)")
+  return _load(dataset, config.raw_dir, config.format_for(dataset), config.split_seed)
+
+
+def _tfds_builder(config: DataConfig, dataset: str):
+  from punified_jax.data import tfds_builder  # pylint: disable=g-import-not-at-top
+  return tfds_builder.make_builder(dataset, format=config.format_for(dataset),
+                                   seed=config.split_seed, data_dir=config.tfds_dir)
+
+
+@functools.lru_cache(maxsize=None)
+def _tfds_split_names(config: DataConfig, dataset: str) -> tuple[str, ...]:
+  builder = _tfds_builder(config, dataset)
+  if not builder.is_prepared():
+    return ()
+  return tuple(name for name in sources.SPLITS if name in builder.info.splits)
+
+
+def _tfds_examples(config: DataConfig, dataset: str, split: str) -> list[Example]:
+  from punified_jax.data import tfds_builder  # pylint: disable=g-import-not-at-top
+  # The vocabulary may first be needed inside a tf.data graph (tokenization): read eagerly.
+  with tf.init_scope():
+    records = _tfds_builder(config, dataset).as_dataset(split=split, shuffle_files=False)
+    return [tfds_builder.examples_from_tfds(r) for r in records.as_numpy_iterator()]
 
 
 def available_splits(config: DataConfig, dataset: str) -> tuple[str, ...]:
-  """Splits of `dataset` under the config's data directory (empty when it is not there)."""
+  """Splits of `dataset` in the config's data (empty when it is not there).
+
+  TFDS mode lists the splits the prepared TFDS dataset holds (no raw directory needed; `prepare`
+  writes no empty split). No data source: nothing.
+  """
+  if config.tfds_dir:
+    return _tfds_split_names(config, dataset)
+  if not config.raw_dir:
+    return ()
   try:
     return sources.available_splits(dataset, config.raw_dir, format=config.format_for(dataset))
   except sources.MissingDataError:
@@ -173,6 +266,10 @@ class ExamplesSource(seqio.DataSource):
   def num_input_examples(self, split: str) -> int:
     return len(load_examples(self._config, self._dataset)[split])
 
+  def gold_problem(self, split: str) -> Optional[str]:
+    """Why `split` cannot be scored (no gold annotations), or None; read by the Evaluator."""
+    return _gold_problem(self._config, self._dataset, split)
+
   def get_dataset(self, split: str = "train", shuffle: bool = True, seed: Optional[int] = None,
                   shard_info: Optional[seqio.ShardInfo] = None, *, sequence_length=None,
                   use_cached=False, num_epochs=1) -> tf.data.Dataset:
@@ -183,25 +280,54 @@ class ExamplesSource(seqio.DataSource):
       order = np.random.default_rng(int(seed)).permutation(len(examples))
     if shard_info and shard_info.num_shards > 1:
       order = order[shard_info.index::shard_info.num_shards]
-    dataset, split_name = self._dataset, split
+    # Tensors, not a Python generator: a tf.data iterator over tensor slices can be checkpointed
+    # (punified_jax/input_state.py saves the training input position that way); a generator's
+    # cannot. Spans are ragged rows: slicing yields one dense vector per sentence.
+    chosen = [examples[i] for i in order]
+    spans = [ex.spans for ex in chosen]
+    lengths = np.array([len(s) for s in spans], np.int64)
 
-    def records():
-      for i in order:
-        ex = examples[i]
-        yield {
-            "id": f"{dataset}-{split_name}-{i}",
-            "split": split_name,
-            "text": ex.text,
-            "span_start": np.array([s.start for s in ex.spans], np.int32),
-            "span_end": np.array([s.end for s in ex.spans], np.int32),
-            "span_type": np.array([s.type.encode("utf-8") for s in ex.spans], np.bytes_),
-        }
+    def ragged(values, dtype):
+      return tf.RaggedTensor.from_row_lengths(tf.constant(values, dtype, shape=[len(values)]), lengths)
 
-    return tf.data.Dataset.from_generator(records, output_signature=SOURCE_FEATURES)
+    # tf.constant of Python strings, not numpy bytes_ arrays (which drop trailing NUL bytes).
+    return tf.data.Dataset.from_tensor_slices({
+        "id": tf.constant([f"{self._dataset}-{split}-{i}" for i in order], tf.string, shape=[len(order)]),
+        "split": tf.constant([split] * len(order), tf.string, shape=[len(order)]),
+        "text": tf.constant([ex.text for ex in chosen], tf.string, shape=[len(order)]),
+        "span_start": ragged([s.start for row in spans for s in row], tf.int32),
+        "span_end": ragged([s.end for row in spans for s in row], tf.int32),
+        "span_type": ragged([s.type for row in spans for s in row], tf.string),
+    })
+
+
+def _gold_problem(config: DataConfig, dataset: str, split: str) -> Optional[str]:
+  if config.tfds_dir:
+    unlabeled = sources.unlabeled_splits(dataset, config.format_for(dataset))
+    where = f"TFDS {config.tfds_dir}"
+  else:
+    loaded = loaded_dataset(config, dataset)
+    unlabeled = loaded.unlabeled
+    where = loaded.directory
+  if split in unlabeled:
+    return f"the {dataset} {split} split carries no labels (an unlabeled release file in {where})"
+  examples = load_examples(config, dataset).get(split, [])
+  if examples and not any(ex.spans for ex in examples):
+    return (f"none of the {len(examples)} sentences of the {dataset} {split} split has a gold "
+            f"mention ({where}): nothing to score")
+  return None
 
 
 class TfdsSplitSource(seqio.TfdsDataSource):
   """TfdsDataSource whose records carry their split name (see ExamplesSource)."""
+
+  def __init__(self, *args, config: DataConfig, dataset: str, **kwargs):
+    self._config = config
+    self._dataset = dataset
+    super().__init__(*args, **kwargs)
+
+  def gold_problem(self, split: str) -> Optional[str]:
+    return _gold_problem(self._config, self._dataset, split)
 
   def get_dataset(self, split: str = "train", shuffle: bool = True, seed=None, shard_info=None,
                   **kwargs) -> tf.data.Dataset:
@@ -323,10 +449,20 @@ def _cache_dir() -> str:
 
 
 def _data_fingerprint(config: DataConfig) -> str:
-  """Identifies the training text a default vocabulary is built from (paths, sizes, mtimes)."""
-  parts = [json.dumps([config.raw_dir and os.path.abspath(config.raw_dir), config.data_format,
+  """Identifies the training text a default vocabulary is built from (paths, sizes, mtimes;
+  in TFDS mode the TFDS directory and the prepared split sizes)."""
+  raw_dir = config.raw_dir and os.path.abspath(sources.resolve_raw_dir(config.raw_dir))
+  if config.tfds_dir:
+    raw_dir = None  # TFDS mode reads no raw file
+  parts = [json.dumps([raw_dir, config.tfds_dir, config.data_format,
                        sorted(config.datasets), config.split_seed, VOCAB_RECIPE_VERSION])]
-  if config.raw_dir:
+  if config.tfds_dir:
+    for dataset in sorted(config.datasets):
+      if _tfds_split_names(config, dataset):
+        info = _tfds_builder(config, dataset).info
+        parts.append(f"{dataset}:" + ",".join(f"{name}={split.num_examples}"
+                                              for name, split in sorted(info.splits.items())))
+  elif raw_dir:
     for dataset in sorted(config.datasets):
       try:
         directory = sources.dataset_dir(dataset, config.raw_dir, config.format_for(dataset))
@@ -344,6 +480,7 @@ VOCAB_RECIPE_VERSION = 1
 def default_vocabulary_path(config: DataConfig) -> str:
   """Trains (once, then reuses) a character-level SentencePiece model on the train text."""
   from punified_jax import vocab  # pylint: disable=g-import-not-at-top
+  require_data_source(config)
   path = os.path.join(_cache_dir(), "vocab", f"punified_char_{_data_fingerprint(config)}.model")
   if not os.path.exists(path):
     texts = []
@@ -351,8 +488,8 @@ def default_vocabulary_path(config: DataConfig) -> str:
       if "train" in available_splits(config, dataset):
         texts.extend(ex.text for ex in load_examples(config, dataset)["train"])
     if not texts:
-      raise ValueError(f"no training text found for datasets {config.datasets} under "
-                       f"{config.raw_dir or 'the built-in corpus'}")
+      raise ValueError(f"no training text found for datasets {config.datasets} in "
+                       f"{config.describe_source()}")
     vocab.train_sentencepiece(texts, path)
     logging.info("trained the default vocabulary on %d sentences: %s", len(texts), path)
   return path
@@ -432,17 +569,9 @@ def _register_mixture(name: str, tasks: list, default_rate) -> None:
 
 
 def mixture_rate_fn(config: DataConfig):
-  """The mixing rate of a task under `config`: 1.0, or min(n_train, cap) ** (1 / T)."""
-  if config.mixture_rate == "uniform":
-    return 1.0
-
-  def rate(task: seqio.Task) -> float:
-    n = task.num_input_examples("train")
-    if config.cap is not None:
-      n = min(n, config.cap)
-    return float(n) ** (1.0 / config.temperature)
-
-  return rate
+  """The mixing rate of a task under `config`: the scheme in effect when seqio samples (gin's
+  tasks.mixing.scheme, else the config's), see tasks/mixing.py."""
+  return mixing.rate_fn(config)
 
 
 _current: Optional[DataConfig] = None
@@ -457,29 +586,30 @@ def register_all(config: Optional[DataConfig] = None) -> DataConfig:
   """(Re-)registers every task and mixture for `config` (default: from the environment)."""
   global _current
   config = config or DataConfig.from_env()
+  _remove_registered()
+  _current = config
+  if not config.has_source:
+    # Importing `tasks` must stay harmless (t5x, tests, tools); the entry points that need data
+    # call require_data_source, which names the settings.
+    logging.warning("PUnifiedNER tasks not registered: no data source (set PUNIFIED_RAW_DIR to a "
+                    "directory or to 'builtin', or PUNIFIED_TFDS_DIR)")
+    return config
   vocabulary = LazyVocabulary(config)
   output_features = {
       "inputs": seqio.Feature(vocabulary=vocabulary, add_eos=True, required=True),
       "targets": seqio.Feature(vocabulary=vocabulary, add_eos=True),
   }
   tail = [seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim]
-  # A new config replaces everything the previous one registered (a dataset that is not in the
-  # new data directory must not linger with a stale source).
-  for name in list(seqio.MixtureRegistry.names()):
-    if name in MIXTURES:
-      seqio.MixtureRegistry.remove(name)
-  for name in list(seqio.TaskRegistry.names()):
-    if name.startswith((NER_PREFIX, PREFIX_LM_PREFIX)):
-      seqio.TaskRegistry.remove(name)
   with_train: dict[str, list[str]] = {name: [] for name in MIXTURES}
   for dataset in entity_types.DATASETS:
     splits = available_splits(config, dataset)
     if config.tfds_dir:
       from punified_jax.data import tfds_builder  # pylint: disable=g-import-not-at-top
       name = tfds_builder.config_name(dataset, config.format_for(dataset), config.split_seed)
+      if not splits:
+        continue  # not prepared in this TFDS directory
       source = TfdsSplitSource(tfds_name=f"punified_ner/{name}:{tfds_builder.BUILDER_VERSION}",
-                               tfds_data_dir=config.tfds_dir)
-      splits = splits or ("train", "validation", "test")
+                               tfds_data_dir=config.tfds_dir, config=config, dataset=dataset)
     elif splits:
       source = ExamplesSource(config, dataset, splits)
     else:
@@ -502,10 +632,21 @@ def register_all(config: Optional[DataConfig] = None) -> DataConfig:
       _register_mixture(mixture, task_names, rate)
   missing = [d for d in config.datasets if f"{NER_PREFIX}{d}" not in with_train["punified_ner_joint"]]
   if missing:
-    logging.warning("datasets without a train split under %s are left out of the mixtures: %s",
-                    config.raw_dir or "the built-in corpus", ", ".join(missing))
-  _current = config
+    logging.warning("datasets without a train split in %s are left out of the mixtures: %s",
+                    config.describe_source(), ", ".join(missing))
+  logging.info("PUnifiedNER tasks registered from %s", config.describe_source())
   return config
+
+
+def _remove_registered() -> None:
+  """Drops every task and mixture a previous config registered (a dataset that is not in the new
+  data must not linger with a stale source)."""
+  for name in list(seqio.MixtureRegistry.names()):
+    if name in MIXTURES:
+      seqio.MixtureRegistry.remove(name)
+  for name in list(seqio.TaskRegistry.names()):
+    if name.startswith((NER_PREFIX, PREFIX_LM_PREFIX)):
+      seqio.TaskRegistry.remove(name)
 
 
 @gin.configurable(module="tasks")
@@ -516,9 +657,12 @@ def configure(raw_dir: Optional[str] = None, data_format: Optional[str] = None,
               cap: Optional[int] = None) -> DataConfig:
   """Re-registers the tasks with gin-bound overrides on top of the environment's config.
 
-  Our trainer calls this after parsing gin, so `tasks.configure.raw_dir = '/data'` in a gin file
-  works like PUNIFIED_RAW_DIR. Returns the config in effect.
+  Our trainer calls this after parsing gin, so `tasks.configure.raw_dir = '/data'` (or
+  `'builtin'`) in a gin file works like PUNIFIED_RAW_DIR. Returns the config in effect. (t5x
+  never calls this: bindings of it then fail at gin's finalize, see
+  mixing.check_configure_applied.)
   """
+  mixing.note_configure_applied()
   config = DataConfig.from_env(
       raw_dir=raw_dir, data_format=data_format, tfds_dir=tfds_dir, vocabulary=vocabulary,
       datasets=tuple(datasets) if datasets is not None and not isinstance(datasets, str)

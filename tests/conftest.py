@@ -8,6 +8,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("TFDS_DISABLE_GCS", "1")
+# The tests read the built-in synthetic corpus, and say so: an unset PUNIFIED_RAW_DIR is no data
+# source at all (tasks.require_data_source). Set unconditionally so a developer's own
+# PUNIFIED_RAW_DIR/PUNIFIED_TFDS_DIR never leaks into the suite; subprocess tests inherit it.
+os.environ["PUNIFIED_RAW_DIR"] = "builtin"
+os.environ.pop("PUNIFIED_TFDS_DIR", None)
 
 # The tests' models are tiny: XLA's expensive optimisation passes cost far more compile time than
 # they save at run time (about 3x on the trainer tests). Numerics are unchanged at the tolerances

@@ -1,6 +1,6 @@
 """Run in a subprocess with 8 fake CPU devices (see test_trainer.py): trains the tiny T5 for 10
-steps on one device, data-parallel, FSDP and a 2 x 4 (data x model) mesh,
-and writes the losses and the shard shapes of chosen parameters / optimizer statistics as JSON."""
+steps on one device, data-parallel, FSDP, 1-D tensor-parallel (1 x 8) and a 2 x 4 (data x model)
+mesh, with each gin/partitioning preset's own rules, and writes the losses and the shard shapes of chosen parameters / optimizer statistics as JSON."""
 
 import json
 import os
@@ -16,6 +16,8 @@ LAYOUTS = {
     "single": dict(devices=jax.devices()[:1]),
     "data_parallel": dict(logical_axis_rules=partitioning.data_parallel_rules()),
     "fsdp": dict(logical_axis_rules=partitioning.fsdp_rules(), relocate_indivisible=True),
+    "tensor_parallel": dict(logical_axis_rules=partitioning.tensor_parallel_rules(), data_parallel_size=1,
+                            num_partitions=-1),
     "2x4": dict(logical_axis_rules=partitioning.two_d_rules(), data_parallel_size=2, num_partitions=-1,
                 relocate_indivisible=True),
 }
@@ -30,12 +32,14 @@ def shard_shape(array):
   return list(array.addressable_shards[0].data.shape)
 
 
-def main(out_path: str, model_root: str) -> None:
+def main(out_path: str, model_root: str, only: str = "") -> None:
   assert len(jax.devices()) == 8, jax.devices()
   th.register_task("shard_mem", th.memorise_examples(16))
   report = {}
   import time
   for name, kwargs in LAYOUTS.items():
+    if only and name not in only.split(","):
+      continue
     started = time.time()
     partitioner = partitioning.Partitioner(**kwargs)
     schedule = optimizers.make_schedule(base_learning_rate=1e-2)
@@ -77,4 +81,4 @@ def main(out_path: str, model_root: str) -> None:
 
 
 if __name__ == "__main__":
-  main(sys.argv[1], sys.argv[2])
+  main(*sys.argv[1:4])

@@ -76,17 +76,17 @@ def test_json_lines_with_errors_in_between(model_dir, capsys, monkeypatch):
   status = _run(["--model_dir", model_dir, "--types", "地点,组织"] + ARGS,
                 stdin="\n".join(lines) + "\n", monkeypatch=monkeypatch)
   captured = capsys.readouterr()
-  assert status == 1
+  assert status == 3
   out = [json.loads(line) for line in captured.out.splitlines()]
   assert len(out) == len(lines) - 1  # the blank line is not an input
   assert out[0]["id"] == 7 and out[0]["text"] == TEXT0
   assert _without_scores(out[0]["entities"]) == ANSWER0
   assert out[1] == {"line": 2, "field": "json",
                     "error": "not valid JSON: Expecting property name enclosed in double quotes "
-                             "at column 2"}
+                             "at line 1 column 2"}
   assert out[2] == {"line": 4, "field": "text", "error": "missing"}
-  assert out[3] == {"line": 5, "field": "text", "error": "must be a string, got int"}
-  assert out[4]["line"] == 6 and out[4]["field"] == "types"
+  assert out[3] == {"line": 5, "field": "text", "error": "text is a int, not a str"}
+  assert out[4]["line"] == 6 and out[4]["field"] == "types[0]"
   assert out[4]["error"].startswith("unknown entity type(s) 城堡; known types: 品牌, 商品")
   assert out[5] == {"line": 7, "field": "types",
                     "error": "types is empty: request at least one entity type"}
@@ -141,3 +141,66 @@ def test_unseen_types_and_unconstrained_flags(model_dir, capsys):
 def test_help_lists_the_command(capsys):
   assert main([]) == 2
   assert "extract" in capsys.readouterr().err
+
+
+def _run_bytes(argv, data: bytes, monkeypatch):
+  monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+  return main(["extract"] + argv)
+
+
+def test_hostile_lines_get_bounded_error_objects(model_dir, capsys, monkeypatch):
+  """Each attack from issue 12 is one error object naming its field; the good lines around
+  them are answered; nothing echoes more than a short preview."""
+  good = json.dumps({"text": TEXT0, "id": "first"}, ensure_ascii=False).encode()
+  huge_type = "类" * 5_000_000
+  lines = [
+      good,
+      b'{"text": "a\\ud800b"}',                                      # lone surrogate (escape)
+      '{"text": "北京"}'.encode() + b"\xff\xfe",                       # invalid UTF-8
+      b'{"text": "x", "id": "\\udc80"}',                            # surrogate in an echoed id
+      b'{"text": "x", "\\ud800": 1}',                               # surrogate in a field name
+      b'{"text": "x", "id": ' + b"9" * 5000 + b"}",                  # 5000-digit number
+      b"[" * 100_000 + b"]" * 100_000,                               # 100,000-deep array
+      json.dumps({"text": "x", "types": [huge_type]}, ensure_ascii=False).encode(),
+      json.dumps({"text": "x", "types": {"a": 1}}).encode(),
+      json.dumps({"text": "北" * 300}, ensure_ascii=False).encode(),  # beyond --max_text_chars
+      json.dumps({"text": "😀" * 20}, ensure_ascii=False).encode(),   # outside the vocabulary
+      json.dumps({"text": "北京和上海。" * 30}, ensure_ascii=False).encode(),  # > --max_windows
+      json.dumps({"text": "x", "id": {"a": 1}}).encode(),
+      good,
+  ]
+  status = _run_bytes(["--model_dir", model_dir, "--types", "地点,组织", "--max_text_chars",
+                       "250", "--max_oov_chars", "10", "--max_windows", "3", "--max_line_bytes",
+                       str(20 << 20)] + ARGS, b"\n".join(lines) + b"\n", monkeypatch)
+  captured = capsys.readouterr()
+  assert status == 3
+  raw_out = captured.out.splitlines()
+  assert max(len(line) for line in raw_out) < 2000  # no megabyte echo
+  out = [json.loads(line) for line in raw_out]
+  assert len(out) == len(lines)
+  assert out[0]["id"] == out[-1]["id"] == "first"
+  assert _without_scores(out[0]["entities"]) == ANSWER0 == _without_scores(out[-1]["entities"])
+  errors = [(o["line"], o["field"], o["error"]) for o in out[1:-1]]
+  assert errors == [
+      (2, "text", "text contains a lone surrogate \\ud800 at character 1: not valid Unicode "
+                  "(send UTF-8 text)"),
+      (3, "json", "not valid UTF-8: byte 18 (0xff) invalid start byte"),
+      (4, "id", "id contains a lone surrogate \\udc80 at character 0: not valid Unicode "
+                "(send UTF-8 text)"),
+      (5, "json", "a field name contains a lone surrogate \\ud800 at character 0: not valid "
+                  "Unicode (send UTF-8 text)"),
+      (6, "json", "a number of 5000 characters, more than the limit 20"),
+      (7, "json", "JSON nested 100000 levels deep, more than the limit 16"),
+      (8, "types[0]", "types[0] is a type name of 5000000 characters, more than the limit 32"),
+      (9, "types", "types must be a list of type names, got dict"),
+      (10, "text", "text has 300 characters, more than the limit 250 (longer texts are split "
+                   "into windows, never cut, up to this limit)"),
+      (11, "text", "text: 20 characters outside the model's vocabulary (20 in the request so "
+                   "far), more than the limit 10: such characters (emoji, rare characters) "
+                   "cost several tokens each"),
+      (12, "text", errors[10][2]),
+      (13, "id", "id must be a string, an integer or null, got object"),
+  ]
+  assert errors[10][2].startswith("the request needs ") and "decode budget of 3 windows" in (
+      errors[10][2])
+  assert "12 line(s) failed" in captured.err

@@ -558,8 +558,9 @@ def finetuned(tmp_path_factory):
   env = dict(os.environ, JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3",
              PUNIFIED_DATASETS="resume", PUNIFIED_CACHE=str(root / "cache"),
              XLA_FLAGS=trainer_helpers.FAST_COMPILE_FLAGS)
-  for name in ("PUNIFIED_RAW_DIR", "PUNIFIED_FORMAT", "PUNIFIED_TFDS_DIR", "PUNIFIED_VOCAB"):
+  for name in ("PUNIFIED_FORMAT", "PUNIFIED_TFDS_DIR", "PUNIFIED_VOCAB"):
     env.pop(name, None)
+  env["PUNIFIED_RAW_DIR"] = "builtin"
   command = [sys.executable, "-m", "punified_jax.train", "--gin_file=gin/runs/adapt_from_hf.gin",
              f"--gin.INITIAL_CHECKPOINT_PATH={fixture_dir('uer_tiny')}", f"--gin.MODEL_DIR={run_dir}",
              "--gin.TRAIN_STEPS=10", "--gin.BATCH_SIZE=2", "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 32}",

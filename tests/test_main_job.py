@@ -22,6 +22,10 @@ def test_dry_run_prints_the_two_training_commands(tmp_path):
   commands = [line for line in result.stdout.splitlines() if line.startswith("$ ")]
   assert len(commands) == 2
   adapt, joint = commands
+  # No --raw_dir: the built-in corpus, asked for by name and announced.
+  assert ("data: the built-in synthetic corpus (PUNIFIED_RAW_DIR=builtin: no --raw_dir given; "
+          "a pipeline check, not a benchmark)") in result.stdout
+  assert adapt.startswith("$ PUNIFIED_RAW_DIR=builtin ") and joint.startswith("$ PUNIFIED_RAW_DIR=builtin ")
   assert "--gin_file=gin/runs/adapt.gin --gin_file=gin/models/mini.gin" in adapt
   assert "--gin.TRAIN_STEPS=150" in adapt and f"--gin.MODEL_DIR={tmp_path}/w/adapt" in adapt
   assert "--gin_file=gin/runs/finetune_joint.gin" in joint
@@ -32,25 +36,46 @@ def test_dry_run_prints_the_two_training_commands(tmp_path):
                 tmp_path)
   assert "--gin.TRAIN_STEPS=50000" in paper.stdout and "--gin.TRAIN_STEPS=100000" in paper.stdout
   assert "gin/models/base.gin" in paper.stdout and "--gin.LEARNING_RATE=0.0001" in paper.stdout
+  assert f"data: {tmp_path} (PUNIFIED_RAW_DIR)" in paper.stdout
+  assert f"$ PUNIFIED_RAW_DIR={tmp_path} " in paper.stdout
+  # `--raw_dir builtin` is the same as no --raw_dir (the CPU preset, the built-in corpus).
+  named = _main(["--dry_run", "--raw_dir", "builtin", "--work_dir", str(tmp_path / "b")], tmp_path)
+  assert "preset cpu" in named.stdout and "$ PUNIFIED_RAW_DIR=builtin " in named.stdout
 
 
 def test_whole_recipe_with_a_tiny_model(tmp_path):
   work = tmp_path / "w"
   result = _main(["--size", "tiny", "--adapt_steps", "4", "--finetune_steps", "6",
                   "--eval_period", "6", "--eval_max_examples", "3", "--beam_size", "2",
-                  "--datasets", "resume,msra", "--work_dir", str(work)], tmp_path)
+                  "--datasets", "resume,msra", "--split", "test", "--work_dir", str(work)], tmp_path)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   out = result.stdout
-  for stage in ("1/3 language-model adaptation", "2/3 joint fine-tuning", "3/3 report",
-                "on-demand extraction", "validation F1 per dataset"):
+  for stage in ("1/3 language-model adaptation", "2/3 joint fine-tuning",
+                "2b/3 evaluation of the best checkpoint on the test split", "3/3 report",
+                "on-demand extraction", "test F1 per dataset"):
     assert stage in out
-  table = out[out.index("validation F1 per dataset"):].splitlines()
+  table = out[out.index("test F1 per dataset"):].splitlines()
   assert table[1].split() == ["dataset", "macro", "F1", "micro", "F1", "precision", "recall"]
   assert [line.split()[0] for line in table[3:5]] == ["msra", "resume"]
   report = json.loads((work / "report" / "report.json").read_text())
   assert sorted(report["datasets"]) == ["msra", "resume"] and report["step"] == 6
+  test_eval = json.loads((work / "joint" / "eval_test" / "step_6.json").read_text())
+  assert test_eval["split"] == "test" and test_eval["unscored"] == {}
+  # Per-example predictions of the test evaluation and of the in-training validation one.
+  for directory in (work / "joint" / "eval_test", work / "joint" / "eval"):
+    lines = (directory / "predictions" / "punified_ner_resume_step_6.jsonl").read_text().splitlines()
+    assert len(lines) == 3  # --eval_max_examples 3
+    record = json.loads(lines[0])
+    assert {"text", "gold", "predicted", "per_type", "types"} <= set(record)
   assert (work / "report" / "report.png").read_bytes()[:4] == b"\x89PNG"
   info = json.loads((work / "joint" / "punified_model.json").read_text())
   assert info["extra"]["datasets"] == ["msra", "resume"]
+  # Each stage's run directory records its operative gin config and its data.
+  for stage, mixture in (("adapt", "punified_prefix_lm"), ("joint", "punified_ner_joint")):
+    assert "TRAIN_STEPS" in (work / stage / "config.gin").read_text()
+    data = json.loads((work / stage / "data_manifest.json").read_text())
+    assert data["builtin"] is True and data["mixture"]["name"] == mixture
+    assert sorted(data["datasets"]) == ["msra", "resume"]
+  assert "data: the built-in synthetic corpus" in out
   # Noise from TensorFlow/SentencePiece start-up is filtered out of what the user sees.
   assert "precompiled_charsmap" not in result.stderr and "cuInit" not in result.stderr

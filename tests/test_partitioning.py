@@ -1,5 +1,6 @@
 """Mesh construction, rule presets, spec fitting and optimizer-state sharding (one device here;
-the 8-device equivalence test lives in test_trainer.py and runs in a subprocess)."""
+the 8-device equivalence tests live in test_trainer.py (training) and test_sharded_inference.py
+(decoding) and run in subprocesses)."""
 
 import jax
 import numpy as np
@@ -155,7 +156,8 @@ def test_data_shard_info_single_process():
 
 
 def test_gin_presets_build_their_meshes_on_8_devices(tmp_path):
-  """Each gin/partitioning/*.gin preset, parsed after train_base.gin, gives the documented mesh."""
+  """Each gin/partitioning/*.gin preset, parsed after train_base.gin, gives the documented mesh,
+  and partitioning.preset_partitioner(name) builds the same one."""
   script = """
 import json, gin, sys
 from punified_jax import partitioning, train
@@ -166,17 +168,22 @@ for preset in ["data_parallel", "fsdp", "tensor_parallel", "2d"]:
                   ["MODEL = None", "MODEL_DIR = '/tmp/x'", "MIXTURE_OR_TASK_NAME = 'x'",
                    "TASK_FEATURE_LENGTHS = {}", "TRAIN_STEPS = 1"], [])
   partitioner = gin.get_configurable("punified_jax.partitioning.Partitioner")()
+  named = partitioning.preset_partitioner(preset)  # the Extractor's partitioning='<preset>'
   result[preset] = [dict(partitioner.mesh.shape), partitioner.relocate_indivisible,
                     partitioner.logical_axis_rules == partitioning.validate_rules(
-                        partitioning.RULE_PRESETS[preset]())]
+                        partitioning.RULE_PRESETS[preset]()),
+                    [dict(named.mesh.shape), named.relocate_indivisible,
+                     named.logical_axis_rules] == [dict(partitioner.mesh.shape),
+                                                   partitioner.relocate_indivisible,
+                                                   partitioner.logical_axis_rules]]
 print(json.dumps(result))
 """
   result = th.run_python(["-c", script], env=th.subprocess_env(devices=8), cwd=th.REPO_ROOT)
   assert result.returncode == 0, result.stderr[-3000:]
   import json
   assert json.loads(result.stdout.strip().splitlines()[-1]) == {
-      "data_parallel": [{"data": 8, "model": 1}, False, True],
-      "fsdp": [{"data": 8, "model": 1}, True, True],
-      "tensor_parallel": [{"data": 1, "model": 8}, False, True],
-      "2d": [{"data": 2, "model": 4}, True, True],
+      "data_parallel": [{"data": 8, "model": 1}, False, True, True],
+      "fsdp": [{"data": 8, "model": 1}, True, True, True],
+      "tensor_parallel": [{"data": 1, "model": 8}, False, True, True],
+      "2d": [{"data": 2, "model": 4}, True, True, True],
   }

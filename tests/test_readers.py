@@ -129,8 +129,8 @@ def test_invalid_utf8(tmp_path):
 
 
 def test_lenient_without_report_logs_the_counts(tmp_path, caplog):
-  path = _write(tmp_path, "bad.char.bmes", "甲\n")
-  assert list(readers.read_char_tags(path, strict=False)) == [Example("甲")]
+  path = _write(tmp_path, "bad.char.bmes", "乙 O\n甲\n")
+  assert list(readers.read_char_tags(path, strict=False)) == [Example("乙甲")]
   assert "{'missing_tag': 1}" in caplog.text
 
 
@@ -477,3 +477,76 @@ def test_weibo_round_trip(tmp_path, examples, position):
   # The 1st release's reader reads the same text from CESU-8 bytes.
   path1 = _write(tmp_path, "weiboNER.conll.dev", _cesu8("\n".join(lines)))
   assert list(readers.read_weibo(path1, version=1)) == examples
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers never swallow a file: the repair-share limit and unlabeled files.
+
+
+def _bmes_lines(n_good, n_bad):
+  """n_good tagged lines, then n_bad lines whose tag is unknown (each a repair), one sentence."""
+  return "".join("甲 O\n" for _ in range(n_good)) + "".join("乙 Q-XX\n" for _ in range(n_bad))
+
+
+def test_lenient_gives_up_when_most_lines_need_repair(tmp_path):
+  path = _write(tmp_path, "train.char.bmes", _bmes_lines(9, 10))
+  with pytest.raises(DataFormatError) as info:
+    _lenient(readers.read_char_tags, path, scheme="BMES")
+  message = str(info.value)
+  # Names the file and its first bad line (line 10: nine good lines come first).
+  assert message.startswith(f"{path}:10: 10 of 19 non-blank lines need repair (more than 50%)")
+  assert "First problem, at this line: unknown_tag" in message
+  assert info.value.path == path and info.value.line == 10
+
+
+def test_lenient_keeps_files_below_the_limits(tmp_path):
+  # Exactly half repaired: read, every repair counted.
+  half = _write(tmp_path, "half.char.bmes", _bmes_lines(10, 10))
+  examples, repairs = _lenient(readers.read_char_tags, half, scheme="BMES")
+  assert examples == [Example("甲" * 10 + "乙" * 10)] and repairs == {"unknown_tag": 10}
+  # Mostly broken but fewer than REPAIR_SHARE_MIN_LINES bad lines (a small hand-made file).
+  small = _write(tmp_path, "small.char.bmes", _bmes_lines(1, 9))
+  assert _lenient(readers.read_char_tags, small, scheme="BMES")[1] == {"unknown_tag": 9}
+  assert readers.REPAIR_SHARE_LIMIT == 0.5 and readers.REPAIR_SHARE_MIN_LINES == 10
+
+
+def test_json_file_of_mostly_bad_records_is_an_error(tmp_path):
+  lines = ['{"text": "甲乙", "label": {"name": {"甲": [[0, 0]]}}}'] * 3 + ["not json"] * 12
+  path = _write(tmp_path, "dev.json", "\n".join(lines) + "\n")
+  with pytest.raises(DataFormatError, match=r"dev\.json:4: 12 of 15 non-blank lines need repair"):
+    _lenient(readers.read_cluener_json, path)
+
+
+def test_release_file_without_tags_is_unlabeled(tmp_path):
+  path = _write(tmp_path, "test.char.bmes", "张\n三\n\n李\n")
+  for strict in (True, False):
+    report = RepairReport()
+    examples = list(readers.read_char_tags(path, strict=strict, report=report))
+    assert examples == [Example("张三"), Example("李")]
+    assert report.as_dict() == {} and report.unlabeled_files == [path]
+  # Weibo (characters with their position digits, no tag column) and MSRA (no /tag anywhere).
+  weibo = _write(tmp_path, "weiboNER_2nd_conll.test", "张0\n三1\n")
+  report = RepairReport()
+  assert list(readers.read_weibo(weibo, strict=False, report=report)) == [Example("张三")]
+  assert report.as_dict() == {} and report.unlabeled_files == [weibo]
+  msra = _write(tmp_path, "test.txt", "张三 去 北京\n")
+  report = RepairReport()
+  assert list(readers.read_msra(msra, strict=False, report=report)) == [Example("张三去北京")]
+  assert report.as_dict() == {} and report.unlabeled_files == [msra]
+  # A labeled file is not: one tagged line is enough, and the untagged ones are repairs.
+  mixed = _write(tmp_path, "dev.char.bmes", "张 O\n三\n")
+  report = RepairReport()
+  list(readers.read_char_tags(mixed, strict=False, report=report))
+  assert report.as_dict() == {"missing_tag": 1} and report.unlabeled_files == []
+
+
+def test_cluener_file_without_labels_is_unlabeled_even_when_labels_are_required(tmp_path):
+  path = _write(tmp_path, "dev.json", '{"id": 0, "text": "甲乙"}\n{"id": 1, "text": "丙"}\n')
+  report = RepairReport()
+  examples = list(readers.read_cluener_json(path, strict=False, report=report, require_labels=True))
+  assert examples == [Example("甲乙"), Example("丙")]
+  assert report.as_dict() == {} and report.unlabeled_files == [path]
+  ours = _write(tmp_path, "cluener_test.json", '{"id": 0, "text": "甲乙"}\n')
+  report = RepairReport()
+  assert list(readers.read_punified_json(ours, report=report)) == [Example("甲乙")]
+  assert report.unlabeled_files == [ours]

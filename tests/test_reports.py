@@ -50,7 +50,9 @@ def test_f1_table_is_literal():
 
 def test_write_report_json_png_and_curves(tmp_path):
   (tmp_path / "eval").mkdir()
-  (tmp_path / "eval" / "step_100.json").write_text(json.dumps({**EVAL, "step": 100}))
+  early = {**EVAL, "step": 100, "tasks": {**EVAL["tasks"], "punified_ner_resume": {
+      **EVAL["tasks"]["punified_ner_resume"], "macro_f1": 60.0}}}
+  (tmp_path / "eval" / "step_100.json").write_text(json.dumps(early))
   (tmp_path / "eval" / "step_500.json").write_text(json.dumps(EVAL))
   (tmp_path / "metrics.jsonl").write_text(
       "\n".join(json.dumps({"step": s, "train/loss": 4.0 / s}) for s in (10, 20, 30)) + "\n")
@@ -62,6 +64,11 @@ def test_write_report_json_png_and_curves(tmp_path):
   png = (tmp_path / "out" / "report.png").read_bytes()
   assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
   assert summary["png"].endswith("report.png")
+  # Issue 11 item 7: per-dataset F1 over the evaluated steps (also drawn in the PNG).
+  assert summary["f1_over_steps"] == {"cluener": {100: 50.0, 500: 50.0},
+                                      "resume": {100: 60.0, 500: 75.0}}
+  assert written["f1_over_steps"] == {"cluener": {"100": 50.0, "500": 50.0},
+                                      "resume": {"100": 60.0, "500": 75.0}}
   assert reports.curve(reports.read_metrics_jsonl(str(tmp_path / "metrics.jsonl")),
                        "train/loss") == ([10, 20, 30], [0.4, 0.2, 4.0 / 30])
 

@@ -183,8 +183,25 @@ def test_heldout_repairs_follow_their_sentence(root):
       "train": {}, "validation": {"unknown_tag": 1}}
 
 
-def test_builtin_corpus_when_raw_dir_is_none(root, monkeypatch):
+def test_builtin_corpus_only_by_name(root, monkeypatch):
   fake = types.ModuleType("punified_jax.data.builtin")
   fake.builtin_corpus_dir = lambda: str(root)
+  fake.held_out_sizes = lambda raw_dir, dataset: None
   monkeypatch.setitem(sys.modules, "punified_jax.data.builtin", fake)
-  assert sources.load_splits("resume", None) == sources.load_splits("resume", str(root))
+  assert sources.load_splits("resume", "builtin") == sources.load_splits("resume", str(root))
+  assert sources.available_splits("resume", "builtin") == ("train", "validation")
+  # No directory is not the built-in corpus: the error says what to pass.
+  for call in (lambda: sources.load_splits("resume", None), lambda: sources.load_splits("resume"),
+               lambda: sources.available_splits("resume", None)):
+    with pytest.raises(sources.MissingDataError, match="no raw data directory given: pass the "
+                       "root of your downloads, or 'builtin' for the built-in synthetic corpus"):
+      call()
+
+
+def test_release_test_file_without_tags_is_an_unlabeled_split(root):
+  # A Resume test file with no tag column (as an unlabeled release would be).
+  _write(root / "resume/test.char.bmes", "王\n五\n\n赵\n")
+  loaded = sources.load_dataset("resume", str(root))
+  assert loaded.unlabeled == frozenset({"test"})
+  assert loaded.repairs["test"].as_dict() == {}
+  assert loaded.splits["test"] == [Example("王五"), Example("赵")]

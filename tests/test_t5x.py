@@ -656,8 +656,9 @@ def t5x_runs(tmp_path_factory):
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
              PUNIFIED_DATASETS="resume,ecommerce", PUNIFIED_CACHE=str(root / "cache"),
              PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-  for key in ("PUNIFIED_RAW_DIR", "PUNIFIED_VOCAB", "PUNIFIED_TFDS_DIR", "PUNIFIED_FORMAT"):
-    env.pop(key, None)  # the built-in corpus and its default vocabulary
+  for key in ("PUNIFIED_VOCAB", "PUNIFIED_TFDS_DIR", "PUNIFIED_FORMAT"):
+    env.pop(key, None)
+  env["PUNIFIED_RAW_DIR"] = "builtin"  # the built-in corpus and its default vocabulary
   tiny = "gin/t5x/sizes/tiny.gin"
   _run_t5x("train", [tiny, "gin/t5x/adapt.gin"], {
       "MODEL_DIR": f"'{root / 'adapt'}'", "TRAIN_STEPS": 3, "BATCH_SIZE": 4,

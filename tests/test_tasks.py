@@ -44,7 +44,7 @@ def _examples(task_name, split, **kwargs):
 
 
 def test_default_registration_names():
-  tasks.register_all(tasks.DataConfig())
+  tasks.register_all(tasks.DataConfig(raw_dir="builtin"))
   names = set(seqio.TaskRegistry.names())
   for ds in ("ecommerce", "msra", "ontonotes4", "peoples_daily", "boson", "resume", "cluener",
              "ccks2021", "weibo", "peoples_daily_1998"):
@@ -57,7 +57,7 @@ def test_default_registration_names():
       "punified_ner_ecommerce", "punified_ner_msra", "punified_ner_ontonotes4",
       "punified_ner_peoples_daily", "punified_ner_resume"]
   assert {t.name for t in seqio.get_mixture_or_task("punified_prefix_lm").tasks} == {
-      f"punified_prefix_lm_{d}" for d in tasks.DataConfig().datasets}
+      f"punified_prefix_lm_{d}" for d in tasks.DataConfig(raw_dir="builtin").datasets}
 
 
 def test_dataset_prompt_examples_are_literal(raw_dir):

@@ -48,6 +48,13 @@ def test_round_up_vocab_size():
   assert [train_cli.round_up_vocab_size(n) for n in (1, 128, 129, 21228)] == [128, 128, 256, 21248]
 
 
+def test_split_flag_is_the_eval_split_macro():
+  from punified_jax import eval as eval_cli  # pylint: disable=g-import-not-at-top
+  assert eval_cli.split_flag_to_gin(["--gin_file=a.gin", "--split", "test", "--split=validation"]) == [
+      "--gin_file=a.gin", "--gin.EVAL_SPLIT=test", "--gin.EVAL_SPLIT=validation"]
+  assert eval_cli.main(["--gin_file=a.gin", "--split"]) == 2
+
+
 def test_missing_gin_file_is_a_clear_error(tmp_path, capsys):
   assert train_cli.main([f"--gin_file={tmp_path / 'nope.gin'}", "--distributed=off"]) == 2
   assert "nope.gin: no such file" in capsys.readouterr().err
@@ -107,7 +114,7 @@ def test_sigterm_then_rerun_continues_like_an_uninterrupted_run(tmp_path):
   evaluated = th.run_python(
       ["-m", "punified_jax.eval", f"--gin_file={eval_gin}", "--gin_file=gin/models/tiny.gin",
        f"--gin.CHECKPOINT_PATH={model_dir}", f"--gin.EVAL_OUTPUT_DIR={tmp_path / 'eval'}", "--gin.EVAL_BEAM_SIZE=2",
-       "--gin.EVAL_MAX_EXAMPLES=4"], env=env, cwd=th.REPO_ROOT)
+       "--gin.EVAL_MAX_EXAMPLES=4", "--split", "validation"], env=env, cwd=th.REPO_ROOT)
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   report = json.loads((tmp_path / "eval" / f"step_{final}.json").read_text())
   assert sorted(report["tasks"]) == ["cli_memorise", "cli_memorise_b"]
@@ -115,3 +122,12 @@ def test_sigterm_then_rerun_continues_like_an_uninterrupted_run(tmp_path):
   assert report["beam_size"] == 2 and report["selection_metric"] == "macro_f1"
   assert report["mean"] == pytest.approx(np.mean([t["macro_f1"] for t in report["tasks"].values()]))
   assert "mean macro_f1" in evaluated.stdout
+  assert report["split"] == "validation" and report["unscored"] == {}
+  # Per-example predictions beside the report (generic records: these are not NER tasks).
+  lines = (tmp_path / "eval" / "predictions" / f"cli_memorise_step_{final}.jsonl").read_text().splitlines()
+  records = [json.loads(line) for line in lines]
+  assert [r["index"] for r in records] == [0, 1, 2, 3]
+  assert sorted(records[0]) == ["generation", "index", "inputs", "target"]
+  # The run directory records its operative gin config (no data manifest: in-memory tasks).
+  assert "train.batch_size" in (model_dir / "config.gin").read_text()
+  assert not (model_dir / "data_manifest.json").exists()

@@ -78,7 +78,8 @@ def test_overfits_16_examples_then_decodes_them_exactly(tmp_path, memorise_task)
 
 
 def test_sharded_training_matches_one_device_on_8_fake_devices(tmp_path):
-  """Data-parallel, FSDP and a 2 x 4 mesh give one device's losses; state really is sharded."""
+  """Data-parallel, FSDP, tensor-parallel (1 x 8) and a 2 x 4 mesh give one device's losses; state
+  really is sharded."""
   out = tmp_path / "report.json"
   result = th.run_python([os.path.join(th.TESTS_DIR, "sharding_worker.py"), str(out), str(tmp_path / "runs")],
                          env=th.subprocess_env(devices=8), cwd=str(tmp_path))
@@ -86,11 +87,12 @@ def test_sharded_training_matches_one_device_on_8_fake_devices(tmp_path):
   report = json.loads(out.read_text())
   reference = report["single"]["losses"]
   assert len(reference) == 10 and reference[-1] < reference[0]
-  for name in ("data_parallel", "fsdp", "2x4"):
+  for name in ("data_parallel", "fsdp", "tensor_parallel", "2x4"):
     # Tolerance: the same math with reductions split across devices: float32 round-off only.
     np.testing.assert_allclose(report[name]["losses"], reference, rtol=1e-5, atol=1e-6, err_msg=name)
     np.testing.assert_allclose(report[name]["grad_norms"], report["single"]["grad_norms"], rtol=1e-4, err_msg=name)
   assert report["2x4"]["mesh"] == {"data": 2, "model": 4}
+  assert report["tensor_parallel"]["mesh"] == {"data": 1, "model": 8}
   # Shard shapes (first addressable shard) of params [vocab 384, embed 32], wi_0 [embed 32, mlp 64],
   # relpos [heads 4, buckets 32] and Adafactor's factored statistics of wi_0 / the embedding.
   assert report["data_parallel"]["shards"] == report["single"]["shards"] == {
@@ -99,6 +101,11 @@ def test_sharded_training_matches_one_device_on_8_fake_devices(tmp_path):
   assert report["fsdp"]["shards"] == {
       "embedding": [384, 4], "wi_0": [4, 64], "logits_dense": [4, 384], "relpos": [4, 4],
       "wi_0.v_row": [4], "wi_0.v_col": [64], "embedding.v_row": [4], "embedding.v_col": [384]}
+  # Tensor parallel: vocab and mlp split 8 ways, embed whole; relpos' 4 heads do not divide 8
+  # (replicated); Adafactor's statistics follow (v_col of the embedding keeps the vocab split).
+  assert report["tensor_parallel"]["shards"] == {
+      "embedding": [48, 32], "wi_0": [32, 8], "logits_dense": [32, 48], "relpos": [4, 32],
+      "wi_0.v_row": [32], "wi_0.v_col": [8], "embedding.v_row": [32], "embedding.v_col": [48]}
   assert report["2x4"]["shards"] == {
       "embedding": [96, 16], "wi_0": [16, 16], "logits_dense": [16, 96], "relpos": [1, 16],
       "wi_0.v_row": [16], "wi_0.v_col": [16], "embedding.v_row": [16], "embedding.v_col": [96]}
@@ -196,3 +203,184 @@ def test_bad_settings_fail_clearly(tmp_path, memorise_task):
                                 global_batch_size=8, seed=0, data_shards=3, shard_range=(0, 3))
   with pytest.raises(ValueError, match="loss_normalizer"):
     trainer.make_train_step(th.tiny_model(), optax.adamw(1e-3), lambda s: 1e-3, seed=0, loss_normalizer="mean")
+
+
+def test_resume_at_a_later_step_restores_the_input_position_without_rereading(tmp_path, memorise_task, capsys,
+                                                                              monkeypatch):
+  """Periodic checkpoints at 4 and 8, SIGTERM after step 11, resume to 14: the input comes back from
+  the checkpoint's iterator state (no batch re-read) and the losses are the uninterrupted run's.
+  The same checkpoint without its input item resumes by skipping, with the same losses."""
+  import shutil
+  from punified_jax import input_state
+  model = th.tiny_model(dropout_rate=0.1)
+  reference = _train(tmp_path / "reference", memorise_task, steps=14, model=model)
+  expected = {h["step"]: h["loss"] for h in reference.history}
+
+  def terminate_after_step_11(step, metrics):
+    del metrics
+    if step == 11:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  interrupted = _train(tmp_path / "run", memorise_task, steps=14, model=model, checkpoint_period=4,
+                       step_callback=terminate_after_step_11)
+  assert (interrupted.final_step, interrupted.stopped_by) == (11, "SIGTERM")
+  checkpoints_dir = tmp_path / "run" / "checkpoints"
+  assert sorted(os.listdir(checkpoints_dir), key=int) == ["4", "8", "11"]
+  assert sorted(n for n in os.listdir(checkpoints_dir / "11" / "input") if n.startswith("shard-")) == [
+      "shard-00000-of-00001.data-00000-of-00001", "shard-00000-of-00001.index"]
+  meta = json.loads((checkpoints_dir / "11" / "meta" / "metadata").read_text())
+  assert meta["consumed_batches"] == 11
+  assert meta["input_state"] == {"kind": "tf.data iterator per input shard", "data_shards": 1}
+  shutil.copytree(tmp_path / "run", tmp_path / "without_input")
+  shutil.rmtree(tmp_path / "without_input" / "checkpoints" / "11" / "input")
+
+  skips = []
+  original_init = input_state.TrainInput.__init__
+
+  def recording_init(self, *, skip_batches=0, **kwargs):
+    skips.append(skip_batches)
+    original_init(self, skip_batches=skip_batches, **kwargs)
+
+  monkeypatch.setattr(input_state.TrainInput, "__init__", recording_init)
+  capsys.readouterr()
+  resumed = _train(tmp_path / "run", memorise_task, steps=14, model=model, checkpoint_period=4)
+  assert "input position restored from the checkpoint (11 batches consumed)" in capsys.readouterr().out
+  assert skips == [0]  # one pipeline, nothing re-read
+  assert resumed.start_step == 11 and resumed.final_step == 14
+  losses = {h["step"]: h["loss"] for h in interrupted.history + resumed.history}
+  np.testing.assert_allclose([losses[s] for s in range(1, 15)], [expected[s] for s in range(1, 15)], rtol=1e-6)
+
+  skipped = _train(tmp_path / "without_input", memorise_task, steps=14, model=model, checkpoint_period=4)
+  assert ("the checkpoint holds no input state for these input shards: skipping the 11 consumed batches "
+          "(re-reads them)") in capsys.readouterr().out
+  assert skips == [0, 11]
+  np.testing.assert_allclose([h["loss"] for h in skipped.history], [expected[s] for s in range(12, 15)], rtol=1e-6)
+
+
+def test_each_host_saves_its_input_shards_and_another_host_layout_restores_them(tmp_path, memorise_task):
+  """Two hosts (one input shard each) write their iterator states into one item; one host reading
+  both shards restores them and continues with the global batches the two hosts would have read."""
+  from punified_jax import input_state
+  common = dict(mixture_or_task_name=memorise_task, task_feature_lengths=LENGTHS, global_batch_size=4, seed=7,
+                data_shards=2)
+  hosts = [input_state.TrainInput(shard_range=(index, index + 1), **common) for index in range(2)]
+  for host in hosts:
+    for _ in range(3):
+      next(host)
+  handler = input_state.InputStateHandler()
+  item = tmp_path / "input"
+  item.mkdir()
+  handler.save(item, input_state.InputStateSave(hosts[0].state_files()))
+  (tmp_path / "first_only").mkdir()
+  for name in os.listdir(item):
+    (tmp_path / "first_only" / name).write_bytes((item / name).read_bytes())
+  handler.save(item, input_state.InputStateSave(hosts[1].state_files()))
+  assert sorted(os.listdir(item)) == [
+      "shard-00000-of-00002.data-00000-of-00001", "shard-00000-of-00002.index",
+      "shard-00001-of-00002.data-00000-of-00001", "shard-00001-of-00002.index"]
+  following = []
+  for _ in range(2):
+    parts = [next(host) for host in hosts]
+    following.append({key: np.concatenate([part[key] for part in parts]) for key in parts[0]})
+
+  one_host = input_state.TrainInput(shard_range=(0, 2), **common)
+  one_host.restore_state(handler.restore(item, input_state.InputStateRestore(prefixes=one_host.wanted_prefixes())))
+  for batch in following:
+    restored = next(one_host)
+    for key in batch:
+      np.testing.assert_array_equal(restored[key], batch[key])
+  with pytest.raises(FileNotFoundError, match=r"shard-00001-of-00002\.index does not exist"):
+    handler.restore(tmp_path / "first_only", input_state.InputStateRestore(prefixes=one_host.wanted_prefixes()))
+
+
+def _generator_task(name):
+  """A task whose source is a Python generator: tf.data cannot checkpoint its iterator."""
+  import seqio
+  import tensorflow as tf
+
+  def dataset_fn(split, shuffle_files, seed=None):
+    del split, shuffle_files, seed
+
+    def records():
+      for example in th.memorise_examples(16):
+        yield example
+    spec = tf.TensorSpec([], tf.string)
+    return tf.data.Dataset.from_generator(records, output_signature={"inputs": spec, "targets": spec})
+
+  if name in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.remove(name)
+  features = {key: seqio.Feature(th.VOCAB, add_eos=True) for key in ("inputs", "targets")}
+  seqio.TaskRegistry.add(name, source=seqio.FunctionDataSource(dataset_fn, splits=("train",)),
+                         preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+                         output_features=features)
+  return name
+
+
+def test_a_pipeline_tf_data_cannot_save_says_so_and_resumes_by_skipping(capsys):
+  from punified_jax import input_state
+  common = dict(mixture_or_task_name=_generator_task("trainer_generator"), task_feature_lengths=LENGTHS,
+                global_batch_size=4, seed=7, data_shards=1, shard_range=(0, 1))
+  train_input = input_state.TrainInput(**common)
+  batches = [next(train_input) for _ in range(3)]
+  assert input_state.checkpoint_items(train_input) == ({}, None)
+  out = capsys.readouterr().out
+  assert out == ("warning: the input pipeline cannot be checkpointed (PyFunc is stateful.); checkpoints hold no "
+                 "input position and a resume will re-read the consumed batches\n")
+  assert input_state.checkpoint_items(train_input) == ({}, None) and capsys.readouterr().out == ""  # said once
+
+  class NoInputItem:
+    def restore_item(self, *args):
+      raise AssertionError("not asked: the meta records no input state")
+
+  resumed = input_state.open_train_input(checkpointer=NoInputItem(), step=2, meta={"input_state": None},
+                                         consumed_batches=2, settings_changed=False, announce=True, **common)
+  assert capsys.readouterr().out == ("the checkpoint holds no input state for these input shards: skipping the 2 "
+                                     "consumed batches (re-reads them)\n")
+  np.testing.assert_array_equal(next(resumed)["decoder_target_tokens"], batches[2]["decoder_target_tokens"])
+
+
+def test_the_ner_tasks_input_position_round_trips(tmp_path, monkeypatch):
+  """The real NER tasks (a tiny Resume release) can be checkpointed: their source is tensors."""
+  import tasks
+  from punified_jax import input_state
+  resume = tmp_path / "raw" / "resume"
+  resume.mkdir(parents=True)
+  sentences = ["张 B-NAME\n三 E-NAME\n， O\n汉 B-RACE\n族 E-RACE", "任 O\n经 B-TITLE\n理 E-TITLE", "好 O"]
+  (resume / "train.char.bmes").write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
+  (resume / "dev.char.bmes").write_text(sentences[0] + "\n", encoding="utf-8")
+  monkeypatch.setenv("PUNIFIED_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setenv("PUNIFIED_RAW_DIR", str(tmp_path / "raw"))
+  monkeypatch.setenv("PUNIFIED_DATASETS", "resume")
+  try:
+    tasks.register_all()
+    common = dict(mixture_or_task_name="punified_ner_joint", task_feature_lengths={"inputs": 64, "targets": 32},
+                  global_batch_size=2, seed=3, data_shards=1, shard_range=(0, 1))
+    first = input_state.TrainInput(**common)
+    for _ in range(4):
+      next(first)
+    files = first.state_files()
+    assert sorted(files) == ["shard-00000-of-00001.data-00000-of-00001", "shard-00000-of-00001.index"]
+    expected = [next(first) for _ in range(3)]
+    second = input_state.TrainInput(**common)
+    second.restore_state(files)
+    for batch in expected:
+      restored = next(second)
+      for key in batch:
+        np.testing.assert_array_equal(restored[key], batch[key])
+  finally:
+    monkeypatch.undo()
+    tasks.register_all()
+
+
+def test_every_preset_and_recipe_checkpoints_periodically():
+  """A long run loses at most a few thousand steps to a preemption: periods are below the longest
+  stage of each main-job preset and at most 5000 in the paper's recipes."""
+  import re
+  from punified_jax.commands import main as main_job
+  assert {name: preset.checkpoint_period for name, preset in main_job.PRESETS.items()} == {"cpu": 200, "paper": 2000}
+  for preset in main_job.PRESETS.values():
+    assert preset.checkpoint_period < max(preset.adapt_steps, preset.finetune_steps)
+  for recipe in ("adapt", "finetune_joint", "finetune_single", "train_base"):
+    with open(os.path.join(th.REPO_ROOT, "gin", "runs", f"{recipe}.gin"), encoding="utf-8") as handle:
+      periods = re.findall(r"^CHECKPOINT_PERIOD = (\d+)", handle.read(), flags=re.M)
+    assert len(periods) == 1 and 0 < int(periods[0]) <= 5000, (recipe, periods)

@@ -457,17 +457,17 @@ def test_vocab_command_trains_on_train_splits(fake_sources, tmp_path, capsys):
 
 def test_vocab_command_errors(fake_sources, tmp_path, capsys):
   output = str(tmp_path / "v.model")
-  assert cli_main(["vocab", "--datasets", "resume,boson", "--output", output]) == 2
+  assert cli_main(["vocab", "--datasets", "resume,boson", "--raw_dir", "RAW", "--output", output]) == 2
   assert "BosonNLP_NER_6C.txt not found" in capsys.readouterr().err
-  assert cli_main(["vocab", "--datasets", "resume,boson", "--output", output,
+  assert cli_main(["vocab", "--datasets", "resume,boson", "--raw_dir", "RAW", "--output", output,
                    "--skip_missing"]) == 0
   captured = capsys.readouterr()
   assert "skipped boson:" in captured.err and "skipped (files missing): boson" in captured.out
-  assert cli_main(["vocab", "--datasets", "weibo", "--output", output]) == 2
+  assert cli_main(["vocab", "--datasets", "weibo", "--raw_dir", "RAW", "--output", output]) == 2
   assert "dataset 'weibo' has no train split" in capsys.readouterr().err
-  assert cli_main(["vocab", "--datasets", "nosuch", "--output", output]) == 2
+  assert cli_main(["vocab", "--datasets", "nosuch", "--raw_dir", "RAW", "--output", output]) == 2
   assert "unknown dataset 'nosuch'" in capsys.readouterr().err
-  assert cli_main(["vocab", "--datasets", "resume", "--output", str(tmp_path / "v.txt")]) == 2
+  assert cli_main(["vocab", "--datasets", "resume", "--raw_dir", "RAW", "--output", str(tmp_path / "v.txt")]) == 2
   assert "--output must end in .model" in capsys.readouterr().err
 
 

@@ -11,27 +11,36 @@ JSON lines on stdin (without --text), one output line per input line, in order:
   {"text": "...", "types": ["地点", "组织"]}     or   {"text": "...", "dataset": "resume"}
   -> {"text": "...", "entities": [...]}
 
-A line may also carry an "id" (any JSON value), echoed back.  A line without "types" and
-"dataset" uses --types / --dataset.  A bad line (not JSON, not an object, a missing or
-non-string "text", bad "types"/"dataset", an unknown field) produces
-{"line": N, "field": "...", "error": "..."} in its place (and the same message on stderr); the
-other lines are still processed and the exit code is 1 at the end.  Blank lines are skipped.
-Lines are read in chunks of --chunk_lines and decoded together (batched and bucketed).
+A line may also carry an "id" (a string of at most 256 characters, an integer or null), echoed
+back.  A line without "types" and "dataset" uses --types / --dataset.  Every line goes through
+punified_jax/request_validation.py (the validator the HTTP service and the Python API use): a
+bad line (invalid UTF-8, not JSON, nested too deeply, a number of more than 20 characters, not
+an object, an unknown or repeated field, a missing or non-string "text", a lone surrogate
+anywhere, bad "types"/"dataset", a text beyond --max_text_chars, more than --max_oov_chars
+characters outside the vocabulary or more than --max_windows model windows) produces
+{"line": N, "field": "...", "error": "..."} in its place (and the same message on stderr), with
+echoed values cut short and escaped; the other lines are still processed.  Blank lines are
+skipped.  Lines are read as bytes in chunks of --chunk_lines and decoded together (batched and
+bucketed).
 
-Exit codes: 0 all lines succeeded, 1 some line failed, 2 bad arguments or an unusable model
-directory.
+Exit codes: 0 every line answered with entities; 3 some line was answered with an error object
+(the others were processed); 2 bad arguments or an unusable model directory; 1 an unexpected
+error (a bug: the traceback is on stderr, lines already answered stay written).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any, Iterable, Optional, TextIO
 
+from punified_jax import request_validation as validation
+
 HELP = "extract requested entity types with character offsets (JSON) from a trained model"
 
-_LINE_FIELDS = ("text", "types", "dataset", "id")
+EXIT_OK, EXIT_CRASH, EXIT_USAGE, EXIT_SOME_LINES_FAILED = 0, 1, 2, 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,8 +72,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="output length limit (default: the run's targets length)")
   parser.add_argument("--chunk_lines", type=int, default=64,
                       help="stdin lines decoded together")
+  defaults = validation.Limits()
+  parser.add_argument("--max_line_bytes", type=int, default=defaults.max_body_bytes,
+                      help="longest input line in bytes (0 = unlimited)")
+  parser.add_argument("--max_text_chars", type=int, default=defaults.max_text_chars,
+                      help="longest text of a line in characters (longer texts are windowed, "
+                           "never cut, up to this; 0 = unlimited)")
+  parser.add_argument("--max_windows", type=int, default=defaults.max_windows,
+                      help="decode budget of a line: model windows its text may need "
+                           "(0 = unlimited)")
+  parser.add_argument("--max_oov_chars", type=int, default=defaults.max_oov_chars,
+                      help="characters outside the model's vocabulary a line may hold "
+                           "(0 = unlimited)")
   parser.add_argument("--stats", action="store_true",
                       help="print the extractor's counters as JSON on stderr at the end")
+
+
+def limits_from_args(args: argparse.Namespace) -> validation.Limits:
+  """The per-line limits: the service's defaults with the CLI's overrides (0 = unlimited)."""
+  return dataclasses.replace(
+      validation.Limits(), max_body_bytes=args.max_line_bytes or None,
+      max_text_chars=args.max_text_chars or None,
+      max_total_chars=None, max_windows=args.max_windows or None,
+      max_oov_chars=args.max_oov_chars or None)
 
 
 def _split_types(value: Optional[str]) -> Optional[list[str]]:
@@ -73,45 +103,44 @@ def _split_types(value: Optional[str]) -> Optional[list[str]]:
   return [name.strip() for name in value.split(",")]
 
 
-def _error(line: int, field: str, message: str, out: TextIO) -> None:
+def _error(line: int, field: str, message: str, out: TextIO, quiet: bool = False) -> None:
   out.write(json.dumps({"line": line, "field": field, "error": message},
                        ensure_ascii=False) + "\n")
-  print(f"error: line {line}: {field}: {message}", file=sys.stderr)
+  if not quiet:
+    print(f"error: line {line}: {field}: {message}", file=sys.stderr)
 
 
-def _request(extractor, raw: str, number: int, default_types, default_dataset):
-  """(request dict, None) for a valid line, else (None, (field, message))."""
-  try:
-    value = json.loads(raw)
-  except json.JSONDecodeError as error:
-    return None, ("json", f"not valid JSON: {error.msg} at column {error.colno}")
-  if not isinstance(value, dict):
-    return None, ("json", f"expected a JSON object, got {type(value).__name__}")
-  unknown = sorted(set(value) - set(_LINE_FIELDS))
-  if unknown:
-    return None, (unknown[0], f"unknown field {unknown[0]!r} (fields: "
-                              f"{', '.join(_LINE_FIELDS)})")
-  if "text" not in value:
-    return None, ("text", "missing")
-  if not isinstance(value["text"], str):
-    return None, ("text", f"must be a string, got {type(value['text']).__name__}")
-  types, dataset = value.get("types"), value.get("dataset")
-  if "types" not in value and "dataset" not in value:
-    types, dataset = default_types, default_dataset
-  field = "dataset" if "dataset" in value and "types" not in value else "types"
-  try:
-    names = extractor.resolve_types(types, dataset)
-  except (TypeError, ValueError) as error:
-    return None, (field, str(error))
-  request = {"text": value["text"], "types": names}
-  if "id" in value:
-    request["id"] = value["id"]
-  return request, None
+class LineChecker:
+  """Turns one raw input line into a validated request (or an InvalidRequest)."""
+
+  def __init__(self, extractor, limits: validation.Limits, default_types, default_dataset):
+    self.extractor = extractor
+    self.limits = limits
+    self.default_types = default_types
+    self.default_dataset = default_dataset
+    self.coverage = (validation.VocabularyCoverage(extractor.vocabulary)
+                     if limits.max_oov_chars is not None else None)
+
+  def check(self, raw: bytes | str) -> validation.LineRequest:
+    value = validation.parse_json(raw, self.limits, field="json")
+    request = validation.validate_line_request(
+        value, default_types=self.default_types, default_dataset=self.default_dataset,
+        known_types=self.extractor.known_types,
+        allow_unseen_types=self.extractor.allow_unseen_types, limits=self.limits)
+    windows = None
+    if self.limits.max_windows is not None:
+      try:
+        windows = [len(self.extractor.window_ranges(request.text, request.types))]
+      except ValueError as error:  # the prompt leaves no room for text
+        raise validation.InvalidRequest("types", str(error)) from None
+    validation.check_cost([request.text], windows, self.coverage, self.limits,
+                          fields=["text"])
+    return request
 
 
-def _chunks(lines: Iterable[str], size: int):
+def _chunks(lines: Iterable[bytes | str], size: int, first_line: int = 1):
   chunk = []
-  for number, raw in enumerate(lines, start=1):
+  for number, raw in enumerate(lines, start=first_line):
     chunk.append((number, raw))
     if len(chunk) == size:
       yield chunk
@@ -120,10 +149,10 @@ def _chunks(lines: Iterable[str], size: int):
     yield chunk
 
 
-def _extract_isolating_errors(extractor, requests: list[dict]) -> list[Any]:
+def _extract_isolating_errors(extractor, requests: list[validation.LineRequest]) -> list[Any]:
   """Entities per request, or the exception that request alone raised (e.g. a prompt too long
   for the model): one failing request must not fail its whole chunk."""
-  pairs = [(r["text"], r["types"]) for r in requests]
+  pairs = [(request.text, request.types) for request in requests]
   try:
     return list(extractor.extract_requests(pairs))
   except (TypeError, ValueError):
@@ -136,33 +165,41 @@ def _extract_isolating_errors(extractor, requests: list[dict]) -> list[Any]:
     return results
 
 
-def process_lines(extractor, lines: Iterable[str], out: TextIO, *,
+def process_lines(extractor, lines: Iterable[bytes | str], out: TextIO, *,
                   default_types: Optional[list[str]] = None,
-                  default_dataset: Optional[str] = None, chunk_lines: int = 64) -> int:
-  """Answers JSON-line requests; returns the number of failed lines."""
+                  default_dataset: Optional[str] = None, chunk_lines: int = 64,
+                  limits: Optional[validation.Limits] = None, first_line: int = 1,
+                  quiet: bool = False) -> int:
+  """Answers JSON-line requests (bytes or str lines); returns the number of failed lines.
+  first_line: the number of the first line (error objects name lines by number); quiet: no
+  error lines on stderr."""
+  checker = LineChecker(extractor, limits or validation.Limits(), default_types,
+                        default_dataset)
   failed = 0
-  for chunk in _chunks(lines, max(1, chunk_lines)):
-    answers: list[tuple[int, Optional[dict], Optional[tuple[str, str]]]] = []
+  for chunk in _chunks(lines, max(1, chunk_lines), first_line):
+    answers: list[tuple[int, Any]] = []  # (line number, LineRequest or InvalidRequest)
     for number, raw in chunk:
       if not raw.strip():
         continue
-      request, error = _request(extractor, raw, number, default_types, default_dataset)
-      answers.append((number, request, error))
-    valid = [request for _, request, _ in answers if request is not None]
-    results = _extract_isolating_errors(extractor, valid)
-    for number, request, error in answers:
-      if error is None:
-        result = results.pop(0)
+      try:
+        answers.append((number, checker.check(raw)))
+      except validation.InvalidRequest as error:
+        answers.append((number, error))
+    valid = [item for _, item in answers if isinstance(item, validation.LineRequest)]
+    results = iter(_extract_isolating_errors(extractor, valid))
+    for number, item in answers:
+      if isinstance(item, validation.LineRequest):
+        result = next(results)
         if isinstance(result, Exception):
-          error = ("types", str(result))
-      if error is not None:
+          item = validation.InvalidRequest("types", validation.escape(str(result), 400))
+      if isinstance(item, validation.InvalidRequest):
         failed += 1
-        _error(number, error[0], error[1], out)
+        _error(number, item.field, item.message, out, quiet)
         continue
       answer: dict[str, Any] = {}
-      if "id" in request:
-        answer["id"] = request["id"]
-      answer["text"] = request["text"]
+      if item.has_id:
+        answer["id"] = item.id
+      answer["text"] = item.text
       answer["entities"] = result
       out.write(json.dumps(answer, ensure_ascii=False) + "\n")
     out.flush()
@@ -176,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
   types = _split_types(args.types)
   if args.types is not None and args.dataset is not None:
     print("error: give --types or --dataset, not both", file=sys.stderr)
-    return 2
+    return EXIT_USAGE
   try:
     extractor = inference.Extractor.load(
         args.model_dir, checkpoint=args.checkpoint, beam_size=args.beam_size,
@@ -185,29 +222,40 @@ def run(args: argparse.Namespace) -> int:
         max_decode_length=args.max_decode_length, stopping=args.stopping)
   except (OSError, ValueError, TypeError) as error:
     print(f"error: --model_dir {args.model_dir}: {error}", file=sys.stderr)
-    return 2
+    return EXIT_USAGE
+  limits = limits_from_args(args)
+  types_flag = "--dataset" if args.dataset is not None else "--types"
+  if types is not None or args.dataset is not None:
+    try:  # check the defaults once, before reading any line
+      validation.resolve_types(types, args.dataset, known_types=extractor.known_types,
+                               allow_unseen_types=extractor.allow_unseen_types, limits=limits)
+    except validation.InvalidRequest as error:
+      print(f"error: {types_flag}: {error}", file=sys.stderr)
+      return EXIT_USAGE
 
   if args.text is not None:
+    if types is None and args.dataset is None:
+      print(f"error: {types_flag}: no entity types requested: give --types or --dataset",
+            file=sys.stderr)
+      return EXIT_USAGE
     try:
-      entities = extractor.extract([args.text], types=types, dataset=args.dataset)[0]
-    except (TypeError, ValueError) as error:
-      field = "--dataset" if args.dataset is not None else "--types"
+      request = LineChecker(extractor, limits, types, args.dataset).check(
+          json.dumps({"text": validation.check_string(args.text, "--text")}))
+    except validation.InvalidRequest as error:
+      field = "--text" if error.field in ("text", "json") else error.field
       print(f"error: {field}: {error}", file=sys.stderr)
-      return 2
+      return EXIT_USAGE
+    entities = extractor.extract_requests([(request.text, request.types)])[0]
     print(json.dumps({"text": args.text, "entities": entities}, ensure_ascii=False))
-    status = 0
+    status = EXIT_OK
   else:
-    if types is not None or args.dataset is not None:
-      try:  # check the defaults once, before reading any line
-        extractor.resolve_types(types, args.dataset)
-      except (TypeError, ValueError) as error:
-        print(f"error: {'--dataset' if args.dataset else '--types'}: {error}", file=sys.stderr)
-        return 2
-    failed = process_lines(extractor, sys.stdin, sys.stdout, default_types=types,
-                           default_dataset=args.dataset, chunk_lines=args.chunk_lines)
+    stdin = getattr(sys.stdin, "buffer", sys.stdin)  # bytes: invalid UTF-8 is one bad line
+    failed = process_lines(extractor, stdin, sys.stdout, default_types=types,
+                           default_dataset=args.dataset, chunk_lines=args.chunk_lines,
+                           limits=limits)
     if failed:
       print(f"{failed} line(s) failed", file=sys.stderr)
-    status = 1 if failed else 0
+    status = EXIT_SOME_LINES_FAILED if failed else EXIT_OK
   if args.stats:
     print(json.dumps({"stats": extractor.stats}, ensure_ascii=False), file=sys.stderr)
   return status

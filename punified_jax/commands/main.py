@@ -18,8 +18,10 @@ Presets:
         AdamW 1e-4. Meant for accelerators (add --gin_file=gin/partitioning/fsdp.gin etc. via
         --extra_gin); start from a public checkpoint with --initial_checkpoint (an HF dir).
 Every number can be overridden (--adapt_steps, --finetune_steps, --size, --gin KEY=VALUE ...).
-Data comes from --raw_dir (release formats; see docs/data.md) or the built-in corpus; the
-vocabulary from --vocab or a character-level SentencePiece model trained on the train text.
+Data comes from --raw_dir (release formats; see docs/data.md). Without it the main job asks for
+the built-in synthetic corpus by name (PUNIFIED_RAW_DIR=builtin in the stage commands) and says
+so; `--raw_dir builtin` is the same choice spelled out. The vocabulary comes from --vocab or a
+character-level SentencePiece model trained on the train text.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class Preset:
   eval_period: int
   beam_size: int
   constrained_eval: bool
+  # Save every N steps (and at the end / on SIGTERM): a preempted or crashed stage resumes from
+  # there, input position included.
+  checkpoint_period: int
 
 
 PRESETS = {
@@ -64,12 +69,12 @@ PRESETS = {
     "cpu": Preset(size="mini", adapt_steps=150, finetune_steps=600, adapt_batch=16,
                   finetune_batch=16, adapt_lengths=(128, 128), finetune_lengths=(256, 256),
                   learning_rate=2e-3, adapt_warmup=15, finetune_warmup=50, eval_period=300,
-                  beam_size=4, constrained_eval=True),
+                  beam_size=4, constrained_eval=True, checkpoint_period=200),
     # The paper's Table 7.
     "paper": Preset(size="base", adapt_steps=50_000, finetune_steps=100_000, adapt_batch=48,
                     finetune_batch=32, adapt_lengths=(256, 256), finetune_lengths=(512, 512),
                     learning_rate=1e-4, adapt_warmup=1_000, finetune_warmup=5_000,
-                    eval_period=20_000, beam_size=5, constrained_eval=False),
+                    eval_period=20_000, beam_size=5, constrained_eval=False, checkpoint_period=2_000),
 }
 
 # On-demand extraction samples: one sentence asked for different type sets (the paper's Figure 1
@@ -83,8 +88,8 @@ SAMPLES = [
 
 
 def add_arguments(parser):
-  parser.add_argument("--raw_dir", help="root of your downloads (release formats); default: the "
-                      "built-in corpus")
+  parser.add_argument("--raw_dir", help="root of your downloads (release formats), or 'builtin'; "
+                      "default: builtin (the built-in synthetic corpus, a pipeline check)")
   parser.add_argument("--format", dest="data_format",
                       help="read every dataset in this format, e.g. punified_json")
   parser.add_argument("--datasets", help="comma-separated datasets (default: the paper's eight, "
@@ -107,6 +112,11 @@ def add_arguments(parser):
                       help="another gin file for both stages, e.g. gin/partitioning/fsdp.gin")
   parser.add_argument("--gin", action="append", default=[], metavar="KEY=VALUE",
                       help="a gin override for both stages (repeatable)")
+  parser.add_argument("--split", default="validation", choices=("validation", "test"),
+                      help="the split of the final F1 table: validation (the checkpoint selection "
+                      "split), or test (the best checkpoint is then evaluated on each dataset's "
+                      "test split by `python -m punified_jax.eval --split test`; datasets without "
+                      "a labeled test split are named and left out)")
   parser.add_argument("--eval_max_examples", type=int,
                       help="evaluate on the first N validation sentences of each dataset")
   parser.add_argument("--no_extract", action="store_true", help="skip the sample extractions")
@@ -139,8 +149,13 @@ def _forward_stderr(stream) -> None:
       sys.stderr.flush()
 
 
+# The settings a stage's data depends on: printed in front of its command so it reruns by hand.
+_DATA_VARIABLES = ("PUNIFIED_RAW_DIR", "PUNIFIED_FORMAT", "PUNIFIED_DATASETS", "PUNIFIED_VOCAB")
+
+
 def _run_stage(name: str, command: list[str], env: dict, dry_run: bool = False) -> float:
-  print(f"\n=== {name}\n$ {' '.join(shlex.quote(c) for c in command)}", flush=True)
+  settings = "".join(f"{key}={shlex.quote(env[key])} " for key in _DATA_VARIABLES if env.get(key))
+  print(f"\n=== {name}\n$ {settings}{' '.join(shlex.quote(c) for c in command)}", flush=True)
   if dry_run:
     return 0.0
   start = time.time()
@@ -189,9 +204,28 @@ def _print_extractions(model_dir: str, beam_size: int, env: dict) -> None:
     print(f"{text}\n  asked {','.join(types)} -> {found}")
 
 
+def _stage_environment(args, raw_dir: str) -> dict:
+  """The environment of every stage: the data source is always named (never left to a default)."""
+  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ)
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  env["PUNIFIED_RAW_DIR"] = raw_dir if raw_dir == sources.BUILTIN else os.path.abspath(raw_dir)
+  if env.pop("PUNIFIED_TFDS_DIR", None):
+    print("note: PUNIFIED_TFDS_DIR is ignored by the main job (it reads --raw_dir)", flush=True)
+  for key, value in (("PUNIFIED_FORMAT", args.data_format), ("PUNIFIED_DATASETS", args.datasets),
+                     ("PUNIFIED_VOCAB", args.vocab)):
+    if value:
+      env[key] = os.path.abspath(value) if key == "PUNIFIED_VOCAB" else value
+  return env
+
+
 def run(args) -> int:
+  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
   start = time.time()
-  preset = PRESETS[args.preset or ("paper" if args.raw_dir else "cpu")]
+  raw_dir = args.raw_dir or sources.BUILTIN
+  builtin = raw_dir == sources.BUILTIN
+  preset_name = args.preset or ("cpu" if builtin else "paper")
+  preset = PRESETS[preset_name]
   size = args.size or preset.size
   adapt_steps = preset.adapt_steps if args.adapt_steps is None else args.adapt_steps
   finetune_steps = preset.finetune_steps if args.finetune_steps is None else args.finetune_steps
@@ -200,17 +234,16 @@ def run(args) -> int:
   work_dir = os.path.abspath(args.work_dir)
   adapt_dir, joint_dir = os.path.join(work_dir, "adapt"), os.path.join(work_dir, "joint")
 
-  env = dict(os.environ)
-  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  for key, value in (("PUNIFIED_RAW_DIR", args.raw_dir), ("PUNIFIED_FORMAT", args.data_format),
-                     ("PUNIFIED_DATASETS", args.datasets), ("PUNIFIED_VOCAB", args.vocab)):
-    if value:
-      env[key] = os.path.abspath(value) if key in ("PUNIFIED_RAW_DIR", "PUNIFIED_VOCAB") else value
-  print(f"PUnifiedNER main job: preset {args.preset or ('paper' if args.raw_dir else 'cpu')}, "
-        f"model {size}, data {args.raw_dir or 'built-in corpus (pipeline check, not a benchmark)'}"
-        f", runs in {work_dir}", flush=True)
+  env = _stage_environment(args, raw_dir)
+  if builtin:
+    data = ("the built-in synthetic corpus (PUNIFIED_RAW_DIR=builtin: no --raw_dir given; a "
+            "pipeline check, not a benchmark)")
+  else:
+    data = f"{env['PUNIFIED_RAW_DIR']} (PUNIFIED_RAW_DIR)"
+  print(f"PUnifiedNER main job: preset {preset_name}, model {size}, runs in {work_dir}\n"
+        f"data: {data}", flush=True)
 
-  common = {"LEARNING_RATE": preset.learning_rate, "CHECKPOINT_PERIOD": max(finetune_steps, 1),
+  common = {"LEARNING_RATE": preset.learning_rate, "CHECKPOINT_PERIOD": preset.checkpoint_period,
             "LOG_EVERY": 25 if finetune_steps < 5000 else 100}
   timings = {}
   initial = args.initial_checkpoint and os.path.abspath(args.initial_checkpoint)
@@ -235,20 +268,40 @@ def run(args) -> int:
   timings["finetune"] = _run_stage("2/3 joint fine-tuning + evaluation", _train_command(
       "gin/runs/finetune_joint.gin", size, joint_dir, overrides, args.extra_gin, args.gin), env,
       args.dry_run)
+  eval_json = None
+  if args.split != "validation":
+    test_dir = os.path.join(joint_dir, f"eval_{args.split}")
+    checkpoint = os.path.join(joint_dir, "best")
+    if not args.dry_run and not os.path.isdir(checkpoint):
+      checkpoint = joint_dir  # no evaluation kept a best checkpoint: the latest
+    command = [sys.executable, "-m", "punified_jax.eval", "--gin_file=gin/runs/eval.gin",
+               f"--gin_file=gin/models/{size}.gin", *[f"--gin_file={g}" for g in args.extra_gin],
+               f"--gin.CHECKPOINT_PATH={checkpoint}", f"--gin.EVAL_OUTPUT_DIR={test_dir}",
+               "--split", args.split, f"--gin.EVAL_BEAM_SIZE={beam_size}",
+               f"--gin.EVAL_CONSTRAINED={preset.constrained_eval}"]
+    if args.eval_max_examples:
+      command.append(f"--gin.EVAL_MAX_EXAMPLES={args.eval_max_examples}")
+    timings[f"eval_{args.split}"] = _run_stage(
+        f"2b/3 evaluation of the best checkpoint on the {args.split} split", command, env,
+        args.dry_run)
+    if not args.dry_run:
+      from punified_jax import reports  # pylint: disable=g-import-not-at-top
+      eval_json = reports.latest_eval_json(test_dir)
   if args.dry_run:
     return 0
 
   from punified_jax import reports  # pylint: disable=g-import-not-at-top
   print("\n=== 3/3 report", flush=True)
-  summary = reports.write_report(_best_eval_json(joint_dir), os.path.join(work_dir, "report"),
+  summary = reports.write_report(eval_json or _best_eval_json(joint_dir),
+                                 os.path.join(work_dir, "report"),
                                  runs={"adapt": adapt_dir, "joint": joint_dir})
   if not args.no_extract:
     _print_extractions(joint_dir, beam_size, env)
-  print(f"\n=== validation F1 per dataset (best checkpoint, step {summary['step']}, "
+  print(f"\n=== {args.split} F1 per dataset (best checkpoint, step {summary['step']}, "
         f"beam {summary['beam_size']}, "
         f"{'constrained' if summary.get('constrained') else 'unconstrained'} decoding)")
-  print(reports.format_f1_table(summary, paper=bool(args.raw_dir)))
-  if not args.raw_dir:
+  print(reports.format_f1_table(summary, paper=not builtin))
+  if builtin:
     print("(built-in synthetic corpus: these numbers check the pipeline, they are not a benchmark)")
   print(f"report: {summary['json']}, {summary['png']}")
   print(f"total {time.time() - start:.0f}s (" + ", ".join(f"{k} {v:.0f}s" for k, v in

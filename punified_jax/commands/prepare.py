@@ -4,7 +4,7 @@
       --data_dir ~/tensorflow_datasets
 
 builds config `<dataset>` (or `<dataset>_<format>` with --format, `..._seed<N>` with --seed)
-of `punified_ner` for each dataset. Without --raw_dir the built-in corpus is used. With
+of `punified_ner` for each dataset. `--raw_dir builtin` uses the built-in corpus. With
 `--datasets all`, datasets whose files are missing are skipped with a message (exit code 2 at
 the end if any was skipped); a named dataset that cannot be built is an error (exit code 2).
 """
@@ -20,8 +20,9 @@ HELP = "build the punified_ner TFDS datasets from downloaded release files"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--datasets", default="all",
                       help="'all' or comma-separated dataset names")
-  parser.add_argument("--raw_dir", default=None,
-                      help="download root (manual_dir); default: the built-in corpus")
+  parser.add_argument("--raw_dir", required=True,
+                      help="download root (or a dataset's folder), or 'builtin' for the built-in "
+                      "synthetic corpus")
   parser.add_argument("--data_dir", required=True, help="TFDS data_dir to write into")
   parser.add_argument("--format", default=None,
                       help="read every dataset from this format (e.g. punified_json)")
@@ -47,14 +48,12 @@ def run(args: argparse.Namespace) -> int:
   if not names:
     print("error: --datasets names no dataset", file=sys.stderr)
     return 2
-  raw_dir = args.raw_dir
-  if raw_dir is None:
-    try:
-      from punified_jax.data.builtin import builtin_corpus_dir  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      print(f"error: no --raw_dir and the built-in corpus is unavailable ({e})", file=sys.stderr)
-      return 2
-    raw_dir = builtin_corpus_dir()
+  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
+  try:
+    raw_dir = sources.resolve_raw_dir(args.raw_dir)  # 'builtin': the built-in corpus
+  except sources.MissingDataError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
 
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from punified_jax.data import sources, tfds_builder  # pylint: disable=g-import-not-at-top

@@ -53,5 +53,18 @@ def run(args) -> int:
     print(f"error: {error}", file=sys.stderr)
     return 2
   print(reports.format_f1_table(summary, paper=not args.no_paper))
+  if args.model_dir:
+    _print_data_manifest(args.model_dir)
   print(f"wrote {summary['json']} and {summary['png']}")
   return 0
+
+
+def _print_data_manifest(model_dir: str) -> None:
+  """What data made the run (its data_manifest.json), or a line saying the run has none."""
+  from punified_jax.data import manifest  # pylint: disable=g-import-not-at-top
+  record = manifest.read_manifest(model_dir)
+  if record is None:
+    print(f"\n(no {manifest.DATA_MANIFEST_FILE} in {model_dir}: the run predates data manifests "
+          "or was not trained on PUnifiedNER tasks)")
+    return
+  print(f"\n=== data ({manifest.DATA_MANIFEST_FILE})\n{manifest.format_manifest(record)}")

@@ -3,7 +3,7 @@
   python -m punified_jax stats --dataset resume --raw_dir ../shared/data/raw --json
 
 prints one JSON object {"<split>": {"sentences", "mentions", "types", "repairs"}}; without
---json a table. Without --raw_dir the built-in corpus is read. Errors (missing files, malformed
+--json a table. `--raw_dir builtin` reads the built-in corpus. Errors (missing files, malformed
 input with --strict, unknown dataset/format) go to stderr with exit code 2.
 """
 
@@ -19,8 +19,9 @@ HELP = "count sentences, mentions, types and repairs per split of one dataset"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--dataset", required=True,
                       help="dataset name (see punified_jax.entity_types.DATASETS)")
-  parser.add_argument("--raw_dir", default=None,
-                      help="download root or the dataset's folder (default: built-in corpus)")
+  parser.add_argument("--raw_dir", required=True,
+                      help="download root (or a dataset's folder), or 'builtin' for the built-in "
+                      "synthetic corpus")
   parser.add_argument("--format", default=None,
                       help="release format to read (default: the dataset's own release format)")
   parser.add_argument("--strict", action="store_true",

@@ -4,7 +4,7 @@
         --output vocab/punified_char.model [--skip_missing]
 
 Trains on the TRAIN split text of the chosen datasets (as `data.sources.load_splits` reads
-them; without --raw_dir, the built-in corpus) and prints the vocabulary size, the tokens per
+them; `--raw_dir builtin`: the built-in corpus) and prints the vocabulary size, the tokens per
 character on that text (1.0 unless a character fell to byte fallback) and the output path.
 """
 
@@ -19,8 +19,9 @@ HELP = "train the character-level SentencePiece vocabulary on the datasets' trai
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--datasets", default="all",
                       help="'all' (every registered dataset) or a comma-separated list")
-  parser.add_argument("--raw_dir", default=None,
-                      help="root of the raw downloads (default: the built-in corpus)")
+  parser.add_argument("--raw_dir", required=True,
+                      help="download root (or a dataset's folder), or 'builtin' for the built-in "
+                      "synthetic corpus")
   parser.add_argument("--format", default=None, help="input format passed to load_splits")
   parser.add_argument("--output", required=True, help="path of the .model file to write")
   parser.add_argument("--vocab_size", type=int, default=None,

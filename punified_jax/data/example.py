@@ -70,6 +70,9 @@ class RepairReport:
   def __init__(self):
     self.counts: collections.Counter[str] = collections.Counter()
     self.locations: dict[str, list[str]] = collections.defaultdict(list)
+    # Files read as unlabeled (not one line carries a label): not repairs, but the caller must
+    # know that their Examples have no gold spans.
+    self.unlabeled_files: list[str] = []
 
   def repair(self, kind: str, path: os.PathLike | str, line: Optional[int], detail: str = ""):
     self.counts[kind] += 1
@@ -82,6 +85,7 @@ class RepairReport:
       self.counts[kind] += n
       room = self.MAX_LOCATIONS - len(self.locations[kind])
       self.locations[kind].extend(other.locations[kind][:max(room, 0)])
+    self.unlabeled_files.extend(f for f in other.unlabeled_files if f not in self.unlabeled_files)
     return self
 
   def as_dict(self) -> dict[str, int]:

@@ -12,6 +12,17 @@ Repair kinds shared by all readers:
   unknown_type            a span whose type is not one of the dataset's types: span dropped.
 Format-specific kinds are listed with each reader.
 
+Readers never swallow a file:
+  * Lenient mode raises `DataFormatError` (naming the file and its first bad line) when more than
+    REPAIR_SHARE_LIMIT (half) of a file's non-blank lines need a repair, once at least
+    REPAIR_SHARE_MIN_LINES (10) lines do. A file that broken is the wrong file or the wrong
+    format; repairing most of it would train on noise. (The floor keeps tiny hand-made files,
+    whose few repairs are still counted, from tripping the share rule.)
+  * A release file in which not one line carries a label (a tag column, a `/tag`, a CLUENER
+    "label", a PUnifiedNER span list) is read as UNLABELED: Examples without spans, no repair
+    counted, the path recorded in `RepairReport.unlabeled_files`, so the split is known to have
+    no gold annotations (sources.LoadedDataset.unlabeled) and evaluation refuses to score it.
+
 Text is kept exactly as the file has it: no normalisation, no stripping inside a sentence.
 Files are read as bytes split on b"\\n" only (a trailing \\r is removed), so characters such as
 U+0085 or U+2028 that Python's `splitlines` treats as breaks stay inside their sentence.
@@ -47,6 +58,11 @@ BOSON_TYPES = ("person_name", "location", "time", "org_name", "company_name", "p
 
 logger = logging.getLogger(__name__)
 
+# See the module docstring: lenient mode gives up on a file when more than this share of its
+# non-blank lines need repair, once at least REPAIR_SHARE_MIN_LINES lines do.
+REPAIR_SHARE_LIMIT = 0.5
+REPAIR_SHARE_MIN_LINES = 10
+
 
 # --------------------------------------------------------------------------------------------
 # Shared plumbing.
@@ -60,18 +76,44 @@ class _Problems:
     self.strict = strict
     self.own_report = report is None
     self.report = RepairReport() if report is None else report
+    self.lines_read = 0  # non-blank lines, counted by _iter_lines
+    self.bad_lines: set = set()
+    self.first_bad: Optional[tuple[str, Optional[int], str]] = None
 
   def __call__(self, line: Optional[int], kind: str, detail: str, *, path: Optional[str] = None):
     where = self.path if path is None else path
     if self.strict:
       raise DataFormatError(where, line, f"{kind}: {detail}")
     self.report.repair(kind, where, line, detail)
+    self.bad_lines.add((where, line))
+    if self.first_bad is None:
+      self.first_bad = (where, line, f"{kind}: {detail}")
+
+  def mark_unlabeled(self):
+    """Records that this file carries no labels at all (see the module docstring)."""
+    if self.path not in self.report.unlabeled_files:
+      self.report.unlabeled_files.append(self.path)
+    logger.info("%s: no line carries a label; read as an unlabeled file", self.path)
+
+  def check_repair_share(self):
+    """Lenient mode: raises when most of the file needed repair (see REPAIR_SHARE_LIMIT)."""
+    bad = len(self.bad_lines)
+    if bad < REPAIR_SHARE_MIN_LINES or bad <= REPAIR_SHARE_LIMIT * max(self.lines_read, 1):
+      return
+    where, line, first = self.first_bad
+    raise DataFormatError(
+        where, line, f"{bad} of {self.lines_read} non-blank lines need repair (more than "
+        f"{REPAIR_SHARE_LIMIT:.0%}): this is probably the wrong file or the wrong format "
+        f"(--format / PUNIFIED_FORMAT), or the file is damaged; not read. First problem, at this "
+        f"line: {first}. Repairs by kind: {self.report.as_dict()}")
 
   def note(self, line: Optional[int], kind: str, detail: str):
     """Counts a documented skip that is not an error (e.g. `skipped_o_label`), in both modes."""
     self.report.repair(kind, self.path, line, detail)
 
   def finish(self):
+    if not self.strict:
+      self.check_repair_share()
     if self.own_report and self.report:
       logger.warning("%s: repaired/skipped while reading (pass a RepairReport to collect): %s",
                      self.path, self.report.as_dict())
@@ -114,6 +156,8 @@ def _iter_lines(path: PathLike, problems: _Problems, *, cesu8: bool = False
         raw = raw[:-1]
       if lineno == 1 and raw.startswith(_BOM):
         raw = raw[len(_BOM):]
+      if raw.strip(b" \t"):
+        problems.lines_read += 1
       try:
         line = raw.decode("utf-8", errors)
       except UnicodeDecodeError as e:
@@ -128,6 +172,20 @@ def _iter_lines(path: PathLike, problems: _Problems, *, cesu8: bool = False
 
 def _is_blank(line: str) -> bool:
   return line.strip(" \t") == ""
+
+
+def _any_line(path: PathLike, test: Callable[[str], bool], *, cesu8: bool = False) -> bool:
+  """True when some non-blank line of `path` passes `test`; stops at the first that does.
+
+  The readers ask this before reading ("does any line carry a label?"): a labeled file answers
+  at its first line, an unlabeled one is read twice.
+  """
+  probe = _Problems(path, False, RepairReport())  # a bad byte is reported by the real read
+  lines = _iter_lines(path, probe, cesu8=cesu8)
+  try:
+    return any(not _is_blank(line) and test(line) for _, line in lines)
+  finally:
+    lines.close()
 
 
 def _example_from_tokens(tokens: Sequence[str], token_spans: Iterable[tuple[int, int, str]]
@@ -169,9 +227,11 @@ def _split_char_line(line: str) -> tuple[str, Optional[str]]:
 _WEIBO_FIELD_RE = re.compile(r"(.+?)([0-9]+)", re.DOTALL)
 
 
-def _char_tag_tokens(path: PathLike, problems: _Problems, *, weibo: bool, cesu8: bool
-                     ) -> Iterator[list[tuple[int, str, str]]]:
+def _char_tag_tokens(path: PathLike, problems: _Problems, *, weibo: bool, cesu8: bool,
+                     unlabeled: bool = False) -> Iterator[list[tuple[int, str, str]]]:
   """Sentences as lists of (line number, token text, tag); lenient repairs applied.
+
+  `unlabeled`: the file has no tag column at all; every character is tagged O, no repair.
 
   Kinds: `missing_tag` (a line with no tag: tag O), `multi_char_token` (a char field longer
   than one character: kept whole, the tag covers all of it), `missing_position_digit` (Weibo:
@@ -186,7 +246,8 @@ def _char_tag_tokens(path: PathLike, problems: _Problems, *, weibo: bool, cesu8:
       continue
     field, tag = _split_char_line(line)
     if tag is None:
-      problems(lineno, "missing_tag", f"line {line!r} has no tag; read as O")
+      if not unlabeled:
+        problems(lineno, "missing_tag", f"line {line!r} has no tag; read as O")
       tag = tagging.OUTSIDE
     if weibo:
       match = _WEIBO_FIELD_RE.fullmatch(field)
@@ -212,8 +273,12 @@ def _read_tag_file(path: PathLike, *, scheme: Optional[str], strict: bool,
                    report: Optional[RepairReport], types: Optional[Collection[str]],
                    weibo: bool, cesu8: bool) -> Iterator[Example]:
   problems = _Problems(path, strict, report)
+  unlabeled = not _any_line(path, lambda line: _split_char_line(line)[1] is not None, cesu8=cesu8)
+  if unlabeled:
+    problems.mark_unlabeled()
+    scheme = scheme or "BIO"  # only O tags: every scheme decodes them alike
   # The scheme is a property of the whole file, so sentences are collected before decoding.
-  sentences = list(_char_tag_tokens(path, problems, weibo=weibo, cesu8=cesu8))
+  sentences = list(_char_tag_tokens(path, problems, weibo=weibo, cesu8=cesu8, unlabeled=unlabeled))
   if scheme is None:
     scheme = tagging.detect_scheme(tag for s in sentences for _, _, tag in s)
   scheme = tagging.check_scheme(scheme)
@@ -302,6 +367,9 @@ def read_msra(path: PathLike, *, strict: bool = True, report: Optional[RepairRep
   skipped). Blank lines separate nothing and are skipped.
   """
   problems = _Problems(path, strict, report)
+  unlabeled = not _any_line(path, lambda line: "/" in line)
+  if unlabeled:
+    problems.mark_unlabeled()
   for lineno, line in _iter_lines(path, problems):
     if _is_blank(line):
       continue
@@ -311,7 +379,8 @@ def read_msra(path: PathLike, *, strict: bool = True, report: Optional[RepairRep
       if not token:
         continue
       if "/" not in token:
-        problems(lineno, "missing_tag", f"token {token!r} has no /tag; read as o")
+        if not unlabeled:
+          problems(lineno, "missing_tag", f"token {token!r} has no /tag; read as o")
         word, tag = token, "o"
       else:
         word, tag = token.rsplit("/", 1)
@@ -411,6 +480,9 @@ def read_cluener_json(path: PathLike, *, strict: bool = True,
   the span kinds of `_checked_span`.
   """
   problems = _Problems(path, strict, report)
+  unlabeled = not _any_line(path, lambda line: '"label"' in line)
+  if unlabeled:
+    problems.mark_unlabeled()
   for lineno, record in _json_records(path, problems):
     text = _text_field(record, lineno, problems)
     if text is None:
@@ -418,7 +490,7 @@ def read_cluener_json(path: PathLike, *, strict: bool = True,
     label = record.get("label")
     spans: list[Span] = []
     if label is None:
-      if require_labels:
+      if require_labels and not unlabeled:
         problems(lineno, "missing_label", 'record has no "label"; read with no entities')
     elif not isinstance(label, dict):
       problems(lineno, "dropped_bad_label", '"label" is not an object')
@@ -454,6 +526,8 @@ def read_punified_json(path: PathLike, *, strict: bool = True,
   `dropped_empty_text` and the span kinds of `_checked_span`.
   """
   problems = _Problems(path, strict, report)
+  if not _any_line(path, lambda line: line.lstrip().startswith("[")):
+    problems.mark_unlabeled()  # only {"id", "text"} records (cluener_test.json)
   for lineno, record in _json_records(path, problems):
     if isinstance(record, dict):
       text = _text_field(record, lineno, problems)

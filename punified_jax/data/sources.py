@@ -3,8 +3,10 @@
 `load_splits("resume", "/data/raw")` returns `{"train": [...], "validation": [...]}` of
 `Example`s. `raw_dir` is either the root of a download tree (one subfolder per dataset, named as
 in FOLDERS) or the dataset's own folder; for the `punified_json` format it is the folder with
-the paper's JSON files (or a root containing `punifiedner_json/`). `raw_dir=None` reads the
-built-in corpus (`punified_jax.data.builtin.builtin_corpus_dir()`, laid out like a download).
+the paper's JSON files (or a root containing `punifiedner_json/`). `raw_dir="builtin"` (BUILTIN)
+reads the built-in synthetic corpus (`punified_jax.data.builtin.builtin_corpus_dir()`, laid out
+like a download). There is no default: `raw_dir=None` raises MissingDataError naming both
+choices, so synthetic data is never read by accident.
 
 Release `dev` files become the `validation` split. Datasets without a release dev/test split
 get the paper's held-out splits, reproducible from `seed` (see `heldout_split`):
@@ -14,7 +16,9 @@ get the paper's held-out splits, reproducible from `seed` (see `heldout_split`):
 (At most a quarter of the sentences each, for tiny corpora; such a split may then be empty, but
 it is always present, so `available_splits` can name the splits without reading the files.)
 Splits that carry no labels (CLUENER test) are listed by `unlabeled_splits`; their Examples
-have no spans and no metric may be computed on them.
+have no spans and no metric may be computed on them. A release file in which not one line
+carries a label (e.g. a test file of characters without a tag column) is recognised by its reader
+and recorded in `LoadedDataset.unlabeled` as well.
 """
 
 from __future__ import annotations
@@ -143,6 +147,23 @@ class MissingDataError(FileNotFoundError):
   """A file a format needs is not where the layout says; the message lists the paths tried."""
 
 
+# The name that asks for the built-in synthetic corpus wherever a raw directory is expected
+# (`--raw_dir builtin`, PUNIFIED_RAW_DIR=builtin, tasks.configure.raw_dir = 'builtin').
+BUILTIN = "builtin"
+
+
+def resolve_raw_dir(raw_dir: Optional[str]) -> str:
+  """The directory to read: `raw_dir` itself, or the built-in corpus when it is BUILTIN.
+
+  None is an error, never a silent choice of the synthetic corpus.
+  """
+  if raw_dir is None:
+    raise MissingDataError("no raw data directory given: pass the root of your downloads, or "
+                           f"{BUILTIN!r} for the built-in synthetic corpus")
+  raw_dir = os.fspath(raw_dir)
+  return _builtin_dir() if raw_dir == BUILTIN else raw_dir
+
+
 @dataclasses.dataclass
 class LoadedDataset:
   """Everything `load_splits` knows about one read: splits plus bookkeeping for `stats`."""
@@ -207,7 +228,7 @@ def dataset_dir(dataset: str, raw_dir: str, format: Optional[str] = None) -> str
   format = check_format(dataset, format)
   plan = _PLANS[(dataset, format)]
   required = next(iter(plan.values()))
-  candidates = _candidate_dirs(dataset, os.fspath(raw_dir), format)
+  candidates = _candidate_dirs(dataset, resolve_raw_dir(raw_dir), format)
   for directory in candidates:
     if _existing(directory, required) is not None:
       return directory
@@ -317,7 +338,7 @@ def available_splits(dataset: str, raw_dir: Optional[str] = None, *,
   Raises MissingDataError (naming the paths tried) when the required file is missing.
   """
   format = check_format(dataset, format)
-  directory = dataset_dir(dataset, _builtin_dir() if raw_dir is None else raw_dir, format)
+  directory = dataset_dir(dataset, resolve_raw_dir(raw_dir), format)
   names = set()
   for split, alternatives in _PLANS[(dataset, format)].items():
     if _existing(directory, alternatives) is not None:
@@ -327,13 +348,30 @@ def available_splits(dataset: str, raw_dir: Optional[str] = None, *,
   return tuple(name for name in SPLITS if name in names)
 
 
+def split_files(dataset: str, raw_dir: Optional[str] = None, *,
+                format: Optional[str] = None) -> dict[str, list[str]]:
+  """The files each split of `dataset` is read from (a held-out split names the file it is cut
+  from), for run records such as the data manifest. Raises MissingDataError like dataset_dir."""
+  format = check_format(dataset, format)
+  directory = dataset_dir(dataset, raw_dir, format)
+  files: dict[str, list[str]] = {}
+  for split, alternatives in _PLANS[(dataset, format)].items():
+    paths = _existing(directory, alternatives)
+    if paths is None:
+      continue
+    files[split] = list(paths)
+    if split == "train":
+      for name in _HELDOUT.get((dataset, format), ()):
+        files[name] = list(paths)
+  return {name: files[name] for name in SPLITS if name in files}
+
+
 def _builtin_dir() -> str:
   """The built-in corpus root; imported late so this module works without it."""
   try:
     from punified_jax.data.builtin import builtin_corpus_dir  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise MissingDataError(f"no raw_dir given and the built-in corpus is unavailable ({e})"
-                           ) from e
+    raise MissingDataError(f"the built-in corpus is unavailable ({e})") from e
   return builtin_corpus_dir()
 
 
@@ -350,12 +388,12 @@ def load_dataset(dataset: str, raw_dir: Optional[str] = None, *, format: Optiona
                  strict: bool = False, seed: int = 0) -> LoadedDataset:
   """Reads every split of `dataset` that its layout finds under `raw_dir` (see module doc)."""
   format = check_format(dataset, format)
-  if raw_dir is None:
-    raw_dir = _builtin_dir()
+  raw_dir = resolve_raw_dir(raw_dir)
   directory = dataset_dir(dataset, raw_dir, format)
   heldout = _HELDOUT.get((dataset, format), ())
   splits: dict[str, list[Example]] = {}
   repairs: dict[str, RepairReport] = {}
+  detected_unlabeled: set[str] = set()  # files whose reader found no label at all
   for split, alternatives in _PLANS[(dataset, format)].items():
     paths = _existing(directory, alternatives)
     if paths is None:
@@ -365,8 +403,12 @@ def load_dataset(dataset: str, raw_dir: Optional[str] = None, *, format: Optiona
     if split != "train" or not heldout:
       splits[split] = list(read(paths, file_report))
       repairs[split] = file_report
+      if file_report.unlabeled_files:
+        detected_unlabeled.add(split)
       continue
     examples, deltas, trailing = _read_attributed(read(paths, file_report), file_report)
+    if file_report.unlabeled_files:
+      detected_unlabeled.update(("train", *heldout))
     # Every held-out split is present, even when a tiny file leaves it empty, so the split
     # names depend on the files only (see `available_splits`).
     sizes = _builtin_heldout_sizes(raw_dir, dataset)
@@ -379,7 +421,7 @@ def load_dataset(dataset: str, raw_dir: Optional[str] = None, *, format: Optiona
   ordered = {name: splits[name] for name in SPLITS if name in splits}
   return LoadedDataset(dataset=dataset, format=format, directory=directory, splits=ordered,
                        repairs={name: repairs[name] for name in ordered},
-                       unlabeled=unlabeled_splits(dataset, format))
+                       unlabeled=unlabeled_splits(dataset, format) | frozenset(detected_unlabeled))
 
 
 def load_splits(dataset: str, raw_dir: Optional[str] = None, *, format: Optional[str] = None,

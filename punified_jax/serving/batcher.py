@@ -1,0 +1,209 @@
+"""Cross-request dynamic batching: a bounded queue of windows and one decoding thread.
+
+    handler --submit(job)--> per-key FIFO queues --worker thread--> Engine.decode --> futures
+
+* Bounded: the queue holds at most `max_queue_windows` windows; a request that does not fit is
+  refused at once (`QueueFull`, the service answers 429 with Retry-After), never parked.
+* Batches: windows are keyed by (beam size, constraint, input bucket); the worker takes the key
+  whose oldest window has waited longest (no starvation), and decodes up to `max_batch`
+  windows of that key as soon as it has that many, or once the oldest has waited `max_wait`
+  seconds. Windows of different requests and different type lists share a batch (each row
+  carries its own prompt).
+* Off the event loop: decoding runs in the worker thread; a job's result is handed to its event
+  loop with call_soon_threadsafe, so the server keeps accepting while a batch runs.
+* Cancellation: a job whose caller gave up (deadline) is marked; its windows still queued are
+  dropped when reached, never decoded.
+* Drain: `close()` stops accepting; the worker finishes every queued window, then exits.
+* Errors: an exception while decoding a batch fails the jobs of that batch (500) and the worker
+  goes on; no job is ever left without an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import math
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from punified_jax.serving import engine as engine_lib
+
+logger = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+  """The queue cannot take the request now; `retry_after` is a hint in whole seconds."""
+
+  def __init__(self, retry_after: int, queued: int, capacity: int):
+    super().__init__(f"the queue holds {queued} of {capacity} windows; retry in "
+                     f"{retry_after} s")
+    self.retry_after = retry_after
+
+
+class ShuttingDown(Exception):
+  """The server is draining and takes no new work."""
+
+
+@dataclasses.dataclass
+class Job:
+  """One request on its way through the queue."""
+  request: Any                                   # validation.ExtractRequest
+  works: list[engine_lib.TextWork]
+  loop: asyncio.AbstractEventLoop
+  future: asyncio.Future
+  remaining: int = 0
+  cancelled: bool = False
+  failed: bool = False
+
+  def resolve(self, setter: Callable[[Any], None], value: Any) -> None:
+    def apply():
+      if not self.future.done():
+        setter(value)
+    self.loop.call_soon_threadsafe(apply)
+
+
+@dataclasses.dataclass
+class _Item:
+  job: Job
+  text_index: int
+  window: Any
+  arrival: float
+
+
+class Batcher:
+  """See the module docstring."""
+
+  def __init__(self, engine: engine_lib.Engine, *, max_batch: int, max_wait: float,
+               max_queue_windows: int, metrics=None):
+    if not 1 <= max_batch <= engine.batch_size:
+      raise ValueError(f"max_batch must be in 1..{engine.batch_size} (the compiled batch "
+                       f"size), got {max_batch}")
+    self.engine = engine
+    self.max_batch = max_batch
+    self.max_wait = max_wait
+    self.max_queue_windows = max_queue_windows
+    self.metrics = metrics
+    self._condition = threading.Condition()
+    self._queues: dict[engine_lib.BatchKey, collections.deque[_Item]] = {}
+    self._queued = 0
+    self.submitted_jobs = 0  # jobs accepted so far (tests wait on it)
+    self._accepting = True
+    self._stopped = False
+    self._windows_per_second = 0.0  # smoothed, for Retry-After
+    self._thread = threading.Thread(target=self._run, name="punified-batcher", daemon=True)
+    self._thread.start()
+
+  # -- producer side (event loop) --------------------------------------------------------------
+
+  @property
+  def queued_windows(self) -> int:
+    return self._queued
+
+  def submit(self, job: Job) -> None:
+    """Queues every window of `job` (or none: QueueFull / ShuttingDown)."""
+    items = [_Item(job, index, window, 0.0)
+             for index, work in enumerate(job.works) for window in work.windows]
+    job.remaining = len(items)
+    if not items:  # empty or whitespace-only texts
+      job.resolve(job.future.set_result, job)
+      return
+    with self._condition:
+      if not self._accepting:
+        raise ShuttingDown()
+      if self._queued + len(items) > self.max_queue_windows and self._queued > 0:
+        raise QueueFull(self._retry_after(), self._queued, self.max_queue_windows)
+      now = time.monotonic()
+      for item in items:
+        item.arrival = now
+        key = self.engine.key(job.request, item.window)
+        self._queues.setdefault(key, collections.deque()).append(item)
+      self._queued += len(items)
+      self.submitted_jobs += 1
+      self._set_gauge()
+      self._condition.notify()
+
+  def _retry_after(self) -> int:
+    rate = self._windows_per_second or self.max_batch  # before any measurement: a guess
+    return int(min(60, max(1, math.ceil(self._queued / rate))))
+
+  def close(self, timeout: Optional[float] = None) -> None:
+    """Stops accepting; waits until every queued window is decoded (drain)."""
+    with self._condition:
+      self._accepting = False
+      self._condition.notify_all()
+    self._thread.join(timeout)
+
+  # -- worker side ---------------------------------------------------------------------------
+
+  def _set_gauge(self) -> None:
+    if self.metrics is not None:
+      self.metrics.queue_windows.set(self._queued)
+
+  def _take(self) -> Optional[tuple[engine_lib.BatchKey, list[_Item]]]:
+    """The next batch (blocking), or None once closed and drained."""
+    with self._condition:
+      while True:
+        for key in list(self._queues):  # drop cancelled work and empty queues
+          queue = self._queues[key]
+          while queue and queue[0].job.cancelled:
+            queue.popleft()
+            self._queued -= 1
+          if not queue:
+            del self._queues[key]
+        self._set_gauge()
+        if not self._queues:
+          if not self._accepting:
+            return None
+          self._condition.wait()
+          continue
+        key = min(self._queues, key=lambda k: self._queues[k][0].arrival)
+        queue = self._queues[key]
+        waited = time.monotonic() - queue[0].arrival
+        if len(queue) >= self.max_batch or waited >= self.max_wait or not self._accepting:
+          batch = []
+          while queue and len(batch) < self.max_batch:
+            item = queue.popleft()
+            self._queued -= 1
+            if not item.job.cancelled:
+              batch.append(item)
+          if not queue:
+            del self._queues[key]
+          self._set_gauge()
+          if batch:
+            return key, batch
+          continue
+        self._condition.wait(self.max_wait - waited)
+
+  def _run(self) -> None:
+    while True:
+      taken = self._take()
+      if taken is None:
+        return
+      key, batch = taken
+      started = time.monotonic()
+      try:
+        results = self.engine.decode(key, [item.window for item in batch])
+      except Exception as error:  # pylint: disable=broad-except
+        logger.exception("decoding a batch of %d windows failed", len(batch))
+        for job in {id(item.job): item.job for item in batch}.values():
+          job.failed = True
+          job.cancelled = True  # its other windows are not worth decoding
+          job.resolve(job.future.set_exception, RuntimeError(f"decoding failed: {error}"))
+        continue
+      elapsed = time.monotonic() - started
+      rate = len(batch) / max(elapsed, 1e-6)
+      self._windows_per_second = (rate if not self._windows_per_second
+                                  else 0.8 * self._windows_per_second + 0.2 * rate)
+      if self.metrics is not None:
+        self.metrics.batch_windows.observe(len(batch))
+        self.metrics.decode_seconds.observe(elapsed)
+        self.metrics.windows.inc(len(batch))
+      for item, entities in zip(batch, results):
+        job = item.job
+        engine_lib.merge(job.works[item.text_index], entities)
+        job.remaining -= 1
+        if job.remaining == 0 and not job.failed:
+          job.resolve(job.future.set_result, job)

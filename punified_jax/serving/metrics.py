@@ -1,0 +1,41 @@
+"""Prometheus metrics of the service (prometheus_client, on a registry of its own so several
+apps in one process, e.g. tests, do not collide)."""
+
+from __future__ import annotations
+
+import prometheus_client as prom
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class ServiceMetrics:
+  """requests by status, latency and batch-size histograms, queue depth, texts/characters."""
+
+  def __init__(self, batch_size: int):
+    self.registry = prom.CollectorRegistry()
+    registry = self.registry
+    self.requests = prom.Counter("punified_requests", "HTTP requests to /v1/extract by status",
+                                 ["status"], registry=registry)
+    self.latency = prom.Histogram("punified_request_latency_seconds",
+                                  "time from receiving a /v1/extract request to its answer",
+                                  buckets=LATENCY_BUCKETS, registry=registry)
+    self.batch_windows = prom.Histogram(
+        "punified_batch_windows", "real (non-padding) windows per decoding batch",
+        buckets=tuple(range(1, batch_size + 1)), registry=registry)
+    self.decode_seconds = prom.Histogram("punified_batch_decode_seconds",
+                                         "time to decode one batch", buckets=LATENCY_BUCKETS,
+                                         registry=registry)
+    self.queue_windows = prom.Gauge("punified_queue_windows",
+                                    "windows waiting to be decoded", registry=registry)
+    self.in_flight = prom.Gauge("punified_requests_in_flight",
+                                "/v1/extract requests being answered", registry=registry)
+    self.texts = prom.Counter("punified_texts", "texts processed", registry=registry)
+    self.characters = prom.Counter("punified_characters", "characters of the texts processed",
+                                   registry=registry)
+    self.windows = prom.Counter("punified_windows", "model windows decoded", registry=registry)
+    self.ready = prom.Gauge("punified_ready", "1 once warm-up has compiled every bucket",
+                            registry=registry)
+
+  def render(self) -> tuple[bytes, str]:
+    """(body, content type) of the Prometheus text exposition."""
+    return prom.generate_latest(self.registry), prom.CONTENT_TYPE_LATEST

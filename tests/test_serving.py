@@ -1,0 +1,255 @@
+"""Tests for the HTTP service (punified_jax/serving), in-process through Starlette's TestClient.
+
+The model is test_inference's tiny T5 overfit on its TRAIN_EXAMPLES (literal answers); the
+batch size and lengths match test_inference's extractors, so compiled programs are shared.
+A gate on the engine's decode step makes queueing, overload, deadlines and readiness
+deterministic (no timing assertions). The real-process SIGTERM test is test_serving_process.py.
+"""
+
+import concurrent.futures
+import json
+import threading
+
+import pytest
+from starlette.testclient import TestClient
+
+from punified_jax import inference
+from punified_jax import request_validation as validation
+from punified_jax.serving import app as app_lib
+from punified_jax.serving import engine as engine_lib
+
+import test_inference as shared
+
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
+sp_vocab = shared.sp_vocab
+vocab_path = shared.vocab_path
+config = shared.config
+trained_params = shared.trained_params
+
+TEXT0 = shared.TRAIN_EXAMPLES[0][0]
+ANSWER0 = [{"type": t, "text": s, "start": a, "end": b}
+           for t, s, a, b in [("地点", "北京", 0, 2), ("组织", "北京大学", 3, 7), ("地点", "北京", 9, 11)]]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, vocab_path, config, trained_params):
+  return shared.write_model_dir(tmp_path_factory.mktemp("run"), vocab_path, config,
+                                trained_params, step=1)
+
+
+@pytest.fixture(scope="module")
+def extractor(model_dir):
+  return inference.Extractor.load(model_dir, batch_size=shared.BATCH_SIZE)
+
+
+class GatedEngine(engine_lib.Engine):
+  """An Engine whose decode waits for `gate` and records every batch it decodes."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.gate = threading.Event()
+    self.gate.set()
+    self.entered = threading.Semaphore(0)
+    self.batches: list[list[tuple[str, tuple[str, ...]]]] = []
+
+  def decode(self, key, windows):
+    self.entered.release()
+    self.gate.wait()
+    self.batches.append([(w.text, w.types) for w in windows])
+    return super().decode(key, windows)
+
+
+def make_client(extractor, *, limits=validation.Limits(), beam_sizes=(1, 4), **settings):
+  engine = GatedEngine(extractor, beam_sizes=beam_sizes, allow_unconstrained=False,
+                       limits=limits)
+  options = dict(max_wait=0.01, max_queue_windows=64, request_timeout=60.0)
+  options.update(settings)
+  app = app_lib.create_app(engine, app_lib.Settings(**options))
+  return TestClient(app), engine
+
+
+def wait_ready(client):
+  service = client.app.state.service
+  assert service.ready.wait(300), service.warm_up_error
+
+
+def without_scores(entities):
+  for entity in entities:
+    assert 0.9 < entity.pop("score") <= 1.0
+  return entities
+
+
+@pytest.fixture(scope="module")
+def client(extractor):
+  test_client, engine = make_client(extractor)
+  with test_client:
+    wait_ready(test_client)
+    yield test_client
+
+
+def test_extract_literal_answer_and_windows(client):
+  response = client.post("/v1/extract", json={"texts": [TEXT0, ""], "types": ["地点", "组织"]})
+  assert response.status_code == 200
+  answer = response.json()
+  assert answer["types"] == ["地点", "组织"] and answer["beam_size"] == 4
+  assert answer["constrained"] is True
+  first, empty = answer["results"]
+  assert first["windows"] == [[0, len(TEXT0)]]
+  assert without_scores(first["entities"]) == ANSWER0
+  assert empty == {"entities": [], "windows": []}
+  single = client.post("/v1/extract", json={"text": TEXT0, "types": ["地点", "组织"],
+                                            "beam_size": 1}).json()
+  assert single["beam_size"] == 1
+  assert without_scores(single["results"][0]["entities"]) == ANSWER0
+
+
+def test_same_answer_as_the_python_api(client, extractor):
+  texts = [text for text, _ in shared.TRAIN_EXAMPLES] + ["北京和上海。" * 12]  # a long one
+  expected = extractor.extract(texts, types=list(shared.TYPES))
+  answer = client.post("/v1/extract", json={"texts": texts, "types": list(shared.TYPES)}).json()
+  assert [r["entities"] for r in answer["results"]] == expected
+  assert len(answer["results"][-1]["windows"]) > 1  # windowed, not cut
+
+
+def test_answer_never_depends_on_batch_mates(extractor):
+  """The same request alone and batched with requests of other type lists and lengths gives
+  identical entities AND scores (each window is decoded in its own bucket's shape)."""
+  alone_client, engine = make_client(extractor, max_wait=1.0)
+  request = {"texts": [TEXT0, shared.TRAIN_EXAMPLES[1][0]], "types": ["地点", "组织"]}
+  others = [{"text": shared.TRAIN_EXAMPLES[2][0], "types": ["地点"]},
+            {"text": "李四在深圳。", "types": ["组织", "名称", "地点"]},
+            {"texts": ["北京和上海。" * 6], "types": ["组织"]}]
+  with alone_client:
+    wait_ready(alone_client)
+    engine.batches.clear()
+    alone = alone_client.post("/v1/extract", json=request).json()
+    engine.gate.clear()  # hold the worker so that everything below queues together
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+      futures = [pool.submit(alone_client.post, "/v1/extract", json=body)
+                 for body in [request] + others]
+      batcher = alone_client.app.state.service.batcher
+      while batcher.submitted_jobs < 5:
+        threading.Event().wait(0.01)
+      engine.gate.set()
+      mixed = [future.result() for future in futures]
+  assert [response.status_code for response in mixed] == [200] * 4
+  assert mixed[0].json() == alone
+  assert without_scores(alone["results"][0]["entities"]) == ANSWER0
+  # The mixed run really shared batches between different type lists.
+  shared_batches = [batch for batch in engine.batches[1:] if len({t for _, t in batch}) > 1]
+  assert shared_batches, engine.batches
+
+
+@pytest.mark.parametrize("body, status, field, message_start", [
+    (b'{"text": "\xff"}', 422, "body", "not valid UTF-8: byte 10"),
+    (b"[" * 100_000 + b"]" * 100_000, 422, "body", "JSON nested 100000 levels deep"),
+    ('{"texts": ["a", "b", "c", "a\\ud800b"], "types": ["地点"]}'.encode(), 422, "texts[3]",
+     "texts[3] contains a lone surrogate \\ud800"),
+    ('{"text": "x", "types": ["城堡"]}'.encode(), 422, "types[0]",
+     "unknown entity type(s) 城堡; known types: 品牌, 商品"),
+    (b'{"text": "x", "types": ["' + b"a" * 200 + b'"]}', 422, "types[0]",
+     "types[0] is a type name of 200 characters"),
+    (json.dumps({"texts": ["x" * 20_001], "types": ["地点"]}).encode(), 413, "texts[0]",
+     "texts[0] has 20001 characters"),
+    (json.dumps({"text": "😀" * 2001, "types": ["地点"]}).encode(), 413, "text",
+     "text: 2001 characters outside the model's vocabulary"),
+    (json.dumps({"texts": ["x", "北京。" * 900], "types": ["地点"]}).encode(), 413, "texts[1]",
+     "the request needs "),
+    (b"x" * (2 << 20), 413, "body", "2097152 bytes, more than the limit 1048576"),
+    (b'{"text": "x", "types": ["\xe5\x9c\xb0\xe7\x82\xb9"], "beam_size": 3}', 422, "beam_size",
+     "beam_size 3 is not served; choose one of 1, 4"),
+])
+def test_bad_requests(client, body, status, field, message_start):
+  response = client.post("/v1/extract", content=body,
+                         headers={"content-type": "application/json"})
+  assert response.status_code == status, response.text
+  error = response.json()["error"]
+  assert error["status"] == status and error["field"] == field
+  assert error["message"].startswith(message_start), error["message"]
+  assert len(response.content) < 2000  # nothing big is echoed back
+
+
+def test_health_ready_info_metrics_docs_and_demo(client):
+  assert client.get("/health").json() == {"status": "ok"}
+  ready = client.get("/ready")
+  assert ready.status_code == 200 and ready.json()["ready"] is True
+  info = client.get("/info").json()
+  assert info["decoding"]["buckets"] == [32] and info["decoding"]["beam_sizes"] == [1, 4]
+  assert info["decoding"]["batch_size"] == shared.BATCH_SIZE
+  assert info["datasets"]["msra"] == ["地点", "名称", "组织"]
+  assert info["limits"]["max_texts"] == 64 and info["model"]["config"]["emb_dim"] == 64
+  client.post("/v1/extract", json={"text": TEXT0, "types": ["地点"]})
+  client.post("/v1/extract", json={"text": 5, "types": ["地点"]})
+  metrics = client.get("/metrics")
+  assert metrics.headers["content-type"].startswith("text/plain")
+  text = metrics.text
+  assert 'punified_requests_total{status="200"}' in text
+  assert 'punified_requests_total{status="422"}' in text
+  for name in ("punified_request_latency_seconds_bucket", "punified_batch_windows_bucket",
+               "punified_queue_windows", "punified_texts_total", "punified_characters_total",
+               "punified_ready 1.0"):
+    assert name in text, name
+  schema = client.get("/openapi.json").json()
+  assert schema["openapi"].startswith("3.")
+  assert "/v1/extract" in schema["paths"]
+  assert "openapi.json" in client.get("/docs").text
+  page = client.get("/")
+  assert page.status_code == 200 and 'id="extract"' in page.text
+  assert "http" not in page.text.split("<body>")[0].replace("http-equiv", "")  # no CDN
+  assert "fetch(\"/v1/extract\"" in client.get("/static/demo.js").text
+
+
+def test_not_ready_until_warm_up_has_compiled(extractor):
+  test_client, engine = make_client(extractor)
+  engine.gate.clear()  # warm-up blocks in its first decode
+  with test_client:
+    assert engine.entered.acquire(timeout=60)
+    assert test_client.get("/ready").status_code == 503
+    response = test_client.post("/v1/extract", json={"text": "x", "types": ["地点"]})
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert test_client.get("/health").status_code == 200
+    engine.gate.set()
+    wait_ready(test_client)
+    assert test_client.get("/ready").status_code == 200
+
+
+def test_overload_gets_429_with_retry_after_and_everything_is_answered(extractor):
+  test_client, engine = make_client(extractor, max_queue_windows=3)
+  with test_client:
+    wait_ready(test_client)
+    while engine.entered.acquire(blocking=False):
+      pass
+    engine.gate.clear()
+    body = {"text": TEXT0, "types": ["地点", "组织"]}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+      first = pool.submit(test_client.post, "/v1/extract", json=body)
+      assert engine.entered.acquire(timeout=60)  # the worker holds one batch at the gate
+      queued = [pool.submit(test_client.post, "/v1/extract", json=body) for _ in range(3)]
+      while test_client.app.state.service.batcher.queued_windows < 3:
+        threading.Event().wait(0.01)
+      refused = test_client.post("/v1/extract", json=body)
+      engine.gate.set()
+      answered = [first.result()] + [future.result() for future in queued]
+  assert refused.status_code == 429
+  assert int(refused.headers["retry-after"]) >= 1
+  assert refused.json()["error"]["message"].startswith("the queue holds 3 of 3 windows")
+  assert [r.status_code for r in answered] == [200] * 4
+  assert all(without_scores(r.json()["results"][0]["entities"]) == ANSWER0 for r in answered)
+
+
+def test_deadline_gives_504_and_drops_the_queued_work(extractor):
+  test_client, engine = make_client(extractor, request_timeout=0.5)
+  with test_client:
+    wait_ready(test_client)
+    engine.gate.clear()
+    late = test_client.post("/v1/extract", json={"text": TEXT0, "types": ["地点"]})
+    decoded_before = len(engine.batches)
+    engine.gate.set()
+    assert late.status_code == 504
+    assert "deadline" in late.json()["error"]["message"]
+    again = test_client.post("/v1/extract", json={"text": TEXT0, "types": ["地点", "组织"]})
+    assert again.status_code == 200
+  # The timed-out request's window had been taken by the worker (it was at the gate) or was
+  # dropped; nothing else was decoded for it afterwards.
+  assert len(engine.batches) <= decoded_before + 2
