@@ -131,7 +131,8 @@ def open_file(path: PathLike, mode: str = "r", encoding: str = "utf-8") -> Itera
 
 
 def read_text(path: PathLike) -> str:
-  return as_path(path).read_text(encoding="utf-8")
+  """The file's UTF-8 text exactly as written (no newline translation: "\r" stays "\r")."""
+  return read_bytes(path).decode("utf-8")
 
 
 def read_bytes(path: PathLike) -> bytes:

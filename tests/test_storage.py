@@ -44,6 +44,7 @@ def _fresh(root: str) -> str:
 @hypothesis.settings(max_examples=15, deadline=None,
                      suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
 @hypothesis.given(data=st.binary(max_size=4096), text=_TEXT, value=_JSON, name=_NAME)
+@hypothesis.example(data=b"\x00\xff", text="a\r\nb\rc（，：）", value={"k": [1, None]}, name="x")
 def test_round_trips(root, data, text, value, name):
   directory = _fresh(root)
   storage.write_bytes_atomic(storage.join(directory, "sub", name + ".bin"), data)
