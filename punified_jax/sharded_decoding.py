@@ -145,12 +145,13 @@ class MeshDecoder:
   def decode(self, model: Transformer, params: Any, encoder_input_tokens: np.ndarray,
              constraint: Optional[decoding.LogitsConstraint] = None, *, beam_size: int,
              max_decode_length: int, alpha: float = 0.6, eos_id: int = 1,
-             stopping: str = "all") -> decoding.DecodeOutput:
+             stopping: str = "all", **search_options: Any) -> decoding.DecodeOutput:
     """`generate.decode_batch` over the mesh; numpy DecodeOutput with one row per input row.
 
     encoder_input_tokens: int [batch, input_len] on the host (the same on every process).
     params: jax arrays on this decoder's mesh (`place_params` / `abstract_params`, or the
     trainer's state).  Shapes as generate.decode_batch: [batch, beam_size, max_decode_length].
+    `search_options`: any further (hashable) keyword of generate.decode_batch, passed through.
     """
     inputs = np.asarray(encoder_input_tokens)
     if inputs.ndim != 2 or inputs.shape[0] < 1:
@@ -166,12 +167,14 @@ class MeshDecoder:
     global_inputs = jax.make_array_from_callback(inputs.shape, self.input_sharding,
                                                  lambda index: inputs[index])
     param_shardings = self._shardings_of(params)
-    settings = dict(beam_size=int(beam_size), max_decode_length=int(max_decode_length),
-                    alpha=float(alpha), eos_id=int(eos_id), stopping=str(stopping))
+    settings = dict(search_options, beam_size=int(beam_size),
+                    max_decode_length=int(max_decode_length), alpha=float(alpha),
+                    eos_id=int(eos_id), stopping=str(stopping))
     jitted = self._jitted(model, param_shardings, settings)
     with self.partitioner.activation_context():
       output = jitted(params, global_inputs, constraint)
-    return decoding.DecodeOutput(*(np.asarray(field)[:rows] for field in output))
+    return decoding.DecodeOutput(*(None if field is None else np.asarray(field)[:rows]
+                                   for field in output))
 
   def _shardings_of(self, params: Any) -> Any:
     def sharding_of(leaf):

@@ -73,6 +73,11 @@ def test_every_layout_decodes_like_one_device(eight_device_report):
              [{k: v for k, v in e.items() if k != "score"} for e in expected], name
       np.testing.assert_allclose([e["score"] for e in got], [e["score"] for e in expected],
                                  **SCORE_TOLERANCE)
+  # Scoring a given output (a teacher-forced pass) with FSDP-sharded parameters.
+  scored, reference = report["fsdp"]["entities_from_output"], single["entities_from_output"]
+  assert scored and [e["text"] for e in scored] == [e["text"] for e in reference]
+  np.testing.assert_allclose([e["score"] for e in scored], [e["score"] for e in reference],
+                             **SCORE_TOLERANCE)
   # The comparison is not vacuous: the random model finds entities, the long text is windowed.
   assert single["stats"]["entities"] > 5 and single["stats"]["split_texts"] >= 1
 
@@ -170,6 +175,10 @@ def test_bad_parameters_and_inputs_fail_clearly():
     decoder.decode(model, placed, np.ones((3,), np.int32), beam_size=1, max_decode_length=4)
   with pytest.raises(TypeError, match="integer ids, got float32"):
     decoder.decode(model, placed, np.ones((2, 3), np.float32), beam_size=1, max_decode_length=4)
+  # Further keywords go to generate.decode_batch as they are.
+  with pytest.raises(TypeError, match="unexpected keyword argument 'no_such_option'"):
+    decoder.decode(model, placed, np.ones((2, 3), np.int32), beam_size=1, max_decode_length=4,
+                   no_such_option=True)
 
 
 def test_batch_inference_with_the_fsdp_preset_writes_one_devices_predictions(tmp_path):
