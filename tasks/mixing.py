@@ -32,6 +32,7 @@ which is what happens under t5x: t5x never calls `tasks.configure`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Any, Mapping, Optional
 
@@ -180,19 +181,21 @@ def describe(mixture_or_task_name: str) -> dict:
                                       "share": 1.0}}}
   chosen = scheme_of(provider)
   rates = {task.name: float(provider.get_rate(task)) for task in provider.tasks}
-  total = sum(rates.values())
+  share = shares(rates)
   return {"mixture": mixture_or_task_name,
           "scheme": chosen,
           "tasks": {name: {"train_examples": _train_examples(seqio.get_mixture_or_task(name)),
-                           "rate": rate, "share": rate / total if total else None}
+                           "rate": rate, "share": share[name]}
                     for name, rate in sorted(rates.items())}}
 
 
 def _train_examples(task) -> Optional[int]:
   try:
     return int(task.num_input_examples("train"))
-  except Exception:  # pylint: disable=broad-except
-    return None  # a source that cannot count (some TFDS sources): recorded as unknown
+  except Exception as error:  # pylint: disable=broad-except
+    # A source that cannot count (some TFDS sources): recorded as unknown, and said so.
+    logging.warning("%s: number of training examples unknown (%s)", task.name, error)
+    return None
 
 
 # ------------------------------------------------------------------------------------------
