@@ -4,7 +4,7 @@
         --model_dir RUN_DIR --dataset resume --beams 1,4,10
 
 RUN_DIR is a trained run of ours (punified_model.json + a checkpoint); its parameters are
-exported with hf_interop.export_model_dir, so HF decodes with exactly our weights. Both sides
+exported with run_dir.export_checkpoint, so HF decodes with exactly our weights. Both sides
 read the SAME encoder ids (our prompt `<entity>T1...<text>sentence` + EOS, tokenized with the
 run's vocabulary; HF gets the ids, not text) for the first `--max_sentences` sentences of the
 dataset's dev split, both sort them by length and decode in batches of `--batch_size` up to the
@@ -102,9 +102,8 @@ def main(argv=None) -> int:
     parser.error(f"--model_dir {args.model_dir}: no punified_model.json (not a trained run of ours)")
 
   import jax  # pylint: disable=g-import-not-at-top
-  from punified_jax import entity_types, hf_interop, metrics, model_info, parsing, prompts  # pylint: disable=g-import-not-at-top
-  from punified_jax import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
-  from punified_jax.inference import Extractor, _choose_checkpoint  # pylint: disable=g-import-not-at-top
+  from punified_jax import entity_types, metrics, model_info, parsing, prompts, run_dir  # pylint: disable=g-import-not-at-top
+  from punified_jax.inference import Extractor  # pylint: disable=g-import-not-at-top
   config = common.configure_tasks(args.raw_dir, [args.dataset])
   import tasks  # pylint: disable=g-import-not-at-top
   examples = tasks.load_examples(config, args.dataset)[args.split][:args.max_sentences]
@@ -124,10 +123,8 @@ def main(argv=None) -> int:
           "windows, HF gets them whole", flush=True)
 
   workdir = tempfile.mkdtemp(prefix="extract_throughput_", dir=os.environ.get("BENCH_WORKDIR"))
-  checkpoint = checkpoints_lib.resolve_params_checkpoint(
-      _choose_checkpoint(info.model_dir, "auto", checkpoints_lib))
   hf_dir = os.path.join(workdir, "hf")
-  hf_interop.export_model_dir(info, checkpoint, hf_dir)
+  checkpoint = run_dir.export_checkpoint(info.model_dir, hf_dir, checkpoint="auto").checkpoint
 
   def score(predictions) -> dict:
     result = metrics.span_macro_f1(gold, predictions, type_names=names)
