@@ -175,15 +175,8 @@ def _run_stage(name: str, command: list[str], env: dict, dry_run: bool = False) 
 
 def _best_eval_json(model_dir: str) -> str:
   """The evaluation report of the checkpoint the run kept as best (else the latest report)."""
-  from punified_jax import reports  # pylint: disable=g-import-not-at-top
-  best = os.path.join(model_dir, "eval", "best.json")
-  if os.path.exists(best):
-    with open(best, encoding="utf-8") as f:
-      step = json.load(f).get("step")
-    candidate = os.path.join(model_dir, "eval", f"step_{step}.json")
-    if os.path.exists(candidate):
-      return candidate
-  return reports.latest_eval_json(os.path.join(model_dir, "eval"))
+  from punified_jax import run_dir  # pylint: disable=g-import-not-at-top
+  return run_dir.eval_json_for(model_dir, "auto")
 
 
 def _print_extractions(model_dir: str, beam_size: int, env: dict) -> None:
@@ -193,8 +186,9 @@ def _print_extractions(model_dir: str, beam_size: int, env: dict) -> None:
   print(f"\n=== on-demand extraction (constrained decoding, best checkpoint)\n"
         f"$ {' '.join(shlex.quote(c) for c in command)} < requests.jsonl", flush=True)
   # Ask only for types the model was trained on (a run over a few datasets knows fewer).
-  with open(os.path.join(model_dir, "punified_model.json"), encoding="utf-8") as f:
-    known = set(json.load(f).get("extra", {}).get("prompt_names") or ())
+  from punified_jax import run_dir, storage  # pylint: disable=g-import-not-at-top
+  known = set(storage.read_json(run_dir.Layout(model_dir).model_info_file).get(
+      "extra", {}).get("prompt_names") or ())
   samples = [(t, [n for n in types if n in known]) for t, types in SAMPLES]
   samples = [(t, types) for t, types in samples if types]
   requests = "".join(json.dumps({"text": t, "types": types}, ensure_ascii=False) + "\n"
