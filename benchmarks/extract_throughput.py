@@ -4,7 +4,7 @@
         --model_dir RUN_DIR --dataset resume --beams 1,4,10
 
 RUN_DIR is a trained run of ours (punified_model.json + a checkpoint); its parameters are
-exported with hf_interop.export_model_dir, so HF decodes with exactly our weights. Both sides
+exported with run_dir.export_checkpoint, so HF decodes with exactly our weights. Both sides
 read the SAME encoder ids (our prompt `<entity>T1...<text>sentence` + EOS, tokenized with the
 run's vocabulary; HF gets the ids, not text) for the first `--max_sentences` sentences of the
 dataset's dev split, both sort them by length and decode in batches of `--batch_size` up to the
@@ -80,7 +80,13 @@ def main(argv=None) -> int:
   parser.add_argument("--alpha", type=float, default=0.6)
   parser.add_argument("--passes", type=int, default=1, help="timed passes per side and beam (after a warm-up)")
   parser.add_argument("--stopping", default="exact,early", help="beam-search stopping rules to compare (beams > 1)")
-  parser.add_argument("--constrained", action="store_true", help="also time our constrained decoding")
+  parser.add_argument("--constrained", action="store_true",
+                      help="also time our constrained decoding: the Extractor (fast search, its default) and "
+                           "decode_batch with the fast and the step-by-step constrained search")
+  parser.add_argument("--chunk_length", type=int, default=8, help="the fast search's tokens per decoder call")
+  parser.add_argument("--constrained_only", action="store_true",
+                      help="of ours, time only the constrained decode_batch rows (fast and step by step) and "
+                           "the constrained Extractor: saves time on a shared machine")
   parser.add_argument("--threads", type=int, default=2)
   parser.add_argument("--torch_python", default=os.environ.get("PUNIFIED_TORCH_PYTHON", common.TORCH_PYTHON_DEFAULT))
   parser.add_argument("--name", default="extract_throughput")
@@ -96,9 +102,8 @@ def main(argv=None) -> int:
     parser.error(f"--model_dir {args.model_dir}: no punified_model.json (not a trained run of ours)")
 
   import jax  # pylint: disable=g-import-not-at-top
-  from punified_jax import entity_types, hf_interop, metrics, model_info, parsing, prompts  # pylint: disable=g-import-not-at-top
-  from punified_jax import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
-  from punified_jax.inference import Extractor, _choose_checkpoint  # pylint: disable=g-import-not-at-top
+  from punified_jax import entity_types, metrics, model_info, parsing, prompts, run_dir  # pylint: disable=g-import-not-at-top
+  from punified_jax.inference import Extractor  # pylint: disable=g-import-not-at-top
   config = common.configure_tasks(args.raw_dir, [args.dataset])
   import tasks  # pylint: disable=g-import-not-at-top
   examples = tasks.load_examples(config, args.dataset)[args.split][:args.max_sentences]
@@ -118,10 +123,8 @@ def main(argv=None) -> int:
           "windows, HF gets them whole", flush=True)
 
   workdir = tempfile.mkdtemp(prefix="extract_throughput_", dir=os.environ.get("BENCH_WORKDIR"))
-  checkpoint = checkpoints_lib.resolve_params_checkpoint(
-      _choose_checkpoint(info.model_dir, "auto", checkpoints_lib))
   hf_dir = os.path.join(workdir, "hf")
-  hf_interop.export_model_dir(info, checkpoint, hf_dir)
+  checkpoint = run_dir.export_checkpoint(info.model_dir, hf_dir, checkpoint="auto").checkpoint
 
   def score(predictions) -> dict:
     result = metrics.span_macro_f1(gold, predictions, type_names=names)
@@ -140,32 +143,44 @@ def main(argv=None) -> int:
   engine_params = Extractor.load(args.model_dir, beam_size=1).params
   engine_model = Transformer(info.t5_config)
   engine_tokens = {}
+  from punified_jax import constraints  # pylint: disable=g-import-not-at-top
+  ner_constraint = constraints.NerCopyConstraint.from_vocabulary(vocabulary)
+  # (label, constraint, search) of the decode_batch variants timed.
+  engine_variants = [] if args.constrained_only else [("ours_decode_batch", None, "stepwise")]
+  if args.constrained:
+    engine_variants += [("decode_batch_constrained_stepwise", ner_constraint, "stepwise"),
+                        ("decode_batch_constrained_fast", ner_constraint, "fast")]
 
-  def engine_pass(beam: int, rule: str) -> list:
-    outputs = []
+  def engine_decode(rows_, beam, rule, constraint, search):
+    return generate.decode_batch(engine_model, engine_params, jax.numpy.asarray(rows_), constraint,
+                                 beam_size=beam, max_decode_length=max_decode, alpha=args.alpha,
+                                 eos_id=int(vocabulary.eos_id), stopping=_OURS[rule], search=search,
+                                 chunk_length=args.chunk_length)
+
+  def engine_pass(beam: int, rule: str, constraint, search) -> tuple[list, int, int]:
+    """(outputs, decoder calls, output tokens): calls made while each sentence was undecided,
+    and tokens of its best output (EOS included), summed over the sentences."""
+    outputs, calls, tokens_out = [], 0, 0
     for batch in batches:
       width = next(b for b in buckets if b >= batch.shape[1])
       rows_ = np.zeros((args.batch_size, width), np.int32)  # fixed batch: the last batch is padded
       rows_[:batch.shape[0], :batch.shape[1]] = batch
-      decoded = generate.decode_batch(engine_model, engine_params, jax.numpy.asarray(rows_), None, beam_size=beam,
-                                      max_decode_length=max_decode, alpha=args.alpha, eos_id=int(vocabulary.eos_id),
-                                      stopping=_OURS[rule])
+      decoded = engine_decode(rows_, beam, rule, constraint, search)
       tokens = np.asarray(decoded.tokens[:batch.shape[0], 0, :])
       outputs.extend(row[row > 0].tolist() for row in tokens)
-    return outputs
+      calls += int(np.asarray(decoded.decoder_calls)[:batch.shape[0]].sum())
+      tokens_out += int((tokens > 0).sum())
+    return outputs, calls, tokens_out
 
   rows = []
   ours_pairs = {}
-  def engine_warmup(beam: int, rule: str) -> float:
+  def engine_warmup(beam: int, rule: str, constraint, search) -> float:
     """Compiles the program of every bucket width the timed pass will use (one batch each)."""
     start = time.perf_counter()
     for width in sorted({next(b for b in buckets if b >= batch.shape[1]) for batch in batches}):
       rows_ = np.zeros((args.batch_size, width), np.int32)
       rows_[:, 0] = int(vocabulary.eos_id)
-      jax.block_until_ready(generate.decode_batch(
-          engine_model, engine_params, jax.numpy.asarray(rows_), None, beam_size=beam,
-          max_decode_length=max_decode, alpha=args.alpha, eos_id=int(vocabulary.eos_id),
-          stopping=_OURS[rule]).tokens)
+      jax.block_until_ready(engine_decode(rows_, beam, rule, constraint, search).tokens)
     return time.perf_counter() - start
 
   # One sentence per occupied input bucket, each extracted on its own (the Extractor batches a
@@ -173,23 +188,33 @@ def main(argv=None) -> int:
   # needs.
   warm_texts = list({next(b for b in buckets if b >= len(row)): text for row, text in zip(ids, texts)}.values())
 
+  constrained_outputs = {}
   for beam, rule in runs:
-    seconds = [engine_warmup(beam, rule)]
-    for _ in range(args.passes):
-      start = time.perf_counter()
-      sorted_outputs = engine_pass(beam, rule)
-      seconds.append(time.perf_counter() - start)
-    outputs = [None] * len(texts)
-    for k, output in enumerate(sorted_outputs):
-      outputs[order[k]] = output
-    engine_tokens[beam, rule] = outputs
-    pairs = [located(parsing.parse_generation(vocabulary.decode(o), names), t) for o, t in zip(outputs, texts)]
-    rows.append({"side": "ours_decode_batch", "beam": beam, "stopping": rule, "sentences": len(texts),
-                 "warmup_s": seconds[0], "pass_s": seconds[-1], "sentences_per_s": len(texts) / seconds[-1],
-                 **score(pairs)})
-    print(rows[-1], flush=True)
+    for label, constraint, search in engine_variants:
+      seconds = [engine_warmup(beam, rule, constraint, search)]
+      for _ in range(args.passes):
+        start = time.perf_counter()
+        sorted_outputs, calls, tokens_out = engine_pass(beam, rule, constraint, search)
+        seconds.append(time.perf_counter() - start)
+      outputs = [None] * len(texts)
+      for k, output in enumerate(sorted_outputs):
+        outputs[order[k]] = output
+      if constraint is None:
+        engine_tokens[beam, rule] = outputs
+      else:
+        constrained_outputs[beam, rule, search] = outputs
+      pairs = [located(parsing.parse_generation(vocabulary.decode(o), names), t) for o, t in zip(outputs, texts)]
+      row = {"side": label, "beam": beam, "stopping": rule, "sentences": len(texts), "warmup_s": seconds[0],
+             "pass_s": seconds[-1], "sentences_per_s": len(texts) / seconds[-1], **score(pairs),
+             "decoder_calls": calls, "output_tokens": tokens_out, "calls_per_token": calls / max(tokens_out, 1)}
+      if search == "fast":
+        stepwise = constrained_outputs[beam, rule, "stepwise"]
+        row["same_ids_as_stepwise"] = float(np.mean([a == b for a, b in zip(outputs, stepwise)]))
+      rows.append(row)
+      print(rows[-1], flush=True)
 
-  variants = [("ours", False)] + ([("ours_constrained", True)] if args.constrained else [])
+  variants = ([] if args.constrained_only else [("ours", False)]) + (
+      [("ours_constrained", True)] if args.constrained else [])
   for beam, rule in runs:
     for label, constrained in variants:
       extractor = Extractor.load(args.model_dir, beam_size=beam, constrained=constrained,
@@ -229,13 +254,16 @@ def main(argv=None) -> int:
       outputs[order[k]] = output
     # Spans that do not occur in the sentence are dropped, as the Extractor drops them.
     pairs = [located(parsing.parse_generation(vocabulary.decode(o), names), t) for o, t in zip(outputs, texts)]
-    same = float(np.mean([p == q for p, q in zip(pairs, ours_pairs[beam, rule])]))
+    same = (float(np.mean([p == q for p, q in zip(pairs, ours_pairs[beam, rule])]))
+            if (beam, rule) in ours_pairs else None)
     # Compared as decoded text: HF's beam search may end a finished hypothesis without the EOS id
     # that ours keeps (greedy outputs match id for id).
-    same_text = float(np.mean([vocabulary.decode(o) == vocabulary.decode(e)
-                               for o, e in zip(outputs, engine_tokens[beam, rule])]))
+    ours_tokens = engine_tokens.get((beam, rule)) or constrained_outputs[beam, rule, "stepwise"]
+    same_text = (float(np.mean([vocabulary.decode(o) == vocabulary.decode(e)
+                                for o, e in zip(outputs, engine_tokens[beam, rule])]))
+                 if (beam, rule) in engine_tokens else None)
     samples[f"{beam}_{rule}"] = [{"text": texts[i], "hf": vocabulary.decode(outputs[i]),
-                                  "ours": vocabulary.decode(engine_tokens[beam, rule][i])}
+                                  "ours": vocabulary.decode(ours_tokens[i])}
                                  for i in range(min(3, len(texts)))]
     seconds = result["pass_seconds"]
     rows.append({"side": "hf_generate", "beam": beam, "stopping": rule, "sentences": len(texts),
@@ -249,7 +277,8 @@ def main(argv=None) -> int:
     row["speedup_vs_hf"] = row["sentences_per_s"] / hf_row["sentences_per_s"]
   rows.sort(key=lambda r: (r["beam"], r["stopping"], r["side"]))
   common.print_table(rows, ["beam", "stopping", "side", "sentences_per_s", "speedup_vs_hf", "warmup_s", "pass_s",
-                            "macro_f1", "micro_f1", "same_pairs_as_extractor", "same_text_as_decode_batch"],
+                            "macro_f1", "micro_f1", "calls_per_token", "same_ids_as_stepwise",
+                            "same_pairs_as_extractor", "same_text_as_decode_batch"],
                      title=f"extraction over {len(texts)} {args.dataset} {args.split} sentences")
   payload = {"command": common.command_line(), "machine": machine, "versions": common.jax_versions(),
              "torch": hf.get("torch"), "model": {"dir": os.path.abspath(args.model_dir), "checkpoint": checkpoint,

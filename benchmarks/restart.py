@@ -15,7 +15,9 @@
    vocabulary, orbax restore, input position, compilation, one step). The persistent compilation
    cache is off so that every run compiles the same way.
 3. The input position alone, in this process: seconds from nothing to the first batch after S,
-   for both ways (`input_state.open_train_input` against the same checkpoints).
+   for both ways (`input_state.open_train_input` against the same checkpoints), and what saving
+   the iterator state there costs (`save_state_s`; the checkpoint's `input/` size is
+   `input_state_bytes`).
 Prints a table, writes benchmarks/results/<name>.json.
 """
 
@@ -113,7 +115,11 @@ def data_position_only(run_dirs: dict, args) -> list[dict]:
         checkpointer=checkpointer, step=step, meta=meta, consumed_batches=int(meta["consumed_batches"]),
         settings_changed=False, announce=True, **common_kwargs)
     next(train_input)
-    rows.append({"step": step, "mode": mode, "position_s": time.perf_counter() - clock})
+    row = {"step": step, "mode": mode, "position_s": time.perf_counter() - clock}
+    clock = time.perf_counter()
+    files = train_input.state_files()  # what a save at this point writes (the save side's cost)
+    row.update(save_state_s=time.perf_counter() - clock, save_state_bytes=sum(len(data) for data in files.values()))
+    rows.append(row)
     checkpointer.close()
   return rows
 
@@ -141,6 +147,11 @@ def main(argv=None) -> int:
   preparation["train_late_s"] = run_or_fail(train_command(train_dir, late, args, log_every=100), env, args.timeout)
   snapshots[late] = train_dir
 
+  # Size of each checkpoint's input position (all files of its `input/` item).
+  input_dir = lambda snapshot, step: os.path.join(snapshot, "checkpoints", str(step), "input")
+  input_bytes = {step: sum(os.path.getsize(os.path.join(input_dir(snapshot, step), name))
+                           for name in os.listdir(input_dir(snapshot, step)))
+                 for step, snapshot in snapshots.items()}
   run_dirs = {}
   for step, snapshot in snapshots.items():
     run_dirs[(step, "skip")] = without_input_item(snapshot, os.path.join(workdir, f"skip_{step}"), step)
@@ -165,8 +176,11 @@ def main(argv=None) -> int:
   for (step, mode), results in sorted(measured.items()):
     times = [r["restart_s"] for r in results if r["restart_s"] is not None]
     positions = [r["position_s"] for r in position_rows if r["step"] == step and r["mode"] == mode]
+    saves = [r["save_state_s"] for r in position_rows if r["step"] == step and r["mode"] == mode]
     rows.append({"step": step, "mode": mode, "resumed_by": results[0]["resumed_by"],
                  "restart_s": min(times) if times else None, "position_s": min(positions),
+                 "input_state_bytes": input_bytes[step] if mode == "iterator" else None,
+                 "save_state_s": min(saves),
                  "returncode": max(r["returncode"] for r in results), "all_restart_s": times,
                  "all_position_s": positions})
 
@@ -179,7 +193,8 @@ def main(argv=None) -> int:
         f"skip_over_iterator_restart_at_{late}": by[(late, "skip")]["restart_s"] / by[(late, "iterator")]["restart_s"],
         f"skip_over_iterator_position_at_{late}": by[(late, "skip")]["position_s"] / by[(late, "iterator")]["position_s"],
     }
-  common.print_table(rows, ["step", "mode", "resumed_by", "restart_s", "position_s", "returncode"],
+  common.print_table(rows, ["step", "mode", "resumed_by", "restart_s", "position_s", "input_state_bytes",
+                            "save_state_s", "returncode"],
                      title="resume at step S: seconds from the command to step S+1 (restart_s) / to the first "
                            "batch after S (position_s)")
   for key, value in ratios.items():

@@ -1,11 +1,12 @@
-"""Orbax checkpoints: periodic/final saves, keep-N, resume, params-only init, best-by-F1, preemption.
+"""Orbax checkpoints: periodic/final saves, keep-N, resume, params-only restore, best-by-F1,
+preemption.  Orbax only: where a run keeps its checkpoints and which one to load is run_dir.py's
+business; this module is handed directories.
 
-Layout of a run directory:
+A step directory holds these items (the trainer also saves `input`; the best tracker state and meta):
 
-    <MODEL_DIR>/checkpoints/<step>/state/   the train state {"step", "params", "opt_state"}
-    <MODEL_DIR>/checkpoints/<step>/meta/    JSON: step, consumed batches, data settings
-    <MODEL_DIR>/checkpoints/<step>/input/   each input shard's tf.data iterator state (input_state.py)
-    <MODEL_DIR>/best/<step>/...             the checkpoint with the best mean F1 (state and meta)
+    <directory>/<step>/state/   the train state {"step", "params", "opt_state"}
+    <directory>/<step>/meta/    JSON: step, consumed batches, data settings
+    <directory>/<step>/input/   each input shard's tf.data iterator state (input_state.py)
 
 Atomicity: orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames it to `<step>`
 only after every item (and, on several hosts, every process) is finished; `latest_step()` lists
@@ -19,27 +20,26 @@ a step has none, skips the consumed batches the meta item records; see input_sta
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import signal
 import threading
 from typing import Any, Mapping
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from punified_jax import storage
 
 logger = logging.getLogger(__name__)
 
 STATE_ITEM = "state"
 META_ITEM = "meta"
-CHECKPOINTS_SUBDIR = "checkpoints"
-BEST_SUBDIR = "best"
 
 
 def _abspath(path: str) -> str:
   # orbax wants absolute paths (it resolves relative ones against its own cwd assumptions).
-  return path if "://" in path else os.path.abspath(path)
+  return storage.absolute(path)
 
 
 class Checkpointer:
@@ -129,10 +129,6 @@ class Checkpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))
     return dict(restored[META_ITEM] or {})
 
-  def metrics(self, step: int) -> dict | None:
-    value = self._manager.metrics(step)
-    return dict(value) if value is not None else None
-
   def reached_preemption(self, step: int) -> bool:
     """True on every host at the step JAX's preemption service chose after a SIGTERM (multi-host)."""
     return self._manager.reached_preemption(step)
@@ -143,43 +139,6 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
-
-
-def _gfile():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf.io.gfile
-
-
-def _looks_like_item_dir(path: str) -> bool:
-  markers = ("_METADATA", "manifest.ocdbt", "_CHECKPOINT_METADATA")
-  return any(_gfile().exists(os.path.join(path, name)) for name in markers)
-
-
-def resolve_params_checkpoint(path: str) -> str:
-  """Finds the state item directory for `INITIAL_CHECKPOINT_PATH` (local or gs://).
-
-  Accepts a run directory (`<MODEL_DIR>`: its newest finished checkpoint), a manager directory
-  (`.../checkpoints` or `.../best`), a step directory (`.../checkpoints/1000`) or the state item
-  itself (`.../1000/state`).
-  """
-  gfile = _gfile()
-  path = _abspath(path).rstrip("/")
-  if not gfile.isdir(path):
-    raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH {path!r} does not exist")
-  if gfile.isdir(os.path.join(path, STATE_ITEM)):
-    return os.path.join(path, STATE_ITEM)
-  if os.path.basename(path) == STATE_ITEM and _looks_like_item_dir(path):
-    return path
-  for candidate in (path, os.path.join(path, CHECKPOINTS_SUBDIR)):
-    if not gfile.isdir(candidate):
-      continue
-    names = [name.rstrip("/") for name in gfile.listdir(candidate)]
-    steps = sorted(int(name) for name in names
-                   if name.isdigit() and gfile.isdir(os.path.join(candidate, name, STATE_ITEM)))
-    if steps:
-      return os.path.join(candidate, str(steps[-1]), STATE_ITEM)
-  raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH {path!r} holds no checkpoint: expected a run directory, "
-                          f"a checkpoints directory with numbered steps, a step directory or a '{STATE_ITEM}' item")
 
 
 class _DropMissingStepMetadata(logging.Filter):
@@ -201,17 +160,16 @@ def quiet_missing_step_metadata():
     absl_logger.removeFilter(drop)
 
 
-def restore_params(path: str, abstract_params: Any) -> Any:
-  """Loads only the parameters of a checkpoint (optimizer state and step are ignored).
+def restore_params(item_dir: str, abstract_params: Any) -> Any:
+  """Loads only the parameters of a `state` item (optimizer state and step are ignored).
 
   `abstract_params` gives the structure, dtypes and shardings (jax.ShapeDtypeStruct leaves with
-  `.sharding`); the checkpoint may have been written with another mesh or optimizer. A Hugging
-  Face T5/MT5 directory (config.json + model.safetensors) is converted on the fly.
+  `.sharding`); the checkpoint may have been written with another mesh or optimizer.  Which item
+  to load (best, latest, a step, a Hugging Face directory) is decided by run_dir.load_params.
   """
-  from punified_jax import hf_interop  # pylint: disable=g-import-not-at-top
-  if hf_interop.is_hf_checkpoint_dir(path):
-    return hf_interop.restore_hf_params(path, abstract_params)
-  item_dir = resolve_params_checkpoint(path)
+  item_dir = _abspath(item_dir)
+  if not storage.isdir(item_dir):
+    raise FileNotFoundError(f"checkpoint item {item_dir} does not exist")
   restore_args = jax.tree.map(
       lambda leaf: ocp.ArrayRestoreArgs(sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype),
       abstract_params)
@@ -276,14 +234,48 @@ def save_params(directory: str, params: Any, *, step: int = 0, meta: Mapping[str
     checkpointer.wait()
   finally:
     checkpointer.close()
-  return os.path.join(_abspath(directory), str(step))
+  return storage.join(_abspath(directory), str(step))
+
+
+def read_tree_entry(item_dir: str, key: str) -> Any:
+  """One top-level entry of an orbax PyTree item, as host numpy arrays in the saved dtypes.
+
+  For checkpoints written by others (t5x's train state: its "target" is the model's parameters);
+  the rest of the item (optimizer slots, as large as the model) is not read.  Raises KeyError
+  when the item has no such entry, ValueError (naming the item) when orbax cannot read it.
+  """
+  checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
+  try:
+    with quiet_missing_step_metadata():
+      try:
+        metadata = checkpointer.metadata(item_dir)
+        tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", None)
+        if tree is None:  # older orbax: the metadata is the tree itself
+          tree = getattr(metadata, "item_metadata", metadata)
+      except Exception as error:  # orbax raises many types; name the directory
+        raise ValueError(f"{item_dir}: cannot read the orbax checkpoint: {error}") from error
+      if not isinstance(tree, Mapping) or key not in tree:
+        keys = sorted(tree) if isinstance(tree, Mapping) else type(tree).__name__
+        raise KeyError(f"no {key!r} entry in the orbax item (found {keys})")
+      wanted = tree[key]
+      restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+      template = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), wanted)
+      try:
+        restored = checkpointer.restore(
+            item_dir, args=ocp.args.PyTreeRestore(item={key: template}, restore_args={key: restore_args},
+                                                  partial_restore=True))
+      except Exception as error:  # pylint: disable=broad-except
+        raise ValueError(f"{item_dir}: cannot read the orbax checkpoint: {error}") from error
+  finally:
+    checkpointer.close()
+  return restored[key]
 
 
 class BestCheckpointTracker:
   """Keeps the checkpoint with the best selection metric (the paper's rule: mean F1 over tasks).
 
   Backed by an orbax manager that keeps one step chosen by its metric; the best value so far is
-  also written to `<directory>/../eval/best.json` so a restarted run knows what to beat.
+  also written to `summary_path` (the run's eval/best.json) so a restarted run knows what to beat.
   """
 
   def __init__(self, directory: str, summary_path: str, *, metric: str = "mean_f1", async_save: bool = False):
@@ -293,10 +285,8 @@ class BestCheckpointTracker:
                                       best_metric=metric)
     self.best_value: float | None = None
     self.best_step: int | None = None
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    if tf.io.gfile.exists(summary_path):
-      with tf.io.gfile.GFile(summary_path, "r") as handle:
-        summary = json.load(handle)
+    if storage.exists(summary_path):
+      summary = storage.read_json(summary_path)
       self.best_value, self.best_step = summary.get("value"), summary.get("step")
 
   def update(self, step: int, value: float, state: Any, meta: Mapping[str, Any]) -> bool:
@@ -307,9 +297,8 @@ class BestCheckpointTracker:
     self._checkpointer.wait()
     self.best_value, self.best_step = float(value), int(step)
     if jax.process_index() == 0:
-      from punified_jax import writers  # pylint: disable=g-import-not-at-top
-      writers.write_text_atomic(self._summary_path, json.dumps(
-          {"metric": self.metric, "value": self.best_value, "step": self.best_step}))
+      storage.write_json_atomic(self._summary_path,
+                                {"metric": self.metric, "value": self.best_value, "step": self.best_step})
     return True
 
   def close(self) -> None:

@@ -28,13 +28,15 @@ import re
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from punified_jax import reports
+from punified_jax import run_dir
 from punified_jax import storage
 
-MODEL_INFO_FILE = "punified_model.json"
-DATA_MANIFEST_FILE = "data_manifest.json"
-CONFIG_GIN_FILE = "config.gin"
-METRICS_FILE = "metrics.jsonl"
-EVAL_SUBDIR = "eval"
+# The run directory's file names (run_dir.py owns the layout).
+MODEL_INFO_FILE = run_dir.MODEL_INFO_FILE
+DATA_MANIFEST_FILE = run_dir.DATA_MANIFEST_FILE
+CONFIG_GIN_FILE = run_dir.CONFIG_GIN_FILE
+METRICS_FILE = run_dir.METRICS_FILE
+EVAL_SUBDIR = run_dir.EVAL_DIR
 T5X_EVAL_SUBDIR = "inference_eval"
 _T5X_METRICS_RE = re.compile(r"(?P<task>.+)-metrics\.jsonl")
 # Settings whose values are long lists that never help tell runs apart in a table.

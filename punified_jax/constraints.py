@@ -204,6 +204,15 @@ class NerCopyConstraint:
         | _bit(has(AFTER_ITEM_CLOSE) & is_(self.close_id), AFTER_TARGET_CLOSE))
     return {"roles": roles, "ids": state["ids"], "copy": copy, "phases": new_phases}
 
+  def copy_continuation(self, state: dict[str, Array]) -> tuple[Array, Array]:
+    """(token int32 [rows], exists bool [rows]): the input token that would continue the copy
+    in progress (type or span) at its first possible position: fast_decoding's draft of the
+    next token inside a span.  A guess, verified by the model before it is kept."""
+    copy = state["copy"]
+    first = jnp.argmax(copy, axis=1)
+    token = jnp.take_along_axis(state["ids"], first[:, None], axis=1)[:, 0]
+    return token, jnp.any(copy, axis=1)
+
   def allowed_tokens(self, state: dict[str, Array], vocab_size: int) -> Array:
     """bool [rows, vocab_size]: the tokens that may come next."""
     phases = state["phases"]

@@ -101,11 +101,15 @@ class DecodeOutput(NamedTuple):
   token_log_probs: float32, shaped like tokens: each token's log-probability under the MODEL's
   own (unconstrained) softmax, 0 after the end; what a teacher-forced pass over the output
   would give, without running one.
+  decoder_calls: int32 [batch]: how many decoder calls the search made while the example was
+  still undecided (step by step: one per output position; fast_decoding: fewer).  Decoder calls
+  per generated token, the measure of fast_decoding's saving, is this over the output length.
   """
   tokens: Array
   log_probs: Array
   scores: Array
   token_log_probs: Optional[Array] = None
+  decoder_calls: Optional[Array] = None
 
 
 def length_penalty(length: Array, alpha: float) -> Array:
@@ -200,6 +204,7 @@ class _GreedyState(NamedTuple):
   done: Array             # bool [rows]: produced EOS
   log_prob: Array         # float32 [rows]: summed log-probs of the search's distribution
   length: Array           # int32 [rows]: tokens produced, EOS included
+  calls: Array            # int32 [rows]: decoder calls made while the row was not done
   cache: PyTree
   constraint_state: PyTree
 
@@ -240,6 +245,7 @@ def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *
         done=done | (best == eos_id),
         log_prob=state.log_prob + jnp.where(done, 0.0, best_log_prob),
         length=state.length + (~done).astype(jnp.int32),
+        calls=state.calls + (~done).astype(jnp.int32),
         cache=cache, constraint_state=constraint_state)
 
   state = _GreedyState(
@@ -247,11 +253,12 @@ def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *
       token_log_probs=jnp.zeros((rows, max_decode_length), jnp.float32),
       current=jnp.full((rows,), start_token_id, jnp.int32), done=jnp.zeros((rows,), bool),
       log_prob=jnp.zeros((rows,), jnp.float32), length=jnp.zeros((rows,), jnp.int32),
-      cache=cache, constraint_state=constraint_state)
+      calls=jnp.zeros((rows,), jnp.int32), cache=cache, constraint_state=constraint_state)
   state = _run_segments(body, state, max_decode_length=max_decode_length,
                         cache_lengths=cache_lengths, grow_cache=grow_cache)
   return DecodeOutput(state.tokens, state.log_prob,
-                      state.log_prob / length_penalty(state.length, alpha), state.token_log_probs)
+                      state.log_prob / length_penalty(state.length, alpha), state.token_log_probs,
+                      state.calls)
 
 
 # Beam-search stopping rules (beam_search's docstring).
@@ -264,19 +271,150 @@ def check_stopping(stopping: str) -> None:
     raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
 
 
-class _BeamState(NamedTuple):
-  step: Array            # int32 scalar
+class BeamPools(NamedTuple):
+  """The per-example part of a beam search: what `beam_step` updates."""
   alive_tokens: Array    # int32 [batch, beam, len]: hypotheses still growing
   alive_token_log_probs: Array  # float32 [batch, beam, len]: the model's log-prob per token
   alive_log_probs: Array  # float32 [batch, beam]; -inf for empty slots
-  current: Array         # int32 [rows]: last token of each alive hypothesis
   finished_tokens: Array  # int32 [batch, beam, len]: hypotheses that ended with EOS
   finished_token_log_probs: Array  # float32 [batch, beam, len]
   finished_log_probs: Array  # float32 [batch, beam]
   finished_scores: Array  # float32 [batch, beam], sorted best first; -inf for empty slots
   done: Array            # bool [batch]: nothing alive can beat the finished pool
+
+  @classmethod
+  def empty(cls, batch: int, beam_size: int, length: int) -> "BeamPools":
+    # Only beam 0 starts alive, so the first step does not pick beam_size copies of one token.
+    initial_alive = jnp.tile(
+        jnp.array([0.0] + [-jnp.inf] * (beam_size - 1), jnp.float32)[None], (batch, 1))
+    empty_tokens = jnp.zeros((batch, beam_size, length), jnp.int32)
+    empty_token_log_probs = jnp.zeros((batch, beam_size, length), jnp.float32)
+    empty_scores = jnp.full((batch, beam_size), -jnp.inf, jnp.float32)
+    return cls(empty_tokens, empty_token_log_probs, initial_alive, empty_tokens,
+               empty_token_log_probs, empty_scores, empty_scores, jnp.zeros((batch,), bool))
+
+
+def _write_at(x: Array, index: Array, value: Array) -> Array:
+  """x [batch, n, len] with x[b, :, index[b]] = value[b, :]."""
+  hit = jnp.arange(x.shape[-1])[None, None, :] == index[:, None, None]
+  return jnp.where(hit, value[:, :, None], x)
+
+
+def beam_step(pools: BeamPools, log_probs: Array, model_log_probs: Array, step: Array, *,
+              alpha: float, eos_id: int, max_decode_length: int,
+              stopping: str) -> tuple[BeamPools, Array, Array]:
+  """One step of beam search for every example (see `beam_search`).
+
+  log_probs / model_log_probs: float32 [batch * beam, vocab], the search's and the model's
+  distributions of the token after each alive hypothesis.  step int32 [batch]: the tokens
+  every alive hypothesis of the example already has (examples may be at different steps).
+  Examples already done are left exactly as they are, so an example's result does not depend
+  on how long the other examples of its batch run.
+  Returns (pools, parent [batch, beam]: the old slot each new alive hypothesis extends,
+  token int32 [batch, beam]: its last token).  Done examples get parent = slot, token = 0.
+  """
+  batch, beam_size = pools.alive_log_probs.shape
+  vocab = log_probs.shape[-1]
+  # [batch, beam * vocab]: total log-prob of every one-token extension.
+  candidates = (pools.alive_log_probs[:, :, None]
+                + log_probs.reshape(batch, beam_size, vocab)).reshape(batch, -1)
+  top_log_probs, top_index = jax.lax.top_k(candidates, 2 * beam_size)
+  source_beam = top_index // vocab  # [batch, 2 * beam]
+  top_token = (top_index % vocab).astype(jnp.int32)
+  top_tokens = _write_at(jnp.take_along_axis(pools.alive_tokens, source_beam[:, :, None],
+                                             axis=1), step, top_token)
+  top_model_log_prob = jnp.take_along_axis(model_log_probs.reshape(batch, -1), top_index,
+                                           axis=1)
+  top_token_log_probs = _write_at(
+      jnp.take_along_axis(pools.alive_token_log_probs, source_beam[:, :, None], axis=1), step,
+      top_model_log_prob)
+  ends = top_token == eos_id
+  exists = top_log_probs > -jnp.inf
+
+  # Merge the candidates that end here into the finished pool.
+  new_scores = jnp.where(ends & exists,
+                         top_log_probs / length_penalty(step + 1, alpha)[:, None], -jnp.inf)
+  pool_scores = jnp.concatenate([pools.finished_scores, new_scores], axis=1)
+  pool_log_probs = jnp.concatenate([pools.finished_log_probs, top_log_probs], axis=1)
+  pool_tokens = jnp.concatenate([pools.finished_tokens, top_tokens], axis=1)
+  pool_token_log_probs = jnp.concatenate(
+      [pools.finished_token_log_probs, top_token_log_probs], axis=1)
+  finished_scores, keep = jax.lax.top_k(pool_scores, beam_size)
+  finished_log_probs = jnp.take_along_axis(pool_log_probs, keep, axis=1)
+  finished_log_probs = jnp.where(finished_scores > -jnp.inf, finished_log_probs, -jnp.inf)
+  finished_tokens = jnp.take_along_axis(pool_tokens, keep[:, :, None], axis=1)
+  finished_token_log_probs = jnp.take_along_axis(pool_token_log_probs, keep[:, :, None],
+                                                 axis=1)
+
+  # The best candidates that do not end stay alive; the caller makes the cache and the
+  # constraint state follow `parent`.
+  alive_log_probs, keep = jax.lax.top_k(jnp.where(ends, -jnp.inf, top_log_probs), beam_size)
+  alive_tokens = jnp.take_along_axis(top_tokens, keep[:, :, None], axis=1)
+  alive_token_log_probs = jnp.take_along_axis(top_token_log_probs, keep[:, :, None], axis=1)
+  parent = jnp.take_along_axis(source_beam, keep, axis=1)
+  token = jnp.take_along_axis(top_token, keep, axis=1)
+
+  best_possible_penalty = length_penalty(jnp.array(max_decode_length), alpha)
+  best_alive_bound = jnp.max(alive_log_probs, axis=1) / best_possible_penalty
+  pool_full = finished_scores[:, -1] > -jnp.inf
+  if stopping == "all":
+    settled = pool_full & (finished_scores[:, -1] >= best_alive_bound)
+  elif stopping == "best":
+    settled = (finished_scores[:, 0] > -jnp.inf) & (finished_scores[:, 0] >= best_alive_bound)
+  else:  # "early"
+    settled = pool_full
+  done = pools.done | settled | jnp.all(jnp.isneginf(alive_log_probs), axis=1)
+  new = BeamPools(alive_tokens, alive_token_log_probs, alive_log_probs, finished_tokens,
+                  finished_token_log_probs, finished_log_probs, finished_scores, done)
+  frozen = pools.done
+
+  def keep_done(new_leaf, old_leaf):
+    return jnp.where(frozen.reshape(frozen.shape + (1,) * (new_leaf.ndim - 1)), old_leaf,
+                     new_leaf)
+
+  new = jax.tree_util.tree_map(keep_done, new, pools)
+  slots = jnp.broadcast_to(jnp.arange(beam_size, dtype=parent.dtype)[None], parent.shape)
+  parent = jnp.where(frozen[:, None], slots, parent)
+  token = jnp.where(frozen[:, None], 0, token)
+  return new, parent, token
+
+
+def finish_beams(pools: BeamPools, step: Array, alpha: float,
+                 calls: Optional[Array] = None) -> DecodeOutput:
+  """The search's result from its final pools; step int32 [batch] (tokens of the alive
+  hypotheses).  Hypotheses still alive at max_decode_length (no EOS) compete for the slots by
+  the same score.  Examples that stopped early need not be checked: nothing alive could win
+  there."""
+  alive_scores = jnp.where(pools.done[:, None], -jnp.inf,
+                           pools.alive_log_probs / length_penalty(step, alpha)[:, None])
+  scores, keep = jax.lax.top_k(
+      jnp.concatenate([pools.finished_scores, alive_scores], axis=1),
+      pools.alive_log_probs.shape[1])
+  log_probs = jnp.take_along_axis(
+      jnp.concatenate([pools.finished_log_probs, pools.alive_log_probs], axis=1), keep, axis=1)
+  tokens = jnp.take_along_axis(
+      jnp.concatenate([pools.finished_tokens, pools.alive_tokens], axis=1), keep[:, :, None],
+      axis=1)
+  token_log_probs = jnp.take_along_axis(
+      jnp.concatenate([pools.finished_token_log_probs, pools.alive_token_log_probs], axis=1),
+      keep[:, :, None], axis=1)
+  exists = scores > -jnp.inf
+  return DecodeOutput(jnp.where(exists[:, :, None], tokens, 0),
+                      jnp.where(exists, log_probs, -jnp.inf), scores,
+                      jnp.where(exists[:, :, None], token_log_probs, 0.0), calls)
+
+
+class _BeamState(NamedTuple):
+  step: Array            # int32 scalar
+  pools: BeamPools
+  current: Array         # int32 [rows]: last token of each alive hypothesis
+  calls: Array           # int32 [batch]: decoder calls made while the example was not done
   cache: PyTree
   constraint_state: PyTree
+
+  @property
+  def done(self) -> Array:
+    return self.pools.done
 
 
 def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, beam_size: int,
@@ -294,9 +432,10 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
   best 2 * beam_size candidates (so that beam_size of them can stay alive even if the rest end),
   moves those ending in EOS into a pool of the best `beam_size` finished hypotheses (ranked by
   log_prob / length_penalty) and keeps the best non-EOS ones alive, reordering the cache and
-  constraint state to follow them.  An example is done when its pool is full and no alive
-  hypothesis could still beat the worst pooled one (alive log-probs only fall, and the length
-  penalty is largest at max_decode_length).  `stopping` says for which hypotheses this holds:
+  constraint state to follow them (`beam_step`).  An example is done when its pool is full and
+  no alive hypothesis could still beat the worst pooled one (alive log-probs only fall, and the
+  length penalty is largest at max_decode_length); a done example is not changed any more,
+  whatever the rest of the batch does.  `stopping` says for which hypotheses this holds:
     "all" (t5x's search): every returned hypothesis is the exact result.
     "best": only the best one; an example is done once its best finished hypothesis scores at
       least the bound of every alive one, so nothing can overtake it.  Same best hypothesis as
@@ -308,7 +447,8 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
   same score (as Hugging Face does; t5x only uses them when nothing finished), so every slot is
   filled whenever beam_size hypotheses exist; such a hypothesis has no EOS in its tokens.
 
-  Returns tokens [batch, beam, len], log_probs [batch, beam], scores [batch, beam].
+  Returns tokens [batch, beam, len], log_probs [batch, beam], scores [batch, beam],
+  decoder_calls [batch].
   """
   if not isinstance(beam_size, int) or beam_size < 1:
     raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
@@ -321,97 +461,22 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
   batch = rows // beam_size
   length = max_decode_length
   constraint_state = None if constraint is None else constraint.init(encoder_input_tokens)
-  best_possible_penalty = length_penalty(jnp.array(length), alpha)
 
   def body(state: _BeamState) -> _BeamState:
     step = state.step
     log_probs, model_log_probs, cache, constraint_state = _next_token_log_probs(
         step_fn, constraint, state.current, state.cache, state.constraint_state, step)
-    vocab = log_probs.shape[-1]
-    # [batch, beam * vocab]: total log-prob of every one-token extension.
-    candidates = (state.alive_log_probs[:, :, None]
-                  + log_probs.reshape(batch, beam_size, vocab)).reshape(batch, -1)
-    top_log_probs, top_index = jax.lax.top_k(candidates, 2 * beam_size)
-    source_beam = top_index // vocab  # [batch, 2 * beam]
-    top_token = (top_index % vocab).astype(jnp.int32)
-    top_tokens = jnp.take_along_axis(state.alive_tokens, source_beam[:, :, None], axis=1)
-    top_tokens = jax.lax.dynamic_update_slice_in_dim(top_tokens, top_token[:, :, None], step,
-                                                     axis=2)
-    top_model_log_prob = jnp.take_along_axis(model_log_probs.reshape(batch, -1), top_index,
-                                             axis=1)
-    top_token_log_probs = jnp.take_along_axis(state.alive_token_log_probs,
-                                              source_beam[:, :, None], axis=1)
-    top_token_log_probs = jax.lax.dynamic_update_slice_in_dim(
-        top_token_log_probs, top_model_log_prob[:, :, None], step, axis=2)
-    ends = top_token == eos_id
-    exists = top_log_probs > -jnp.inf
-
-    # Merge the candidates that end here into the finished pool.
-    new_scores = jnp.where(ends & exists, top_log_probs / length_penalty(step + 1, alpha),
-                           -jnp.inf)
-    pool_scores = jnp.concatenate([state.finished_scores, new_scores], axis=1)
-    pool_log_probs = jnp.concatenate([state.finished_log_probs, top_log_probs], axis=1)
-    pool_tokens = jnp.concatenate([state.finished_tokens, top_tokens], axis=1)
-    pool_token_log_probs = jnp.concatenate(
-        [state.finished_token_log_probs, top_token_log_probs], axis=1)
-    finished_scores, keep = jax.lax.top_k(pool_scores, beam_size)
-    finished_log_probs = jnp.take_along_axis(pool_log_probs, keep, axis=1)
-    finished_log_probs = jnp.where(finished_scores > -jnp.inf, finished_log_probs, -jnp.inf)
-    finished_tokens = jnp.take_along_axis(pool_tokens, keep[:, :, None], axis=1)
-    finished_token_log_probs = jnp.take_along_axis(pool_token_log_probs, keep[:, :, None],
-                                                   axis=1)
-
-    # The best candidates that do not end stay alive; the cache and the constraint state
-    # follow the beam each one extends.
-    alive_log_probs, keep = jax.lax.top_k(jnp.where(ends, -jnp.inf, top_log_probs), beam_size)
-    alive_tokens = jnp.take_along_axis(top_tokens, keep[:, :, None], axis=1)
-    alive_token_log_probs = jnp.take_along_axis(top_token_log_probs, keep[:, :, None], axis=1)
-    parent = jnp.take_along_axis(source_beam, keep, axis=1)
+    calls = state.calls + (~state.pools.done).astype(jnp.int32)
+    pools, parent, token = beam_step(state.pools, log_probs, model_log_probs,
+                                     jnp.full((batch,), step), alpha=alpha, eos_id=eos_id,
+                                     max_decode_length=length, stopping=stopping)
     cache = gather_beams(cache, parent, batch, beam_size)
     constraint_state = gather_beams(constraint_state, parent, batch, beam_size)
-    current = jnp.take_along_axis(top_token, keep, axis=1).reshape(rows)
+    return _BeamState(step + 1, pools, token.reshape(rows), calls, cache, constraint_state)
 
-    best_alive_bound = jnp.max(alive_log_probs, axis=1) / best_possible_penalty
-    pool_full = finished_scores[:, -1] > -jnp.inf
-    if stopping == "all":
-      settled = pool_full & (finished_scores[:, -1] >= best_alive_bound)
-    elif stopping == "best":
-      settled = (finished_scores[:, 0] > -jnp.inf) & (finished_scores[:, 0] >= best_alive_bound)
-    else:  # "early"
-      settled = pool_full
-    done = state.done | settled | jnp.all(jnp.isneginf(alive_log_probs), axis=1)
-    return _BeamState(step + 1, alive_tokens, alive_token_log_probs, alive_log_probs, current,
-                      finished_tokens, finished_token_log_probs, finished_log_probs,
-                      finished_scores, done, cache, constraint_state)
-
-  # Only beam 0 starts alive, so the first step does not pick beam_size copies of one token.
-  initial_alive = jnp.tile(
-      jnp.array([0.0] + [-jnp.inf] * (beam_size - 1), jnp.float32)[None], (batch, 1))
-  empty_tokens = jnp.zeros((batch, beam_size, length), jnp.int32)
-  empty_token_log_probs = jnp.zeros((batch, beam_size, length), jnp.float32)
-  empty_scores = jnp.full((batch, beam_size), -jnp.inf, jnp.float32)
-  state = _BeamState(jnp.array(0, jnp.int32), empty_tokens, empty_token_log_probs, initial_alive,
-                     jnp.full((rows,), start_token_id, jnp.int32), empty_tokens,
-                     empty_token_log_probs, empty_scores, empty_scores,
-                     jnp.zeros((batch,), bool), cache, constraint_state)
+  state = _BeamState(jnp.array(0, jnp.int32), BeamPools.empty(batch, beam_size, length),
+                     jnp.full((rows,), start_token_id, jnp.int32),
+                     jnp.zeros((batch,), jnp.int32), cache, constraint_state)
   state = _run_segments(body, state, max_decode_length=length, cache_lengths=cache_lengths,
                         grow_cache=grow_cache)
-
-  # Hypotheses still alive at max_decode_length (no EOS) compete for the slots by the same
-  # score.  Examples that stopped early need not be checked: nothing alive could win there.
-  alive_scores = jnp.where(state.done[:, None], -jnp.inf,
-                           state.alive_log_probs / length_penalty(state.step, alpha))
-  scores, keep = jax.lax.top_k(
-      jnp.concatenate([state.finished_scores, alive_scores], axis=1), beam_size)
-  log_probs = jnp.take_along_axis(
-      jnp.concatenate([state.finished_log_probs, state.alive_log_probs], axis=1), keep, axis=1)
-  tokens = jnp.take_along_axis(
-      jnp.concatenate([state.finished_tokens, state.alive_tokens], axis=1), keep[:, :, None],
-      axis=1)
-  token_log_probs = jnp.take_along_axis(
-      jnp.concatenate([state.finished_token_log_probs, state.alive_token_log_probs], axis=1),
-      keep[:, :, None], axis=1)
-  exists = scores > -jnp.inf
-  return DecodeOutput(jnp.where(exists[:, :, None], tokens, 0),
-                      jnp.where(exists, log_probs, -jnp.inf), scores,
-                      jnp.where(exists[:, :, None], token_log_probs, 0.0))
+  return finish_beams(state.pools, jnp.full((batch,), state.step), alpha, state.calls)

@@ -30,8 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import re
 from typing import Any, Callable, Mapping
 
 import gin
@@ -42,12 +40,13 @@ import numpy as np
 from punified_jax import checkpoints as checkpoints_lib
 from punified_jax import generate
 from punified_jax import partitioning
+from punified_jax import run_dir
 from punified_jax import sharded_decoding
-from punified_jax import writers
+from punified_jax import storage
 
 logger = logging.getLogger(__name__)
 
-PREDICTIONS_SUBDIR = "predictions"  # under the eval report directory (see module docstring)
+PREDICTIONS_SUBDIR = run_dir.PREDICTIONS_DIR  # under the eval report directory (see module docstring)
 
 
 class UnlabeledSplitError(ValueError):
@@ -55,7 +54,7 @@ class UnlabeledSplitError(ValueError):
 
 
 def predictions_path(report_dir: str, task_name: str, step: int) -> str:
-  return os.path.join(report_dir, PREDICTIONS_SUBDIR, f"{task_name}_step_{int(step)}.jsonl")
+  return storage.join(report_dir, PREDICTIONS_SUBDIR, f"{task_name}_step_{int(step)}.jsonl")
 
 
 def _json_ready(value: Any) -> Any:
@@ -264,14 +263,13 @@ class Evaluator:
               "split": self.eval_split, "unscored": dict(self.unscored)}
     if report_dir and jax.process_index() == 0:
       self._write_predictions(outputs, report_dir, step)
-      writers.write_text_atomic(os.path.join(report_dir, f"step_{int(step)}.json"),
-                                json.dumps(result, ensure_ascii=False, indent=1, allow_nan=False))
+      storage.write_json_atomic(storage.join(report_dir, f"step_{int(step)}.json"), result,
+                                sort_keys=False, allow_nan=False)
     return result
 
   def _write_predictions(self, outputs: Mapping[str, Any], report_dir: str, step: int) -> None:
     """One JSON line per evaluated example and task (see the module docstring)."""
     import seqio  # pylint: disable=g-import-not-at-top
-    from punified_jax import storage  # pylint: disable=g-import-not-at-top
     for task in self._seqio.eval_tasks:
       tokens = outputs.get(task.name, {}).get(seqio.metrics.ModelOutputType.PREDICTION)
       if tokens is None:
@@ -326,11 +324,6 @@ def prediction_record(task, index: int, example: Mapping[str, Any], generation: 
   }
 
 
-def _step_of(path: str) -> int | None:
-  match = re.search(r"/(\d+)/" + re.escape(checkpoints_lib.STATE_ITEM) + r"/?$", path)
-  return int(match.group(1)) if match else None
-
-
 @gin.configurable
 def evaluate_checkpoint(
     *,
@@ -341,15 +334,16 @@ def evaluate_checkpoint(
     partitioner: partitioning.Partitioner | None = None,
     eval_split: str = "validation",
 ) -> dict:
-  """Standalone evaluation of one checkpoint (a run dir, checkpoints/ or best/ dir, or step dir)
-  on `eval_split` (gin EVAL_SPLIT; `python -m punified_jax.eval --split test`).
+  """Standalone evaluation of one checkpoint (a run dir -- its best checkpoint if kept, else the
+  latest, run_dir's rule --, a checkpoints/ or best/ dir, or a step dir; local or gs://) on
+  `eval_split` (gin EVAL_SPLIT; `python -m punified_jax.eval --split test`).
 
   Writes `<output_dir>/step_<N>.json` (N = the checkpoint's step) and the per-example
   predictions under `<output_dir>/predictions/`, and returns the result.
   """
   partitioner = partitioner or partitioning.Partitioner()
-  item_dir = checkpoints_lib.resolve_params_checkpoint(checkpoint_path)
-  step = _step_of(item_dir)
+  chosen = run_dir.resolve_checkpoint_path(checkpoint_path)
+  item_dir, step = chosen.item_dir, chosen.step
   abstract_boxed = jax.eval_shape(
       lambda rng: model.init(rng, jnp.ones((1, 1), jnp.int32), jnp.ones((1, 1), jnp.int32),
                              jnp.ones((1, 1), jnp.int32), enable_dropout=False)["params"],

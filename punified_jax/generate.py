@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from punified_jax import decoding
+from punified_jax import fast_decoding
 from punified_jax.model import T5Config, Transformer
 
 Array = jax.Array
@@ -56,6 +57,16 @@ def init_decoding(model: Transformer, params: Any, encoder_input_tokens: Array, 
         mutable=["cache"])
     return logits[:, 0, :], updated["cache"]
 
+  def chunk_fn(token_ids: Array, start_positions: Array, cache: Any) -> tuple[Array, Any]:
+    """fast_decoding.ChunkFn: token_ids [rows, K] at positions start_positions[r] + 0..K-1."""
+    positions = start_positions[:, None] + jnp.arange(token_ids.shape[1], dtype=jnp.int32)
+    logits, updated = model.apply(
+        {"params": params, "cache": cache, "encoder_cache": encoder_cache}, None, row_inputs,
+        token_ids, decoder_positions=positions, enable_dropout=False, decode=True,
+        method=Transformer.decode, mutable=["cache"])
+    return logits, updated["cache"]
+
+  step_fn.chunk_fn = chunk_fn  # the same decoder, a chunk of tokens per call
   return step_fn, caches["cache"], row_inputs
 
 
@@ -106,18 +117,39 @@ def grow_cache(cache: Any, length: int) -> Any:
   return jax.tree_util.tree_map(grow, cache)
 
 
+# decode_batch's `search`: "stepwise" (the default: one decoder call per output position) or
+# "fast" (fast_decoding: forced tokens and copy drafts fed as chunks, the same results in
+# 0.3-0.5x the decoder calls; constrained only, unconstrained decoding stays step by step).
+# "fast" is not the default because on the CPU-sized models we measured (mini, vocabulary
+# ~4.9K) a call on a chunk of K tokens costs nearly K single steps (the vocabulary-wide
+# softmaxes and the small matrix products scale with K), so fewer calls did not mean less time
+# (BENCHMARKS.md section 2).  It pays where a decoder call costs the same for 1 or K tokens
+# (a large model whose step is bound by reading its weights).
+SEARCHES = ("stepwise", "fast")
+
+
 def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
             constraint: Optional[decoding.LogitsConstraint], *, beam_size: int,
             max_decode_length: int, alpha: float, eos_id: int,
-            stopping: str) -> decoding.DecodeOutput:
+            stopping: str, search: str = "stepwise",
+            chunk_length: int = fast_decoding.DEFAULT_CHUNK_LENGTH) -> decoding.DecodeOutput:
   lengths = cache_lengths(max_decode_length)
+  fast = search == "fast" and constraint is not None
+  # A chunk written at the last position of a cache length L reaches L + chunk - 1.
+  slack = chunk_length if fast else 0
   step_fn, cache, row_inputs = init_decoding(model, params, encoder_input_tokens,
                                              beam_size=beam_size,
-                                             max_decode_length=lengths[0])
+                                             max_decode_length=lengths[0] + slack)
   start = model.config.decoder_start_token_id
   common = dict(max_decode_length=max_decode_length, start_token_id=start, eos_id=eos_id,
                 alpha=alpha, constraint=constraint, cache_lengths=lengths,
                 grow_cache=grow_cache)
+  if fast:
+    fast_args = dict(common, vocab_size=model.config.vocab_size, chunk_length=chunk_length)
+    if beam_size == 1:
+      return fast_decoding.fast_greedy_decode(step_fn.chunk_fn, cache, row_inputs, **fast_args)
+    return fast_decoding.fast_beam_search(step_fn.chunk_fn, cache, row_inputs,
+                                          beam_size=beam_size, stopping=stopping, **fast_args)
   if beam_size == 1:
     return decoding.greedy_decode(step_fn, cache, row_inputs, **common)
   return decoding.beam_search(step_fn, cache, row_inputs, beam_size=beam_size,
@@ -132,7 +164,9 @@ def _shared_transformer(config: T5Config) -> Transformer:
 def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                  constraint: Optional[decoding.LogitsConstraint] = None, *, beam_size: int = 1,
                  max_decode_length: int, alpha: float = 0.6, eos_id: int = 1,
-                 stopping: str = "all") -> decoding.DecodeOutput:
+                 stopping: str = "all", search: str = "stepwise",
+                 chunk_length: int = fast_decoding.DEFAULT_CHUNK_LENGTH
+                 ) -> decoding.DecodeOutput:
   """Jitted decoding returning tokens, summed log-probs and length-normalised scores.
 
   Shapes: tokens and token_log_probs [batch, k, max_decode_length], log_probs and scores
@@ -140,36 +174,47 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
   traced).  The compiled program is cached per model configuration (flax modules hash by
   identity, so plain `Transformer`s are replaced by one shared instance per `T5Config`).
   `stopping`: decoding.beam_search's rule ("all", "best", "early"); greedy ignores it.
+  `search`: "stepwise" (default; one decoder call per token) or "fast" (constrained
+  decoding in fewer decoder calls, same results: punified_jax.fast_decoding, with chunks of
+  `chunk_length` tokens; see SEARCHES for why it is not the default).  Without a constraint
+  both are the step-by-step search.
   """
   _validate(encoder_input_tokens, beam_size, max_decode_length, eos_id, model)
+  if search not in SEARCHES:
+    raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+  if not isinstance(chunk_length, numbers.Integral) or chunk_length < 2:
+    raise ValueError(f"chunk_length must be an int >= 2, got {chunk_length!r}")
   if type(model) is Transformer:
     model = _shared_transformer(model.config)
   # Plain python scalars as static arguments (numpy ints hash differently and would recompile).
   return _decode_batch_jit(model, params, encoder_input_tokens, constraint,
                            beam_size=int(beam_size), max_decode_length=int(max_decode_length),
                            alpha=float(alpha), eos_id=int(eos_id),
-                           stopping=str(stopping))
+                           stopping=str(stopping), search=str(search),
+                           chunk_length=int(chunk_length))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "beam_size", "max_decode_length", "alpha",
-                                             "eos_id", "stopping"))
+                                             "eos_id", "stopping", "search", "chunk_length"))
 def _decode_batch_jit(model: Transformer, params: Any, encoder_input_tokens: Array,
                       constraint: Optional[decoding.LogitsConstraint], *, beam_size: int,
                       max_decode_length: int, alpha: float, eos_id: int,
-                      stopping: str) -> decoding.DecodeOutput:
+                      stopping: str, search: str, chunk_length: int) -> decoding.DecodeOutput:
   output = _decode(model, params, encoder_input_tokens, constraint, beam_size=beam_size,
                    max_decode_length=max_decode_length, alpha=alpha, eos_id=eos_id,
-                   stopping=stopping)
+                   stopping=stopping, search=search, chunk_length=chunk_length)
   if beam_size == 1:
     output = decoding.DecodeOutput(output.tokens[:, None, :], output.log_probs[:, None],
-                                   output.scores[:, None], output.token_log_probs[:, None, :])
+                                   output.scores[:, None], output.token_log_probs[:, None, :],
+                                   output.decoder_calls)
   return output
 
 
 def predict_batch(model: Transformer, params: Any, encoder_input_tokens: Array, *,
                   beam_size: int = 1, max_decode_length: int, alpha: float = 0.6,
                   constraint: Optional[decoding.LogitsConstraint] = None,
-                  eos_id: int = 1, stopping: str = "all") -> tuple[Array, Array]:
+                  eos_id: int = 1, stopping: str = "all",
+                  search: str = "stepwise") -> tuple[Array, Array]:
   """Decode a batch: (tokens int32 [batch, k, len], scores float32 [batch, k]), best first.
 
   encoder_input_tokens: int [batch, input_len], 0-padded.  k = beam_size.  Scores are
@@ -178,7 +223,7 @@ def predict_batch(model: Transformer, params: Any, encoder_input_tokens: Array, 
   """
   output = decode_batch(model, params, encoder_input_tokens, constraint, beam_size=beam_size,
                         max_decode_length=max_decode_length, alpha=alpha, eos_id=eos_id,
-                        stopping=stopping)
+                        stopping=stopping, search=search)
   return output.tokens, output.scores
 
 

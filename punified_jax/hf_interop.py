@@ -75,6 +75,7 @@ from typing import Any, Iterable, Mapping, Optional
 import numpy as np
 
 from punified_jax import model as model_lib
+from punified_jax import storage
 
 logger = logging.getLogger(__name__)
 
@@ -177,14 +178,13 @@ def parameter_names(config) -> list[ParameterName]:
 def is_hf_checkpoint_dir(path: str) -> bool:
   """True for a directory with config.json and HF weights (what INITIAL_CHECKPOINT_PATH may be)."""
   path = os.fspath(path)
-  return (os.path.isdir(path) and os.path.isfile(os.path.join(path, CONFIG_FILE))
-          and any(os.path.isfile(os.path.join(path, name)) for name in WEIGHT_FILES))
+  return (storage.isdir(path) and storage.isfile(storage.join(path, CONFIG_FILE))
+          and any(storage.isfile(storage.join(path, name)) for name in WEIGHT_FILES))
 
 
 def _read_json(path: str) -> Any:
   try:
-    with open(path, encoding="utf-8") as handle:
-      return json.load(handle)
+    return json.loads(storage.read_bytes(path).decode("utf-8"))
   except FileNotFoundError:
     raise
   except json.JSONDecodeError as error:
@@ -196,13 +196,13 @@ def _read_json(path: str) -> Any:
 def read_hf_config(hf_dir: str) -> dict[str, Any]:
   """config.json of an HF directory as a dict (errors name the file)."""
   hf_dir = os.fspath(hf_dir)
-  if not os.path.isdir(hf_dir):
+  if not storage.isdir(hf_dir):
     raise HfInteropError(f"HF directory {hf_dir!r} does not exist")
-  path = os.path.join(hf_dir, CONFIG_FILE)
+  path = storage.join(hf_dir, CONFIG_FILE)
   try:
     config = _read_json(path)
   except FileNotFoundError:
-    present = ", ".join(sorted(os.listdir(hf_dir))[:10]) or "nothing"
+    present = ", ".join(storage.listdir(hf_dir)[:10]) or "nothing"
     raise HfInteropError(f"{path} does not exist: not a Hugging Face model directory (it holds "
                          f"{present})") from None
   if not isinstance(config, dict):
@@ -214,8 +214,8 @@ def _weights_source(hf_dir: str) -> tuple[str, str]:
   """(kind, path) of the weights: safetensors, a safetensors index, or a pytorch .bin."""
   for kind, name in (("safetensors", SAFETENSORS_FILE), ("index", SAFETENSORS_INDEX_FILE),
                      ("pytorch", PYTORCH_FILE)):
-    path = os.path.join(hf_dir, name)
-    if os.path.isfile(path):
+    path = storage.join(hf_dir, name)
+    if storage.isfile(path):
       return kind, path
   raise HfInteropError(f"{hf_dir}: no weights found (expected one of {', '.join(WEIGHT_FILES)}; "
                        "sharded pytorch checkpoints and TF/Flax weights are not read: save the "
@@ -236,7 +236,7 @@ def hf_weight_names(hf_dir: str) -> list[str]:
   if kind == "safetensors":
     from safetensors import safe_open  # pylint: disable=g-import-not-at-top
     try:
-      with safe_open(path, framework="numpy") as handle:
+      with safe_open(storage.local_copy(path), framework="numpy") as handle:
         return list(handle.keys())
     except Exception as error:  # safetensors raises its own SafetensorError
       raise HfInteropError(f"{path}: not a readable safetensors file ({error})") from error
@@ -256,7 +256,8 @@ def _read_safetensors(path: str, names: Optional[Iterable[str]] = None) -> dict[
   from safetensors import safe_open  # pylint: disable=g-import-not-at-top
   tensors = {}
   try:
-    with safe_open(path, framework="numpy") as handle:
+    # safetensors maps a local file: a gs:// file is read through a cached local copy.
+    with safe_open(storage.local_copy(path), framework="numpy") as handle:
       for name in (handle.keys() if names is None else names):
         tensors[name] = _to_float32(name, handle.get_tensor(name), path)
   except HfInteropError:
@@ -278,7 +279,7 @@ def _read_pytorch_bin(path: str) -> dict[str, np.ndarray]:
         "install torch in this environment") from None
   try:
     # weights_only: a checkpoint is data; never run the pickle's code.
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(storage.local_copy(path), map_location="cpu", weights_only=True)
   except Exception as error:  # pickle / zip errors
     raise HfInteropError(f"{path}: cannot read the pytorch checkpoint ({error})") from error
   if not isinstance(state, Mapping):
@@ -304,8 +305,8 @@ def read_hf_tensors(hf_dir: str) -> dict[str, np.ndarray]:
     by_shard.setdefault(shard, []).append(name)
   tensors = {}
   for shard, names in sorted(by_shard.items()):
-    shard_path = os.path.join(hf_dir, shard)
-    if not os.path.isfile(shard_path):
+    shard_path = storage.join(hf_dir, shard)
+    if not storage.isfile(shard_path):
       raise HfInteropError(f"{path}: shard {shard!r} (holding {names[0]!r}) does not exist")
     tensors.update(_read_safetensors(shard_path, names))
   return tensors
@@ -500,7 +501,7 @@ def load_hf_params(hf_dir: str, t5_config=None) -> dict[str, Any]:
   """
   hf_dir = os.fspath(hf_dir)
   hf_config = read_hf_config(hf_dir)
-  _check_architecture(hf_config, os.path.join(hf_dir, CONFIG_FILE))
+  _check_architecture(hf_config, storage.join(hf_dir, CONFIG_FILE))
   if t5_config is None:
     t5_config = t5_config_from_hf(hf_dir)
   return convert_hf_tensors(read_hf_tensors(hf_dir), hf_config, t5_config, source=hf_dir)
@@ -509,8 +510,8 @@ def load_hf_params(hf_dir: str, t5_config=None) -> dict[str, Any]:
 def restore_hf_params(hf_dir: str, abstract_params: Any, t5_config=None) -> Any:
   """`load_hf_params`, placed like `abstract_params` (ShapeDtypeStructs with `.sharding`).
 
-  The INITIAL_CHECKPOINT_PATH hook: same contract as `checkpoints.restore_params`, which calls
-  it for an HF directory.  Without `t5_config` the network comes from the directory, with the
+  The INITIAL_CHECKPOINT_PATH hook: same contract as `checkpoints.restore_params`;
+  run_dir.load_params calls it for an HF directory.  Without `t5_config` the network comes from the directory, with the
   head `abstract_params` has (an untied `decoder/logits_dense` or the tied embedding); any other
   difference is reported per parameter.  Each process builds its addressable shards from the
   host copy (works on several hosts).
@@ -551,8 +552,8 @@ def hf_vocabulary_path(hf_dir: str) -> str:
   """vocab.txt (BERT WordPiece, the UER checkpoints) or spiece.model (SentencePiece) of `hf_dir`."""
   hf_dir = os.fspath(hf_dir)
   for name in (WORDPIECE_VOCAB_FILE, SENTENCEPIECE_FILE):
-    path = os.path.join(hf_dir, name)
-    if os.path.isfile(path):
+    path = storage.join(hf_dir, name)
+    if storage.isfile(path):
       return path
   raise HfInteropError(f"{hf_dir}: no vocabulary file ({WORDPIECE_VOCAB_FILE} or "
                        f"{SENTENCEPIECE_FILE}); a tokenizer.json-only directory is not supported: "
@@ -561,8 +562,8 @@ def hf_vocabulary_path(hf_dir: str) -> str:
 
 def hf_lower_case(hf_dir: str) -> bool:
   """BertTokenizer's do_lower_case from tokenizer_config.json (default True, as BERT's)."""
-  path = os.path.join(os.fspath(hf_dir), TOKENIZER_CONFIG_FILE)
-  if not os.path.isfile(path):
+  path = storage.join(os.fspath(hf_dir), TOKENIZER_CONFIG_FILE)
+  if not storage.isfile(path):
     return True
   config = _read_json(path)
   value = config.get("do_lower_case", True) if isinstance(config, dict) else True
@@ -585,8 +586,7 @@ def _wordpiece_markers(vocab_path: str) -> dict[str, str]:
   """Markers -> tokens for a vocab.txt: BERT's reserved [unusedN], or the markers themselves when
   the file names them (a vocab.txt written by `export_hf`)."""
   from punified_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  with open(vocab_path, encoding="utf-8") as handle:
-    tokens = set(line.rstrip("\r\n") for line in handle)
+  tokens = set(line.rstrip("\r") for line in storage.read_text(vocab_path).split("\n"))
   return {marker: marker if marker in tokens else token
           for marker, token in vocab_lib.WORDPIECE_MARKER_TOKENS.items()}
 
@@ -671,9 +671,7 @@ class Exported:
 
 
 def _write_json(path: str, value: Any) -> None:
-  with open(path, "w", encoding="utf-8") as handle:
-    json.dump(value, handle, ensure_ascii=False, indent=2, sort_keys=True, allow_nan=False)
-    handle.write("\n")
+  storage.write_json_atomic(path, value, indent=2, allow_nan=False)
 
 
 def export_hf(params: Mapping[str, Any], config, output_dir: str, *,
@@ -692,10 +690,12 @@ def export_hf(params: Mapping[str, Any], config, output_dir: str, *,
       See `tools/hf_check.py` / the tests for what HF's T5Tokenizer does with our char model.
     * None: weights and config only.
   The directory is built next to `output_dir` and renamed into place (atomic on one
-  filesystem); an existing non-empty `output_dir` needs `overwrite`.
+  filesystem); for a gs:// `output_dir` it is built in a local temporary directory and uploaded
+  file by file.  An existing non-empty `output_dir` needs `overwrite`.
   """
-  output_dir = os.path.abspath(os.fspath(output_dir))
-  if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
+  output_dir = storage.absolute(output_dir)
+  remote = storage.is_remote(output_dir)
+  if storage.exists(output_dir) and (not storage.isdir(output_dir) or storage.listdir(output_dir)):
     if not overwrite:
       raise HfInteropError(f"{output_dir} exists and is not empty; pass overwrite=True "
                            "(--overwrite) to replace it")
@@ -721,9 +721,10 @@ def export_hf(params: Mapping[str, Any], config, output_dir: str, *,
   hf_config = hf_config_dict(config, eos_token_id=eos_id, pad_token_id=pad_id,
                              model_type=model_type, extra=extra)
 
-  parent = os.path.dirname(output_dir)
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output_dir)}.tmp-")
+  parent = None if remote else os.path.dirname(output_dir)
+  if parent:
+    os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(dir=parent, prefix=f".{storage.basename(output_dir)}.tmp-")
   try:
     from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
     # transformers refuses safetensors files without format metadata.
@@ -734,9 +735,13 @@ def export_hf(params: Mapping[str, Any], config, output_dir: str, *,
     elif tokenizer_kind == "sentencepiece":
       _write_sentencepiece_tokenizer(staging, vocabulary_path, vocab)
     files = tuple(sorted(os.listdir(staging)))
-    if os.path.exists(output_dir):
-      shutil.rmtree(output_dir) if os.path.isdir(output_dir) else os.remove(output_dir)
-    os.replace(staging, output_dir)
+    if storage.exists(output_dir):
+      storage.rmtree(output_dir) if storage.isdir(output_dir) else storage.remove(output_dir)
+    if remote:
+      storage.copy_tree_from_local(staging, output_dir)
+      shutil.rmtree(staging, ignore_errors=True)
+    else:
+      os.replace(staging, output_dir)
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
@@ -790,11 +795,10 @@ def _write_sentencepiece_tokenizer(directory: str, model_path: str, vocab) -> No
   and a byte-fallback + fuse decoder; tokenizer_config.json names PreTrainedTokenizerFast so
   AutoTokenizer loads that file as it is.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top  # gfile: local or gs:// paths
   from sentencepiece import sentencepiece_model_pb2  # pylint: disable=g-import-not-at-top
-  tf.io.gfile.copy(model_path, os.path.join(directory, SENTENCEPIECE_FILE), overwrite=True)
-  with tf.io.gfile.GFile(model_path, "rb") as handle:
-    proto = sentencepiece_model_pb2.ModelProto.FromString(handle.read())
+  model_bytes = storage.read_bytes(model_path)
+  storage.write_bytes_atomic(os.path.join(directory, SENTENCEPIECE_FILE), model_bytes)
+  proto = sentencepiece_model_pb2.ModelProto.FromString(model_bytes)
   if proto.trainer_spec.model_type != sentencepiece_model_pb2.TrainerSpec.CHAR:
     # Not our char model (e.g. mT5's unigram spiece.model): HF's own T5Tokenizer reads those.
     specials = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
@@ -862,19 +866,7 @@ def _write_sentencepiece_tokenizer(directory: str, model_path: str, vocab) -> No
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Imported:
-  """What `import_hf_dir` wrote."""
-  hf_dir: str
-  output_dir: str
-  checkpoint_dir: str  # <output>/checkpoints/0
-  config: Any          # model.T5Config
-  num_params: int
-  vocabulary_path: str  # the copy inside the model directory
-  model_type: str
-
-
-def _canonical_wordpiece(vocab_path: str, directory: str) -> str:
+def canonical_wordpiece(vocab_path: str, directory: str) -> str:
   """`vocab_path` itself, or (for a vocab.txt written by `export_hf`) a copy in `directory` with
   the markers' lines renamed back to BERT's reserved [unusedN] tokens (same ids), so that
   `vocab.get_vocabulary` reads it with its default markers."""
@@ -884,97 +876,8 @@ def _canonical_wordpiece(vocab_path: str, directory: str) -> str:
              if markers[marker] == marker}
   if not renamed:
     return vocab_path
-  with open(vocab_path, encoding="utf-8") as handle:
-    lines = handle.read().split("\n")
+  lines = storage.read_text(vocab_path).split("\n")
   lines = [renamed.get(line.rstrip("\r"), line) for line in lines]
-  os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, WORDPIECE_VOCAB_FILE)
-  with open(path, "w", encoding="utf-8") as handle:
-    handle.write("\n".join(lines))
+  path = storage.join(directory, WORDPIECE_VOCAB_FILE)
+  storage.write_text_atomic(path, "\n".join(lines))
   return path
-
-
-def import_hf_dir(hf_dir: str, output_dir: str, *, task_feature_lengths: Mapping[str, int],
-                  vocabulary_path: Optional[str] = None,
-                  decoder_start_token_id: Optional[int] = None,
-                  dropout_rate: Optional[float] = None, dtype: str = "float32",
-                  overwrite: bool = False) -> Imported:
-  """An HF directory -> our model directory (checkpoints/0, punified_model.json, vocab/, model.gin).
-
-  The result is what the trainer (INITIAL_CHECKPOINT_PATH=output_dir, --gin_file=output/model.gin)
-  and the extractor (`Extractor.load(output_dir)`) read.
-  """
-  from punified_jax import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
-  from punified_jax import model_info as model_info_lib  # pylint: disable=g-import-not-at-top
-  from punified_jax import t5x_bridge  # pylint: disable=g-import-not-at-top  # model_gin_text
-  hf_dir = os.path.abspath(os.fspath(hf_dir))
-  output_dir = os.path.abspath(os.fspath(output_dir))
-  hf_config = read_hf_config(hf_dir)
-  model_type = _check_architecture(hf_config, os.path.join(hf_dir, CONFIG_FILE))
-  config = t5_config_from_hf(hf_dir, dropout_rate=dropout_rate, dtype=dtype,
-                             decoder_start_token_id=decoder_start_token_id)
-  params = load_hf_params(hf_dir, config)
-  if vocabulary_path is None:
-    try:
-      vocabulary_path = hf_vocabulary_path(hf_dir)
-    except HfInteropError as error:
-      raise HfInteropError(f"{error}; pass --vocabulary") from None
-  lower_case = hf_lower_case(hf_dir) if vocabulary_path.endswith(".txt") else None
-  if lower_case is False:
-    # model_info reads vocab.txt with BERT's lower-casing; a cased vocabulary needs that passed on.
-    logger.warning("%s: the tokenizer is cased (do_lower_case=false); punified_model.json records "
-                   "lower_case=false in 'extra', but get_vocabulary lower-cases by default", hf_dir)
-
-  checkpoints_dir = os.path.join(output_dir, checkpoints_lib.CHECKPOINTS_SUBDIR)
-  info_file = os.path.join(output_dir, model_info_lib.MODEL_INFO_FILE)
-  taken = [p for p in (checkpoints_dir, info_file)
-           if os.path.exists(p) and (not os.path.isdir(p) or os.listdir(p))]
-  if taken:
-    if not overwrite:
-      raise HfInteropError(f"{output_dir} already holds a model ({taken[0]}); pass --overwrite "
-                           "to replace it")
-    shutil.rmtree(checkpoints_dir, ignore_errors=True)
-    shutil.rmtree(os.path.join(output_dir, model_info_lib.VOCAB_SUBDIR), ignore_errors=True)
-    if os.path.exists(info_file):
-      os.remove(info_file)
-  os.makedirs(output_dir, exist_ok=True)
-
-  with tempfile.TemporaryDirectory(dir=output_dir, prefix=".vocab-") as scratch:
-    source_vocab = (_canonical_wordpiece(vocabulary_path, scratch)
-                    if vocabulary_path.endswith(".txt") else vocabulary_path)
-    step_dir = checkpoints_lib.save_params(
-        checkpoints_dir, params, step=0,
-        meta={"step": 0, "source": "huggingface", "hf_dir": hf_dir, "model_type": model_type})
-    extra = {"imported_from": {"hf_dir": hf_dir, "model_type": model_type}}
-    if lower_case is not None:
-      extra["lower_case"] = lower_case
-    model_info_lib.save_model_info(output_dir, t5_config=config, vocabulary_path=source_vocab,
-                                   task_feature_lengths=dict(task_feature_lengths), extra=extra)
-  info = model_info_lib.load_model_info(output_dir)
-  gin_text = t5x_bridge.model_gin_text(
-      config, comment=f"Written by `python -m punified_jax import_hf` from {hf_dir}.")
-  with open(os.path.join(output_dir, "model.gin"), "w", encoding="utf-8") as handle:
-    handle.write(gin_text)
-  count = sum(int(np.prod(leaf.shape)) for leaf in model_lib.flatten_params(params).values())
-  return Imported(hf_dir, output_dir, step_dir, config, count, info.vocabulary_path, model_type)
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportedCheckpoint:
-  checkpoint: str  # the state item that was read
-  exported: Exported
-
-
-def export_model_dir(info, checkpoint_path: str, output_dir: str, *, model_type: str = "t5",
-                     overwrite: bool = False) -> ExportedCheckpoint:
-  """Exports one checkpoint of a described model directory (`model_info.ModelInfo`)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from punified_jax import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-                          model_lib.param_shapes(info.t5_config))
-  params = jax.device_get(checkpoints_lib.restore_params(checkpoint_path, abstract))
-  exported = export_hf(params, info.t5_config, output_dir, vocabulary_path=info.vocabulary_path,
-                       model_type=model_type, overwrite=overwrite,
-                       lower_case=bool(info.extra.get("lower_case", True)))
-  return ExportedCheckpoint(checkpoints_lib.resolve_params_checkpoint(checkpoint_path), exported)

@@ -70,7 +70,6 @@ import functools
 import json
 import logging
 import math
-import os
 import time
 from typing import Any, Iterable, Optional, Sequence
 
@@ -243,22 +242,24 @@ class Extractor:
            partitioning: sharded_decoding.PartitioningArg = None) -> "Extractor":
     """An Extractor for the model in `model_dir` (written by the trainer or from_t5x).
 
-    Reads `punified_model.json` (model_info), the vocabulary copy and one parameter checkpoint:
-    checkpoint="auto" (default) takes the best-by-mean-F1 checkpoint (`<model_dir>/best/`)
-    when the run kept one, else the latest in `<model_dir>/checkpoints/`; "best" and "latest"
-    insist on one of them; any other value is a checkpoint path (run, step or state dir).
+    Reads `punified_model.json` (model_info), the vocabulary copy and one parameter checkpoint,
+    chosen by run_dir's rule: checkpoint="auto" (default) takes the best-by-mean-F1 checkpoint
+    (`<model_dir>/best/`) when the run kept one, else the latest in `<model_dir>/checkpoints/`;
+    "best" and "latest" insist on one of them; a step number; any other value is a checkpoint
+    path (run, step or state dir).  `model_dir` may be local or gs://.
     max_input_length / max_decode_length default to the run's task feature lengths (512 when
     unrecorded).  `partitioning` as in the constructor; the parameters are restored straight
     into its shardings (with 'fsdp' or '2d' no device holds the whole model).
     """
     from punified_jax import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
     from punified_jax import model_info as model_info_lib  # pylint: disable=g-import-not-at-top
+    from punified_jax import run_dir  # pylint: disable=g-import-not-at-top
     info = model_info_lib.load_model_info(model_dir)
     vocabulary = info.vocabulary()
-    path = _choose_checkpoint(info.model_dir, checkpoint, checkpoints_lib)
+    chosen = run_dir.checkpoint_for(info.model_dir, checkpoint)
     decoder = sharded_decoding.MeshDecoder.create(partitioning)
     abstract = decoder.abstract_params(info.t5_config)
-    params = checkpoints_lib.restore_params(path, abstract)
+    params = checkpoints_lib.restore_params(chosen.item_dir, abstract)
     lengths = info.task_feature_lengths or {}
     extractor = cls(
         info.t5_config, params, vocabulary, beam_size=beam_size, constrained=constrained,
@@ -267,7 +268,7 @@ class Extractor:
         max_decode_length=max_decode_length or lengths.get("targets", DEFAULT_FEATURE_LENGTH),
         alpha=alpha, stopping=stopping, known_types=info.extra.get("prompt_names"),
         partitioning=decoder)
-    extractor.checkpoint_path = checkpoints_lib.resolve_params_checkpoint(path)
+    extractor.checkpoint_path = chosen.item_dir
     logger.info("extractor: %s (beam %d, %s, %r)", extractor.checkpoint_path, beam_size,
                 "constrained" if constrained else "unconstrained", decoder)
     return extractor
@@ -702,35 +703,6 @@ def _check_texts(texts: Any) -> list[str]:
     if not isinstance(text, str):
       raise TypeError(f"texts[{index}] is a {type(text).__name__}, not a str")
   return texts
-
-
-def _choose_checkpoint(model_dir: str, checkpoint: str, checkpoints_lib) -> str:
-  """The checkpoint path `Extractor.load` restores (see its docstring)."""
-  best = os.path.join(model_dir, checkpoints_lib.BEST_SUBDIR)
-  latest = os.path.join(model_dir, checkpoints_lib.CHECKPOINTS_SUBDIR)
-
-  def has_steps(directory: str) -> bool:
-    try:
-      checkpoints_lib.resolve_params_checkpoint(directory)
-      return True
-    except FileNotFoundError:
-      return False
-
-  if checkpoint == "auto":
-    if has_steps(best):
-      return best
-    if has_steps(latest):
-      return latest
-    # A from_t5x directory names its checkpoint; a run directory falls back to its newest.
-    return model_dir
-  if checkpoint == "best":
-    if not has_steps(best):
-      raise FileNotFoundError(f"{model_dir} has no best checkpoint ({best}): the run kept "
-                              "none (no evaluation?); use checkpoint='latest'")
-    return best
-  if checkpoint == "latest":
-    return latest
-  return checkpoint
 
 
 @gin.configurable

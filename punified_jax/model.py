@@ -312,20 +312,28 @@ class MultiHeadAttention(nn.Module):
       cached_key = self.variable("cache", "cached_key", jnp.zeros, cache_shape, key.dtype)
       cached_value = self.variable("cache", "cached_value", jnp.zeros, cache_shape, value.dtype)
       if initialised:
-        # One token per call: write its key/value at `cache_index`, attend to the whole cache
-        # (the caller's mask hides positions > cache_index).
-        if query.shape[1] != 1:
-          raise ValueError(f"incremental decoding takes one token per call, got "
-                           f"{query.shape[1]}")
         if key.shape[0] != cached_key.value.shape[0]:
           raise ValueError(f"decode batch {key.shape[0]} does not match the cache batch "
                            f"{cached_key.value.shape[0]}")
-        cached_key.value = jax.lax.dynamic_update_slice_in_dim(
-            cached_key.value, _heads_first(key).astype(cached_key.value.dtype), cache_index,
-            axis=2)
-        cached_value.value = jax.lax.dynamic_update_slice_in_dim(
-            cached_value.value, _heads_first(value).astype(cached_value.value.dtype),
-            cache_index, axis=2)
+        if jnp.ndim(cache_index) == 0:
+          # One token per call: write its key/value at `cache_index`, attend to the whole
+          # cache (the caller's mask hides positions > cache_index).
+          if query.shape[1] != 1:
+            raise ValueError(f"incremental decoding takes one token per call, got "
+                             f"{query.shape[1]}")
+          write = lambda cache, new: jax.lax.dynamic_update_slice_in_dim(
+              cache, new, cache_index, axis=2)
+        else:
+          # A chunk of tokens per row, row r's first one at position cache_index[r] (int32
+          # [batch]); the caller keeps cache_index + chunk length <= cache length (a slice
+          # that would overflow is clamped by XLA, writing at the wrong place).
+          write = jax.vmap(lambda cache, new, start: jax.lax.dynamic_update_slice_in_dim(
+              cache, new, start, axis=1))
+          write = functools.partial(write, start=cache_index)
+        cached_key.value = write(cached_key.value,
+                                 _heads_first(key).astype(cached_key.value.dtype))
+        cached_value.value = write(cached_value.value,
+                                   _heads_first(value).astype(cached_value.value.dtype))
         key, value = cached_key.value, cached_value.value
         heads_first = True
     elif mode != "full":
@@ -481,7 +489,20 @@ class Decoder(nn.Module):
     if decode:
       initialised = self.has_variable("cache", "cache_index")
       index_var = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
-      if initialised:
+      if initialised and positions is not None:
+        # A chunk: tokens [batch, q] at per-row decoder positions [batch, q] (consecutive,
+        # row r from positions[r, 0]); fast_decoding feeds tokens the grammar forced, or
+        # drafted, this way.  Each query sees the cache up to its own position; the shared
+        # cache_index is neither read nor advanced.
+        cache_length = self.variables["cache"]["layers_0"]["self_attention"][
+            "cached_key"].shape[2]
+        key_positions = jnp.arange(cache_length, dtype=jnp.int32)[None, :]
+        query_positions = positions.astype(jnp.int32)
+        self_bias = relpos(query_positions, key_positions, bidirectional=False)
+        # [batch, 1, q, cache_length]
+        self_mask = (key_positions[:, None, :] <= query_positions[:, :, None])[:, None]
+        cache_index = query_positions[:, 0]
+      elif initialised:
         # Single step at position `cache_index` over a cache of static length.
         cache_index = index_var.value
         cache_length = self.variables["cache"]["layers_0"]["self_attention"][
@@ -600,7 +621,9 @@ class Transformer(nn.Module):
     call with one token per row ([batch, 1]) and mutable=["cache"] for each step: the token is
     placed at `cache_index`, which then advances.  Steps do not read `encoded` (may be None).
     The caller feeds `config.decoder_start_token_id` as the first token.  Packing is not
-    supported in this mode.
+    supported in this mode.  A step may instead feed a chunk [batch, q] with
+    `decoder_positions` [batch, q] (each row's own consecutive positions): its keys/values are
+    written there and logits for all q come back (punified_jax.fast_decoding).
     """
     cfg = self.config
     _check_tokens("decoder_input_tokens", decoder_input_tokens)

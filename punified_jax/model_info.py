@@ -13,26 +13,27 @@ so `load_model_info(model_dir)` (and `inference.Extractor.load`) need nothing bu
 directory, even after the original vocabulary file has moved.  The copy's sha256 is checked
 on load: a vocabulary edited after training would silently change every token id.
 
-Directories written by `python -m punified_jax from_t5x` (t5x_bridge, `model.json`) load too;
-they carry no feature lengths (None).
+Directories written by `python -m punified_jax from_t5x` (run_dir.convert_t5x, `model.json`)
+load too; they carry no feature lengths (None).
+
+Local or gs:// directories alike (all IO through `storage`).  Light to import: the model module
+(jax, flax) is imported only when a T5Config is built, so run_dir can import this module.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import shutil
 from typing import Any, Mapping, Optional
 
-from punified_jax import model as model_lib
+from punified_jax import storage
 
 MODEL_INFO_FILE = "punified_model.json"
 VOCAB_SUBDIR = "vocab"
 FORMAT_VERSION = 1
-# What `python -m punified_jax from_t5x` writes (t5x_bridge.MODEL_JSON).
-_T5X_BRIDGE_FILE = "model.json"
+# What `python -m punified_jax from_t5x` writes (run_dir.convert_t5x).
+CONVERTED_MODEL_JSON = "model.json"
 
 # T5Config fields that change the parameter shapes or their meaning: a directory that already
 # describes other values holds checkpoints of another network.
@@ -55,7 +56,7 @@ class ModelInfo:
     (unknown, e.g. a converted t5x checkpoint).
   """
   model_dir: str
-  t5_config: model_lib.T5Config
+  t5_config: Any  # model.T5Config
   vocabulary_path: str
   vocabulary_sha256: str
   task_feature_lengths: Optional[dict[str, int]]
@@ -69,11 +70,7 @@ class ModelInfo:
 
 
 def file_sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as handle:
-    for block in iter(lambda: handle.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
+  return storage.sha256(path)
 
 
 def _vocabulary_kind(path: str) -> str:
@@ -101,15 +98,7 @@ def _check_feature_lengths(lengths: Any, where: str) -> Optional[dict[str, int]]
   return out
 
 
-def _write_json_atomically(path: str, value: Any) -> None:
-  temporary = path + ".tmp"
-  with open(temporary, "w", encoding="utf-8") as handle:
-    json.dump(value, handle, ensure_ascii=False, indent=1, sort_keys=True)
-    handle.write("\n")
-  os.replace(temporary, path)
-
-
-def save_model_info(model_dir: str, *, t5_config: model_lib.T5Config, vocabulary_path: str,
+def save_model_info(model_dir: str, *, t5_config, vocabulary_path: str,
                     task_feature_lengths: Mapping[str, int],
                     extra: Optional[Mapping[str, Any]] = None) -> str:
   """Copies the vocabulary into `<model_dir>/vocab/` and writes `<model_dir>/punified_model.json`.
@@ -120,10 +109,11 @@ def save_model_info(model_dir: str, *, t5_config: model_lib.T5Config, vocabulary
   dtype, remat) and `extra` (JSON-serialisable, e.g. {"mixture": ..., "prompt_names": [...]})
   are updated.  Call it from one process only (process 0).  Returns the JSON file's path.
   """
+  from punified_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   if not isinstance(t5_config, model_lib.T5Config):
     raise TypeError(f"t5_config must be a model.T5Config, got {type(t5_config).__name__}")
   vocabulary_path = os.fspath(vocabulary_path)
-  if not os.path.isfile(vocabulary_path):
+  if not storage.isfile(vocabulary_path):
     raise FileNotFoundError(f"vocabulary file not found: {vocabulary_path}")
   kind = _vocabulary_kind(vocabulary_path)
   lengths = _check_feature_lengths(dict(task_feature_lengths), "save_model_info")
@@ -134,10 +124,10 @@ def save_model_info(model_dir: str, *, t5_config: model_lib.T5Config, vocabulary
     raise TypeError(f"save_model_info: extra must be JSON-serialisable: {error}") from None
 
   sha = file_sha256(vocabulary_path)
-  name = os.path.basename(vocabulary_path)
+  name = storage.basename(vocabulary_path)
   config = dataclasses.asdict(t5_config)
-  info_path = os.path.join(model_dir, MODEL_INFO_FILE)
-  if os.path.exists(info_path):
+  info_path = storage.join(model_dir, MODEL_INFO_FILE)
+  if storage.exists(info_path):
     previous = load_model_info(model_dir)
     if previous.vocabulary_sha256 != sha:
       raise ModelInfoError(
@@ -149,32 +139,29 @@ def save_model_info(model_dir: str, *, t5_config: model_lib.T5Config, vocabulary
     if changed:
       raise ModelInfoError(f"{info_path}: this directory holds another network "
                            f"({'; '.join(changed)}); use a new MODEL_DIR")
-    name = os.path.basename(previous.vocabulary_path)  # keep the existing copy
+    name = storage.basename(previous.vocabulary_path)  # keep the existing copy
 
-  vocab_dir = os.path.join(model_dir, VOCAB_SUBDIR)
-  os.makedirs(vocab_dir, exist_ok=True)
-  target = os.path.join(vocab_dir, name)
-  if not os.path.exists(target) or file_sha256(target) != sha:
-    temporary = target + ".tmp"
-    shutil.copyfile(vocabulary_path, temporary)
-    os.replace(temporary, target)
+  target = storage.join(model_dir, VOCAB_SUBDIR, name)
+  if not storage.exists(target) or file_sha256(target) != sha:
+    storage.copy(vocabulary_path, target)
   from punified_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   size = int(vocab_lib.get_vocabulary(target).vocab_size)
   if size > t5_config.vocab_size:
     raise ModelInfoError(f"vocabulary {vocabulary_path} has {size} entries but "
                          f"T5Config.vocab_size is {t5_config.vocab_size}")
-  _write_json_atomically(info_path, {
+  storage.write_json_atomic(info_path, {
       "format_version": FORMAT_VERSION,
       "t5_config": config,
       "vocabulary": {"file": f"{VOCAB_SUBDIR}/{name}", "sha256": sha, "kind": kind,
-                     "size": size, "source": os.path.abspath(vocabulary_path)},
+                     "size": size, "source": storage.absolute(vocabulary_path)},
       "task_feature_lengths": lengths,
       "extra": extra,
   })
   return info_path
 
 
-def _config_from(fields: Any, where: str) -> model_lib.T5Config:
+def _config_from(fields: Any, where: str):
+  from punified_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   if not isinstance(fields, Mapping):
     raise ModelInfoError(f"{where}: t5_config must be an object, got {fields!r}")
   known = {f.name for f in dataclasses.fields(model_lib.T5Config)}
@@ -195,11 +182,11 @@ def load_model_info(model_dir: str) -> ModelInfo:
   naming the file) when the description is malformed or the vocabulary copy is missing or
   no longer matches its recorded sha256.
   """
-  model_dir = os.path.abspath(os.fspath(model_dir))
-  path = os.path.join(model_dir, MODEL_INFO_FILE)
-  if not os.path.exists(path):
-    bridge = os.path.join(model_dir, _T5X_BRIDGE_FILE)
-    if os.path.exists(bridge):
+  model_dir = storage.absolute(model_dir)
+  path = storage.join(model_dir, MODEL_INFO_FILE)
+  if not storage.exists(path):
+    bridge = storage.join(model_dir, CONVERTED_MODEL_JSON)
+    if storage.exists(bridge):
       return _load_bridge_description(model_dir, bridge)
     raise FileNotFoundError(f"{model_dir} has no {MODEL_INFO_FILE}: not a model directory "
                             "written by the trainer (or from_t5x)")
@@ -212,8 +199,8 @@ def load_model_info(model_dir: str) -> ModelInfo:
   vocabulary = description.get("vocabulary")
   if not isinstance(vocabulary, dict) or not isinstance(vocabulary.get("file"), str):
     raise ModelInfoError(f"{path}: 'vocabulary' must be an object with a 'file'")
-  vocabulary_path = os.path.join(model_dir, vocabulary["file"])
-  if not os.path.isfile(vocabulary_path):
+  vocabulary_path = storage.join(model_dir, vocabulary["file"])
+  if not storage.isfile(vocabulary_path):
     raise ModelInfoError(f"{path}: the vocabulary copy {vocabulary_path} is missing")
   sha = file_sha256(vocabulary_path)
   if vocabulary.get("sha256") != sha:
@@ -229,8 +216,7 @@ def load_model_info(model_dir: str) -> ModelInfo:
 
 def _read_json_object(path: str) -> dict:
   try:
-    with open(path, encoding="utf-8") as handle:
-      description = json.load(handle)
+    description = json.loads(storage.read_text(path))
   except json.JSONDecodeError as error:
     raise ModelInfoError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
   if not isinstance(description, dict):
@@ -245,8 +231,8 @@ def _load_bridge_description(model_dir: str, path: str) -> ModelInfo:
   if not isinstance(vocabulary, str):
     raise ModelInfoError(f"{path}: no vocabulary was given to from_t5x (--vocabulary), so "
                          "this directory cannot be served")
-  vocabulary_path = os.path.join(model_dir, vocabulary)
-  if not os.path.isfile(vocabulary_path):
+  vocabulary_path = storage.join(model_dir, vocabulary)
+  if not storage.isfile(vocabulary_path):
     raise ModelInfoError(f"{path}: the vocabulary copy {vocabulary_path} is missing")
   return ModelInfo(model_dir, config, vocabulary_path, file_sha256(vocabulary_path), None,
                    {"converted_from": description.get("converted_from")}, 0)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from punified_jax import entity_types
+from punified_jax import run_dir
+from punified_jax import storage
 
 _TASK_RE = re.compile(r"^punified_ner_(?P<ds>.+?)(?:_random_exact|_random)?$")
 
@@ -93,7 +94,7 @@ PAPER_JOINT_F1 = {"msra": 87.07, "ontonotes4": 82.56, "resume": 97.18, "cluener"
 def read_metrics_jsonl(path: str) -> list[dict]:
   """Records of a metrics.jsonl file; a malformed line raises an error naming file and line."""
   records = []
-  with open(path, encoding="utf-8") as f:
+  with storage.open_file(path) as f:
     for number, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -115,7 +116,6 @@ def curve(records: Iterable[Mapping[str, Any]], key: str) -> tuple[list[int], li
 
 def read_step_reports(directory: str) -> dict[int, dict]:
   """{step: report} of the evaluator's `step_<N>.json` files in `directory` ({} if none)."""
-  from punified_jax import storage  # pylint: disable=g-import-not-at-top
   if not storage.isdir(directory):
     return {}
   found = {}
@@ -189,22 +189,16 @@ def plot_report(summary: Mapping[str, Any], runs: Mapping[str, Sequence[Mapping[
     curves.legend()
   fig.suptitle(title)
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=110)
+  import io  # pylint: disable=g-import-not-at-top
+  buffer = io.BytesIO()
+  fig.savefig(buffer, dpi=110, format="png")
   plt.close(fig)
+  storage.write_bytes_atomic(path, buffer.getvalue())
   return path
 
 
-def latest_eval_json(directory: str) -> str:
-  """The `step_<N>.json` with the largest N in `directory` (an eval report directory)."""
-  found = []
-  for name in os.listdir(directory):
-    match = re.fullmatch(r"step_(\d+)\.json", name)
-    if match:
-      found.append((int(match.group(1)), name))
-  if not found:
-    raise FileNotFoundError(f"no step_<N>.json evaluation report in {directory}")
-  return os.path.join(directory, max(found)[1])
+# The newest `step_<N>.json` of an evaluation directory (the run directory's rule).
+latest_eval_json = run_dir.latest_eval_json
 
 
 def write_report(eval_json: str, output_dir: str, *,
@@ -214,20 +208,17 @@ def write_report(eval_json: str, output_dir: str, *,
   `runs` maps a label to a run directory (or its metrics.jsonl) for the training curves.
   Returns the summary (with the paths of what it wrote).
   """
-  with open(eval_json, encoding="utf-8") as f:
-    summary = summarize(json.load(f))
+  summary = summarize(storage.read_json(eval_json))
   curves = {}
   for label, run in (runs or {}).items():
-    path = run if run.endswith(".jsonl") else os.path.join(run, "metrics.jsonl")
-    if os.path.exists(path):
+    path = run if run.endswith(".jsonl") else run_dir.Layout(run).metrics
+    if storage.exists(path):
       curves[label] = read_metrics_jsonl(path)
-  os.makedirs(output_dir, exist_ok=True)
-  summary["source"] = os.path.abspath(eval_json)
-  history = f1_history(read_step_reports(os.path.dirname(os.path.abspath(eval_json))))
+  summary["source"] = storage.absolute(eval_json)
+  history = f1_history(read_step_reports(storage.dirname(storage.absolute(eval_json))))
   summary["f1_over_steps"] = history
-  summary["png"] = plot_report(summary, curves, os.path.join(output_dir, "report.png"),
+  summary["png"] = plot_report(summary, curves, storage.join(output_dir, "report.png"),
                                title=title, history=history)
-  summary["json"] = os.path.join(output_dir, "report.json")
-  with open(summary["json"], "w", encoding="utf-8") as f:
-    json.dump(summary, f, ensure_ascii=False, indent=1)
+  summary["json"] = storage.join(output_dir, "report.json")
+  storage.write_json_atomic(summary["json"], summary, sort_keys=False)
   return summary

@@ -205,7 +205,7 @@ def parse_json(data: bytes | str, limits: Limits, field: str = "body") -> Any:
     for key, value in pairs:
       check_string(key, field, "a field name")
       if key in result:
-        raise InvalidRequest(escape(key), f"field {preview(key)} is given twice")
+        raise InvalidRequest(escape(key) or field, f"field {preview(key)} is given twice")
       result[key] = value
     return result
 
@@ -422,7 +422,7 @@ def check_fields(value: Any, allowed: Sequence[str], field: str = "body") -> Map
     raise InvalidRequestType(field, f"expected a JSON object, got {_json_kind(value)}")
   for key in value:
     if key not in allowed:
-      raise InvalidRequest(escape(key), f"unknown field {preview(key)} (fields: "
+      raise InvalidRequest(escape(key) or field, f"unknown field {preview(key)} (fields: "
                            f"{', '.join(allowed)})")
   return value
 

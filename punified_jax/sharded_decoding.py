@@ -39,12 +39,9 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from punified_jax import decoding
 from punified_jax import generate
+from punified_jax import model as model_lib
 from punified_jax import partitioning
 from punified_jax.model import T5Config, Transformer
-
-def _param_shapes(config: T5Config) -> Any:
-  from punified_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  return model_lib.param_shapes(config)
 
 
 PartitioningArg = Union[None, str, partitioning.Partitioner, "MeshDecoder"]
@@ -94,7 +91,6 @@ class MeshDecoder:
 
   def param_shardings(self, config: T5Config) -> Any:
     """NamedShardings of `config`'s parameter tree under the partitioner's rules."""
-    from punified_jax import model as model_lib  # pylint: disable=g-import-not-at-top
     logical = model_lib.param_logical_axes(config)
     shapes = model_lib.param_shapes(config)
     specs = jax.tree.map(lambda spec, leaf: self.partitioner.mesh_spec_for(spec, leaf.shape),
@@ -105,7 +101,6 @@ class MeshDecoder:
   def abstract_params(self, config: T5Config) -> Any:
     """ShapeDtypeStructs carrying `param_shardings`: what `checkpoints.restore_params` takes to
     read each device's slices straight into place (no device ever holds a sharded model whole)."""
-    from punified_jax import model as model_lib  # pylint: disable=g-import-not-at-top
     return jax.tree.map(
         lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
         model_lib.param_shapes(config), self.param_shardings(config))
@@ -116,15 +111,21 @@ class MeshDecoder:
     Arrays already in place are kept.  Multi-host meshes are filled from each host's own copy
     (every process must pass the same values)."""
     shardings = self.param_shardings(config)
-    if jax.tree.structure(params) != jax.tree.structure(shardings):
+    # Compared by key paths, so any mapping type (dict, FrozenDict) with the right names works.
+    given = jax.tree_util.tree_flatten_with_path(params)[0]
+    expected = jax.tree_util.tree_flatten_with_path(model_lib.param_shapes(config))[0]
+    given_names = [jax.tree_util.keystr(path) for path, _ in given]
+    expected_names = [jax.tree_util.keystr(path) for path, _ in expected]
+    if given_names != expected_names:
+      missing = sorted(set(expected_names) - set(given_names))
+      unknown = sorted(set(given_names) - set(expected_names))
       raise ValueError("the parameters do not have the parameter tree of the model config "
-                       f"{config}")
-    expected_shapes = jax.tree.leaves(_param_shapes(config))
-    for (path, leaf), expected in zip(jax.tree_util.tree_flatten_with_path(params)[0],
-                                      expected_shapes):
-      if tuple(np.shape(leaf)) != tuple(expected.shape):
+                       f"{config}: missing {missing[:3]}, unknown {unknown[:3]}")
+    for (path, leaf), (_, shape) in zip(given, expected):
+      if tuple(np.shape(leaf)) != tuple(shape.shape):
         raise ValueError(f"parameter {jax.tree_util.keystr(path)} has shape {np.shape(leaf)}, "
-                         f"the model config needs {expected.shape}")
+                         f"the model config needs {shape.shape}")
+    params = jax.tree.unflatten(jax.tree.structure(shardings), [leaf for _, leaf in given])
 
     def place(leaf, sharding):
       if isinstance(leaf, jax.Array) and leaf.sharding == sharding:

@@ -33,22 +33,11 @@ The two layouts t5x writes (checked against google-research/t5x at 2026-04, comm
 
 Reading needs orbax-checkpoint, tensorstore, flax (msgpack) and etils, all our own dependencies.
 
-Conversion output (`convert` / `python -m punified_jax from_t5x`), a model directory:
-
-    <output>/checkpoints/<step>/state   our params-only checkpoint ({"params": tree}); loads with
-                                        checkpoints.restore_params / INITIAL_CHECKPOINT_PATH
-    <output>/checkpoints/<step>/meta    {"step", "source": "t5x", ...}
-    <output>/model.json                 T5Config fields, vocabulary, feature lengths, provenance
-    <output>/model.gin                  the same config as a model gin file (like
-                                        gin/models/<size>.gin): --gin_file=<output>/model.gin
-    <output>/vocab/<name>               a copy of the vocabulary, when one was given
-    <output>/punified_model.json        model_info's description (what our trainer writes), when
-                                        the vocabulary and the feature lengths are known (the
-                                        lengths come from the t5x run's config.gin or the caller)
-
-`load_model_dir(path)` reads such a directory back (config, params, vocabulary path), and
-`inference.Extractor.load(path)` serves it (model_info reads punified_model.json, or model.json
-when the feature lengths were unknown).
+What this module does NOT do: it writes nothing and knows nothing of our run directories.
+`run_dir.read_t5x_params` reads a checkpoint (orbax through checkpoints.read_tree_entry, msgpack
+through `read_msgpack_params` here) and `run_dir.convert_t5x` (`python -m punified_jax from_t5x`)
+writes our model directory from it; this module finds the checkpoint, checks and translates the
+parameter tree (`config_from_params`, `to_model_params`) and renders a model gin file.
 
 The module also holds `padded_vocab_size`, which gin/t5x/vocabulary.gin calls to size t5x's
 embedding from our vocabulary.
@@ -61,20 +50,18 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 from typing import Any, Mapping, Optional
 
 import numpy as np
 
 from punified_jax import model as model_lib
+from punified_jax import storage
 
 # t5x names step directories `checkpoint_<step>` (t5x.checkpoint_utils.get_checkpoint_prefix).
 _STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
 ORBAX_STATE_ITEM = "state"      # t5x's orbax item holding the train state
 MSGPACK_FILE = "checkpoint"     # t5x's legacy msgpack file inside a step directory
 PARAMS_KEY = "target"           # t5x's key of the model parameters in the train state
-MODEL_JSON = "model.json"
-MODEL_GIN = "model.gin"
 KINDS = ("orbax", "msgpack")
 
 
@@ -96,16 +83,11 @@ class T5xCheckpoint:
 
 
 def _epath(path: str):
-  from etils import epath  # pylint: disable=g-import-not-at-top
-  return epath.Path(path)
+  return storage.as_path(path)
 
 
 def _strip(path: str) -> str:
-  path = os.fspath(path)
-  stripped = path.rstrip("/")
-  if "://" not in stripped:
-    stripped = os.path.abspath(stripped)
-  return stripped or path
+  return storage.absolute(path) or os.fspath(path)
 
 
 def _kind_of(step_dir) -> Optional[str]:
@@ -169,21 +151,8 @@ def locate_checkpoint(path: str, *, step: Optional[int] = None) -> T5xCheckpoint
 # ------------------------------------------------------------------------------------------
 
 
-def read_params(checkpoint: T5xCheckpoint | str) -> dict[str, Any]:
-  """The model parameters ("target") of a t5x checkpoint: nested dict of float32 numpy arrays."""
-  if not isinstance(checkpoint, T5xCheckpoint):
-    checkpoint = locate_checkpoint(checkpoint)
-  if checkpoint.kind == "orbax":
-    params = _read_orbax(checkpoint.path)
-  elif checkpoint.kind == "msgpack":
-    params = _read_msgpack(checkpoint.path)
-  else:
-    raise BridgeError(f"{checkpoint.path}: unknown checkpoint kind {checkpoint.kind!r}; "
-                      f"kinds: {', '.join(KINDS)}")
-  return _as_float32(params, checkpoint.path)
-
-
-def _as_float32(tree: Any, source: str, prefix: str = "") -> dict[str, Any]:
+def as_float32(tree: Any, source: str, prefix: str = "") -> dict[str, Any]:
+  """A parameter tree read from `source` as float32 numpy (bfloat16 included; else an error)."""
   if not isinstance(tree, Mapping):
     raise BridgeError(f"{source}: expected a dict of parameters at {prefix or 'the top'}, got "
                       f"{type(tree).__name__}")
@@ -191,50 +160,13 @@ def _as_float32(tree: Any, source: str, prefix: str = "") -> dict[str, Any]:
   for key, value in tree.items():
     name = f"{prefix}/{key}" if prefix else str(key)
     if isinstance(value, Mapping):
-      out[str(key)] = _as_float32(value, source, name)
+      out[str(key)] = as_float32(value, source, name)
       continue
     array = np.asarray(value)
     if not np.issubdtype(array.dtype, np.floating) and array.dtype.name != "bfloat16":
       raise BridgeError(f"{source}: parameter {name!r} has dtype {array.dtype}, expected floats")
     out[str(key)] = array.astype(np.float32)
   return out
-
-
-def _read_orbax(step_dir: str) -> dict[str, Any]:
-  import jax  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  item = os.fspath(_epath(step_dir) / ORBAX_STATE_ITEM)
-  checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
-  from punified_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  # orbax warns that the item directory has no step metadata file: t5x writes that file one
-  # level up (checkpoint_<step>/_CHECKPOINT_METADATA), which is expected, so mute the warning.
-  quiet = checkpoints.quiet_missing_step_metadata()
-  quiet.__enter__()
-  try:
-    metadata = checkpointer.metadata(item)
-    tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", None)
-    if tree is None:  # older orbax: the metadata is the tree itself
-      tree = getattr(metadata, "item_metadata", metadata)
-    if not isinstance(tree, Mapping) or PARAMS_KEY not in tree:
-      keys = sorted(tree) if isinstance(tree, Mapping) else type(tree).__name__
-      raise BridgeError(f"{item}: no {PARAMS_KEY!r} entry in the orbax train state (found "
-                        f"{keys}); is this a t5x checkpoint?")
-    wanted = tree[PARAMS_KEY]
-    # Restore "target" only (optimizer slots can be as large as the model), as host numpy.
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
-    template = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), wanted)
-    restored = checkpointer.restore(
-        item, args=ocp.args.PyTreeRestore(item={PARAMS_KEY: template},
-                                          restore_args={PARAMS_KEY: restore_args},
-                                          partial_restore=True))
-  except BridgeError:
-    raise
-  except Exception as error:  # orbax raises many types; name the directory
-    raise BridgeError(f"{item}: cannot read the orbax checkpoint: {error}") from error
-  finally:
-    quiet.__exit__(None, None, None)
-    checkpointer.close()
-  return restored[PARAMS_KEY]
 
 
 def _is_tensorstore_spec(value: Any) -> bool:
@@ -261,7 +193,9 @@ def _absolute_spec(spec: Mapping[str, Any], step_dir: str) -> dict[str, Any]:
   return spec
 
 
-def _read_msgpack(step_dir: str) -> dict[str, Any]:
+def read_msgpack_params(checkpoint: T5xCheckpoint) -> dict[str, Any]:
+  """The "target" tree of a legacy msgpack checkpoint (TensorStore leaves read, file or GCS)."""
+  step_dir = checkpoint.path
   import tensorstore as ts  # pylint: disable=g-import-not-at-top
   from flax import serialization  # pylint: disable=g-import-not-at-top
   msgpack_path = _epath(step_dir) / MSGPACK_FILE
@@ -442,156 +376,3 @@ def t5x_run_settings(checkpoint: T5xCheckpoint) -> dict[str, Any]:
       except (SyntaxError, ValueError):
         pass  # a gin reference (@...) or macro (%...): unknown here
   return settings
-
-
-@dataclasses.dataclass(frozen=True)
-class Converted:
-  """What `convert` wrote."""
-  output_dir: str
-  checkpoint_dir: str      # <output>/checkpoints/<step>
-  step: int
-  config: Any              # model.T5Config
-  num_params: int
-  source: T5xCheckpoint
-  vocabulary: Optional[str]                        # the copy inside output_dir, if any
-  task_feature_lengths: Optional[dict[str, int]]   # recorded for serving, if known
-
-
-def _check_lengths(lengths: Any) -> Optional[dict[str, int]]:
-  if lengths is None:
-    return None
-  if (not isinstance(lengths, Mapping) or set(lengths) < {"inputs", "targets"}
-      or not all(isinstance(lengths[k], int) and lengths[k] > 0 for k in ("inputs", "targets"))):
-    raise BridgeError(f"task feature lengths must be {{'inputs': N, 'targets': M}} with "
-                      f"positive ints, got {lengths!r}")
-  return {"inputs": lengths["inputs"], "targets": lengths["targets"]}
-
-
-def convert(checkpoint: str, output_dir: str, *, step: Optional[int] = None,
-            vocabulary: Optional[str] = None,
-            task_feature_lengths: Optional[Mapping[str, int]] = None, overwrite: bool = False,
-            **config_overrides) -> Converted:
-  """Converts a t5x checkpoint into our model directory (layout in the module docstring).
-
-  `vocabulary`: the SentencePiece .model / BERT vocab.txt the t5x run used; its size must fit
-  the checkpoint's vocab_size. With it the directory is a complete model directory: the
-  vocabulary is copied to `vocab/` and, when the feature lengths are known
-  (`task_feature_lengths`, else the t5x run's config.gin), `punified_model.json` is written with
-  model_info.save_model_info, as our trainer does, so `inference.Extractor.load` serves it.
-  `config_overrides` set what shapes cannot tell (dtype, dropout_rate, decoder_start_token_id).
-  Without a dropout_rate override the t5x run's DROPOUT_RATE (config.gin) is recorded, so that
-  further fine-tuning of the directory keeps the run's dropout instead of T5Config's default.
-  """
-  from punified_jax import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
-  from punified_jax import model_info  # pylint: disable=g-import-not-at-top
-  located = locate_checkpoint(checkpoint, step=step)
-  t5x_params = read_params(located)
-  settings = t5x_run_settings(located)
-  if config_overrides.get("dropout_rate") is None and isinstance(
-      settings.get("DROPOUT_RATE"), (int, float)):
-    config_overrides["dropout_rate"] = float(settings["DROPOUT_RATE"])
-  config = config_from_params(t5x_params, source=located.path, **config_overrides)
-  params = to_model_params(t5x_params, config, source=located.path)
-  lengths = _check_lengths(task_feature_lengths if task_feature_lengths is not None
-                           else settings.get("TASK_FEATURE_LENGTHS"))
-
-  vocab_file = None
-  if vocabulary is not None:
-    from punified_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-    try:
-      loaded = vocab_lib.get_vocabulary(vocabulary)
-    except (FileNotFoundError, ValueError) as error:
-      raise BridgeError(f"--vocabulary: {error}") from error
-    if loaded.vocab_size > config.vocab_size:
-      raise BridgeError(f"vocabulary {vocabulary} has {loaded.vocab_size} entries but the "
-                        f"checkpoint's embedding has only {config.vocab_size} rows: not the "
-                        "vocabulary this model was trained with")
-    vocab_file = f"{model_info.VOCAB_SUBDIR}/{os.path.basename(vocabulary)}"
-
-  output = _strip(output_dir)
-  checkpoints_dir = os.path.join(output, checkpoints_lib.CHECKPOINTS_SUBDIR)
-  descriptions = [os.path.join(output, name) for name in (MODEL_JSON, model_info.MODEL_INFO_FILE)]
-  if (os.path.exists(checkpoints_dir) and os.listdir(checkpoints_dir)) or any(
-      os.path.exists(path) for path in descriptions):
-    if not overwrite:
-      raise BridgeError(f"{output} already holds a model (checkpoints or a description); pass "
-                        "--overwrite to replace it")
-    if os.path.exists(checkpoints_dir):
-      shutil.rmtree(checkpoints_dir)
-    for path in descriptions:
-      if os.path.exists(path):
-        os.remove(path)
-  os.makedirs(output, exist_ok=True)
-  out_step = int(located.step or 0)
-  converted_from = {"path": located.path, "format": located.kind, "step": located.step}
-  meta = {"step": out_step, "source": "t5x", "t5x_checkpoint": located.path,
-          "t5x_format": located.kind}
-  step_dir = checkpoints_lib.save_params(checkpoints_dir, params, step=out_step, meta=meta)
-  if vocab_file is not None:
-    extra = {"converted_from": converted_from}
-    if isinstance(settings.get("MIXTURE_OR_TASK_NAME"), str):
-      extra["mixture_or_task_name"] = settings["MIXTURE_OR_TASK_NAME"]
-    if lengths is not None:
-      model_info.save_model_info(output, t5_config=config, vocabulary_path=vocabulary,
-                                 task_feature_lengths=lengths, extra=extra)
-    else:  # model.json alone describes the directory (model_info reads it too)
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      os.makedirs(os.path.join(output, model_info.VOCAB_SUBDIR), exist_ok=True)
-      tf.io.gfile.copy(vocabulary, os.path.join(output, vocab_file), overwrite=True)
-  description = {
-      "config": _config_dict(config),
-      "vocabulary": vocab_file,
-      "vocabulary_source": (os.path.abspath(vocabulary) if "://" not in vocabulary
-                            else vocabulary) if vocabulary else None,
-      "task_feature_lengths": lengths,
-      "step": out_step,
-      "checkpoint": os.path.relpath(step_dir, output),
-      "converted_from": converted_from,
-  }
-  _write_text(os.path.join(output, MODEL_JSON),
-              json.dumps(description, ensure_ascii=False, indent=1) + "\n")
-  _write_text(os.path.join(output, MODEL_GIN), model_gin_text(
-      config, comment=f"Written by `python -m punified_jax from_t5x` from {located.path}."))
-  count = sum(int(np.prod(leaf.shape)) for leaf in model_lib.flatten_params(params).values())
-  return Converted(output, step_dir, out_step, config, count, located,
-                   os.path.join(output, vocab_file) if vocab_file else None, lengths)
-
-
-def _write_text(path: str, text: str) -> None:
-  temporary = path + ".tmp"
-  with open(temporary, "w", encoding="utf-8") as handle:
-    handle.write(text)
-  os.replace(temporary, path)
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadedModel:
-  config: Any                 # model.T5Config
-  params: Any                 # our parameter tree (jax arrays)
-  vocabulary: Optional[str]   # path of the copied vocabulary file, if any
-  step: int
-
-
-def load_model_dir(model_dir: str) -> LoadedModel:
-  """Reads a directory written by `convert`: config, parameters and vocabulary path."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from punified_jax import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
-  path = os.path.join(_strip(model_dir), MODEL_JSON)
-  try:
-    with open(path, encoding="utf-8") as handle:
-      description = json.load(handle)
-    config = model_lib.T5Config(**description["config"])
-  except FileNotFoundError as error:
-    raise BridgeError(f"{path} does not exist: not a directory written by from_t5x") from error
-  except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-    raise BridgeError(f"{path}: not a valid model description: {error}") from error
-  shapes = model_lib.param_shapes(config)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                                            sharding=device), shapes)
-  step_dir = os.path.join(_strip(model_dir), description.get("checkpoint", ""))
-  params = checkpoints_lib.restore_params(step_dir, abstract)
-  vocabulary = description.get("vocabulary")
-  return LoadedModel(config, params,
-                     os.path.join(_strip(model_dir), vocabulary) if vocabulary else None,
-                     int(description.get("step", 0)))

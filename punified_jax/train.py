@@ -111,8 +111,9 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str], search_paths: S
   if tasks_module is not None and hasattr(tasks_module, "configure"):
     tasks_module.configure()  # gin-bound data settings (tasks.configure.*) re-register the tasks
     # A run whose gin imports our tasks needs data: no source is an error naming the settings,
-    # never the synthetic corpus by default.
-    tasks_module.require_data_source()
+    # never the synthetic corpus by default. Checked (and compared across processes) before
+    # anything reads data, e.g. to train the default vocabulary for VOCAB_SIZE.
+    announce_data_source()
   fill_vocab_size()
   gin.finalize()
 
@@ -213,7 +214,6 @@ def run_gin_command(argv: Sequence[str], prog: str, description: str,
   distributed.initialize_from_args(args)
   try:
     parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
-    announce_data_source()
     return int(action() or 0)
   except (ValueError, FileNotFoundError) as error:
     print(f"error: {error}", file=sys.stderr)

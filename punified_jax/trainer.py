@@ -45,7 +45,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 from typing import Any, Callable, Mapping
 
 import flax
@@ -61,6 +60,8 @@ from punified_jax import checkpoints as checkpoints_lib
 from punified_jax import input_state
 from punified_jax import optimizers
 from punified_jax import partitioning
+from punified_jax import run_dir
+from punified_jax import storage
 from punified_jax import writers as writers_lib
 
 logger = logging.getLogger(__name__)
@@ -285,7 +286,7 @@ def initialize_state_from_params(layout: StateLayout, partitioner: partitioning.
                                  optimizer: optax.GradientTransformation, path: str) -> TrainState:
   """Step 0, fresh optimizer state, parameters from `path` (INITIAL_CHECKPOINT_PATH)."""
   abstract = layout.abstract_with_shardings()
-  params = checkpoints_lib.restore_params(path, abstract.params)
+  params = run_dir.load_params(path, abstract.params)
 
   def fresh(params):
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
@@ -326,7 +327,7 @@ def _describe_model_dir(model: nn.Module, model_dir: str, mixture_or_task_name: 
   vocabulary = provider.output_features["targets"].vocabulary
   vocabulary = getattr(vocabulary, "vocabulary", vocabulary)  # tasks.LazyVocabulary -> the real one
   path = vocab_lib.vocab_info(vocabulary)["path"]
-  if not isinstance(config, model_lib.T5Config) or not path or "://" in model_dir:
+  if not isinstance(config, model_lib.T5Config) or not path:
     logger.info("not writing %s: no T5Config or no vocabulary file", model_info.MODEL_INFO_FILE)
     return
   datasets = []
@@ -440,8 +441,8 @@ def train(
   if optimizer is None:
     optimizer = optimizers.make_optimizer(learning_rate=schedule)
   process_index = jax.process_index()
-  if process_index == 0 and "://" not in model_dir:
-    os.makedirs(model_dir, exist_ok=True)
+  if process_index == 0:
+    storage.makedirs(model_dir)
   if process_index == 0:
     _describe_model_dir(model, model_dir, mixture_or_task_name, task_feature_lengths)
   mixing_scheme = _mixing_scheme(mixture_or_task_name)  # recorded in data_manifest.json too
@@ -450,7 +451,7 @@ def train(
   for line in partitioning.describe_shardings(layout.abstract_state.params, layout.specs.params):
     logger.info("param %s", line)
   checkpointer = checkpoints_lib.Checkpointer(
-      os.path.join(model_dir, checkpoints_lib.CHECKPOINTS_SUBDIR), max_to_keep=keep_checkpoints,
+      run_dir.Layout(model_dir).checkpoints, max_to_keep=keep_checkpoints,
       save_interval_steps=checkpoint_period, async_save=async_checkpointing,
       extra_item_names=(input_state.INPUT_ITEM,))
 
@@ -516,7 +517,7 @@ def train(
         return None
       evaluation_state["evaluator"] = evaluator
       evaluation_state["best"] = checkpoints_lib.BestCheckpointTracker(
-          os.path.join(model_dir, checkpoints_lib.BEST_SUBDIR), os.path.join(model_dir, "eval", "best.json"),
+          run_dir.Layout(model_dir).best, run_dir.Layout(model_dir).best_summary,
           metric=evaluator.selection_metric)
     return _run_eval(evaluation_state["evaluator"], state, step, model_dir, writer, evaluation_state["best"],
                      meta_for(step))
@@ -635,7 +636,7 @@ def _any_process(flag: bool) -> bool:
 
 
 def _run_eval(evaluator, state: TrainState, step: int, model_dir: str, writer, best_tracker, meta) -> dict:
-  result = evaluator.evaluate(state.params, step=step, report_dir=os.path.join(model_dir, "eval"))
+  result = evaluator.evaluate(state.params, step=step, report_dir=run_dir.Layout(model_dir).eval_dir)
   scalars = {}
   for task, metrics in result["tasks"].items():
     for key, value in metrics.items():

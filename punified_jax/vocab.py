@@ -35,7 +35,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 import unicodedata
 from typing import Iterable, Mapping, Optional, Sequence
 
@@ -46,6 +45,7 @@ import tensorflow_text as tf_text
 from sentencepiece import sentencepiece_model_pb2
 
 from punified_jax import entity_types
+from punified_jax import storage
 from punified_jax.data.example import DataFormatError
 from punified_jax.prompts import ENTITY_MARKER, NULL, TEXT_MARKER
 
@@ -153,17 +153,7 @@ def train_sentencepiece(texts: Iterable[str],
                      "required_chars=''")
   _unescape_whitespace(model)
 
-  directory = os.path.dirname(os.path.abspath(model_path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".model")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(model.SerializeToString(deterministic=True))
-    os.replace(tmp_path, model_path)
-  except BaseException:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
-    raise
+  storage.write_bytes_atomic(model_path, model.SerializeToString(deterministic=True))
   return model_path
 
 
@@ -628,10 +618,9 @@ class WordPieceVocabulary(seqio.Vocabulary):
 
 def _read_vocab_file(path: str) -> list[str]:
   """One token per line; line n (1-based) is id n-1. Empty or repeated tokens are errors."""
-  if not tf.io.gfile.exists(path):
+  if not storage.exists(path):
     raise FileNotFoundError(f"vocabulary file not found: {path}")
-  with tf.io.gfile.GFile(path, "rb") as f:
-    data = f.read()
+  data = storage.read_bytes(path)
   try:
     content = data.decode("utf-8")
   except UnicodeDecodeError as e:
@@ -666,12 +655,19 @@ def get_vocabulary(path: str, *, extra_ids: int = 0, lower_case: bool = True) ->
 
   `extra_ids` (T5 sentinels) applies to SentencePiece only; `lower_case` to WordPiece only.
   Note that seqio caches a SentencePiece model by path for the life of the process.
+
+  Local or gs:// paths.  seqio's SentencePieceVocabulary reads its file through TensorFlow's
+  gfile, which cannot reach a storage emulator (and would need TensorFlow's own GCS
+  credentials), so a remote `.model` is handed to seqio as a local copy cached under
+  `$PUNIFIED_CACHE/remote/<sha256 of the content>/` (storage.local_copy): the copy's name
+  changes whenever the content does, so seqio's per-path cache can never serve a stale model.
+  `vocab_info(...)["path"]` is then that local copy.
   """
   path = os.fspath(path)
-  if not tf.io.gfile.exists(path):
+  if not storage.exists(path):
     raise FileNotFoundError(f"vocabulary file not found: {path}")
   if path.endswith(".model"):
-    return seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
+    return seqio.SentencePieceVocabulary(storage.local_copy(path), extra_ids=extra_ids)
   if path.endswith(".txt"):
     if extra_ids:
       raise ValueError(f"{path}: extra_ids are not supported for a WordPiece vocabulary")

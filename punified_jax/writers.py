@@ -23,6 +23,9 @@ from typing import Any, Mapping, TextIO
 
 import numpy as np
 
+from punified_jax import run_dir
+from punified_jax import storage
+
 logger = logging.getLogger(__name__)
 
 try:  # clu.metric_writers imports TensorBoard's summary API at import time.
@@ -31,27 +34,6 @@ try:  # clu.metric_writers imports TensorBoard's summary API at import time.
 except ImportError as error:  # pragma: no cover - depends on the environment
   _clu_writers = None
   _CLU_IMPORT_ERROR = error
-
-
-def _gfile():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf.io.gfile
-
-
-def is_remote(path: str) -> bool:
-  return "://" in path
-
-
-def write_text_atomic(path: str, text: str) -> None:
-  """Writes a whole file via a temporary name and a rename (local disks and gs:// alike)."""
-  gfile = _gfile()
-  directory = os.path.dirname(path)
-  if directory:
-    gfile.makedirs(directory)
-  temporary = path + ".tmp"
-  with gfile.GFile(temporary, "w") as handle:
-    handle.write(text)
-  gfile.rename(temporary, path, overwrite=True)
 
 
 def _to_python(value: Any) -> Any:
@@ -81,26 +63,26 @@ class JsonlWriter(_Base):
 
   def __init__(self, path: str, resume_step: int | None = None, *, remote_flush_seconds: float = 60.0):
     self._path = path
-    self._gfile = _gfile()
     self._remote_flush_seconds = remote_flush_seconds
     self._last_remote_flush = 0.0
     # Object stores (gs://) cannot append: there the file is rewritten whole at every flush from
     # the lines kept in memory (a few MB for a long run).
-    self._remote = is_remote(path)
+    self._remote = storage.is_remote(path)
     self._lines: list[str] = []
-    directory = os.path.dirname(path)
+    directory = storage.dirname(path)
     if directory:
-      self._gfile.makedirs(directory)
-    if self._gfile.exists(path):
+      storage.makedirs(directory)
+    if storage.exists(path):
       self._load_existing(resume_step)
     self._pending_step: int | None = None
     self._pending: dict[str, Any] = {}
-    self._file = None if self._remote else self._gfile.GFile(path, "a")
+    # Appending is a local-file operation (object stores cannot append).
+    self._file = None if self._remote else open(path, "a", encoding="utf-8")
 
   def _load_existing(self, resume_step: int | None) -> None:
     kept = []
     changed = False
-    with self._gfile.GFile(self._path, "r") as handle:
+    with storage.open_file(self._path, "r") as handle:
       for line_number, line in enumerate(handle, 1):
         if not line.strip():
           continue
@@ -118,7 +100,7 @@ class JsonlWriter(_Base):
     if self._remote:
       self._lines = kept
     elif changed:
-      write_text_atomic(self._path, "".join(line + "\n" for line in kept))
+      storage.write_text_atomic(self._path, "".join(line + "\n" for line in kept))
 
   def _write_line(self, line: str) -> None:
     if self._remote:
@@ -174,7 +156,7 @@ class JsonlWriter(_Base):
     if self._remote:
       # Rewriting a remote object costs its whole size: at most once a minute, and at close.
       if force or time.monotonic() - self._last_remote_flush >= self._remote_flush_seconds:
-        write_text_atomic(self._path, "".join(line + "\n" for line in self._lines))
+        storage.write_text_atomic(self._path, "".join(line + "\n" for line in self._lines))
         self._last_remote_flush = time.monotonic()
     elif self._file is not None:
       self._file.flush()
@@ -229,9 +211,17 @@ def create_metric_writer(model_dir: str, *, process_index: int = 0, resume_step:
   if _clu_writers is None:
     raise ImportError("clu.metric_writers could not be imported (it needs the `tensorboard` package; "
                       f"pip install tensorboard==2.21.0): {_CLU_IMPORT_ERROR}")
-  writers = [JsonlWriter(os.path.join(model_dir, "metrics.jsonl"), resume_step=resume_step)]
+  layout = run_dir.Layout(model_dir)
+  writers = [JsonlWriter(layout.metrics, resume_step=resume_step)]
+  if tensorboard and storage.is_remote(model_dir) and os.environ.get("STORAGE_EMULATOR_HOST"):
+    # TensorBoard's event writer goes through TensorFlow's gfile, which ignores storage
+    # emulators and would go to the real service: against an emulator there is no TensorBoard.
+    logger.warning("not writing TensorBoard events to %s: STORAGE_EMULATOR_HOST is set and "
+                   "TensorFlow's gfile cannot reach an emulator (metrics.jsonl is written)",
+                   layout.tensorboard)
+    tensorboard = False
   if tensorboard:
-    writers.append(_clu_writers.SummaryWriter(os.path.join(model_dir, "tensorboard")))
+    writers.append(_clu_writers.SummaryWriter(layout.tensorboard))
   return _clu_writers.MultiWriter(writers)
 
 

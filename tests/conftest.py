@@ -32,3 +32,7 @@ def fast_compiles():
   jax.config.update("jax_disable_most_optimizations", True)
   yield
   jax.config.update("jax_disable_most_optimizations", previous)
+
+
+# The Google Cloud Storage emulator (tests/gcs_emulator.py): `def test_x(gcs_emulator): ...`.
+from gcs_emulator import gcs_emulator  # pylint: disable=wrong-import-position,unused-import  # noqa: E402,F401

@@ -12,6 +12,7 @@ import optax
 import pytest
 
 from punified_jax import checkpoints
+from punified_jax import run_dir
 
 
 def _state(scale: float):
@@ -71,32 +72,37 @@ def test_interrupted_save_is_never_the_latest(tmp_path):
   assert not partial.exists()
 
 
-def test_restore_params_only_from_every_kind_of_path(tmp_path):
-  run_dir = tmp_path / "run"
-  manager = checkpoints.Checkpointer(str(run_dir / "checkpoints"), async_save=False)
+def test_load_params_from_every_kind_of_path(tmp_path):
+  run = tmp_path / "run"
+  manager = checkpoints.Checkpointer(str(run / "checkpoints"), async_save=False)
   manager.save(10, _state(10), {"step": 10}, force=True)
   manager.save(20, _state(20), {"step": 20}, force=True)
   manager.close()
   abstract_params = _abstract(_state(0)["params"])
-  for path, expected in [(run_dir, 20), (run_dir / "checkpoints", 20), (run_dir / "checkpoints" / "10", 10),
-                         (run_dir / "checkpoints" / "10" / "state", 10)]:
-    params = checkpoints.restore_params(str(path), abstract_params)
+  for path, expected in [(run, 20), (run / "checkpoints", 20), (run / "checkpoints" / "10", 10),
+                         (run / "checkpoints" / "10" / "state", 10)]:
+    params = run_dir.load_params(str(path), abstract_params)
     _assert_trees_equal(params, _state(expected)["params"])
+  # checkpoints.restore_params itself takes the state item and nothing else.
+  _assert_trees_equal(checkpoints.restore_params(str(run / "checkpoints" / "10" / "state"), abstract_params),
+                      _state(10)["params"])
 
 
 def test_save_params_round_trip_and_errors(tmp_path):
   params = {"w": jnp.arange(6, dtype=jnp.float32).reshape(2, 3)}
   step_dir = checkpoints.save_params(str(tmp_path / "converted"), params, step=0)
   assert step_dir.endswith(os.path.join("converted", "0"))
-  restored = checkpoints.restore_params(str(tmp_path / "converted"), _abstract(params))
+  restored = run_dir.load_params(str(tmp_path / "converted"), _abstract(params))
   _assert_trees_equal(restored, params)
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    checkpoints.restore_params(str(tmp_path / "missing"), _abstract(params))
+    run_dir.load_params(str(tmp_path / "missing"), _abstract(params))
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    checkpoints.restore_params(str(tmp_path / "missing" / "state"), _abstract(params))
   (tmp_path / "empty").mkdir()
   with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
-    checkpoints.restore_params(str(tmp_path / "empty"), _abstract(params))
+    run_dir.load_params(str(tmp_path / "empty"), _abstract(params))
   with pytest.raises(ValueError, match="cannot load parameters"):
-    checkpoints.restore_params(str(tmp_path / "converted"), _abstract({"other": jnp.zeros(2)}))
+    run_dir.load_params(str(tmp_path / "converted"), _abstract({"other": jnp.zeros(2)}))
 
 
 def test_best_tracker_keeps_only_the_best(tmp_path):
@@ -113,7 +119,7 @@ def test_best_tracker_keeps_only_the_best(tmp_path):
   assert (restarted.best_value, restarted.best_step) == (60.0, 4)
   assert not restarted.update(5, 55.0, _state(5), {"step": 5})
   restarted.close()
-  params = checkpoints.restore_params(str(tmp_path / "best"), _abstract(_state(0)["params"]))
+  params = run_dir.load_params(str(tmp_path / "best"), _abstract(_state(0)["params"]))
   _assert_trees_equal(params, _state(4)["params"])
 
 

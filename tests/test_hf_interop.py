@@ -26,7 +26,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from punified_jax import __main__ as cli
-from punified_jax import checkpoints
+from punified_jax import run_dir as run_dir_lib
 from punified_jax import generate
 from punified_jax import hf_interop
 from punified_jax import model as model_lib
@@ -453,7 +453,7 @@ def test_import_hf_cli_writes_a_model_directory(tmp_path, capsys):
   assert info.vocabulary().eos_id == 102
   assert (output / "model.gin").read_text().count("decoder_start_token_id = 101") == 1
   # INITIAL_CHECKPOINT_PATH=<output> restores exactly the HF weights.
-  restored = checkpoints.restore_params(str(output), _abstract(info.t5_config))
+  restored = run_dir_lib.load_params(str(output), _abstract(info.t5_config))
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored),
                hf_interop.load_hf_params(fixture_dir("uer_tiny"), info.t5_config))
   # A second import refuses to mix models; --overwrite replaces.
@@ -479,7 +479,8 @@ def test_export_cli_round_trip_and_checkpoint_choice(tmp_path, capsys):
                hf_interop.load_hf_params(fixture_dir("uer_tiny")))
   assert cli.main(["export", "--model_dir", str(model_dir), "--output", str(tmp_path / "x"),
                    "--checkpoint", "7"]) == 2
-  assert "checkpoints/7 does not exist (steps: [0])" in capsys.readouterr().err
+  assert (f"{model_dir} has no finished checkpoint of step 7 (steps in {model_dir}/checkpoints: [0], "
+          f"in {model_dir}/best: [])") in capsys.readouterr().err
   assert cli.main(["export", "--model_dir", str(model_dir), "--output", str(tmp_path / "x"),
                    "--checkpoint", "best"]) == 2
   assert "kept no best checkpoint" in capsys.readouterr().err
@@ -658,7 +659,7 @@ def test_finetune_from_hf_dir_then_export_matches_transformers(finetuned, hf_exp
   assert "done: step 10" in process.stdout
   assert finetuned["export_status"] == 0
   config = finetuned["config"]
-  trained = jax.device_get(checkpoints.restore_params(str(finetuned["run_dir"]), _abstract(config)))
+  trained = jax.device_get(run_dir_lib.load_params(str(finetuned["run_dir"]), _abstract(config)))
   initial = hf_interop.load_hf_params(fixture_dir("uer_tiny"), config)
   changed = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), trained, initial)
   assert min(jax.tree.leaves(changed)) > 0  # every tensor was trained

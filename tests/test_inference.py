@@ -26,6 +26,7 @@ from punified_jax import inference
 from punified_jax import model as model_lib
 from punified_jax import model_info
 from punified_jax import prompts
+from punified_jax import run_dir
 from punified_jax import vocab as vocab_lib
 
 # ------------------------------------------------------------------------------------------
@@ -76,7 +77,7 @@ def random_params(config: model_lib.T5Config, seed: int = 0):
 
 
 def write_model_dir(directory, vocab_path: str, config, params, *, step: int = 0,
-                    subdir: str = checkpoints.CHECKPOINTS_SUBDIR, extra=None) -> str:
+                    subdir: str = run_dir.CHECKPOINTS_DIR, extra=None) -> str:
   """A model directory as the trainer leaves it: punified_model.json + vocab/ + a checkpoint."""
   directory = str(directory)
   model_info.save_model_info(directory, t5_config=config, vocabulary_path=vocab_path,
@@ -524,7 +525,7 @@ def test_load_prefers_the_best_checkpoint(tmp_path, vocab_path, config, model_di
   assert inference.Extractor.load(run, checkpoint="latest").checkpoint_path.endswith(
       os.path.join("checkpoints", "7", "state"))
   shutil.rmtree(os.path.join(run, "best"))
-  with pytest.raises(FileNotFoundError, match="has no best checkpoint"):
+  with pytest.raises(FileNotFoundError, match="kept no best checkpoint"):
     inference.Extractor.load(run, checkpoint="best")
   loaded = inference.Extractor.load(run, beam_size=2, max_input_length=64)
   assert (loaded.beam_size, loaded.max_input_length, loaded.max_decode_length) == (2, 64, 40)

@@ -36,11 +36,16 @@ def test_dry_run_prints_the_two_training_commands(tmp_path):
                 tmp_path)
   assert "--gin.TRAIN_STEPS=50000" in paper.stdout and "--gin.TRAIN_STEPS=100000" in paper.stdout
   assert "gin/models/base.gin" in paper.stdout and "--gin.LEARNING_RATE=0.0001" in paper.stdout
-  assert f"data: {tmp_path} (PUNIFIED_RAW_DIR)" in paper.stdout
+  assert f"data: {tmp_path} (PUNIFIED_RAW_DIR, from --raw_dir)" in paper.stdout
   assert f"$ PUNIFIED_RAW_DIR={tmp_path} " in paper.stdout
   # `--raw_dir builtin` is the same as no --raw_dir (the CPU preset, the built-in corpus).
   named = _main(["--dry_run", "--raw_dir", "builtin", "--work_dir", str(tmp_path / "b")], tmp_path)
   assert "preset cpu" in named.stdout and "$ PUNIFIED_RAW_DIR=builtin " in named.stdout
+  # An exported PUNIFIED_RAW_DIR is used (and named) when --raw_dir is not given.
+  exported = subprocess.run([sys.executable, "-m", "punified_jax", "main", "--dry_run", "--work_dir",
+                             str(tmp_path / "e")], cwd=REPO, capture_output=True, text=True,
+                            env=dict(os.environ, PUNIFIED_RAW_DIR=str(tmp_path)))
+  assert f"data: {tmp_path} (PUNIFIED_RAW_DIR, from PUNIFIED_RAW_DIR)" in exported.stdout
 
 
 def test_whole_recipe_with_a_tiny_model(tmp_path):

@@ -128,6 +128,10 @@ def test_one_device_decoder_equals_the_plain_jitted_search():
   decoder = sharded_decoding.MeshDecoder.create()
   assert dict(decoder.mesh.shape) == {"data": 1, "model": 1} and decoder.data_size == 1
   placed = decoder.place_params(params, model.config)
+  # Any mapping type with the model's names is accepted (here flax's FrozenDict).
+  import flax  # pylint: disable=g-import-not-at-top
+  frozen = decoder.place_params(flax.core.freeze(params), model.config)
+  assert jax.tree.structure(frozen) == jax.tree.structure(placed)
   inputs = np.asarray([[5, 6, 7, 1, 0], [9, 1, 0, 0, 0], [4, 4, 4, 4, 1]], np.int32)
   for beam_size in (1, 2):
     got = decoder.decode(model, placed, inputs, beam_size=beam_size, max_decode_length=6)
@@ -164,8 +168,10 @@ def test_bad_parameters_and_inputs_fail_clearly():
   with pytest.raises(ValueError, match=r"parameter \['decoder'\]\['logits_dense'\]\['kernel'\] "
                                        r"has shape \(3, 3\), the model config needs \(32, 384\)"):
     decoder.place_params(wrong, model.config)
-  with pytest.raises(ValueError, match="do not have the parameter tree"):
-    decoder.place_params({"encoder": params["encoder"]}, model.config)
+  with pytest.raises(ValueError, match=r"do not have the parameter tree .*: missing "
+                                       r"\[\"\['decoder'\]\['decoder_norm'\]\['scale'\]\""):
+    decoder.place_params({"encoder": params["encoder"], "token_embedder": params["token_embedder"]},
+                         model.config)
   numpy_params = jax.tree.map(np.asarray, params)
   with pytest.raises(ValueError, match="not on this decoder's mesh {'data': 1, 'model': 1}: place them with "):
     decoder.decode(model, numpy_params, np.ones((2, 3), np.int32), beam_size=1,

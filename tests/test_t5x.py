@@ -43,7 +43,21 @@ import numpy as np
 import pytest
 
 from punified_jax import model as model_lib
+from punified_jax import run_dir
 from punified_jax import t5x_bridge
+
+
+def _load_converted(model_dir: str):
+  """Config, parameters (through run_dir.load_params), vocabulary path and step of a from_t5x
+  directory, as its model.json describes them."""
+  import types  # pylint: disable=g-import-not-at-top
+  description = json.loads(open(os.path.join(model_dir, "model.json"), encoding="utf-8").read())
+  config = model_lib.T5Config(**description["config"])
+  params = run_dir.load_params(model_dir, run_dir.single_device_abstract(config))
+  vocabulary = description.get("vocabulary")
+  return types.SimpleNamespace(config=config, params=params, step=int(description["step"]),
+                               vocabulary=os.path.join(model_dir, vocabulary) if vocabulary else None)
+
 
 REPO = Path(__file__).resolve().parent.parent
 GIN_DIR = REPO / "gin" / "t5x"
@@ -199,7 +213,7 @@ def test_locate_errors_name_the_path_and_the_steps(orbax_dir, tmp_path):
 
 
 def test_read_orbax_returns_the_target_only(orbax_dir, small_params):
-  params = t5x_bridge.read_params(str(orbax_dir))
+  params = run_dir.read_t5x_params(str(orbax_dir))[1]
   _assert_same_tree(params, small_params)  # not the optimizer slots, not step 100's params
 
 
@@ -207,7 +221,7 @@ def test_read_msgpack_with_tensorstore_and_inline_leaves(msgpack_dir, small_para
   step_dir = msgpack_dir / "checkpoint_7"
   assert (step_dir / "target.encoder.layers_0.mlp.wi_0.kernel" / ".zarray").is_file()
   assert not (step_dir / "target.encoder.encoder_norm.scale").exists()  # inline in msgpack
-  _assert_same_tree(t5x_bridge.read_params(str(msgpack_dir)), small_params)
+  _assert_same_tree(run_dir.read_t5x_params(str(msgpack_dir))[1], small_params)
 
 
 def test_read_msgpack_from_a_moved_directory(msgpack_dir, small_params, tmp_path):
@@ -216,18 +230,18 @@ def test_read_msgpack_from_a_moved_directory(msgpack_dir, small_params, tmp_path
   original, moved = tmp_path / "original", tmp_path / "moved"
   shutil.copytree(msgpack_dir / "checkpoint_7", original / "checkpoint_7")
   shutil.move(original, moved)
-  _assert_same_tree(t5x_bridge.read_params(str(moved)), small_params)
+  _assert_same_tree(run_dir.read_t5x_params(str(moved))[1], small_params)
   shutil.rmtree(moved / "checkpoint_7" / "target.decoder.decoder_norm.scale")
   with pytest.raises(t5x_bridge.BridgeError,
                      match=r"cannot read parameter 'decoder/decoder_norm/scale' from "
                      rf"{moved}/checkpoint_7/target.decoder.decoder_norm.scale/"):
-    t5x_bridge.read_params(str(moved))
+    run_dir.read_t5x_params(str(moved))[1]
 
 
 def test_bfloat16_checkpoint_reads_as_float32(tmp_path, small_params):
   import ml_dtypes  # pylint: disable=g-import-not-at-top
   write_t5x_msgpack(tmp_path, small_params, 1, dtype=ml_dtypes.bfloat16)
-  params = t5x_bridge.read_params(str(tmp_path))
+  params = run_dir.read_t5x_params(str(tmp_path))[1]
   kernel = model_lib.flatten_params(params)["decoder/logits_dense/kernel"]
   assert kernel.dtype == np.float32
   expected = small_params["decoder"]["logits_dense"]["kernel"].astype(ml_dtypes.bfloat16)
@@ -239,12 +253,12 @@ def test_damaged_msgpack_is_named(tmp_path):
   step_dir.mkdir()
   (step_dir / "checkpoint").write_bytes(b"\xc1 not msgpack")
   with pytest.raises(t5x_bridge.BridgeError, match=f"{step_dir}/checkpoint: not a t5x msgpack"):
-    t5x_bridge.read_params(str(tmp_path))
+    run_dir.read_t5x_params(str(tmp_path))[1]
   from flax import serialization  # pylint: disable=g-import-not-at-top
   (step_dir / "checkpoint").write_bytes(serialization.msgpack_serialize({"params": {}}))
   with pytest.raises(t5x_bridge.BridgeError, match=r"no 'optimizer/target' entry \(found "
                      r"\['params'\]\)"):
-    t5x_bridge.read_params(str(tmp_path))
+    run_dir.read_t5x_params(str(tmp_path))[1]
 
 
 def test_orbax_item_without_target_is_named(tmp_path):
@@ -258,8 +272,8 @@ def test_orbax_item_without_target_is_named(tmp_path):
   manager.wait_until_finished()
   manager.close()
   with pytest.raises(t5x_bridge.BridgeError, match=r"checkpoint_5/state: no 'target' entry in "
-                     r"the orbax train state \(found \['params'\]\)"):
-    t5x_bridge.read_params(str(tmp_path))
+                     r"the orbax item \(found \['params'\]\)"):
+    run_dir.read_t5x_params(str(tmp_path))[1]
 
 
 # ------------------------------------------------------------------------------------------
@@ -331,7 +345,7 @@ def test_msgpack_round_trip_property(tmp_path_factory, config, seed, data):
   inline = data.draw(st.sets(st.sampled_from(names)))
   root = tmp_path_factory.mktemp("prop")
   write_t5x_msgpack(root, params, seed, inline=inline)
-  read = t5x_bridge.read_params(str(root))
+  read = run_dir.read_t5x_params(str(root))[1]
   _assert_same_tree(read, params)
   inferred = t5x_bridge.config_from_params(read, dropout_rate=config.dropout_rate)
   assert inferred == config
@@ -351,7 +365,7 @@ def _tiny_vocabulary(path: Path) -> str:
 
 def test_convert_writes_a_model_dir_our_tooling_loads(orbax_dir, small_params, tmp_path):
   out = tmp_path / "model"
-  result = t5x_bridge.convert(str(orbax_dir), str(out), dropout_rate=0.0)
+  result = run_dir.convert_t5x(str(orbax_dir), str(out), dropout_rate=0.0)
   assert (result.step, result.source.kind, result.config) == (200, "orbax", SMALL)
   assert result.checkpoint_dir == str(out / "checkpoints" / "200")
   assert result.num_params == 2728 and result.vocabulary is None
@@ -361,7 +375,7 @@ def test_convert_writes_a_model_dir_our_tooling_loads(orbax_dir, small_params, t
   assert description["converted_from"] == {"path": str(orbax_dir / "checkpoint_200"),
                                            "format": "orbax", "step": 200}
 
-  loaded = t5x_bridge.load_model_dir(str(out))
+  loaded = _load_converted(str(out))
   assert (loaded.config, loaded.step, loaded.vocabulary) == (SMALL, 200, None)
   _assert_same_tree(jax.tree.map(np.asarray, loaded.params), small_params)
 
@@ -375,8 +389,8 @@ def test_convert_writes_a_model_dir_our_tooling_loads(orbax_dir, small_params, t
   assert network.config == SMALL
 
   with pytest.raises(t5x_bridge.BridgeError, match="already holds a model .* pass --overwrite"):
-    t5x_bridge.convert(str(orbax_dir), str(out))
-  t5x_bridge.convert(str(orbax_dir), str(out), step=100, overwrite=True)
+    run_dir.convert_t5x(str(orbax_dir), str(out))
+  run_dir.convert_t5x(str(orbax_dir), str(out), step=100, overwrite=True)
   assert os.listdir(out / "checkpoints") == ["100"]
 
 
@@ -391,7 +405,7 @@ def test_convert_with_a_vocabulary_writes_a_servable_model_dir(tmp_path):
       "MIXTURE_OR_TASK_NAME = 'punified_ner_joint'\nTASK_FEATURE_LENGTHS = \\\n"
       "    {'inputs': 96, 'targets': 48}\nTRAIN_STEPS = 12\n")
   vocabulary = _tiny_vocabulary(tmp_path / "v.model")
-  result = t5x_bridge.convert(str(tmp_path / "t5x"), str(tmp_path / "m"), vocabulary=vocabulary)
+  result = run_dir.convert_t5x(str(tmp_path / "t5x"), str(tmp_path / "m"), vocabulary=vocabulary)
   assert result.vocabulary == str(tmp_path / "m" / "vocab" / "v.model")
   assert result.task_feature_lengths == {"inputs": 96, "targets": 48}
   assert Path(result.vocabulary).read_bytes() == Path(vocabulary).read_bytes()
@@ -404,21 +418,21 @@ def test_convert_with_a_vocabulary_writes_a_servable_model_dir(tmp_path):
   assert info.extra == {"converted_from": {"path": str(tmp_path / "t5x" / "checkpoint_12"),
                                            "format": "msgpack", "step": 12},
                         "mixture_or_task_name": "punified_ner_joint"}
-  assert t5x_bridge.load_model_dir(str(tmp_path / "m")).vocabulary == result.vocabulary
+  assert _load_converted(str(tmp_path / "m")).vocabulary == result.vocabulary
 
   # Explicit lengths win; without any, model.json alone describes the directory.
-  again = t5x_bridge.convert(str(tmp_path / "t5x"), str(tmp_path / "m"), vocabulary=vocabulary,
+  again = run_dir.convert_t5x(str(tmp_path / "t5x"), str(tmp_path / "m"), vocabulary=vocabulary,
                              task_feature_lengths={"inputs": 64, "targets": 32}, overwrite=True)
   assert model_info.load_model_info(str(tmp_path / "m")).task_feature_lengths == {
       "inputs": 64, "targets": 32} == again.task_feature_lengths
   (tmp_path / "t5x" / "config.gin").unlink()
-  t5x_bridge.convert(str(tmp_path / "t5x"), str(tmp_path / "m"), vocabulary=vocabulary,
+  run_dir.convert_t5x(str(tmp_path / "t5x"), str(tmp_path / "m"), vocabulary=vocabulary,
                      overwrite=True)
   assert not (tmp_path / "m" / "punified_model.json").exists()
   info = model_info.load_model_info(str(tmp_path / "m"))
   assert (info.task_feature_lengths, info.vocabulary_path) == (None, result.vocabulary)
   with pytest.raises(t5x_bridge.BridgeError, match="task feature lengths must be"):
-    t5x_bridge.convert(str(tmp_path / "t5x"), str(tmp_path / "m2"),
+    run_dir.convert_t5x(str(tmp_path / "t5x"), str(tmp_path / "m2"),
                        task_feature_lengths={"inputs": 0, "targets": 8})
 
 
@@ -434,7 +448,7 @@ def test_convert_records_the_dropout_of_the_t5x_run(tmp_path):
                         "network.T5Config.dropout_rate = %DROPOUT_RATE\n")
   vocabulary = _tiny_vocabulary(tmp_path / "v.model")
   out = tmp_path / "m"
-  result = t5x_bridge.convert(str(tmp_path / "t5x"), str(out), vocabulary=vocabulary)
+  result = run_dir.convert_t5x(str(tmp_path / "t5x"), str(out), vocabulary=vocabulary)
   assert result.config.dropout_rate == 0.0
   info = json.loads((out / model_info.MODEL_INFO_FILE).read_text())
   assert info["t5_config"]["dropout_rate"] == 0.0
@@ -450,7 +464,7 @@ def test_convert_records_the_dropout_of_the_t5x_run(tmp_path):
   # A DROPOUT_RATE that is not a literal (here gin.REQUIRED) is unknown: T5Config's default.
   config_gin.write_text("DROPOUT_RATE = %gin.REQUIRED\n"
                         "TASK_FEATURE_LENGTHS = {'inputs': 32, 'targets': 16}\n")
-  again = t5x_bridge.convert(str(tmp_path / "t5x"), str(out), vocabulary=vocabulary,
+  again = run_dir.convert_t5x(str(tmp_path / "t5x"), str(out), vocabulary=vocabulary,
                              overwrite=True)
   assert again.config.dropout_rate == model_lib.T5Config.dropout_rate == 0.1
 
@@ -459,7 +473,7 @@ def test_convert_rejects_a_vocabulary_larger_than_the_embedding(msgpack_dir, tmp
   vocabulary = _tiny_vocabulary(tmp_path / "big.model")
   with pytest.raises(t5x_bridge.BridgeError, match=r"big.model has \d+ entries but the "
                      r"checkpoint's embedding has only 40 rows"):
-    t5x_bridge.convert(str(msgpack_dir), str(tmp_path / "out"), vocabulary=vocabulary)
+    run_dir.convert_t5x(str(msgpack_dir), str(tmp_path / "out"), vocabulary=vocabulary)
   assert not (tmp_path / "out").exists()  # nothing written before the checks pass
 
 
@@ -480,8 +494,8 @@ def test_cli(msgpack_dir, tmp_path, capsys):
 
 def test_bridged_params_run_in_our_model(msgpack_dir, tmp_path):
   """Logits of the converted model equal those of the same parameters never written at all."""
-  t5x_bridge.convert(str(msgpack_dir), str(tmp_path / "m"), dropout_rate=0.0)
-  loaded = t5x_bridge.load_model_dir(str(tmp_path / "m"))
+  run_dir.convert_t5x(str(msgpack_dir), str(tmp_path / "m"), dropout_rate=0.0)
+  loaded = _load_converted(str(tmp_path / "m"))
   reference = _random_params(SMALL)
   tokens = np.array([[5, 6, 7, 1, 0], [8, 9, 1, 0, 0]], np.int32)
   network = model_lib.Transformer(loaded.config)
@@ -700,7 +714,7 @@ def test_t5x_checkpoint_bridges_into_our_model(t5x_runs, tmp_path):
   trained = next((root / "cache").rglob("*.model"))
   assert main(["from_t5x", "--checkpoint", str(root / "joint"), "--output", str(tmp_path / "m"),
                "--vocabulary", str(trained)]) == 0
-  loaded = t5x_bridge.load_model_dir(str(tmp_path / "m"))
+  loaded = _load_converted(str(tmp_path / "m"))
   assert (loaded.step, loaded.config.emb_dim, loaded.config.vocab_size % 128) == (6, 32, 0)
   vocabulary = vocab_lib.get_vocabulary(loaded.vocabulary)
   network = model_lib.Transformer(loaded.config)

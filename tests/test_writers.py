@@ -38,22 +38,31 @@ def test_jsonl_resume_drops_steps_after_the_checkpoint(tmp_path):
                             {"step": 3, "loss": 1.5}]
 
 
-def test_jsonl_on_an_object_store_rewrites_the_whole_file():
-  import tensorflow as tf
-  path = "ram://punified_test/run/metrics.jsonl"  # TF's in-memory filesystem stands in for gs://
+def test_jsonl_on_an_object_store_rewrites_the_whole_file(gcs_emulator):
+  from punified_jax import storage  # pylint: disable=g-import-not-at-top
+  path = f"gs://{gcs_emulator.bucket()}/run/metrics.jsonl"  # the GCS emulator (tests/gcs_emulator.py)
   writer = writers.JsonlWriter(path, remote_flush_seconds=3600)
   writer.write_scalars(1, {"loss": 2.0})
   writer.flush(force=True)
   writer.write_scalars(2, {"loss": 1.0})
   writer.flush()  # within the minimum interval: not rewritten yet
-  with tf.io.gfile.GFile(path) as handle:
-    assert [json.loads(line)["step"] for line in handle] == [1]
+  assert [json.loads(line)["step"] for line in storage.read_text(path).splitlines()] == [1]
   writer.close()
   resumed = writers.JsonlWriter(path, resume_step=1)
   resumed.write_scalars(2, {"loss": 0.5})
   resumed.close()
-  with tf.io.gfile.GFile(path) as handle:
-    assert [json.loads(line) for line in handle] == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 0.5}]
+  assert [json.loads(line) for line in storage.read_text(path).splitlines()] == [
+      {"step": 1, "loss": 2.0}, {"step": 2, "loss": 0.5}]
+
+
+def test_metric_writer_on_an_emulated_bucket_skips_tensorboard(gcs_emulator, caplog):
+  from punified_jax import storage  # pylint: disable=g-import-not-at-top
+  run = f"gs://{gcs_emulator.bucket()}/run"
+  writer = writers.create_metric_writer(run, process_index=0)
+  writer.write_scalars(5, {"train/loss": 1.0})
+  writer.close()
+  assert storage.listdir(run) == ["metrics.jsonl"]  # no tensorboard/: gfile cannot reach emulators
+  assert "not writing TensorBoard events" in caplog.text
 
 
 def test_metric_writer_on_process_0_only(tmp_path):

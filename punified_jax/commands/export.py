@@ -5,9 +5,9 @@
 
 --model_dir is a run directory (the trainer's MODEL_DIR), an import_hf or from_t5x output: it
 must describe itself (punified_model.json or model.json) so the config and vocabulary are
-known. --checkpoint: "best" (<model_dir>/best), "latest" (<model_dir>/checkpoints), a step
-number of <model_dir>/checkpoints, or any checkpoint path; default: best when the run kept one,
-else latest.
+known. --checkpoint (run_dir's rule, as everywhere): "best" (<model_dir>/best), "latest"
+(<model_dir>/checkpoints), a step number, or any checkpoint path; default: best when the run
+kept one, else latest.  --model_dir and --output may be local or gs://.
 
 The output has config.json, model.safetensors and tokenizer files, and loads with
     T5ForConditionalGeneration.from_pretrained(OUTPUT)   # and AutoTokenizer for the vocabulary
@@ -17,7 +17,6 @@ See punified_jax/hf_interop.py (export_hf) for what the tokenizer files contain.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 HELP = "export a checkpoint to a Hugging Face transformers directory (safetensors)"
@@ -34,44 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
 
 
-def checkpoint_path(model_dir: str, choice: str) -> str:
-  """The checkpoint meant by --checkpoint (see the module docstring)."""
-  from punified_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  best = os.path.join(model_dir, checkpoints.BEST_SUBDIR)
-  latest = os.path.join(model_dir, checkpoints.CHECKPOINTS_SUBDIR)
-
-  def has_steps(directory: str) -> bool:
-    try:
-      checkpoints.resolve_params_checkpoint(directory)
-      return True
-    except FileNotFoundError:
-      return False
-
-  if choice == "auto":
-    return best if has_steps(best) else model_dir
-  if choice == "best":
-    if not has_steps(best):
-      raise FileNotFoundError(f"--checkpoint best: {model_dir} kept no best checkpoint ({best})")
-    return best
-  if choice == "latest":
-    return latest if os.path.isdir(latest) else model_dir
-  if choice.isdigit():
-    step_dir = os.path.join(latest, str(int(choice)))
-    if not os.path.isdir(step_dir):
-      steps = sorted(int(n) for n in os.listdir(latest) if n.isdigit()) if os.path.isdir(latest) else []
-      raise FileNotFoundError(f"--checkpoint {choice}: {step_dir} does not exist (steps: {steps})")
-    return step_dir
-  return choice
-
-
 def run(args: argparse.Namespace) -> int:
   from punified_jax import hf_interop  # pylint: disable=g-import-not-at-top
   from punified_jax import model_info  # pylint: disable=g-import-not-at-top
+  from punified_jax import run_dir  # pylint: disable=g-import-not-at-top
   try:
     info = model_info.load_model_info(args.model_dir)
-    path = checkpoint_path(info.model_dir, args.checkpoint)
-    result = hf_interop.export_model_dir(info, path, args.output, model_type=args.model_type,
-                                         overwrite=args.overwrite)
+    result = run_dir.export_checkpoint(args.model_dir, args.output, checkpoint=args.checkpoint,
+                                       model_type=args.model_type, overwrite=args.overwrite)
   except (hf_interop.HfInteropError, model_info.ModelInfoError, FileNotFoundError,
           ValueError) as error:
     print(f"error: {error}", file=sys.stderr)

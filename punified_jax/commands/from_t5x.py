@@ -55,6 +55,7 @@ def _tasks_vocabulary_path() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+  from punified_jax import run_dir  # pylint: disable=g-import-not-at-top
   from punified_jax import t5x_bridge  # pylint: disable=g-import-not-at-top
   try:
     vocabulary = args.vocabulary
@@ -65,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
       raise ValueError("give both --input_length and --target_length, or neither")
     if args.input_length is not None:
       lengths = {"inputs": args.input_length, "targets": args.target_length}
-    result = t5x_bridge.convert(args.checkpoint, args.output, step=args.step,
-                                vocabulary=vocabulary, task_feature_lengths=lengths,
-                                overwrite=args.overwrite, dtype=args.dtype,
-                                dropout_rate=args.dropout_rate)
+    result = run_dir.convert_t5x(args.checkpoint, args.output, step=args.step,
+                                 vocabulary=vocabulary, task_feature_lengths=lengths,
+                                 overwrite=args.overwrite, dtype=args.dtype,
+                                 dropout_rate=args.dropout_rate)
   except (t5x_bridge.BridgeError, FileNotFoundError, ValueError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         f"layers={config.num_encoder_layers}+{config.num_decoder_layers} "
         f"tied_logits={config.logits_via_embedding} ({result.num_params:,} parameters)")
   print(f"wrote {result.checkpoint_dir}")
-  print(f"wrote {result.output_dir}/{t5x_bridge.MODEL_JSON} and {t5x_bridge.MODEL_GIN}")
+  print(f"wrote {result.output_dir}/{run_dir.CONVERTED_MODEL_JSON} and {run_dir.MODEL_GIN_FILE}")
   if result.vocabulary:
     print(f"copied the vocabulary to {result.vocabulary}")
   else:
@@ -88,6 +89,6 @@ def run(args: argparse.Namespace) -> int:
     lengths = result.task_feature_lengths
     print(f"feature lengths: inputs {lengths['inputs']}, targets {lengths['targets']}")
   if result.vocabulary and result.task_feature_lengths:
-    print(f"wrote {result.output_dir}/punified_model.json: serve it with "
+    print(f"wrote {result.output_dir}/{run_dir.MODEL_INFO_FILE}: serve it with "
           f"`python -m punified_jax extract --model_dir {result.output_dir} ...`")
   return 0

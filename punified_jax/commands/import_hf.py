@@ -47,8 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
   from punified_jax import hf_interop  # pylint: disable=g-import-not-at-top
   from punified_jax import model_info  # pylint: disable=g-import-not-at-top
+  from punified_jax import run_dir  # pylint: disable=g-import-not-at-top
   try:
-    result = hf_interop.import_hf_dir(
+    result = run_dir.import_hf_dir(
         args.hf_dir, args.output, vocabulary_path=args.vocabulary,
         decoder_start_token_id=args.decoder_start_token_id, dropout_rate=args.dropout_rate,
         dtype=args.dtype, overwrite=args.overwrite,
@@ -66,5 +67,5 @@ def run(args: argparse.Namespace) -> int:
         f"decoder_start={config.decoder_start_token_id} ({result.num_params:,} parameters)")
   print(f"vocabulary: {result.vocabulary_path}")
   print(f"wrote {result.checkpoint_dir}")
-  print(f"wrote {result.output_dir}/punified_model.json and model.gin")
+  print(f"wrote {result.output_dir}/{run_dir.MODEL_INFO_FILE} and {run_dir.MODEL_GIN_FILE}")
   return 0

@@ -18,9 +18,10 @@ Presets:
         AdamW 1e-4. Meant for accelerators (add --gin_file=gin/partitioning/fsdp.gin etc. via
         --extra_gin); start from a public checkpoint with --initial_checkpoint (an HF dir).
 Every number can be overridden (--adapt_steps, --finetune_steps, --size, --gin KEY=VALUE ...).
-Data comes from --raw_dir (release formats; see docs/data.md). Without it the main job asks for
-the built-in synthetic corpus by name (PUNIFIED_RAW_DIR=builtin in the stage commands) and says
-so; `--raw_dir builtin` is the same choice spelled out. The vocabulary comes from --vocab or a
+Data comes from --raw_dir (release formats; see docs/data.md), else from an exported
+PUNIFIED_RAW_DIR. Without either the main job asks for the built-in synthetic corpus by name
+(PUNIFIED_RAW_DIR=builtin in the stage commands) and says so; `--raw_dir builtin` is the same
+choice spelled out. The vocabulary comes from --vocab or a
 character-level SentencePiece model trained on the train text.
 """
 
@@ -174,15 +175,8 @@ def _run_stage(name: str, command: list[str], env: dict, dry_run: bool = False) 
 
 def _best_eval_json(model_dir: str) -> str:
   """The evaluation report of the checkpoint the run kept as best (else the latest report)."""
-  from punified_jax import reports  # pylint: disable=g-import-not-at-top
-  best = os.path.join(model_dir, "eval", "best.json")
-  if os.path.exists(best):
-    with open(best, encoding="utf-8") as f:
-      step = json.load(f).get("step")
-    candidate = os.path.join(model_dir, "eval", f"step_{step}.json")
-    if os.path.exists(candidate):
-      return candidate
-  return reports.latest_eval_json(os.path.join(model_dir, "eval"))
+  from punified_jax import run_dir  # pylint: disable=g-import-not-at-top
+  return run_dir.eval_json_for(model_dir, "auto")
 
 
 def _print_extractions(model_dir: str, beam_size: int, env: dict) -> None:
@@ -192,8 +186,9 @@ def _print_extractions(model_dir: str, beam_size: int, env: dict) -> None:
   print(f"\n=== on-demand extraction (constrained decoding, best checkpoint)\n"
         f"$ {' '.join(shlex.quote(c) for c in command)} < requests.jsonl", flush=True)
   # Ask only for types the model was trained on (a run over a few datasets knows fewer).
-  with open(os.path.join(model_dir, "punified_model.json"), encoding="utf-8") as f:
-    known = set(json.load(f).get("extra", {}).get("prompt_names") or ())
+  from punified_jax import run_dir, storage  # pylint: disable=g-import-not-at-top
+  known = set(storage.read_json(run_dir.Layout(model_dir).model_info_file).get(
+      "extra", {}).get("prompt_names") or ())
   samples = [(t, [n for n in types if n in known]) for t, types in SAMPLES]
   samples = [(t, types) for t, types in samples if types]
   requests = "".join(json.dumps({"text": t, "types": types}, ensure_ascii=False) + "\n"
@@ -228,7 +223,10 @@ def _stage_environment(args, raw_dir: str) -> dict:
 def run(args) -> int:
   from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
   start = time.time()
-  raw_dir = args.raw_dir or sources.BUILTIN
+  # --raw_dir, else an exported PUNIFIED_RAW_DIR, else the built-in corpus by name; said below.
+  raw_dir = args.raw_dir or os.environ.get("PUNIFIED_RAW_DIR") or sources.BUILTIN
+  given_by = ("--raw_dir" if args.raw_dir else
+              "PUNIFIED_RAW_DIR" if os.environ.get("PUNIFIED_RAW_DIR") else "no --raw_dir given")
   builtin = raw_dir == sources.BUILTIN
   preset_name = args.preset or ("cpu" if builtin else "paper")
   preset = PRESETS[preset_name]
@@ -242,10 +240,10 @@ def run(args) -> int:
 
   env = _stage_environment(args, raw_dir)
   if builtin:
-    data = ("the built-in synthetic corpus (PUNIFIED_RAW_DIR=builtin: no --raw_dir given; a "
+    data = (f"the built-in synthetic corpus (PUNIFIED_RAW_DIR=builtin: {given_by}; a "
             "pipeline check, not a benchmark)")
   else:
-    data = f"{env['PUNIFIED_RAW_DIR']} (PUNIFIED_RAW_DIR)"
+    data = f"{env['PUNIFIED_RAW_DIR']} (PUNIFIED_RAW_DIR, from {given_by})"
   print(f"PUnifiedNER main job: preset {preset_name}, model {size}, runs in {work_dir}\n"
         f"data: {data}", flush=True)
 

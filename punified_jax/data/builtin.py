@@ -884,12 +884,12 @@ def write_corpus(out_dir: str | os.PathLike, *, seed: int = 0,
 def read_marker(raw_dir: str | os.PathLike) -> Optional[dict]:
   """The built-in corpus marker of `raw_dir` (a corpus root or one dataset folder in it), or None
   when `raw_dir` is not a built-in corpus. This is how a reader detects the built-in corpus."""
-  raw_dir = os.fspath(raw_dir)
-  for candidate in (raw_dir, os.path.dirname(os.path.abspath(raw_dir))):
-    path = os.path.join(candidate, MARKER_FILE)
-    if os.path.isfile(path):
-      with open(path, encoding="utf-8") as f:
-        return json.load(f)
+  from punified_jax import storage  # pylint: disable=g-import-not-at-top
+  raw_dir = storage.absolute(raw_dir)  # local or gs://
+  for candidate in (raw_dir, storage.dirname(raw_dir)):
+    path = storage.join(candidate, MARKER_FILE)
+    if storage.isfile(path):
+      return storage.read_json(path)
   return None
 
 

@@ -24,13 +24,14 @@ import logging
 import os
 from typing import Any, Mapping, Optional
 
+from punified_jax import run_dir
 from punified_jax import storage
 
 logger = logging.getLogger(__name__)
 
-# File names in a run directory (the run-directory module, when it exists, re-exports these).
-CONFIG_GIN_FILE = "config.gin"
-DATA_MANIFEST_FILE = "data_manifest.json"
+# File names in a run directory (run_dir.py owns the layout).
+CONFIG_GIN_FILE = run_dir.CONFIG_GIN_FILE
+DATA_MANIFEST_FILE = run_dir.DATA_MANIFEST_FILE
 MANIFEST_VERSION = 1
 
 _TASK_PREFIXES = ("punified_ner_", "punified_prefix_lm_")

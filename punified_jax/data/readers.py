@@ -30,6 +30,7 @@ U+0085 or U+2028 that Python's `splitlines` treats as breaks stay inside their s
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -37,6 +38,7 @@ import os
 import re
 from typing import Any, Callable, Collection, Iterable, Iterator, Optional, Sequence
 
+from punified_jax import storage
 from punified_jax.data import tagging
 from punified_jax.data.example import DataFormatError, Example, RepairReport, Span
 
@@ -117,11 +119,18 @@ class _Problems:
                      self.path, self.report.as_dict())
 
 
+@contextlib.contextmanager
 def _open_bytes(path: PathLike):
-  """Opens `path` for binary reading; gzip is recognised by its magic bytes, not the name."""
-  with open(path, "rb") as probe:
-    magic = probe.read(2)
-  return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+  """Opens `path` (local or gs://) for binary reading; gzip is recognised by its magic bytes,
+  not the name."""
+  with storage.open_file(path, "rb") as handle:
+    magic = handle.read(2)
+    handle.seek(0)
+    if magic == b"\x1f\x8b":
+      with gzip.GzipFile(fileobj=handle, mode="rb") as unzipped:
+        yield unzipped
+    else:
+      yield handle
 
 
 def _join_surrogates(text: str) -> str:

@@ -31,6 +31,7 @@ import types as pytypes
 from typing import Callable, Iterable, Iterator, Optional
 
 from punified_jax import entity_types
+from punified_jax import storage
 from punified_jax.data import readers
 from punified_jax.data.example import Example, RepairReport
 
@@ -201,7 +202,7 @@ def unlabeled_splits(dataset: str, format: Optional[str] = None) -> frozenset[st
 
 def _candidate_dirs(dataset: str, raw_dir: str, format: str) -> list[str]:
   names = [PUNIFIED_JSON_FOLDER] if format == "punified_json" else [FOLDERS[dataset], dataset]
-  candidates = [os.path.join(raw_dir, name) for name in dict.fromkeys(names)]
+  candidates = [storage.join(raw_dir, name) for name in dict.fromkeys(names)]
   return candidates + [raw_dir]
 
 
@@ -209,8 +210,8 @@ def _existing(directory: str, alternatives: tuple) -> Optional[tuple[str, ...]]:
   """Paths of the first alternative present in `directory` (a pair for parallel files)."""
   for alternative in alternatives:
     names = alternative if isinstance(alternative, tuple) else (alternative,)
-    paths = tuple(os.path.join(directory, name) for name in names)
-    if all(os.path.isfile(p) for p in paths):
+    paths = tuple(storage.join(directory, name) for name in names)
+    if all(storage.isfile(p) for p in paths):
       return paths
   return None
 

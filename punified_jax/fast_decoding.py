@@ -1,0 +1,357 @@
+"""Fast constrained greedy and beam search: no model step for a token the grammar decides.
+
+Same results as the step-by-step searches of `decoding` (same output ids; scores, log-probs
+and per-token log-probs equal to float rounding), with far fewer decoder calls.
+
+Chunks.  Each iteration feeds every row a CHUNK of `chunk_length` (K, static) tokens in ONE
+decoder call (`ChunkFn`): the last token the search chose, then a DRAFT of what comes next,
+written into the KV cache at the row's own positions.  The call returns the logits after every
+chunk token, so the search can take up to K steps from one call.  The draft, built from the
+constraint alone (no model), is per position:
+  * the forced token when the constraint allows exactly one ("((", the rest of a type name,
+    ":", ")" after NULL, "," while types remain, EOS after "))");
+  * else the copy continuation when a copy is in progress (`copy_continuation`, e.g. the next
+    input character inside a span): a guess;
+  * else the draft ends (the row's `count` of valid chunk tokens).
+After the call the search replays its ordinary steps along the chunk: a step whose choice is the
+next draft token lets the next step use the next position's logits; the first step that chooses
+something else (a guess the model rejects, or the end of the draft) is still taken, and its
+token opens the next chunk.  Positions written past it hold stale keys/values; the next chunk
+overwrites them before any query can see them (a query at position p sees positions <= p).
+
+Scoring a forced token.  Step by step, a forced token is chosen from a constrained softmax
+with a single allowed token: its search log-probability is exactly 0, and its
+`token_log_probs` entry is the model's own log-softmax at that position.  Here every step,
+forced or not, computes the same two quantities from the same logits (read off the chunk's
+logits at that position) with the same operations, so the search's scores and the reported
+per-token model log-probs are those of the step-by-step search, up to the rounding of a
+different attention width (|diff| ~1e-6).
+
+Greedy: every row advances on its own (its own decoder positions, its own number of steps per
+call).  Beam: the hypotheses of one example advance together (same length), examples on their
+own.  An example's steps along a chunk continue while every alive hypothesis after the step is
+the draft continuation of the chunk row it came from; the step at which some survivor leaves
+the drafts (a new branch) is the last one from this call.  The cache is re-ordered by beam
+once per call (composed parent map), not once per token.
+
+Cost.  A call on a chunk does K positions of work (decoder, both softmaxes over the vocabulary)
+for every row, and rows that stopped early in the chunk still pay for it.  So the fast search
+saves time only where one decoder call costs about the same for 1 or K tokens per row (large
+models whose step is bound by reading the weights); on our CPU `mini` model it makes 0.4-0.5x
+the decoder calls but measured slower (BENCHMARKS.md section 2), and generate.decode_batch uses
+it only when asked (search="fast").
+
+Requirements: the constraint's allowed set must not depend on the logits (true of
+`NerCopyConstraint` and `AllowedTokensConstraint`): the draft asks it with zero logits.  The
+cache of a `ChunkFn` needs `chunk_length` positions of slack past the longest output
+(`generate` allocates them).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from punified_jax import decoding
+
+Array = jax.Array
+PyTree = Any
+# chunk_fn(tokens int32 [rows, K], start_positions int32 [rows], cache) ->
+#   (logits float [rows, K, vocab], cache): row r's tokens go to decoder positions
+#   start_positions[r] + 0..K-1; logits[:, j] score the token after tokens[:, j].
+ChunkFn = Callable[[Array, Array, PyTree], tuple[Array, PyTree]]
+
+DEFAULT_CHUNK_LENGTH = 8
+
+
+class _Draft(NamedTuple):
+  tokens: Array   # int32 [rows, K]: the chunk to feed
+  count: Array    # int32 [rows]: valid tokens at its start (>= 1)
+  states: PyTree  # constraint state after consuming tokens[:, :j + 1], leaves [rows, K, ...]
+  allowed: Array  # bool [rows, K, vocab]: the tokens allowed after tokens[:, :j + 1]
+
+
+def _draft(constraint: decoding.LogitsConstraint, state: PyTree, first_token: Array,
+           first_step: Array, *, chunk_length: int, vocab_size: int, eos_id: int) -> _Draft:
+  """Drafts a chunk starting with `first_token` [rows], from the constraint `state` before it.
+
+  first_step: int32 scalar passed to the constraint with the first token (0 when it is the
+  decoder start token, which the constraint does not consume).  The loop ends as soon as no
+  row's draft goes on: entries at positions >= count are left as zeros (never read).
+  """
+  rows = first_token.shape[0]
+  zeros = jnp.zeros((rows, vocab_size), jnp.float32)
+  continuation = getattr(constraint, "copy_continuation", None)
+  put = lambda buffer, value, j: jax.lax.dynamic_update_index_in_dim(buffer, value, j, axis=1)
+
+  def body(carry):
+    j, token, state, going, draft = carry
+    masked, state = constraint.step(state, token, zeros,
+                                    jnp.where(j == 0, first_step, 1).astype(jnp.int32))
+    allowed = masked > decoding.FORBIDDEN_LOGIT / 2
+    forced = jnp.sum(allowed, axis=1, dtype=jnp.int32) == 1
+    next_token = jnp.argmax(allowed, axis=1).astype(jnp.int32)
+    known = forced
+    if continuation is not None:
+      guess, has_guess = continuation(state)
+      guess_allowed = jnp.take_along_axis(allowed, guess[:, None], axis=1)[:, 0]
+      next_token = jnp.where(forced, next_token, guess)
+      known = forced | (has_guess & guess_allowed)
+    going = going & known & (token != eos_id) & (j + 1 < chunk_length)
+    next_token = jnp.where(going, next_token, 0)
+    draft = _Draft(
+        put(draft.tokens, next_token, j + 1),
+        draft.count + going.astype(jnp.int32),
+        jax.tree_util.tree_map(lambda b, x: put(b, x, j), draft.states, state),
+        put(draft.allowed, allowed, j))
+    return j + 1, next_token, state, going, draft
+
+  empty = _Draft(
+      # One spare column: the last step writes its (unused) next token there.
+      jnp.zeros((rows, chunk_length + 1), jnp.int32).at[:, 0].set(first_token),
+      jnp.ones((rows,), jnp.int32),
+      jax.tree_util.tree_map(lambda x: jnp.zeros((rows, chunk_length) + x.shape[1:], x.dtype),
+                             state),
+      jnp.zeros((rows, chunk_length, vocab_size), bool))
+  carry = (jnp.array(0, jnp.int32), first_token.astype(jnp.int32), state,
+           jnp.ones((rows,), bool), empty)
+  draft = jax.lax.while_loop(lambda c: (c[0] == 0) | jnp.any(c[3]), body, carry)[-1]
+  return draft._replace(tokens=draft.tokens[:, :chunk_length])
+
+
+def _state_at(states: PyTree, offset: Array) -> PyTree:
+  """states leaves [rows, K, ...] -> [rows, ...] at offset [rows]."""
+  def take(x):
+    index = offset.reshape((-1, 1) + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, index, axis=1)[:, 0]
+  return jax.tree_util.tree_map(take, states)
+
+
+def _search_log_probs(logits: Array, allowed: Array) -> tuple[Array, Array]:
+  """(search log-probs with -inf where forbidden, model log-probs): exactly the operations of
+  decoding._next_token_log_probs with a constraint, on the same logits."""
+  logits = logits.astype(jnp.float32)
+  model_log_probs = jax.nn.log_softmax(logits, axis=-1)
+  masked = jnp.where(allowed, logits, decoding.FORBIDDEN_LOGIT)
+  forbidden = masked <= decoding.FORBIDDEN_LOGIT / 2
+  return (jnp.where(forbidden, -jnp.inf, jax.nn.log_softmax(masked, axis=-1)),
+          model_log_probs)
+
+
+def _segments(body: Callable[[Any], Any], state: Any, *, max_decode_length: int,
+              cache_lengths: Optional[tuple[int, ...]], grow_cache, chunk_length: int,
+              finished: Callable[[Any], Array], position: Callable[[Any], Array]) -> Any:
+  """Like decoding._run_segments, for per-row positions: the loop of cache length L runs while
+  some row is going and every going row's chunk starts before L (its chunk writes up to
+  L + K - 1: the caches are L + K long)."""
+  lengths = tuple(cache_lengths or (max_decode_length,))
+  if (list(lengths) != sorted(set(lengths)) or lengths[-1] != max_decode_length
+      or lengths[0] < 1):
+    raise ValueError(f"cache_lengths must increase strictly up to max_decode_length="
+                     f"{max_decode_length}, got {lengths}")
+  if len(lengths) > 1 and grow_cache is None:
+    raise ValueError("several cache_lengths need a grow_cache function")
+
+  def going(s, end):
+    still = ~finished(s)
+    return jnp.any(still) & (jnp.max(jnp.where(still, position(s), 0)) < end)
+
+  for index, end in enumerate(lengths):
+    if index:
+      state = state._replace(cache=grow_cache(state.cache, end + chunk_length))
+    state = jax.lax.while_loop(lambda s, end=end: going(s, end), body, state)
+  return state
+
+
+def _check(constraint, chunk_length: int) -> None:
+  if constraint is None:
+    raise ValueError("the fast search needs a constraint (nothing is forced without one); "
+                     "use decoding.greedy_decode / beam_search")
+  if not isinstance(chunk_length, int) or chunk_length < 2:
+    raise ValueError(f"chunk_length must be an int >= 2, got {chunk_length!r}")
+
+
+class _GreedyState(NamedTuple):
+  tokens: Array           # int32 [rows, len + K]
+  token_log_probs: Array  # float32 [rows, len + K]
+  length: Array           # int32 [rows]: tokens produced (= decoder position of draft[:, 0])
+  done: Array             # bool [rows]: produced EOS
+  log_prob: Array         # float32 [rows]
+  calls: Array            # int32 [rows]
+  draft: _Draft
+  cache: PyTree
+
+
+def fast_greedy_decode(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: Array, *,
+                       constraint: decoding.LogitsConstraint, vocab_size: int,
+                       max_decode_length: int, start_token_id: int = 0, eos_id: int = 1,
+                       alpha: float = 0.6, chunk_length: int = DEFAULT_CHUNK_LENGTH,
+                       cache_lengths: Optional[tuple[int, ...]] = None,
+                       grow_cache=None) -> decoding.DecodeOutput:
+  """decoding.greedy_decode's result (constrained) in fewer decoder calls (module docstring).
+
+  cache: the decoder cache for the rows, cache_lengths[0] + chunk_length positions long.
+  """
+  _check(constraint, chunk_length)
+  decoding._check_args(encoder_input_tokens, max_decode_length, eos_id, 1)
+  rows = encoder_input_tokens.shape[0]
+  length_limit = max_decode_length
+  draft_args = dict(chunk_length=chunk_length, vocab_size=vocab_size, eos_id=eos_id)
+
+  offsets = jnp.arange(chunk_length, dtype=jnp.int32)[None, :]
+  slice_row = jax.vmap(lambda x, start: jax.lax.dynamic_slice_in_dim(x, start, chunk_length))
+  update_row = jax.vmap(lambda x, new, start: jax.lax.dynamic_update_slice_in_dim(x, new, start,
+                                                                                   axis=0))
+
+  def write(buffer, values, going, start):
+    """buffer [rows, len + K]: positions start..start+K-1 take `values` where `going`."""
+    return update_row(buffer, jnp.where(going, values, slice_row(buffer, start)), start)
+
+  def body(state: _GreedyState) -> _GreedyState:
+    draft = state.draft
+    going = ~(state.done | (state.length >= length_limit))
+    logits, cache = chunk_fn(draft.tokens, jnp.where(going, state.length, 0), state.cache)
+    calls = state.calls + going.astype(jnp.int32)
+    # Every chunk position at once: what the step-by-step search would choose there.
+    log_probs, model_log_probs = _search_log_probs(logits, draft.allowed)  # [rows, K, vocab]
+    best = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+    best_log_prob = jnp.max(log_probs, axis=-1)
+    best = jnp.where(jnp.isneginf(best_log_prob), eos_id, best)
+    model_log_prob = jnp.take_along_axis(model_log_probs, best[..., None], axis=-1)[..., 0]
+    # Position j is a step of the search while every earlier choice was the drafted token.
+    follows = ((best[:, :-1] == draft.tokens[:, 1:]) & (best[:, :-1] != eos_id)
+               & (offsets[:, 1:] < draft.count[:, None]))
+    steps = (going[:, None] & (state.length[:, None] + offsets < length_limit)
+             & (jnp.cumprod(jnp.concatenate([jnp.ones_like(follows[:, :1]), follows], axis=1),
+                            axis=1) > 0))
+    taken = jnp.sum(steps, axis=1, dtype=jnp.int32)
+    log_prob = state.log_prob
+    for j in range(chunk_length):  # the step-by-step order of the sum
+      log_prob = log_prob + jnp.where(steps[:, j], best_log_prob[:, j], 0.0)
+    last_offset = jnp.maximum(taken - 1, 0)
+    last_token = jnp.take_along_axis(best, last_offset[:, None], axis=1)[:, 0]
+    next_draft = _draft(constraint, _state_at(draft.states, last_offset), last_token,
+                        jnp.array(1, jnp.int32), **draft_args)
+    return _GreedyState(
+        write(state.tokens, best, steps, state.length),
+        write(state.token_log_probs, model_log_prob, steps, state.length),
+        state.length + taken, state.done | jnp.any(steps & (best == eos_id), axis=1), log_prob,
+        calls, next_draft, cache)
+
+  first = _draft(constraint, constraint.init(encoder_input_tokens),
+                 jnp.full((rows,), start_token_id, jnp.int32), jnp.array(0, jnp.int32),
+                 **draft_args)
+  # Token buffers K positions longer, so that a chunk's write never runs off the end.
+  state = _GreedyState(
+      jnp.zeros((rows, length_limit + chunk_length), jnp.int32),
+      jnp.zeros((rows, length_limit + chunk_length), jnp.float32),
+      jnp.zeros((rows,), jnp.int32), jnp.zeros((rows,), bool), jnp.zeros((rows,), jnp.float32),
+      jnp.zeros((rows,), jnp.int32), first, cache)
+  state = _segments(body, state, max_decode_length=length_limit, cache_lengths=cache_lengths,
+                    grow_cache=grow_cache, chunk_length=chunk_length,
+                    finished=lambda s: s.done | (s.length >= length_limit),
+                    position=lambda s: s.length)
+  return decoding.DecodeOutput(
+      state.tokens[:, :length_limit], state.log_prob,
+      state.log_prob / decoding.length_penalty(state.length, alpha),
+      state.token_log_probs[:, :length_limit], state.calls)
+
+
+class _BeamState(NamedTuple):
+  pools: decoding.BeamPools
+  length: Array  # int32 [batch]: tokens of every alive hypothesis (= position of draft[:, 0])
+  calls: Array   # int32 [batch]
+  draft: _Draft  # rows = batch * beam
+  cache: PyTree
+
+
+def fast_beam_search(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: Array, *,
+                     beam_size: int, constraint: decoding.LogitsConstraint, vocab_size: int,
+                     max_decode_length: int, start_token_id: int = 0, eos_id: int = 1,
+                     alpha: float = 0.6, stopping: str = "all",
+                     chunk_length: int = DEFAULT_CHUNK_LENGTH,
+                     cache_lengths: Optional[tuple[int, ...]] = None,
+                     grow_cache=None) -> decoding.DecodeOutput:
+  """decoding.beam_search's result (constrained) in fewer decoder calls (module docstring).
+
+  cache and encoder_input_tokens have batch * beam_size rows (decoding.expand_to_beams); the
+  cache is cache_lengths[0] + chunk_length positions long.
+  """
+  _check(constraint, chunk_length)
+  if not isinstance(beam_size, int) or beam_size < 1:
+    raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
+  decoding.check_stopping(stopping)
+  if alpha < 0:
+    raise ValueError(f"alpha must be >= 0, got {alpha}")
+  decoding._check_args(encoder_input_tokens, max_decode_length, eos_id, beam_size)
+  rows = encoder_input_tokens.shape[0]
+  batch = rows // beam_size
+  length_limit = max_decode_length
+  draft_args = dict(chunk_length=chunk_length, vocab_size=vocab_size, eos_id=eos_id)
+  step_args = dict(alpha=alpha, eos_id=eos_id, max_decode_length=length_limit,
+                   stopping=stopping)
+  by_example = lambda x: x.reshape((batch, beam_size) + x.shape[1:])
+
+  def body(state: _BeamState) -> _BeamState:
+    draft = state.draft
+    going = ~(state.pools.done | (state.length >= length_limit))  # [batch]
+    row_start = jnp.repeat(jnp.where(going, state.length, 0), beam_size)
+    logits, cache = chunk_fn(draft.tokens, row_start, state.cache)
+    calls = state.calls + going.astype(jnp.int32)
+    # Both distributions at every chunk position in one pass (cheaper than one per step).
+    all_log_probs, all_model_log_probs = _search_log_probs(logits, draft.allowed)
+    all_log_probs = by_example(all_log_probs)  # [b, beam, K, vocab]
+    all_model_log_probs = by_example(all_model_log_probs)
+    chunk, count = by_example(draft.tokens), by_example(draft.count)
+    # source[e, k]: the chunk row (slot of example e) whose draft alive hypothesis k follows.
+    source = jnp.broadcast_to(jnp.arange(beam_size, dtype=jnp.int32)[None], (batch, beam_size))
+    at = lambda x, j: jax.lax.dynamic_index_in_dim(x, j, axis=2, keepdims=False)
+
+    def step(carry):
+      j, pools, length, going, source, last_token, last_offset = carry
+      pick = lambda x: jnp.take_along_axis(
+          at(x, j), source.reshape(source.shape + (1,) * (x.ndim - 3)), axis=1)
+      log_probs, model_log_probs = pick(all_log_probs), pick(all_model_log_probs)
+      vocab = log_probs.shape[-1]
+      # Examples not going are passed as done, so beam_step leaves them unchanged.
+      stepped, parent, token = decoding.beam_step(
+          pools._replace(done=pools.done | ~going), log_probs.reshape(rows, vocab),
+          model_log_probs.reshape(rows, vocab), length, **step_args)
+      pools = stepped._replace(done=jnp.where(going, stepped.done, pools.done))
+      source = jnp.where(going[:, None], jnp.take_along_axis(source, parent, axis=1), source)
+      last_token = jnp.where(going[:, None], token, last_token)
+      last_offset = jnp.where(going, j, last_offset)
+      length = length + going.astype(jnp.int32)
+      # Go on while every alive hypothesis is the draft of its chunk row (empty slots are).
+      following = jnp.minimum(j + 1, chunk_length - 1)
+      drafted = jnp.take_along_axis(at(chunk, following), source, axis=1)
+      valid = j + 1 < jnp.take_along_axis(count, source, axis=1)
+      on_draft = (valid & (token == drafted)) | jnp.isneginf(pools.alive_log_probs)
+      going = going & ~pools.done & jnp.all(on_draft, axis=1) & (length < length_limit)
+      return j + 1, pools, length, going, source, last_token, last_offset
+
+    carry = (jnp.array(0, jnp.int32), state.pools, state.length, going, source,
+             jnp.zeros((batch, beam_size), jnp.int32), jnp.zeros((batch,), jnp.int32))
+    _, pools, length, _, source, last_token, last_offset = jax.lax.while_loop(
+        lambda c: jnp.any(c[3]), step, carry)
+    # Lazy re-ordering: one gather per call, by the composed parent map.
+    cache = decoding.gather_beams(cache, source, batch, beam_size)
+    row_source = (jnp.arange(batch)[:, None] * beam_size + source).reshape(rows)
+    states = jax.tree_util.tree_map(lambda x: x[row_source], draft.states)
+    next_draft = _draft(constraint, _state_at(states, jnp.repeat(last_offset, beam_size)),
+                        last_token.reshape(rows), jnp.array(1, jnp.int32), **draft_args)
+    return _BeamState(pools, length, calls, next_draft, cache)
+
+  first = _draft(constraint, constraint.init(encoder_input_tokens),
+                 jnp.full((rows,), start_token_id, jnp.int32), jnp.array(0, jnp.int32),
+                 **draft_args)
+  state = _BeamState(decoding.BeamPools.empty(batch, beam_size, length_limit),
+                     jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), jnp.int32), first,
+                     cache)
+  state = _segments(body, state, max_decode_length=length_limit, cache_lengths=cache_lengths,
+                    grow_cache=grow_cache, chunk_length=chunk_length,
+                    finished=lambda s: s.pools.done | (s.length >= length_limit),
+                    position=lambda s: s.length)
+  return decoding.finish_beams(state.pools, state.length, alpha, state.calls)
