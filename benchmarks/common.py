@@ -23,7 +23,9 @@ import platform
 import re
 import subprocess
 import sys
-from typing import Iterable, Mapping, Optional, Sequence
+import threading
+import time
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -120,6 +122,27 @@ def command_line() -> str:
 # ----------------------------------------------------------------------------------------------
 # Real data: tokenized (inputs, targets) per dataset through the project's own tasks.
 # ----------------------------------------------------------------------------------------------
+
+
+def stream_command(command: Sequence[str], env: Mapping[str, str], timeout: float,
+                   on_line: Callable[[str, float], None]) -> tuple[int, list[str]]:
+  """Runs `command` from the repository root, calling on_line(line, seconds since start) for each
+  line of its merged stdout/stderr as it arrives; kills it after `timeout` seconds.
+  Returns (exit code, all lines)."""
+  start = time.perf_counter()
+  lines = []
+  process = subprocess.Popen(list(command), env=dict(env), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT, bufsize=1)
+  timer = threading.Timer(timeout, process.kill)
+  timer.start()
+  try:
+    for line in process.stdout:
+      lines.append(line.rstrip())
+      on_line(line, time.perf_counter() - start)
+    code = process.wait()
+  finally:
+    timer.cancel()
+  return code, lines
 
 
 def configure_tasks(raw_dir: str, datasets: Optional[Sequence[str]] = None,

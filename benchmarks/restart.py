@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -57,25 +56,17 @@ def data_env(args) -> dict:
 
 def timed_resume(command: list[str], env: dict, first_step: int, timeout: float) -> dict:
   """Runs `command`; seconds until it prints the progress line of `first_step`, and how it resumed."""
-  start = time.perf_counter()
   marks = {"restart_s": None, "resumed_by": None}
-  lines = []
-  process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             cwd=common.REPO_ROOT, bufsize=1)
-  timer = threading.Timer(timeout, process.kill)
-  timer.start()
-  try:
-    for line in process.stdout:
-      lines.append(line.rstrip())
-      if marks["restart_s"] is None and line.startswith(f"step {first_step}/"):
-        marks["restart_s"] = time.perf_counter() - start
-      if line.startswith("input position restored"):
-        marks["resumed_by"] = "iterator state"
-      elif "skipping the" in line and "consumed batches" in line:
-        marks["resumed_by"] = "re-reading"
-    marks["returncode"] = process.wait()
-  finally:
-    timer.cancel()
+
+  def on_line(line: str, now: float) -> None:
+    if marks["restart_s"] is None and line.startswith(f"step {first_step}/"):
+      marks["restart_s"] = now
+    if line.startswith("input position restored"):
+      marks["resumed_by"] = "iterator state"
+    elif "skipping the" in line and "consumed batches" in line:
+      marks["resumed_by"] = "re-reading"
+
+  marks["returncode"], lines = common.stream_command(command, env, timeout, on_line)
   if marks["returncode"] != 0 or marks["restart_s"] is None:
     marks["output_tail"] = lines[-15:]
   return marks

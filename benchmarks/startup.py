@@ -28,7 +28,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,31 +39,23 @@ _COMPILE_LINE = re.compile(r"Finished XLA compilation of (\S+) in ([\d.]+) s")
 
 def timed_run(command: list[str], env: dict, timeout: float) -> dict:
   """Runs `command`, returns seconds until the setup line, step 1 and exit, plus the output tail."""
-  start = time.perf_counter()
   marks = {"setup_s": None, "first_step_s": None, "compile_s": 0.0, "step_compile_s": None, "cache_hits": 0}
-  lines = []
-  process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             cwd=common.REPO_ROOT, bufsize=1)
-  timer = threading.Timer(timeout, process.kill)
-  timer.start()
-  try:
-    for line in process.stdout:
-      now = time.perf_counter() - start
-      lines.append(line.rstrip())
-      if marks["setup_s"] is None and line.startswith("training steps"):
-        marks["setup_s"] = now
-      if marks["first_step_s"] is None and line.startswith("step 1/"):
-        marks["first_step_s"] = now
-      compiled = _COMPILE_LINE.search(line)
-      if compiled:  # JAX_LOG_COMPILES: "Finished XLA compilation of jit(NAME) in S sec"
-        marks["compile_s"] += float(compiled.group(2))
-        if "step_fn" in compiled.group(1):
-          marks["step_compile_s"] = float(compiled.group(2))
-      if "ersistent compilation cache hit" in line:
-        marks["cache_hits"] += 1
-    code = process.wait()
-  finally:
-    timer.cancel()
+
+  def on_line(line: str, now: float) -> None:
+    if marks["setup_s"] is None and line.startswith("training steps"):
+      marks["setup_s"] = now
+    if marks["first_step_s"] is None and line.startswith("step 1/"):
+      marks["first_step_s"] = now
+    compiled = _COMPILE_LINE.search(line)
+    if compiled:  # JAX_LOG_COMPILES: "Finished XLA compilation of jit(NAME) in S sec"
+      marks["compile_s"] += float(compiled.group(2))
+      if "step_fn" in compiled.group(1):
+        marks["step_compile_s"] = float(compiled.group(2))
+    if "ersistent compilation cache hit" in line:
+      marks["cache_hits"] += 1
+
+  start = time.perf_counter()
+  code, lines = common.stream_command(command, env, timeout, on_line)
   marks["exit_s"] = time.perf_counter() - start
   marks["returncode"] = code
   if code != 0 or marks["first_step_s"] is None:

@@ -104,18 +104,6 @@ def _read_json(path: str) -> Any:
     raise ValueError(f"{path}:{error.lineno}: not JSON ({error.msg})") from None
 
 
-def _read_jsonl(path: str) -> list[dict]:
-  records = []
-  for number, line in enumerate(storage.read_text(path).splitlines(), 1):
-    if not line.strip():
-      continue
-    try:
-      records.append(json.loads(line))
-    except json.JSONDecodeError as error:
-      raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
-  return records
-
-
 def _number(value: Any) -> Optional[float]:
   if value is None or isinstance(value, bool):
     return None
@@ -135,7 +123,7 @@ def read_t5x_eval(directory: str) -> dict[str, dict[int, float]]:
     match = _T5X_METRICS_RE.fullmatch(name)
     if not match:
       continue
-    for record in _read_jsonl(storage.join(directory, name)):
+    for record in storage.read_jsonl(storage.join(directory, name)):
       value = _number(record.get("macro_f1"))
       if value is not None and "step" in record:
         scores.setdefault(reports.dataset_of(match.group("task")), {})[int(record["step"])] = value
@@ -166,7 +154,7 @@ def read_run(path: str, label: Optional[str] = None,
                          parse_gin_config(storage.read_text(full)).items()})
   full = present(METRICS_FILE)
   if full:
-    steps, losses = reports.curve(_read_jsonl(full), "train/loss")
+    steps, losses = reports.curve(storage.read_jsonl(full), "train/loss")
     run.loss = list(zip(steps, losses))
 
   step_reports: dict[int, dict] = {}

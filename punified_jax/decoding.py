@@ -162,12 +162,10 @@ def _next_token_log_probs(step_fn: StepFn, constraint: Optional[LogitsConstraint
 GrowCacheFn = Callable[[PyTree, int], PyTree]
 
 
-def _run_segments(body: Callable[[Any], Any], state: Any, *, max_decode_length: int,
-                  cache_lengths: Optional[tuple[int, ...]],
-                  grow_cache: Optional[GrowCacheFn]) -> Any:
-  """Runs `body` until every row is done or `max_decode_length` steps, one while_loop per
-  cache length (see "Growing cache" in the module docstring).  `state` is a search state
-  (_GreedyState or _BeamState: fields `step`, `done`, `cache`)."""
+def checked_cache_lengths(cache_lengths: Optional[tuple[int, ...]], max_decode_length: int,
+                          grow_cache: Optional[GrowCacheFn]) -> tuple[int, ...]:
+  """The cache lengths of a growing-cache search (default: one segment of max_decode_length);
+  they must increase strictly up to max_decode_length, and more than one needs grow_cache."""
   lengths = tuple(cache_lengths or (max_decode_length,))
   if (list(lengths) != sorted(set(lengths)) or lengths[-1] != max_decode_length
       or lengths[0] < 1):
@@ -175,6 +173,16 @@ def _run_segments(body: Callable[[Any], Any], state: Any, *, max_decode_length: 
                      f"{max_decode_length}, got {lengths}")
   if len(lengths) > 1 and grow_cache is None:
     raise ValueError("several cache_lengths need a grow_cache function")
+  return lengths
+
+
+def _run_segments(body: Callable[[Any], Any], state: Any, *, max_decode_length: int,
+                  cache_lengths: Optional[tuple[int, ...]],
+                  grow_cache: Optional[GrowCacheFn]) -> Any:
+  """Runs `body` until every row is done or `max_decode_length` steps, one while_loop per
+  cache length (see "Growing cache" in the module docstring).  `state` is a search state
+  (_GreedyState or _BeamState: fields `step`, `done`, `cache`)."""
+  lengths = checked_cache_lengths(cache_lengths, max_decode_length, grow_cache)
   for index, end in enumerate(lengths):
     if index:
       state = state._replace(cache=grow_cache(state.cache, end))

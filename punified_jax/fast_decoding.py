@@ -146,13 +146,7 @@ def _segments(body: Callable[[Any], Any], state: Any, *, max_decode_length: int,
   """Like decoding._run_segments, for per-row positions: the loop of cache length L runs while
   some row is going and every going row's chunk starts before L (its chunk writes up to
   L + K - 1: the caches are L + K long)."""
-  lengths = tuple(cache_lengths or (max_decode_length,))
-  if (list(lengths) != sorted(set(lengths)) or lengths[-1] != max_decode_length
-      or lengths[0] < 1):
-    raise ValueError(f"cache_lengths must increase strictly up to max_decode_length="
-                     f"{max_decode_length}, got {lengths}")
-  if len(lengths) > 1 and grow_cache is None:
-    raise ValueError("several cache_lengths need a grow_cache function")
+  lengths = decoding.checked_cache_lengths(cache_lengths, max_decode_length, grow_cache)
 
   def going(s, end):
     still = ~finished(s)

@@ -93,16 +93,7 @@ PAPER_JOINT_F1 = {"msra": 87.07, "ontonotes4": 82.56, "resume": 97.18, "cluener"
 
 def read_metrics_jsonl(path: str) -> list[dict]:
   """Records of a metrics.jsonl file; a malformed line raises an error naming file and line."""
-  records = []
-  with storage.open_file(path) as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError as error:
-        raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
-  return records
+  return storage.read_jsonl(path)
 
 
 def curve(records: Iterable[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:

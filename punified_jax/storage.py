@@ -143,6 +143,20 @@ def read_json(path: PathLike) -> Any:
   return json.loads(read_text(path))
 
 
+def read_jsonl(path: PathLike) -> list:
+  """Records of a JSON-lines file (blank lines skipped); a malformed line raises a ValueError
+  naming the file and the line number."""
+  records = []
+  for number, line in enumerate(read_text(path).splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as error:
+      raise ValueError(f"{os.fspath(path)}:{number}: not JSON ({error.msg})") from None
+  return records
+
+
 def remove(path: PathLike) -> None:
   as_path(path).unlink()
 

@@ -1,5 +1,8 @@
 """Cheap checks of the benchmark scripts' pure helpers (no timing, no real data, no torch)."""
 
+import os
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -128,3 +131,21 @@ def test_measured_clock_is_plausible_or_absent():
   if clocks is None:
     pytest.skip("no gcc or not x86-64: the benchmarks fall back to BogoMIPS / 2")
   assert len(clocks) == 1 and 0.3 < clocks[0] < 7.0
+
+
+def test_stream_command_reports_each_line_with_its_time_and_the_exit_code():
+  seen = []
+  code, lines = common.stream_command(
+      [sys.executable, "-c", "print('one'); print('two'); raise SystemExit(3)"],
+      dict(os.environ), 60, lambda line, now: seen.append((line.rstrip(), now >= 0)))
+  assert code == 3
+  assert lines == ["one", "two"]
+  assert seen == [("one", True), ("two", True)]
+
+
+def test_stream_command_kills_a_command_past_its_timeout():
+  code, lines = common.stream_command(
+      [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"],
+      dict(os.environ), 1, lambda line, now: None)
+  assert code != 0
+  assert lines == ["started"]
