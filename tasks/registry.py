@@ -56,6 +56,7 @@ import tensorflow as tf
 from punified_jax import entity_types
 from punified_jax import metrics
 from punified_jax import prompts
+from punified_jax import storage
 from punified_jax.data import sources
 from punified_jax.data.example import Example, Span
 from tasks import mixing
@@ -449,9 +450,10 @@ def _cache_dir() -> str:
 
 
 def _data_fingerprint(config: DataConfig) -> str:
-  """Identifies the training text a default vocabulary is built from (paths, sizes, mtimes;
-  in TFDS mode the TFDS directory and the prepared split sizes)."""
-  raw_dir = config.raw_dir and os.path.abspath(sources.resolve_raw_dir(config.raw_dir))
+  """Identifies the training text a default vocabulary is built from (paths, sizes, mtimes --
+  local or gs:// alike, so a same-size rewrite within one second goes unnoticed; in TFDS mode
+  the TFDS directory and the prepared split sizes)."""
+  raw_dir = config.raw_dir and storage.absolute(sources.resolve_raw_dir(config.raw_dir))
   if config.tfds_dir:
     raw_dir = None  # TFDS mode reads no raw file
   parts = [json.dumps([raw_dir, config.tfds_dir, config.data_format,
@@ -468,9 +470,9 @@ def _data_fingerprint(config: DataConfig) -> str:
         directory = sources.dataset_dir(dataset, config.raw_dir, config.format_for(dataset))
       except sources.MissingDataError:
         continue
-      for name in sorted(os.listdir(directory)):
-        stat = os.stat(os.path.join(directory, name))
-        parts.append(f"{dataset}/{name}:{stat.st_size}:{int(stat.st_mtime)}")
+      for name in storage.listdir(directory):  # local or gs:// alike
+        stat = storage.as_path(storage.join(directory, name)).stat()
+        parts.append(f"{dataset}/{name}:{stat.length}:{int(stat.mtime or 0)}")
   return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 

@@ -204,3 +204,24 @@ def test_hostile_lines_get_bounded_error_objects(model_dir, capsys, monkeypatch)
   assert errors[10][2].startswith("the request needs ") and "decode budget of 3 windows" in (
       errors[10][2])
   assert "12 line(s) failed" in captured.err
+
+
+def test_partitioning_presets_are_the_gin_presets():
+  from punified_jax import partitioning  # pylint: disable=g-import-not-at-top
+  from punified_jax.commands import extract  # pylint: disable=g-import-not-at-top
+  assert sorted(extract.PARTITIONING_PRESETS) == sorted(partitioning.PRESET_LAYOUTS)
+
+
+def test_fsdp_partitioning_gives_the_same_entities(model_dir, capsys):
+  status = _run(["--model_dir", model_dir, "--types", "地点,组织", "--text", TEXT0,
+                 "--partitioning", "fsdp"] + ARGS)
+  answer = json.loads(capsys.readouterr().out)
+  assert status == 0
+  assert _without_scores(answer["entities"]) == ANSWER0
+
+
+def test_unknown_partitioning_is_a_usage_error(model_dir, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    _run(["--model_dir", model_dir, "--types", "地点", "--text", TEXT0, "--partitioning", "pp"])
+  assert exit_info.value.code == 2
+  assert "--partitioning" in capsys.readouterr().err

@@ -176,3 +176,32 @@ def test_vocabulary_and_raw_data_read_from_a_bucket(gcs_emulator, tmp_path, monk
     with readers._open_bytes(f"{bucket}/raw/{name}") as handle:  # pylint: disable=protected-access
       assert handle.read() == lines
   assert json.loads(json.dumps(storage.listdir(f"{bucket}/raw"))) == ["train.char.bmes", "train.char.bmes.gz"]
+
+
+def test_default_vocabulary_from_raw_data_in_a_bucket(gcs_emulator, tmp_path, monkeypatch):
+  """A gs:// raw directory without PUNIFIED_VOCAB: the default vocabulary's fingerprint lists
+  the bucket's files (not the local file system) and the vocabulary is trained on their text."""
+  from tasks import registry  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("PUNIFIED_CACHE", str(tmp_path / "cache"))
+  raw = f"gs://{gcs_emulator.bucket()}/raw"
+  storage.write_text_atomic(f"{raw}/resume/train.char.bmes",
+                            "张 B-NAME\n三 E-NAME\n去 O\n上 B-LOC\n海 E-LOC\n\n")
+  storage.write_text_atomic(f"{raw}/resume/dev.char.bmes", "李 S-NAME\n来 O\n\n")
+  config = registry.DataConfig(raw_dir=raw, datasets=("resume",))
+  first = registry._data_fingerprint(config)  # pylint: disable=protected-access
+  assert first == registry._data_fingerprint(config)  # pylint: disable=protected-access
+  path = registry.default_vocabulary_path(config)
+  pieces = [p for p in vocab_lib_pieces(path)]
+  for char in "张三去上海":
+    assert char in pieces
+  # A train file of another size gives another fingerprint (a new vocabulary); the fingerprint
+  # is (name, size, mtime), so a same-size rewrite within the same second would not show.
+  storage.write_text_atomic(f"{raw}/resume/train.char.bmes",
+                            "王 B-NAME\n五 E-NAME\n去 O\n北 B-LOC\n京 E-LOC\n。 O\n\n")
+  assert registry._data_fingerprint(config) != first  # pylint: disable=protected-access
+
+
+def vocab_lib_pieces(path: str) -> list[str]:
+  import sentencepiece  # pylint: disable=g-import-not-at-top
+  processor = sentencepiece.SentencePieceProcessor(model_file=path)
+  return [processor.id_to_piece(i) for i in range(processor.get_piece_size())]

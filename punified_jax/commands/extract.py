@@ -43,6 +43,9 @@ HELP = "extract requested entity types with character offsets (JSON) from a trai
 EXIT_OK, EXIT_CRASH, EXIT_USAGE, EXIT_SOME_LINES_FAILED = 0, 1, 2, 3
 
 
+PARTITIONING_PRESETS = ("data_parallel", "fsdp", "tensor_parallel", "2d")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--model_dir", required=True,
                       help="a run directory (punified_model.json + checkpoints) or a from_t5x "
@@ -66,6 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--checkpoint", default="auto",
                       help="auto (best if kept, else latest), best, latest, or a checkpoint path")
   parser.add_argument("--batch_size", type=int, default=8, help="windows per decoding batch")
+  # Literal names keep jax out of argument parsing; the test checks them against
+  # partitioning.PRESET_LAYOUTS.
+  parser.add_argument("--partitioning", choices=PARTITIONING_PRESETS, default="data_parallel",
+                      help="how the local devices share the decoding: the batch over all of them "
+                           "(data_parallel, the default) or the parameters sharded as the gin "
+                           "preset of that name lays them out (fsdp, 2d, tensor_parallel) for a "
+                           "model that does not fit one device")
   parser.add_argument("--max_input_length", type=int, default=None,
                       help="window length in tokens (default: the run's inputs length)")
   parser.add_argument("--max_decode_length", type=int, default=None,
@@ -219,7 +229,8 @@ def run(args: argparse.Namespace) -> int:
         args.model_dir, checkpoint=args.checkpoint, beam_size=args.beam_size,
         constrained=not args.unconstrained, allow_unseen_types=args.allow_unseen_types,
         batch_size=args.batch_size, max_input_length=args.max_input_length,
-        max_decode_length=args.max_decode_length, stopping=args.stopping)
+        max_decode_length=args.max_decode_length, stopping=args.stopping,
+        partitioning=args.partitioning)
   except (OSError, ValueError, TypeError) as error:
     print(f"error: --model_dir {args.model_dir}: {error}", file=sys.stderr)
     return EXIT_USAGE
