@@ -20,13 +20,13 @@ from typing import Any, Optional
 def build_app(serve_args: dict[str, Any]):
   """The replica's ASGI app, warmed up. `serve_args`: the `serve` command's options."""
   import argparse  # pylint: disable=g-import-not-at-top
-  from punified_jax.commands import serve as serve_command  # pylint: disable=g-import-not-at-top
+  from punified_jax.serving import options  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser()
-  serve_command.add_arguments(parser)
+  options.add_arguments(parser)
   args = parser.parse_args(["--model_dir", serve_args["model_dir"]])
   for key, value in serve_args.items():
     setattr(args, key, value)
-  app = serve_command.build_app(args)
+  app = options.build_app(args)
   app.state.service.warm_up()  # before the replica reports itself started
   if not app.state.service.ready.is_set():
     raise RuntimeError(f"warm-up failed: {app.state.service.warm_up_error}")
