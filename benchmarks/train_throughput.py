@@ -240,8 +240,7 @@ def main(argv=None) -> int:
 
   import jax  # pylint: disable=g-import-not-at-top
   from punified_jax import hf_interop, optimizers, partitioning, trainer  # pylint: disable=g-import-not-at-top
-  from punified_jax.model import T5Config, Transformer  # pylint: disable=g-import-not-at-top
-  from punified_jax.train import round_up_vocab_size  # pylint: disable=g-import-not-at-top
+  from punified_jax.model import T5Config, Transformer, round_up_vocab_size  # pylint: disable=g-import-not-at-top
 
   common.configure_tasks(args.raw_dir, args.datasets.split(",") if args.datasets else None)
   names = common.mixture_datasets()
