@@ -4,7 +4,7 @@ One call does: build the mesh and shardings (partitioning.py), the optimizer (op
 the input pipeline (seqio mixture -> EncDecFeatureConverter with packing -> per-host shard), the
 jitted train step (in/out shardings, the state donated), orbax checkpoints (periodic, final,
 on SIGTERM/SIGINT; resume from the latest; params-only INITIAL_CHECKPOINT_PATH), evaluation
-every EVAL_PERIOD steps (evaluation.py) and metric writers (writers.py).
+every EVAL_PERIOD steps (periodic_evaluation.py) and metric writers (writers.py).
 
 Decisions worth knowing:
 
@@ -60,6 +60,7 @@ from punified_jax import checkpoints as checkpoints_lib
 from punified_jax import input_state
 from punified_jax import optimizers
 from punified_jax import partitioning
+from punified_jax import periodic_evaluation
 from punified_jax import run_dir
 from punified_jax import storage
 from punified_jax import writers as writers_lib
@@ -500,31 +501,9 @@ def train(
                                             tensorboard=tensorboard)
   progress = writers_lib.ProgressLogger(train_steps, start_step=start_step, every=log_every,
                                         enabled=process_index == 0)
-  # The evaluator reads and caches every validation split: built at the first evaluation only.
-  evaluation_state: dict[str, Any] = {"evaluator": None, "best": None, "disabled": not eval_period}
-
-  def evaluate_now(step: int) -> dict | None:
-    if evaluation_state["disabled"]:
-      return None
-    if evaluation_state["evaluator"] is None:
-      factory = evaluator_factory
-      if factory is None:
-        from punified_jax import evaluation  # pylint: disable=g-import-not-at-top
-        factory = evaluation.Evaluator
-      evaluator = factory(mixture_or_task_name=mixture_or_task_name, model=model, partitioner=partitioner)
-      if not evaluator.enabled:
-        evaluation_state["disabled"] = True
-        return None
-      evaluation_state["evaluator"] = evaluator
-      evaluation_state["best"] = checkpoints_lib.BestCheckpointTracker(
-          run_dir.Layout(model_dir).best, run_dir.Layout(model_dir).best_summary,
-          metric=evaluator.selection_metric)
-    return _run_eval(evaluation_state["evaluator"], state, step, model_dir, writer, evaluation_state["best"],
-                     meta_for(step))
-
-  def meta_for(step: int, input_meta: dict | None = None) -> dict:
-    return {"step": step, "consumed_batches": consumed_batches, "data": data_settings, "input_state": input_meta}
-
+  evaluator = periodic_evaluation.PeriodicEvaluator(
+      period=eval_period, factory=evaluator_factory, mixture_or_task_name=mixture_or_task_name, model=model,
+      partitioner=partitioner, model_dir=model_dir, writer=writer)
   train_input = None
 
   def save_checkpoint(step: int, *, force: bool) -> None:
@@ -532,7 +511,8 @@ def train(
     if not (force or checkpointer.should_save(step)) or step in checkpointer.all_steps():
       return
     items, input_meta = input_state.checkpoint_items(train_input) if checkpoint_input_state else ({}, None)
-    checkpointer.save(step, state.as_tree(), meta_for(step, input_meta), force=True, extra_items=items)
+    checkpointer.save(step, state.as_tree(), _checkpoint_meta(step, consumed_batches, data_settings, input_meta),
+                      force=True, extra_items=items)
 
   history: list[dict] = []
   eval_results: list[dict] = []
@@ -596,8 +576,8 @@ def train(
           if not stop_requested and progress.should_log(step):
             stop_requested = _any_process(watcher.requested)
 
-        if eval_period and step % eval_period == 0 and not stop_requested:
-          result = evaluate_now(step)
+        if evaluator.due(step) and not stop_requested:
+          result = evaluator.evaluate(step, state, _checkpoint_meta(step, consumed_batches, data_settings))
           if result is not None:
             eval_results.append(result)
             progress.reset_clock(step)  # evaluation time is not training throughput
@@ -615,10 +595,7 @@ def train(
     writer.flush()
     writer.close()
     checkpointer.close()
-    if evaluation_state["best"] is not None:
-      evaluation_state["best"].close()
-    if evaluation_state["evaluator"] is not None:
-      evaluation_state["evaluator"].close()
+    evaluator.close()
   return TrainSummary(start_step=start_step, final_step=step, stopped_by=stopped_by, history=history,
                       eval_results=eval_results, state=state)
 
@@ -635,25 +612,11 @@ def _any_process(flag: bool) -> bool:
   return bool(np.max(flags))
 
 
-def _run_eval(evaluator, state: TrainState, step: int, model_dir: str, writer, best_tracker, meta) -> dict:
-  result = evaluator.evaluate(state.params, step=step, report_dir=run_dir.Layout(model_dir).eval_dir)
-  scalars = {}
-  for task, metrics in result["tasks"].items():
-    for key, value in metrics.items():
-      if isinstance(value, (int, float)) and not isinstance(value, bool):
-        scalars[f"eval/{task}/{key}"] = value
-  if result.get("mean") is not None:
-    scalars[f"eval/mean_{evaluator.selection_metric}"] = result["mean"]
-  if scalars:
-    writer.write_scalars(step, scalars)
-  if jax.process_index() == 0:
-    mean = result.get("mean")
-    print(f"eval at step {step}: mean {evaluator.selection_metric} = "
-          f"{'n/a' if mean is None else f'{mean:.2f}'} over {len(result['tasks'])} task(s)", flush=True)
-  if best_tracker is not None and result.get("mean") is not None and math.isfinite(result["mean"]):
-    if best_tracker.update(step, result["mean"], state.as_tree(), meta):
-      logger.info("new best checkpoint at step %d (%s)", step, result["mean"])
-  return result
+def _checkpoint_meta(step: int, consumed_batches: int, data_settings: Mapping[str, Any],
+                     input_meta: dict | None = None) -> dict:
+  """What a checkpoint records beside the state: how many batches the run consumed (to resume the
+  data), the data settings (to warn when they change) and the input pipeline's position."""
+  return {"step": step, "consumed_batches": consumed_batches, "data": data_settings, "input_state": input_meta}
 
 
 def _warn_on_changed_data_settings(saved: Mapping[str, Any], current: Mapping[str, Any], step: int) -> bool:
