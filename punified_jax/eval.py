@@ -18,6 +18,7 @@ from punified_jax import gin_utils
 
 
 def _evaluate() -> None:
+  # Imported here, like every jax-heavy module of the commands: bad flags fail fast without jax.
   from punified_jax import evaluation  # pylint: disable=g-import-not-at-top
   evaluation.evaluate_checkpoint()
 

@@ -32,9 +32,11 @@ import gin
 from gin import config_parser
 
 from punified_jax import distributed
+from punified_jax import tasks as tasks_lib
 from punified_jax import xla_cache
+from punified_jax.data import manifest
 
-# jax, seqio, tensorflow and the data modules are imported inside the functions that need them,
+# jax, seqio, tensorflow and the model are imported inside the functions that need them,
 # deliberately: a bad flag or gin file is reported before any of them loads (seconds of start-up).
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,13 +118,13 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str], search_paths: S
     gin.parse_config_files_and_bindings(files, list(bindings), finalize_config=False)
   finally:
     logging.getLogger().removeFilter(quiet)
-  tasks_module = sys.modules.get("tasks")
-  if tasks_module is not None and hasattr(tasks_module, "configure"):
-    tasks_module.configure()  # gin-bound data settings (tasks.configure.*) re-register the tasks
+  registry = tasks_lib.loaded_registry()  # loaded when a gin file did `import tasks`
+  if registry is not None:
+    registry.configure()  # gin-bound data settings (tasks.configure.*) re-register the tasks
     # A run whose gin imports our tasks needs data: no source is an error naming the settings,
     # never the synthetic corpus by default. Checked (and compared across processes) before
     # anything reads data, e.g. to train the default vocabulary for VOCAB_SIZE.
-    announce_data_source()
+    announce_data_source(registry.require_data_source())
   fill_vocab_size()
   gin.finalize()
 
@@ -220,16 +222,11 @@ def run_gin_command(argv: Sequence[str], prog: str, description: str,
     return 2
 
 
-def announce_data_source() -> None:
-  """For runs on our tasks: says where the data comes from (process 0) and checks that every
-  process of a multi-process run sees the same data settings (a mismatch is an error on all of
-  them, before the first step)."""
-  tasks_module = sys.modules.get("tasks")
-  if tasks_module is None or not hasattr(tasks_module, "require_data_source"):
-    return  # not our tasks (e.g. the tests' in-memory tasks)
-  config = tasks_module.require_data_source()
+def announce_data_source(config) -> None:
+  """For runs on our tasks (`config`: their tasks.DataConfig): says where the data comes from
+  (process 0) and checks that every process of a multi-process run sees the same data settings
+  (a mismatch is an error on all of them, before the first step)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from punified_jax.data import manifest  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:
     print(f"data: {config.describe_source()}", flush=True)
   distributed.check_same_settings("data settings", manifest.data_settings(config), key="data")

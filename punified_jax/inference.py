@@ -721,13 +721,12 @@ def infer_splits(*, model_dir: str = gin.REQUIRED, mixture_or_task_name: str = g
   several hosts every process runs the same extraction (each host's devices decode their rows
   of every batch) and process 0 writes the files."""
   import seqio  # pylint: disable=g-import-not-at-top
-  import tasks  # pylint: disable=g-import-not-at-top
-  from punified_jax import reports  # pylint: disable=g-import-not-at-top
+  from punified_jax.tasks import names, registry  # pylint: disable=g-import-not-at-top
 
-  config = tasks.configure()
+  config = registry.configure()
   provider = seqio.get_mixture_or_task(mixture_or_task_name)
   datasets = list(dict.fromkeys(
-      reports.dataset_of(t.name) for t in getattr(provider, "tasks", [provider])))
+      names.dataset_of_task(t.name) or t.name for t in getattr(provider, "tasks", [provider])))
   extractor = Extractor.load(model_dir, checkpoint=checkpoint, beam_size=beam_size,
                              constrained=constrained, batch_size=batch_size,
                              partitioning=partitioner)
@@ -737,7 +736,7 @@ def infer_splits(*, model_dir: str = gin.REQUIRED, mixture_or_task_name: str = g
     storage.makedirs(output_dir)
   written = {}
   for dataset in datasets:
-    splits = tasks.load_examples(config, dataset)
+    splits = registry.load_examples(config, dataset)
     if split not in splits:
       logger.warning("%s has no %r split; skipped", dataset, split)
       continue

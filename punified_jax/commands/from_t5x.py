@@ -45,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _tasks_vocabulary_path() -> str:
-  import tasks  # pylint: disable=g-import-not-at-top
-  vocabulary = tasks.vocabulary_for().vocabulary
+  from punified_jax.tasks import registry  # pylint: disable=g-import-not-at-top
+  vocabulary = registry.vocabulary_for().vocabulary
   path = getattr(vocabulary, "sentencepiece_model_file", None) or getattr(
       vocabulary, "vocab_file", None)
   if not path:

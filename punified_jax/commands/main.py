@@ -37,7 +37,12 @@ import subprocess
 import sys
 import threading
 import time
+
 from punified_jax import gin_utils
+from punified_jax import reports
+from punified_jax import run_dir
+from punified_jax import storage
+from punified_jax.data import sources
 
 HELP = "run the whole recipe: adapt -> joint fine-tune -> evaluate -> report -> extract"
 
@@ -212,7 +217,6 @@ def _run_stage(name: str, command: list[str], env: dict, dry_run: bool = False) 
 
 def _best_eval_json(model_dir: str) -> str:
   """The evaluation report of the checkpoint the run kept as best (else the latest report)."""
-  from punified_jax import run_dir  # pylint: disable=g-import-not-at-top
   return run_dir.eval_json_for(model_dir, "auto")
 
 
@@ -223,7 +227,6 @@ def _print_extractions(model_dir: str, beam_size: int, env: dict) -> None:
   print(f"\n=== on-demand extraction (constrained decoding, best checkpoint)\n"
         f"$ {' '.join(shlex.quote(c) for c in command)} < requests.jsonl", flush=True)
   # Ask only for types the model was trained on (a run over a few datasets knows fewer).
-  from punified_jax import run_dir, storage  # pylint: disable=g-import-not-at-top
   known = set(storage.read_json(run_dir.Layout(model_dir).model_info_file).get(
       "extra", {}).get("prompt_names") or ())
   samples = [(t, [n for n in types if n in known]) for t, types in SAMPLES]
@@ -244,7 +247,6 @@ def _print_extractions(model_dir: str, beam_size: int, env: dict) -> None:
 
 def _stage_environment(args, raw_dir: str) -> dict:
   """The environment of every stage: the data source is always named (never left to a default)."""
-  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
   env = dict(os.environ)
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   env["PUNIFIED_RAW_DIR"] = raw_dir if raw_dir == sources.BUILTIN else os.path.abspath(raw_dir)
@@ -258,7 +260,6 @@ def _stage_environment(args, raw_dir: str) -> dict:
 
 
 def run(args) -> int:
-  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
   start = time.time()
   # --raw_dir, else an exported PUNIFIED_RAW_DIR, else the built-in corpus by name; said below.
   raw_dir = args.raw_dir or os.environ.get("PUNIFIED_RAW_DIR") or sources.BUILTIN
@@ -326,12 +327,10 @@ def run(args) -> int:
         f"2b/3 evaluation of the best checkpoint on the {args.split} split", command, env,
         args.dry_run)
     if not args.dry_run:
-      from punified_jax import reports  # pylint: disable=g-import-not-at-top
       eval_json = reports.latest_eval_json(test_dir)
   if args.dry_run:
     return 0
 
-  from punified_jax import reports  # pylint: disable=g-import-not-at-top
   print("\n=== 3/3 report", flush=True)
   summary = reports.write_report(eval_json or _best_eval_json(joint_dir),
                                  os.path.join(work_dir, "report"),
