@@ -22,10 +22,14 @@ import dataclasses
 import hashlib
 import logging
 import os
+import sys
 from typing import Any, Mapping, Optional
 
+from punified_jax import entity_types
 from punified_jax import run_dir
 from punified_jax import storage
+from punified_jax.data import builtin
+from punified_jax.data import sources
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +49,8 @@ def _config_fields(config) -> dict:
 
 def data_settings(config) -> dict:
   """The data settings every process must agree on (see module doc). Cheap: sizes, no reads."""
-  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
   settings: dict[str, Any] = {"config": _config_fields(config)}
   if config.raw_dir == sources.BUILTIN:
-    from punified_jax.data import builtin  # pylint: disable=g-import-not-at-top
     settings["builtin_generator"] = builtin.generator_digest()
   elif config.raw_dir and not config.tfds_dir:
     sizes = {}
@@ -72,7 +74,6 @@ def file_sha256(path: str) -> str:
 
 def _datasets_of(provider) -> list[str]:
   """Dataset names of a mixture's (or a task's) PUnifiedNER tasks, in order."""
-  from punified_jax import entity_types  # pylint: disable=g-import-not-at-top
   names = []
   for task in getattr(provider, "tasks", [provider]):
     name = task.name.removesuffix("_random_exact").removesuffix("_random")
@@ -86,7 +87,6 @@ def mixture_record(provider) -> dict:
   """{"name", "kind", "rates": {task: rate}, "probabilities", "scheme"} read from the registered
   seqio provider itself; "scheme" is the mixing scheme of our mixtures (tasks/mixing.py)."""
   import seqio  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
   mixing = sys.modules.get("tasks.mixing")
   if isinstance(provider, seqio.Mixture):
     rates = {task.name: float(provider.get_rate(task)) for task in provider.tasks}
@@ -104,7 +104,6 @@ def _counts(examples) -> tuple[int, int]:
 
 def dataset_record(config, dataset: str) -> dict:
   """Format, location, files and per-split counts of one dataset under `config`."""
-  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
   from tasks import registry  # pylint: disable=g-import-not-at-top
   format = sources.check_format(dataset, config.format_for(dataset))
   record: dict[str, Any] = {"format": format}
@@ -148,7 +147,6 @@ def build_manifest(mixture_or_task_name: str, config=None) -> dict:
   from tasks import registry  # pylint: disable=g-import-not-at-top
   config = registry.require_data_source(config)
   provider = seqio.get_mixture_or_task(mixture_or_task_name)
-  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
   resolved = None
   if config.raw_dir and not config.tfds_dir:
     resolved = sources.resolve_raw_dir(config.raw_dir)
@@ -173,7 +171,6 @@ def write_run_records(model_dir: str, mixture_or_task_name: str) -> None:
   """
   import gin  # pylint: disable=g-import-not-at-top
   storage.write_text_atomic(storage.join(model_dir, CONFIG_GIN_FILE), gin.operative_config_str())
-  import sys  # pylint: disable=g-import-not-at-top
   registry = sys.modules.get("tasks.registry")
   import seqio  # pylint: disable=g-import-not-at-top
   provider = seqio.get_mixture_or_task(mixture_or_task_name)
