@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     parser.error(f"--stopping: a comma-separated subset of exact,early, got {args.stopping!r}")
   runs = [(beam, rule) for beam in beams for rule in (["greedy"] if beam == 1 else rules)]
   if not os.path.exists(args.torch_python):
-    parser.error(f"--torch_python {args.torch_python} not found (bash tools/torch_env.sh)")
+    parser.error(f"--torch_python {args.torch_python} not found (bash tools/env/torch_env.sh)")
   if not os.path.exists(os.path.join(args.model_dir, "punified_model.json")):
     parser.error(f"--model_dir {args.model_dir}: no punified_model.json (not a trained run of ours)")
 

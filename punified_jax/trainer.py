@@ -4,7 +4,7 @@ One call does: build the mesh and shardings (partitioning.py), the optimizer (op
 the input pipeline (seqio mixture -> EncDecFeatureConverter with packing -> per-host shard), the
 jitted train step (in/out shardings, the state donated), orbax checkpoints (periodic, final,
 on SIGTERM/SIGINT; resume from the latest; params-only INITIAL_CHECKPOINT_PATH), evaluation
-every EVAL_PERIOD steps (evaluation.py) and metric writers (writers.py).
+every EVAL_PERIOD steps (evaluation.py) and metric writers (metric_writers.py).
 
 Decisions worth knowing:
 
@@ -62,7 +62,7 @@ from punified_jax import optimizers
 from punified_jax import partitioning
 from punified_jax import run_dir
 from punified_jax import storage
-from punified_jax import writers as writers_lib
+from punified_jax import metric_writers as writers_lib
 
 logger = logging.getLogger(__name__)
 
