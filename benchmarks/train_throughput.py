@@ -229,7 +229,7 @@ def main(argv=None) -> int:
       if size not in table and not (name == "--target_loss" and args.target_loss == "auto"):
         parser.error(f"{name} has no value for size {size!r}")
   if any(r.startswith("torch") for r in runs) and not os.path.exists(args.torch_python):
-    parser.error(f"--torch_python {args.torch_python} not found (create it: bash tools/torch_env.sh)")
+    parser.error(f"--torch_python {args.torch_python} not found (create it: bash tools/env/torch_env.sh)")
 
   machine = common.machine_info()
   clocks = None if args.ghz else common.measure_clock_ghz(machine.get("cpus", os.cpu_count()))

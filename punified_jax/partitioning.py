@@ -200,12 +200,6 @@ def _axes_of(entry) -> tuple[str, ...]:
   return tuple(entry)
 
 
-def _entry_of(axes: Sequence[str]):
-  if not axes:
-    return None
-  return axes[0] if len(axes) == 1 else tuple(axes)
-
-
 def fit_spec_to_shape(spec: PartitionSpec, shape: Sequence[int], mesh_sizes: dict[str, int], *,
                       relocate: bool = False) -> PartitionSpec:
   """Makes `spec` valid for an array of `shape`.

@@ -4,7 +4,7 @@ One call does: build the mesh and shardings (partitioning.py), the optimizer (op
 the input pipeline (seqio mixture -> EncDecFeatureConverter with packing -> per-host shard), the
 jitted train step (in/out shardings, the state donated), orbax checkpoints (periodic, final,
 on SIGTERM/SIGINT; resume from the latest; params-only INITIAL_CHECKPOINT_PATH), evaluation
-every EVAL_PERIOD steps (periodic_evaluation.py) and metric writers (writers.py).
+every EVAL_PERIOD steps (periodic_evaluation.py) and metric writers (metric_writers.py).
 
 Decisions worth knowing:
 
@@ -61,6 +61,7 @@ from jax.sharding import PartitionSpec
 from punified_jax import checkpoints as checkpoints_lib
 from punified_jax import entity_types
 from punified_jax import input_state
+from punified_jax import metric_writers as writers_lib
 from punified_jax import model as model_lib
 from punified_jax import model_info
 from punified_jax import optimizers
@@ -69,7 +70,6 @@ from punified_jax import periodic_evaluation
 from punified_jax import run_dir
 from punified_jax import storage
 from punified_jax import vocab as vocab_lib
-from punified_jax import writers as writers_lib
 from punified_jax.data import manifest
 from punified_jax.tasks import mixing
 from punified_jax.tasks import names as task_names

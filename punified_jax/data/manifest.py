@@ -27,6 +27,8 @@ from typing import Any, Mapping, Optional
 from punified_jax import run_dir
 from punified_jax import storage
 from punified_jax import tasks as punified_tasks
+from punified_jax.data import builtin
+from punified_jax.data import sources
 from punified_jax.tasks import mixing
 from punified_jax.tasks import names as task_names
 
@@ -37,6 +39,7 @@ CONFIG_GIN_FILE = run_dir.CONFIG_GIN_FILE
 DATA_MANIFEST_FILE = run_dir.DATA_MANIFEST_FILE
 MANIFEST_VERSION = 1
 
+
 def _config_fields(config) -> dict:
   fields = dataclasses.asdict(config)
   fields["datasets"] = list(config.datasets)
@@ -45,10 +48,8 @@ def _config_fields(config) -> dict:
 
 def data_settings(config) -> dict:
   """The data settings every process must agree on (see module doc). Cheap: sizes, no reads."""
-  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
   settings: dict[str, Any] = {"config": _config_fields(config)}
   if config.raw_dir == sources.BUILTIN:
-    from punified_jax.data import builtin  # pylint: disable=g-import-not-at-top
     settings["builtin_generator"] = builtin.generator_digest()
   elif config.raw_dir and not config.tfds_dir:
     sizes = {}
@@ -95,7 +96,6 @@ def _counts(examples) -> tuple[int, int]:
 
 def dataset_record(config, dataset: str) -> dict:
   """Format, location, files and per-split counts of one dataset under `config`."""
-  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
   from punified_jax.tasks import registry  # pylint: disable=g-import-not-at-top
   format = sources.check_format(dataset, config.format_for(dataset))
   record: dict[str, Any] = {"format": format}
@@ -139,7 +139,6 @@ def build_manifest(mixture_or_task_name: str, config=None) -> dict:
   from punified_jax.tasks import registry  # pylint: disable=g-import-not-at-top
   config = registry.require_data_source(config)
   provider = seqio.get_mixture_or_task(mixture_or_task_name)
-  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
   resolved = None
   if config.raw_dir and not config.tfds_dir:
     resolved = sources.resolve_raw_dir(config.raw_dir)
