@@ -62,6 +62,10 @@ from punified_jax.data.example import Example, Span
 from punified_jax.tasks import mixing
 from punified_jax.tasks import names
 
+# data/tfds_builder.py (tensorflow_datasets) and vocab.py (sentencepiece, tensorflow_text) are
+# imported inside the functions that use them: only TFDS mode and the first tokenization need
+# them, and every `import tasks` (t5x, each gin run) imports this module.
+
 # The prompt mode (prompts.make_ner_example) of each NER task kind on its train split.
 NER_MODES = {names.NER: "dataset", names.NER_RANDOM: "random", names.NER_RANDOM_EXACT: "random_exact"}
 MIXTURES = names.MIXTURES
