@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import gin
 import jax
+from jax.experimental import mesh_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -179,7 +180,6 @@ def create_mesh(data: int = -1, model: int = 1, devices: Sequence[jax.Device] | 
   devices = list(jax.devices() if devices is None else devices)
   data, model = resolve_mesh_shape(data, model, len(devices))
   try:
-    from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
     device_grid = mesh_utils.create_device_mesh((data, model), devices)
   except (ValueError, NotImplementedError, AssertionError) as error:
     logger.info("mesh_utils could not lay out (%d, %d) (%s); using device order", data, model, error)
