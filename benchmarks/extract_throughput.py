@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     parser.error(f"--stopping: a comma-separated subset of exact,early, got {args.stopping!r}")
   runs = [(beam, rule) for beam in beams for rule in (["greedy"] if beam == 1 else rules)]
   if not os.path.exists(args.torch_python):
-    parser.error(f"--torch_python {args.torch_python} not found (bash tools/torch_env.sh)")
+    parser.error(f"--torch_python {args.torch_python} not found (bash tools/env/torch_env.sh)")
   if not os.path.exists(os.path.join(args.model_dir, "punified_model.json")):
     parser.error(f"--model_dir {args.model_dir}: no punified_model.json (not a trained run of ours)")
 
@@ -136,10 +136,10 @@ def main(argv=None) -> int:
   # length-sorted batches HF gets, each padded to the Extractor's next bucket length so only a
   # few shapes compile: a token-level comparison with HF and a speed figure without the
   # Extractor's windowing, parsing and scoring.
-  from punified_jax import generate, inference  # pylint: disable=g-import-not-at-top
+  from punified_jax import generate  # pylint: disable=g-import-not-at-top
   from punified_jax.model import Transformer  # pylint: disable=g-import-not-at-top
   batches, order = batches_by_length(ids, args.batch_size)
-  buckets = inference.bucket_lengths(max(max_input, max(b.shape[1] for b in batches)))
+  buckets = generate.input_buckets(max(max_input, max(b.shape[1] for b in batches)))
   engine_params = Extractor.load(args.model_dir, beam_size=1).params
   engine_model = Transformer(info.t5_config)
   engine_tokens = {}
