@@ -48,7 +48,7 @@ BatchKey = tuple[int, bool, int]
 # The default output limit per bucket, in multiples of the bucket length (module docstring).
 OUTPUT_LIMIT_FACTOR = 2.25
 # Weight of a new measurement in a shape's average decode time.
-_SECONDS_WEIGHT = 0.2
+_SECONDS_WEIGHT = 0.3
 
 
 @dataclasses.dataclass
@@ -128,6 +128,12 @@ class Engine:
     """The smallest compiled batch size that holds `windows` windows."""
     return self.batch_sizes[bisect.bisect_left(self.batch_sizes, windows)]
 
+  def full(self, key: BatchKey, queued: int) -> bool:
+    """Whether the batch `take` would form now has no padding rows (waiting for more windows
+    could not fill it better)."""
+    count = self.take(key, queued)
+    return self.rows_for(count) == count
+
   def take(self, key: BatchKey, queued: int) -> int:
     """How many of `queued` (>= 1) windows of `key` the next batch should take: those of the
     size with the least estimated seconds per real window (module docstring).  Until every
@@ -177,7 +183,9 @@ class Engine:
                       if (key, rows) in self.batch_seconds else "not timed")
 
   def warm_up_windows(self, bucket: int, rows: Optional[int] = None) -> list[Any]:
-    """`rows` (default: the largest size) synthetic windows padded to `bucket`."""
+    """`rows` (default: the largest size) synthetic windows of `bucket`: the first fills the
+    bucket, the others are shorter (different output lengths, as in a real batch, so the
+    measured time includes waiting for the longest row)."""
     extractor = self.extractor
     names = (extractor.known_types[0],)
     prompt = extractor.max_input_length - 1 - extractor.text_budget(names)
@@ -188,7 +196,11 @@ class Engine:
       if (len(windows) == 1 and len(windows[0].input_ids) <= bucket) or length == 1:
         break
       length -= 1
-    return [windows[0]] * (rows or self.batch_size)
+    batch = [windows[0]]
+    for row in range(1, rows or self.batch_size):
+      shorter = extractor.plan_windows(filler[:max(1, length - row * length // 16)], names)
+      batch.append(shorter[0] if len(shorter) == 1 else windows[0])
+    return batch
 
 
 def merge(work: TextWork, entities: list[dict]) -> None:
