@@ -153,9 +153,11 @@ def closed_loop(port: int, path: str, bodies: list[bytes], clients: int, seconds
         continue
       with lock:
         statuses[status] = statuses.get(status, 0) + 1
+        slowest[0] = max(slowest[0], time.monotonic() - started)
         if status == 200:
           latencies.append(time.monotonic() - started)
 
+  slowest = [0.0]  # the slowest answer of any status (a hang would show here)
   started = time.monotonic()
   threads = [threading.Thread(target=client) for _ in range(clients)]
   for thread in threads:
@@ -163,7 +165,60 @@ def closed_loop(port: int, path: str, bodies: list[bytes], clients: int, seconds
   for thread in threads:
     thread.join()
   elapsed = time.monotonic() - started
-  return summarize(latencies, statuses, elapsed, errors) | {"clients": clients}
+  return summarize(latencies, statuses, elapsed, errors) | {"clients": clients,
+                                                            "slowest_answer_s": slowest[0]}
+
+
+def batch_counts(port: int) -> dict[str, float]:
+  """Our server's decoding batches so far by compiled size, from /metrics (rows -> count)."""
+  connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+  connection.request("GET", "/metrics")
+  text = connection.getresponse().read().decode()
+  counts = {}
+  for line in text.splitlines():
+    if line.startswith("punified_batches_total{"):
+      labels, value = line.rsplit(" ", 1)
+      counts[labels.split('rows="')[1].split('"')[0]] = float(value)
+  return counts
+
+
+def ray_replica_kill(args: argparse.Namespace, bodies: list[bytes]) -> dict:
+  """Two Ray Serve replicas of `ours` behind one endpoint, --ray_clients closed-loop clients
+  for --seconds; one replica is killed (ray.kill, no restart of that actor) halfway through.
+  Counts statuses and transport errors; every request must get an answer (200, or 503 while
+  Serve routes around the dead replica) within the client timeout."""
+  import ray  # pylint: disable=g-import-not-at-top
+  from ray import serve  # pylint: disable=g-import-not-at-top
+  from punified_jax.serving import ray_serve  # pylint: disable=g-import-not-at-top
+  port = free_port()
+  started = time.monotonic()
+  ray_serve.run(model_dir=args.model_dir, num_replicas=2, port=port, num_cpus_per_replica=1.0,
+                beam_size=args.beam_size, batch_size=args.batch_size,
+                max_wait_ms=args.max_wait_ms, request_timeout=60.0,
+                max_input_length=args.max_input_length,
+                max_decode_length=args.max_decode_length,
+                output_limit_factor=args.output_limit_factor)
+  startup = time.monotonic() - started
+  killed = {}
+
+  def kill_one():
+    time.sleep(args.seconds / 2)
+    replica = next(actor for actor in ray.util.list_named_actors(all_namespaces=True)
+                   if "punified_ner" in actor["name"])
+    ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
+    killed["at_s"] = args.seconds / 2
+    killed["replica"] = replica["name"]
+
+  killer = threading.Thread(target=kill_one)
+  try:
+    killer.start()
+    outcome = closed_loop(port, "/v1/extract", bodies, args.ray_clients, args.seconds,
+                          args.max_requests, timeout=120)
+    killer.join()
+  finally:
+    serve.shutdown()
+    ray.shutdown()
+  return outcome | {"replicas": 2, "killed": killed, "startup_seconds": startup}
 
 
 def open_loop(port: int, path: str, bodies: list[bytes], rate: float, seconds: float,
@@ -306,7 +361,10 @@ def main(argv=None) -> int:
   parser.add_argument("--max_decode_length", type=int, default=256)
   parser.add_argument("--port", type=int, default=0)
   parser.add_argument("--servers", default="ours,ours_batch1,hf",
-                      help="which servers to run (comma-separated)")
+                      help="which runs to make (comma-separated): ours (with the overload "
+                           "run), ours_batch1, hf, ray_kill (two Ray Serve replicas, one "
+                           "killed under load; needs the ray extra)")
+  parser.add_argument("--ray_clients", type=int, default=8)
   parser.add_argument("--torch_python", default=os.environ.get(
       "PUNIFIED_TORCH_PYTHON", os.path.join(REPO_ROOT, ".venv-torch", "bin", "python")))
   parser.add_argument("--log_dir", default="/tmp/serve_load_logs")
@@ -345,14 +403,20 @@ def main(argv=None) -> int:
     closed_loop(port, path, bodies[:1], 1, 600.0, 1, timeout=900)  # one untimed request
     for clients in client_levels:
       load_before = os.getloadavg()[0]
+      batches_before = batch_counts(port) if path == "/v1/extract" else {}
       outcome = closed_loop(port, path, bodies, clients, args.seconds, args.max_requests,
                             timeout=900)
       outcome["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+      if path == "/v1/extract":  # how many batches of each compiled size this level ran
+        outcome["batches_by_rows"] = {
+            rows: count - batches_before.get(rows, 0)
+            for rows, count in batch_counts(port).items() if count > batches_before.get(rows, 0)}
       results["servers"][name][str(clients)] = outcome
       rows.append({"server": name, **outcome})
       print(f"{name} @ {clients} clients: {outcome['sentences_per_second']:.2f} sent/s, "
             f"p50 {outcome['p50_s']}, p99 {outcome['p99_s']}, statuses {outcome['statuses']}, "
-            f"load {outcome['load_average_1m']}", flush=True)
+            f"load {outcome['load_average_1m']}, batches {outcome.get('batches_by_rows')}",
+            flush=True)
 
   def hf_command(threads):
     return [args.torch_python, os.path.abspath(__file__), "hf_server", "--hf_dir", args.hf_dir,
@@ -404,6 +468,15 @@ def main(argv=None) -> int:
     if args.hf_check_threads:
       timed_server(f"hf_one_at_a_time_{args.hf_check_threads}_threads",
                    hf_command(args.hf_check_threads), "/", [1], path="/")
+
+  # 4. Ray Serve: a replica killed under load.
+  if "ray_kill" in servers:
+    outcome = ray_replica_kill(args, bodies)
+    results["ray_replica_kill"] = outcome
+    rows.append({"server": "ray_2_replicas_one_killed", **outcome})
+    print(f"ray replica kill: {outcome['statuses']}, transport errors "
+          f"{outcome['transport_errors']}, slowest answer {outcome['slowest_answer_s']:.1f} s",
+          flush=True)
 
   ratios = {}
   for clients in baseline_levels:

@@ -290,6 +290,7 @@ def test_health_ready_info_metrics_docs_and_demo(client):
   text = metrics.text
   assert 'punified_requests_total{status="200"}' in text
   assert 'punified_requests_total{status="422"}' in text
+  assert 'punified_batches_total{rows="4"}' in text
   for name in ("punified_request_latency_seconds_bucket", "punified_batch_windows_bucket",
                "punified_queue_windows", "punified_texts_total", "punified_characters_total",
                "punified_ready 1.0"):

@@ -205,6 +205,7 @@ class Batcher:
                                   else 0.8 * self._windows_per_second + 0.2 * rate)
       if self.metrics is not None:
         self.metrics.batch_windows.observe(len(batch))
+        self.metrics.batches.labels(str(self.engine.rows_for(len(batch)))).inc()
         self.metrics.decode_seconds.observe(elapsed)
         self.metrics.windows.inc(len(batch))
       for item, entities in zip(batch, results):
