@@ -21,13 +21,17 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
+
+from punified_jax.tasks import names as task_names
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(REPO_ROOT, "benchmarks", "results")
@@ -153,26 +157,25 @@ def configure_tasks(raw_dir: str, datasets: Optional[Sequence[str]] = None,
     os.environ["PUNIFIED_DATASETS"] = ",".join(datasets)
   if data_format:
     os.environ["PUNIFIED_FORMAT"] = data_format
-  import tasks  # pylint: disable=g-import-not-at-top
-  config = tasks.DataConfig.from_env()
-  tasks.register_all(config)
+  from punified_jax.tasks import registry  # pylint: disable=g-import-not-at-top
+  config = registry.DataConfig.from_env()
+  registry.register_all(config)
   return config
 
 
-def mixture_datasets(mixture: str = "punified_ner_joint") -> list[str]:
+def mixture_datasets(mixture: str = task_names.JOINT_MIXTURE) -> list[str]:
   """The datasets of a registered mixture (those that have a train split)."""
   import seqio  # pylint: disable=g-import-not-at-top
-  prefix = "punified_ner_"
-  return [task.name[len(prefix):] for task in seqio.get_mixture_or_task(mixture).tasks]
+  return task_names.datasets_of(task.name for task in seqio.get_mixture_or_task(mixture).tasks)
 
 
 def tokenized_examples(dataset: str, split: str, *, max_examples: Optional[int] = None,
                        max_lengths: Mapping[str, int] = None, seed: int = 0) -> list[dict]:
-  """[{"inputs": ids, "targets": ids, ...}] of `punified_ner_<dataset>` (dataset-dependent
+  """[{"inputs": ids, "targets": ids, ...}] of the dataset's NER task (dataset-dependent
   prompts, EOS appended, trimmed to `max_lengths` like the trainer's features)."""
   import seqio  # pylint: disable=g-import-not-at-top
   max_lengths = dict(max_lengths or {"inputs": 512, "targets": 512})
-  task = seqio.get_mixture_or_task(f"punified_ner_{dataset}")
+  task = seqio.get_mixture_or_task(task_names.task_name(dataset))
   ds = task.get_dataset(sequence_length=max_lengths, split=split, shuffle=split == "train",
                         seed=seed, num_epochs=1, use_cached=False)
   if max_examples:
@@ -356,8 +359,6 @@ def measure_clock_ghz(cores: int) -> Optional[list[float]]:
   """The all-core clock in GHz, one figure per core: `cores` copies of a one-add-per-cycle
   loop run at once (so every core is busy, as in a training step). None without gcc or on a
   machine that is not x86-64."""
-  import shutil  # pylint: disable=g-import-not-at-top
-  import tempfile  # pylint: disable=g-import-not-at-top
   if platform.machine() not in ("x86_64", "AMD64") or not shutil.which("gcc"):
     return None
   with tempfile.TemporaryDirectory() as tmp:

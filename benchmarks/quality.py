@@ -60,6 +60,11 @@ import time
 from typing import Any, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # run as `python benchmarks/quality.py`
+  sys.path.insert(0, REPO)
+
+from punified_jax.tasks import names as task_names  # pylint: disable=wrong-import-position
+
 DEFAULT_DATASETS = ("resume", "cluener", "ecommerce", "ontonotes4")
 DEFAULT_LOCK = "/work/locks/bench.lock"
 DEFAULT_RESULTS = os.path.join(REPO, "benchmarks", "results", "quality.json")
@@ -231,7 +236,7 @@ class Plan:
   def _eval(self, run: str, mode: str) -> dict:
     a = self.args
     dataset = single_run_dataset(run)
-    mixture = f"punified_ner_{dataset}" if dataset else "punified_ner_joint"
+    mixture = task_names.task_name(dataset) if dataset else task_names.JOINT_MIXTURE
     return {
         "name": f"eval_{run}_{mode}", "kind": "eval", "run": run, "mode": mode,
         "command": [self.python, "-m", "punified_jax.eval", "--gin_file=gin/runs/eval.gin",
@@ -287,13 +292,13 @@ class Plan:
       stages.append({"name": f"single_{ds}", "kind": "train", "run": f"single_{ds}",
                      "command": self._finetune(
                          "gin/runs/finetune_single.gin", f"single_{ds}", a.single_steps, adapted,
-                         {"MIXTURE_OR_TASK_NAME": f"punified_ner_{ds}"})})
+                         {"MIXTURE_OR_TASK_NAME": task_names.task_name(ds)})})
       stages.append(self._eval(f"single_{ds}", "unconstrained"))
     for ds in self.noadapt_singles:
       run = f"single_{ds}{NOADAPT_SUFFIX}"
       stages.append({"name": run, "kind": "train", "run": run, "command": self._finetune(
           "gin/runs/finetune_single.gin", run, a.single_steps, None,
-          {"MIXTURE_OR_TASK_NAME": f"punified_ner_{ds}"})})
+          {"MIXTURE_OR_TASK_NAME": task_names.task_name(ds)})})
       stages.append(self._eval(run, "unconstrained"))
     stages.append({"name": "joint_noadapt", "kind": "train", "run": "joint_noadapt",
                    "command": self._finetune("gin/runs/finetune_joint.gin", "joint_noadapt",
@@ -542,7 +547,7 @@ def collect(plan: Plan) -> dict:
         continue
       evals.setdefault(run, {})[mode] = {
           "step": report.get("step"), "beam_size": report.get("beam_size"),
-          "datasets": {task[len("punified_ner_"):]: {k: values.get(k) for k in _KEPT_METRICS}
+          "datasets": {task_names.dataset_of_task(task): {k: values.get(k) for k in _KEPT_METRICS}
                        for task, values in report["tasks"].items()}}
   extracts = {}
   for mode in DECODING_MODES:

@@ -91,6 +91,7 @@ def data_position_only(run_dirs: dict, args) -> list[dict]:
   """In this process: seconds to a TrainInput positioned after S batches, first batch included."""
   in_len, out_len = (int(x) for x in args.lengths.split(","))
   common.configure_tasks(args.raw_dir, args.datasets.split(",") if args.datasets else None)
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from punified_jax import checkpoints, input_state  # pylint: disable=g-import-not-at-top
   common_kwargs = dict(mixture_or_task_name="punified_ner_joint", global_batch_size=args.batch_size,
                        task_feature_lengths={"inputs": in_len, "targets": out_len}, seed=0, data_shards=1,
@@ -100,7 +101,7 @@ def data_position_only(run_dirs: dict, args) -> list[dict]:
   for (step, mode), run_dir in sorted(run_dirs.items()) * args.repeats:
     checkpointer = checkpoints.Checkpointer(os.path.join(run_dir, "checkpoints"), read_only=True,
                                             extra_item_names=(input_state.INPUT_ITEM,))
-    meta = checkpointer.read_meta(step)
+    meta = dict(checkpointer.restore_item(step, checkpoints.META_ITEM, ocp.args.JsonRestore()) or {})
     clock = time.perf_counter()
     train_input = input_state.open_train_input(
         checkpointer=checkpointer, step=step, meta=meta, consumed_batches=int(meta["consumed_batches"]),

@@ -229,7 +229,7 @@ def main(argv=None) -> int:
       if size not in table and not (name == "--target_loss" and args.target_loss == "auto"):
         parser.error(f"{name} has no value for size {size!r}")
   if any(r.startswith("torch") for r in runs) and not os.path.exists(args.torch_python):
-    parser.error(f"--torch_python {args.torch_python} not found (create it: bash tools/torch_env.sh)")
+    parser.error(f"--torch_python {args.torch_python} not found (create it: bash tools/env/torch_env.sh)")
 
   machine = common.machine_info()
   clocks = None if args.ghz else common.measure_clock_ghz(machine.get("cpus", os.cpu_count()))
@@ -240,8 +240,7 @@ def main(argv=None) -> int:
 
   import jax  # pylint: disable=g-import-not-at-top
   from punified_jax import hf_interop, optimizers, partitioning, trainer  # pylint: disable=g-import-not-at-top
-  from punified_jax.model import T5Config, Transformer  # pylint: disable=g-import-not-at-top
-  from punified_jax.train import round_up_vocab_size  # pylint: disable=g-import-not-at-top
+  from punified_jax.model import T5Config, Transformer, round_up_vocab_size  # pylint: disable=g-import-not-at-top
 
   common.configure_tasks(args.raw_dir, args.datasets.split(",") if args.datasets else None)
   names = common.mixture_datasets()

@@ -7,7 +7,7 @@
 #
 # --install-cuda   (first argument) installs the CUDA build of the pinned jax into .venv:
 #                  jax[cuda13]==<the jax pin of requirements.txt> (PUNIFIED_JAX_CUDA=cuda12 for
-#                  older drivers). `launch/venv.sh` alone installs the CPU build.
+#                  older drivers). `tools/env/venv.sh` alone installs the CPU build.
 # Before training, the script checks that jax sees a GPU and stops with an error otherwise (so a
 # missing CUDA build or driver never trains silently on the CPU).
 #
@@ -40,7 +40,7 @@ if [[ -n "${PUNIFIED_DRY_RUN:-}" ]]; then
   echo "XLA_FLAGS=$XLA_FLAGS ${command[*]}"
   exit 0
 fi
-[[ -x "$PYTHON" ]] || bash "$ROOT/launch/venv.sh"
+[[ -x "$PYTHON" ]] || bash "$ROOT/tools/env/venv.sh"
 if [[ -n "$install_cuda" ]]; then
   echo "[gpu_single_host] installing $cuda_requirement" >&2
   "${install[@]}"

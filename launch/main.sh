@@ -6,7 +6,7 @@
 # `python -m punified_jax main --help` can be appended.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-bash "$ROOT/launch/venv.sh"
+bash "$ROOT/tools/env/venv.sh"
 cd "$ROOT"
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
 exec .venv/bin/python -m punified_jax main "$@"

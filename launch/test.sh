@@ -1,7 +1,4 @@
 #!/usr/bin/env bash
-# Runs the test suite (offline, CPU). Creates .venv/ first when it is missing.
-set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-bash "$ROOT/launch/venv.sh"
-cd "$ROOT"
-exec .venv/bin/python -m pytest -q "$@"
+# The README's test command: runs tools/env/test.sh (the suite, offline, CPU; creates .venv/ first
+# when it is missing). Arguments go to pytest.
+exec bash "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tools/env/test.sh" "$@"

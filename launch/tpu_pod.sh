@@ -13,7 +13,7 @@
 #   first), copied to every worker and unpacked into ~/$REMOTE_DIR; or, with
 #   PUNIFIED_REPO_URL=<git url> [PUNIFIED_REPO_REF=<commit/branch>, default this HEAD], a
 #   `git clone` on each worker. No local .venv is copied.
-# - the environment (SETUP=1): on each worker `launch/venv.sh` builds ~/$REMOTE_DIR/.venv from
+# - the environment (SETUP=1): on each worker `tools/env/venv.sh` builds ~/$REMOTE_DIR/.venv from
 #   requirements.txt with Python 3.12 (installed from the deadsnakes PPA with apt when the image
 #   has no python3.12, e.g. Ubuntu 22.04 TPU images ship 3.10), then jax[tpu] at the jax pin of
 #   requirements.txt (PUNIFIED_JAX_TPU overrides the requirement).
@@ -73,7 +73,7 @@ if [[ -n "${SETUP:-}" ]]; then
   python312="command -v python3.12 >/dev/null || (sudo apt-get update -qq && sudo apt-get install -y -qq"
   python312+=" software-properties-common && sudo add-apt-repository -y ppa:deadsnakes/ppa"
   python312+=" && sudo apt-get install -y -qq python3.12 python3.12-venv)"
-  on_workers "set -e; $python312; $fetch && bash launch/venv.sh && .venv/bin/pip install --quiet $(q "$jax_tpu")"
+  on_workers "set -e; $python312; $fetch && bash tools/env/venv.sh && .venv/bin/pip install --quiet $(q "$jax_tpu")"
 fi
 
 # The settings of this shell, as `export NAME=value;` for the remote shell (launcher-only ones dropped).

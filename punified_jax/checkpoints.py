@@ -125,10 +125,6 @@ class Checkpointer:
       return None
     return restored[name]
 
-  def read_meta(self, step: int) -> dict:
-    restored = self._manager.restore(step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))
-    return dict(restored[META_ITEM] or {})
-
   def reached_preemption(self, step: int) -> bool:
     """True on every host at the step JAX's preemption service chose after a SIGTERM (multi-host)."""
     return self._manager.reached_preemption(step)

@@ -1,7 +1,7 @@
 """`python -m punified_jax.eval --gin_file=gin/runs/eval.gin --gin_file=gin/models/<size>.gin
 --gin.CHECKPOINT_PATH=... --gin.EVAL_OUTPUT_DIR=... [--split test]`: evaluate one checkpoint.
 
-Same flags as punified_jax.train (gin files, --gin.KEY=VALUE, multi-host flags), plus
+Same flags as punified_jax.train (gin_utils: gin files, --gin.KEY=VALUE, multi-host flags), plus
 `--split NAME` (default validation; the same as --gin.EVAL_SPLIT=NAME). Decodes every task of
 MIXTURE_OR_TASK_NAME that has the split and metrics, prints per-task and mean F1, and writes
 `<EVAL_OUTPUT_DIR>/step_<N>.json` and the per-example predictions
@@ -14,10 +14,11 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from punified_jax import train as train_cli
+from punified_jax import gin_utils
 
 
 def _evaluate() -> None:
+  # Imported here, like every jax-heavy module of the commands: bad flags fail fast without jax.
   from punified_jax import evaluation  # pylint: disable=g-import-not-at-top
   evaluation.evaluate_checkpoint()
 
@@ -45,8 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
-  return train_cli.run_gin_command(argv,
-                                   "python -m punified_jax.eval",
+  return gin_utils.run_gin_command(argv, "python -m punified_jax.eval",
                                    "Evaluate a checkpoint (gin-configured).", _evaluate)
 
 

@@ -75,7 +75,6 @@ from typing import Any, Iterable, Optional, Sequence
 
 import gin
 import jax
-import jax.numpy as jnp
 import numpy as np
 import seqio
 
@@ -128,26 +127,6 @@ class _DecodeSettings:
 def _transformer(config: T5Config) -> Transformer:
   # One module per config, so jit caches keyed on the (identity-hashed) module are shared.
   return Transformer(config)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _output_log_probs(model: Transformer, params: Any, encoder_input_tokens: jax.Array,
-                      output_tokens: jax.Array) -> jax.Array:
-  """float32 [batch, len]: log P(output_tokens[:, i] | input, output_tokens[:, :i]).
-
-  A full (uncached) forward pass, teacher-forced on the decoded tokens (the causal mask keeps
-  the zeros after EOS from affecting earlier positions; the caller cuts at EOS).
-  """
-  decoder_inputs = jnp.pad(output_tokens[:, :-1], ((0, 0), (1, 0)))
-  logits = model.apply({"params": params}, encoder_input_tokens, decoder_inputs,
-                       jnp.ones_like(output_tokens), enable_dropout=False)
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return jnp.take_along_axis(log_probs, output_tokens[..., None], axis=-1)[..., 0]
-
-
-def bucket_lengths(max_input_length: int) -> tuple[int, ...]:
-  """Padded input lengths: 32, 64, 128, ... capped at (and always including) the maximum."""
-  return generate.input_buckets(max_input_length)
 
 
 def sentence_ends(text: str) -> list[int]:
@@ -229,8 +208,7 @@ class Extractor:
     decoding_lib.check_stopping(stopping)  # at construction, not at the first extract()
     self.stopping = stopping
     self.known_types: tuple[str, ...] = tuple(known_types or entity_types.ALL_PROMPT_NAMES)
-    self.buckets = bucket_lengths(self.max_input_length)
-    self._output_buckets = bucket_lengths(self.max_decode_length)
+    self.buckets = generate.input_buckets(self.max_input_length)
     self.eos_id = int(vocabulary.eos_id)
     # Built even when unconstrained: it checks that the syntax tokens are single tokens, and
     # the parser-side token ids come from it.
@@ -384,38 +362,6 @@ class Extractor:
         assert text[entity["start"]:entity["end"]] == entity["text"]  # the guarantee
       results.append(ordered)
     return results
-
-  def entities_from_output(self, text: str, types: Sequence[str],
-                           output_ids: Sequence[int]) -> list[dict]:
-    """The entities one model output (token ids, e.g. decoded elsewhere) stands for in `text`.
-
-    The same parsing, realignment, offset rule and scoring as `extract`, without decoding:
-    for comparing decoders and for tests.  `text` must fit one window.
-    """
-    names = self.resolve_types(types)
-    (text,) = _check_texts([text])
-    windows = self._windows(0, text, names)
-    if not windows:
-      return []
-    if len(windows) != 1:
-      raise ValueError(f"the text needs {len(windows)} windows of max_input_length="
-                       f"{self.max_input_length}; entities_from_output takes one")
-    (window,) = windows
-    output = [int(token) for token in output_ids]
-    if self.eos_id in output:
-      output = output[:output.index(self.eos_id) + 1]
-    if len(output) > self.max_decode_length:
-      raise ValueError(f"output has {len(output)} tokens, more than max_decode_length="
-                       f"{self.max_decode_length}")
-    bucket = self.buckets[bisect.bisect_left(self.buckets, len(window.input_ids))]
-    # The shapes of a decoding batch, so the scoring pass reuses its compiled program.
-    inputs = np.zeros((self.batch_size, bucket), np.int32)
-    inputs[:, :len(window.input_ids)] = window.input_ids
-    tokens = np.zeros((self.batch_size, self.max_decode_length), np.int32)
-    tokens[:, :len(output)] = output
-    log_probs = self._score(jnp.asarray(inputs), tokens)
-    entities = self._entities(window, output, log_probs[0, :len(output)])
-    return sorted(entities, key=lambda e: (e["start"], e["end"], e["type"]))
 
   def window_ranges(self, text: str, types: Sequence[str]) -> list[tuple[int, int]]:
     """The character ranges `extract` would decode `text` in, for `types` (module docstring;
@@ -621,19 +567,6 @@ class Extractor:
         length = ids.index(self.eos_id) + 1 if self.eos_id in ids else len(ids)
         yield windows[index], ids[:length], log_probs[row, :length]
 
-  def _score(self, inputs: jax.Array, tokens: np.ndarray) -> np.ndarray:
-    """float32 [batch, len]: each output token's log-probability (see "Score").
-
-    tokens: int32 [batch, max_decode_length], 0 after EOS.  The teacher-forced pass runs on
-    the outputs cut to the shortest bucket length that holds them all (outputs usually end
-    long before max_decode_length); positions past the cut are returned as 0.
-    """
-    trimmed = generate.trim_to_bucket(tokens, self._output_buckets)
-    log_probs = np.zeros(tokens.shape, np.float32)
-    log_probs[:, :trimmed.shape[1]] = np.asarray(_output_log_probs(
-        self.model, self.params, inputs, jnp.asarray(trimmed)))
-    return log_probs
-
   # -- output -> entities --------------------------------------------------------------------
 
   def _entities(self, window: _Window, output: list[int], log_probs: np.ndarray,
@@ -789,13 +722,12 @@ def infer_splits(*, model_dir: str = gin.REQUIRED, mixture_or_task_name: str = g
   several hosts every process runs the same extraction (each host's devices decode their rows
   of every batch) and process 0 writes the files."""
   import seqio  # pylint: disable=g-import-not-at-top
-  import tasks  # pylint: disable=g-import-not-at-top
-  from punified_jax import reports  # pylint: disable=g-import-not-at-top
+  from punified_jax.tasks import names, registry  # pylint: disable=g-import-not-at-top
 
-  config = tasks.configure()
+  config = registry.configure()
   provider = seqio.get_mixture_or_task(mixture_or_task_name)
   datasets = list(dict.fromkeys(
-      reports.dataset_of(t.name) for t in getattr(provider, "tasks", [provider])))
+      names.dataset_of_task(t.name) or t.name for t in getattr(provider, "tasks", [provider])))
   extractor = Extractor.load(model_dir, checkpoint=checkpoint, beam_size=beam_size,
                              constrained=constrained, batch_size=batch_size,
                              partitioning=partitioner)
@@ -805,7 +737,7 @@ def infer_splits(*, model_dir: str = gin.REQUIRED, mixture_or_task_name: str = g
     storage.makedirs(output_dir)
   written = {}
   for dataset in datasets:
-    splits = tasks.load_examples(config, dataset)
+    splits = registry.load_examples(config, dataset)
     if split not in splits:
       logger.warning("%s has no %r split; skipped", dataset, split)
       continue

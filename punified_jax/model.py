@@ -81,6 +81,21 @@ _REMAT_POLICIES = {
 }
 
 
+VOCAB_SIZE_MULTIPLE = 128
+
+
+def round_up_vocab_size(size: int, multiple: int = VOCAB_SIZE_MULTIPLE) -> int:
+  """Embedding rows for a vocabulary of `size` ids: rounded up to a multiple of 128, which keeps
+  the vocab axis divisible on TPU cores and model-parallel meshes (t5x's 32100 -> 32128).
+
+  The one rounding rule: the gin entry points (gin_utils.fill_vocab_size) and the t5x gin files
+  (t5x_interop.padded_vocab_size) both call it.
+  """
+  if multiple < 1:
+    raise ValueError(f"multiple must be >= 1, got {multiple}")
+  return -(-int(size) // multiple) * multiple
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class T5Config:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable
 
 import gin
 import jax.numpy as jnp
@@ -129,10 +128,3 @@ def make_optimizer(
   if clip_grad_norm is None:
     return core
   return optax.chain(optax.clip_by_global_norm(clip_grad_norm), core)
-
-
-def schedule_of(optimizer_learning_rate) -> Callable[[int], float]:
-  """The callable learning rate for logging, whether a schedule or a constant was given."""
-  if callable(optimizer_learning_rate):
-    return optimizer_learning_rate
-  return lambda step: optimizer_learning_rate

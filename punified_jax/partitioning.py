@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import gin
 import jax
+from jax.experimental import mesh_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -179,7 +180,6 @@ def create_mesh(data: int = -1, model: int = 1, devices: Sequence[jax.Device] | 
   devices = list(jax.devices() if devices is None else devices)
   data, model = resolve_mesh_shape(data, model, len(devices))
   try:
-    from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
     device_grid = mesh_utils.create_device_mesh((data, model), devices)
   except (ValueError, NotImplementedError, AssertionError) as error:
     logger.info("mesh_utils could not lay out (%d, %d) (%s); using device order", data, model, error)
@@ -198,12 +198,6 @@ def _axes_of(entry) -> tuple[str, ...]:
   if isinstance(entry, str):
     return (entry,)
   return tuple(entry)
-
-
-def _entry_of(axes: Sequence[str]):
-  if not axes:
-    return None
-  return axes[0] if len(axes) == 1 else tuple(axes)
 
 
 def fit_spec_to_shape(spec: PartitionSpec, shape: Sequence[int], mesh_sizes: dict[str, int], *,

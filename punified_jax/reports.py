@@ -3,30 +3,26 @@ and a PNG with per-dataset F1 bars and training curves.
 
 Input is what the evaluator writes (`<dir>/step_<N>.json`: {"step", "mean", "tasks": {task:
 {metric: value}}, ...}) and the runs' `metrics.jsonl` files (one JSON object per logged step).
-Task names map back to datasets (`punified_ner_<ds>[_random[_exact]]`), so the report speaks in
+Task names map back to datasets (punified_jax/tasks/names.py), so the report speaks in
 dataset names. Scores are percentages, like the paper's tables.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from punified_jax import entity_types
 from punified_jax import run_dir
 from punified_jax import storage
-
-_TASK_RE = re.compile(r"^punified_ner_(?P<ds>.+?)(?:_random_exact|_random)?$")
-
+from punified_jax.tasks import names as task_names
 
 def dataset_of(task_name: str) -> str:
-  """`punified_ner_cluener_random` -> `cluener`; other names are returned unchanged."""
-  match = _TASK_RE.match(task_name)
-  if match and match.group("ds") in entity_types.DATASETS:
-    return match.group("ds")
-  return task_name
+  """The dataset a report row speaks for: `punified_ner_cluener_random` -> `cluener` (the tasks'
+  naming rule, tasks/names.py); a name that is not one of our tasks is kept as it is."""
+  return task_names.dataset_of_task(task_name) or task_name
 
 
 def _number(value: Any) -> Optional[float]:
@@ -180,7 +176,6 @@ def plot_report(summary: Mapping[str, Any], runs: Mapping[str, Sequence[Mapping[
     curves.legend()
   fig.suptitle(title)
   fig.tight_layout()
-  import io  # pylint: disable=g-import-not-at-top
   buffer = io.BytesIO()
   fig.savefig(buffer, dpi=110, format="png")
   plt.close(fig)

@@ -11,7 +11,7 @@ directory (the trainer's MODEL_DIR; also what `import_hf` and `from_t5x` write) 
                                             "value", "step"} of the checkpoint kept in best/
     <model_dir>/punified_model.json         the model's self-description (model_info.py)
     <model_dir>/vocab/<name>                a copy of the vocabulary it names
-    <model_dir>/metrics.jsonl               one JSON object per logged step (writers.py)
+    <model_dir>/metrics.jsonl               one JSON object per logged step (metric_writers.py)
     <model_dir>/tensorboard/                TensorBoard events
     <model_dir>/config.gin                  the operative gin config (as t5x writes it)
     <model_dir>/data_manifest.json          where the data came from (datasets, files, counts)
@@ -32,11 +32,11 @@ A step counts only once finished: orbax writes a local step under a temporary na
 it (an unfinished save has no all-digit name), and on gs:// it writes `commit_success.txt` last.
 
 Loading parameters (`load_params`): our checkpoints (any path above), a Hugging Face T5 v1.1 /
-MT5 directory (hf_interop translates) or a t5x checkpoint (t5x_bridge translates).  The
+MT5 directory (hf_interop translates) or a t5x checkpoint (t5x_interop translates).  The
 converters know nothing of this layout; conversions that WRITE a run directory (`import_hf_dir`,
 `convert_t5x`, `export_checkpoint`) live here.
 
-This module is light to import (storage and model_info only): jax, orbax and the converters are
+This module is light to import (storage, model_info, hf_files): jax, orbax and the converters are
 imported inside the functions that need them, so `report` and other light commands stay fast.
 """
 
@@ -47,6 +47,7 @@ import logging
 import re
 from typing import Any, Mapping, Optional
 
+from punified_jax import hf_files
 from punified_jax import model_info
 from punified_jax import storage
 
@@ -318,8 +319,7 @@ def eval_json_for(model_dir: storage.PathLike, choice: str = "auto") -> str:
 
 def is_hf_dir(path: storage.PathLike) -> bool:
   """A Hugging Face model directory (config.json + weights)."""
-  from punified_jax import hf_interop  # pylint: disable=g-import-not-at-top
-  return hf_interop.is_hf_checkpoint_dir(path)
+  return hf_files.is_hf_checkpoint_dir(path)
 
 
 def load_params(path: storage.PathLike, abstract_params: Any, *, choice: str = "auto") -> Any:
@@ -331,7 +331,7 @@ def load_params(path: storage.PathLike, abstract_params: Any, *, choice: str = "
   """
   from punified_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from punified_jax import hf_interop  # pylint: disable=g-import-not-at-top
-  if hf_interop.is_hf_checkpoint_dir(path):
+  if hf_files.is_hf_checkpoint_dir(path):
     return hf_interop.restore_hf_params(path, abstract_params)
   checkpoint = resolve_checkpoint_path(path, choice)
   return checkpoints.restore_params(checkpoint.item_dir, abstract_params)
@@ -349,19 +349,19 @@ def single_device_abstract(t5_config) -> Any:
 def read_t5x_params(path: str, *, step: Optional[int] = None):
   """(located t5x checkpoint, its parameters as float32 numpy) from a t5x checkpoint path."""
   from punified_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  from punified_jax import t5x_bridge  # pylint: disable=g-import-not-at-top
-  located = t5x_bridge.locate_checkpoint(path, step=step)
+  from punified_jax import t5x_interop  # pylint: disable=g-import-not-at-top
+  located = t5x_interop.locate_checkpoint(path, step=step)
   if located.kind == "orbax":
-    item = storage.join(located.path, t5x_bridge.ORBAX_STATE_ITEM)
+    item = storage.join(located.path, t5x_interop.ORBAX_STATE_ITEM)
     try:
-      tree = checkpoints.read_tree_entry(item, t5x_bridge.PARAMS_KEY)
+      tree = checkpoints.read_tree_entry(item, t5x_interop.PARAMS_KEY)
     except KeyError as error:
-      raise t5x_bridge.BridgeError(f"{item}: {error.args[0]}; is this a t5x checkpoint?") from None
+      raise t5x_interop.BridgeError(f"{item}: {error.args[0]}; is this a t5x checkpoint?") from None
     except ValueError as error:
-      raise t5x_bridge.BridgeError(str(error)) from error
+      raise t5x_interop.BridgeError(str(error)) from error
   else:
-    tree = t5x_bridge.read_msgpack_params(located)
-  return located, t5x_bridge.as_float32(tree, located.path)
+    tree = t5x_interop.read_msgpack_params(located)
+  return located, t5x_interop.as_float32(tree, located.path)
 
 
 
@@ -413,29 +413,29 @@ def import_hf_dir(hf_dir: str, output_dir: str, *, task_feature_lengths: Mapping
   and the extractor (`Extractor.load(output_dir)`) read.
   """
   import tempfile  # pylint: disable=g-import-not-at-top
-  from punified_jax import checkpoints, hf_interop, t5x_bridge  # pylint: disable=g-import-not-at-top
+  from punified_jax import checkpoints, hf_interop, t5x_interop  # pylint: disable=g-import-not-at-top
   hf_dir = storage.absolute(hf_dir)
   layout = Layout(output_dir)
-  hf_config = hf_interop.read_hf_config(hf_dir)
+  hf_config = hf_files.read_hf_config(hf_dir)
   model_type = hf_interop._check_architecture(  # pylint: disable=protected-access
-      hf_config, storage.join(hf_dir, hf_interop.CONFIG_FILE))
+      hf_config, storage.join(hf_dir, hf_files.CONFIG_FILE))
   config = hf_interop.t5_config_from_hf(hf_dir, dropout_rate=dropout_rate, dtype=dtype,
                                         decoder_start_token_id=decoder_start_token_id)
   params = hf_interop.load_hf_params(hf_dir, config)
   if vocabulary_path is None:
     try:
-      vocabulary_path = hf_interop.hf_vocabulary_path(hf_dir)
-    except hf_interop.HfInteropError as error:
-      raise hf_interop.HfInteropError(f"{error}; pass --vocabulary") from None
-  lower_case = hf_interop.hf_lower_case(hf_dir) if vocabulary_path.endswith(".txt") else None
+      vocabulary_path = hf_files.hf_vocabulary_path(hf_dir)
+    except hf_files.HfInteropError as error:
+      raise hf_files.HfInteropError(f"{error}; pass --vocabulary") from None
+  lower_case = hf_files.hf_lower_case(hf_dir) if vocabulary_path.endswith(".txt") else None
   if lower_case is False:
     # model_info reads vocab.txt with BERT's lower-casing; a cased vocabulary needs that passed on.
     logger.warning("%s: the tokenizer is cased (do_lower_case=false); punified_model.json records "
                    "lower_case=false in 'extra', but get_vocabulary lower-cases by default", hf_dir)
-  _clear_for_model(layout, overwrite, hf_interop.HfInteropError)
+  _clear_for_model(layout, overwrite, hf_files.HfInteropError)
   storage.makedirs(layout.model_dir)
   with tempfile.TemporaryDirectory(prefix=".vocab-") as scratch:  # local: a renamed vocab.txt
-    source_vocab = (hf_interop.canonical_wordpiece(vocabulary_path, scratch)
+    source_vocab = (hf_files.canonical_wordpiece(vocabulary_path, scratch)
                     if vocabulary_path.endswith(".txt") else vocabulary_path)
     step_dir = checkpoints.save_params(
         layout.checkpoints, params, step=0,
@@ -446,7 +446,7 @@ def import_hf_dir(hf_dir: str, output_dir: str, *, task_feature_lengths: Mapping
     model_info.save_model_info(layout.model_dir, t5_config=config, vocabulary_path=source_vocab,
                                task_feature_lengths=dict(task_feature_lengths), extra=extra)
   info = model_info.load_model_info(layout.model_dir)
-  storage.write_text_atomic(layout.model_gin, t5x_bridge.model_gin_text(
+  storage.write_text_atomic(layout.model_gin, t5x_interop.model_gin_text(
       config, comment=f"Written by `python -m punified_jax import_hf` from {hf_dir}."))
   return Imported(hf_dir, layout.model_dir, step_dir, config, _count(params), info.vocabulary_path,
                   model_type)
@@ -483,7 +483,7 @@ class Converted:
   step: int
   config: Any              # model.T5Config
   num_params: int
-  source: Any              # t5x_bridge.T5xCheckpoint
+  source: Any              # t5x_interop.T5xCheckpoint
   vocabulary: Optional[str]                        # the copy inside output_dir, if any
   task_feature_lengths: Optional[dict[str, int]]   # recorded for serving, if known
 
@@ -513,32 +513,32 @@ def convert_t5x(checkpoint: str, output_dir: str, *, step: Optional[int] = None,
   DROPOUT_RATE (config.gin) is recorded, so further fine-tuning keeps the run's dropout.
   """
   import dataclasses as dc  # pylint: disable=g-import-not-at-top,reimported
-  from punified_jax import checkpoints, t5x_bridge  # pylint: disable=g-import-not-at-top
+  from punified_jax import checkpoints, t5x_interop  # pylint: disable=g-import-not-at-top
   located, t5x_params = read_t5x_params(checkpoint, step=step)
-  settings = t5x_bridge.t5x_run_settings(located)
+  settings = t5x_interop.t5x_run_settings(located)
   if config_overrides.get("dropout_rate") is None and isinstance(
       settings.get("DROPOUT_RATE"), (int, float)):
     config_overrides["dropout_rate"] = float(settings["DROPOUT_RATE"])
-  config = t5x_bridge.config_from_params(t5x_params, source=located.path, **config_overrides)
-  params = t5x_bridge.to_model_params(t5x_params, config, source=located.path)
+  config = t5x_interop.config_from_params(t5x_params, source=located.path, **config_overrides)
+  params = t5x_interop.to_model_params(t5x_params, config, source=located.path)
   lengths = _check_lengths(task_feature_lengths if task_feature_lengths is not None
-                           else settings.get("TASK_FEATURE_LENGTHS"), t5x_bridge.BridgeError)
+                           else settings.get("TASK_FEATURE_LENGTHS"), t5x_interop.BridgeError)
   vocab_file = None
   if vocabulary is not None:
     from punified_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
     try:
       loaded = vocab_lib.get_vocabulary(vocabulary)
     except (FileNotFoundError, ValueError) as error:
-      raise t5x_bridge.BridgeError(f"--vocabulary: {error}") from error
+      raise t5x_interop.BridgeError(f"--vocabulary: {error}") from error
     if loaded.vocab_size > config.vocab_size:
-      raise t5x_bridge.BridgeError(
+      raise t5x_interop.BridgeError(
           f"vocabulary {vocabulary} has {loaded.vocab_size} entries but the checkpoint's "
           f"embedding has only {config.vocab_size} rows: not the vocabulary this model was "
           "trained with")
     vocab_file = f"{VOCAB_DIR}/{storage.basename(vocabulary)}"
 
   layout = Layout(output_dir)
-  _clear_for_model(layout, overwrite, t5x_bridge.BridgeError)
+  _clear_for_model(layout, overwrite, t5x_interop.BridgeError)
   storage.makedirs(layout.model_dir)
   out_step = int(located.step or 0)
   converted_from = {"path": located.path, "format": located.kind, "step": located.step}
@@ -564,7 +564,7 @@ def convert_t5x(checkpoint: str, output_dir: str, *, step: Optional[int] = None,
       "converted_from": converted_from,
   }
   storage.write_json_atomic(layout.converted_model_json, description, sort_keys=False)
-  storage.write_text_atomic(layout.model_gin, t5x_bridge.model_gin_text(
+  storage.write_text_atomic(layout.model_gin, t5x_interop.model_gin_text(
       config, comment=f"Written by `python -m punified_jax from_t5x` from {located.path}."))
   return Converted(layout.model_dir, step_dir, out_step, config, _count(params), located,
                    storage.join(layout.model_dir, vocab_file) if vocab_file else None, lengths)

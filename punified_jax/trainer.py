@@ -4,7 +4,7 @@ One call does: build the mesh and shardings (partitioning.py), the optimizer (op
 the input pipeline (seqio mixture -> EncDecFeatureConverter with packing -> per-host shard), the
 jitted train step (in/out shardings, the state donated), orbax checkpoints (periodic, final,
 on SIGTERM/SIGINT; resume from the latest; params-only INITIAL_CHECKPOINT_PATH), evaluation
-every EVAL_PERIOD steps (evaluation.py) and metric writers (writers.py).
+every EVAL_PERIOD steps (periodic_evaluation.py) and metric writers (metric_writers.py).
 
 Decisions worth knowing:
 
@@ -54,15 +54,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import seqio
+from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec
 
 from punified_jax import checkpoints as checkpoints_lib
+from punified_jax import entity_types
 from punified_jax import input_state
+from punified_jax import metric_writers as writers_lib
+from punified_jax import model as model_lib
+from punified_jax import model_info
 from punified_jax import optimizers
 from punified_jax import partitioning
+from punified_jax import periodic_evaluation
 from punified_jax import run_dir
 from punified_jax import storage
-from punified_jax import writers as writers_lib
+from punified_jax import vocab as vocab_lib
+from punified_jax.data import manifest
+from punified_jax.tasks import mixing
+from punified_jax.tasks import names as task_names
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +130,6 @@ def _model_inputs(batch: Mapping[str, jax.Array]) -> dict:
 
 def make_loss_fn(model: nn.Module, *, z_loss: float, label_smoothing: float):
   """(params, batch, dropout_rng) -> (loss_sum, (z_loss_sum, weight_sum)): sums, not means."""
-  from punified_jax import model as model_lib  # pylint: disable=g-import-not-at-top
 
   def loss_fn(params, batch, dropout_rng):
     logits = model.apply({"params": params}, **_model_inputs(batch), enable_dropout=True,
@@ -301,7 +310,6 @@ def initialize_state_from_params(layout: StateLayout, partitioner: partitioning.
 
 
 def _check_vocabulary(model: nn.Module, mixture_or_task_name: str) -> None:
-  import seqio  # pylint: disable=g-import-not-at-top
   provider = seqio.get_mixture_or_task(mixture_or_task_name)
   vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
   if vocab_size is None:
@@ -318,10 +326,6 @@ def _describe_model_dir(model: nn.Module, model_dir: str, mixture_or_task_name: 
   """Writes punified_model.json + a copy of the vocabulary, so the Extractor, export and eval can
   load the run without its gin files (model_info.py). Skipped, with a log line, when the model has
   no T5Config or the vocabulary has no file (unit tests with toy vocabularies)."""
-  import seqio  # pylint: disable=g-import-not-at-top
-  from punified_jax import entity_types, model_info  # pylint: disable=g-import-not-at-top
-  from punified_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  from punified_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   config = getattr(model, "config", None)
   provider = seqio.get_mixture_or_task(mixture_or_task_name)
   vocabulary = provider.output_features["targets"].vocabulary
@@ -330,13 +334,7 @@ def _describe_model_dir(model: nn.Module, model_dir: str, mixture_or_task_name: 
   if not isinstance(config, model_lib.T5Config) or not path:
     logger.info("not writing %s: no T5Config or no vocabulary file", model_info.MODEL_INFO_FILE)
     return
-  datasets = []
-  for task in getattr(provider, "tasks", [provider]):
-    name = task.name.removesuffix("_random_exact").removesuffix("_random")
-    for prefix in ("punified_ner_", "punified_prefix_lm_"):
-      if name.startswith(prefix) and name[len(prefix):] in entity_types.DATASETS:
-        datasets.append(name[len(prefix):])
-  datasets = list(dict.fromkeys(datasets))
+  datasets = task_names.datasets_of(task.name for task in getattr(provider, "tasks", [provider]))
   prompt_names = list(dict.fromkeys(n for d in datasets for n in entity_types.prompt_names(d)))
   model_info.save_model_info(
       model_dir, t5_config=config, vocabulary_path=path, task_feature_lengths=task_feature_lengths,
@@ -344,12 +342,9 @@ def _describe_model_dir(model: nn.Module, model_dir: str, mixture_or_task_name: 
 
 
 def _mixing_scheme(mixture_or_task_name: str) -> str | None:
-  """The label of the mixing scheme (tasks/mixing.py) a mixture of `tasks` samples with, else
-  None. The trainer does not import `tasks`: such a mixture exists only once it was imported."""
-  import sys  # pylint: disable=g-import-not-at-top
-  import seqio  # pylint: disable=g-import-not-at-top
-  mixing = sys.modules.get("tasks.mixing")
-  scheme = mixing and mixing.scheme_of(seqio.get_mixture_or_task(mixture_or_task_name))
+  """The label of the mixing scheme (punified_jax/tasks/mixing.py) one of our mixtures samples with, else
+  None (a task, or a mixture registered by someone else)."""
+  scheme = mixing.scheme_of(seqio.get_mixture_or_task(mixture_or_task_name))
   return scheme["label"] if scheme else None
 
 
@@ -500,40 +495,10 @@ def train(
                                             tensorboard=tensorboard)
   progress = writers_lib.ProgressLogger(train_steps, start_step=start_step, every=log_every,
                                         enabled=process_index == 0)
-  # The evaluator reads and caches every validation split: built at the first evaluation only.
-  evaluation_state: dict[str, Any] = {"evaluator": None, "best": None, "disabled": not eval_period}
-
-  def evaluate_now(step: int) -> dict | None:
-    if evaluation_state["disabled"]:
-      return None
-    if evaluation_state["evaluator"] is None:
-      factory = evaluator_factory
-      if factory is None:
-        from punified_jax import evaluation  # pylint: disable=g-import-not-at-top
-        factory = evaluation.Evaluator
-      evaluator = factory(mixture_or_task_name=mixture_or_task_name, model=model, partitioner=partitioner)
-      if not evaluator.enabled:
-        evaluation_state["disabled"] = True
-        return None
-      evaluation_state["evaluator"] = evaluator
-      evaluation_state["best"] = checkpoints_lib.BestCheckpointTracker(
-          run_dir.Layout(model_dir).best, run_dir.Layout(model_dir).best_summary,
-          metric=evaluator.selection_metric)
-    return _run_eval(evaluation_state["evaluator"], state, step, model_dir, writer, evaluation_state["best"],
-                     meta_for(step))
-
-  def meta_for(step: int, input_meta: dict | None = None) -> dict:
-    return {"step": step, "consumed_batches": consumed_batches, "data": data_settings, "input_state": input_meta}
-
+  evaluator = periodic_evaluation.PeriodicEvaluator(
+      period=eval_period, factory=evaluator_factory, mixture_or_task_name=mixture_or_task_name, model=model,
+      partitioner=partitioner, model_dir=model_dir, writer=writer)
   train_input = None
-
-  def save_checkpoint(step: int, *, force: bool) -> None:
-    """A periodic (when due) or forced save of the state, its meta and the input position."""
-    if not (force or checkpointer.should_save(step)) or step in checkpointer.all_steps():
-      return
-    items, input_meta = input_state.checkpoint_items(train_input) if checkpoint_input_state else ({}, None)
-    checkpointer.save(step, state.as_tree(), meta_for(step, input_meta), force=True, extra_items=items)
-
   history: list[dict] = []
   eval_results: list[dict] = []
   stopped_by = None
@@ -569,22 +534,8 @@ def train(
           step_callback(step, metrics)
 
         if progress.should_log(step) or step == train_steps:
-          host_metrics = [_scalar_metrics(m) for m in jax.device_get(window)]
+          history.append(_log_window(window, step, progress, writer, checkpointer))
           window = []
-          averaged = {key: float(np.mean([m[key] for m in host_metrics])) for key in host_metrics[0]}
-          tokens = float(np.sum([m["target_tokens"] for m in host_metrics]))
-          rates = progress.log(step, {"loss": averaged["loss"], "lr": host_metrics[-1]["learning_rate"]})
-          scalars = {f"train/{key}": value for key, value in averaged.items() if key != "target_tokens"}
-          scalars["train/learning_rate"] = host_metrics[-1]["learning_rate"]
-          scalars["train/steps_per_second"] = rates["steps_per_second"]
-          scalars["train/target_tokens_per_second"] = (tokens / rates["seconds"] if rates["seconds"] > 0
-                                                       else float("nan"))
-          writer.write_scalars(step, scalars)
-          history.append({"step": step, **averaged, "steps_per_second": rates["steps_per_second"]})
-          if not all(math.isfinite(m["loss"]) for m in host_metrics):
-            writer.flush()
-            raise FloatingPointError(f"loss became {averaged['loss']} at step {step}; stopping (last good "
-                                     f"checkpoint: {checkpointer.latest_step()})")
 
         if not multi_process:
           stop_requested = watcher.requested
@@ -596,64 +547,77 @@ def train(
           if not stop_requested and progress.should_log(step):
             stop_requested = _any_process(watcher.requested)
 
-        if eval_period and step % eval_period == 0 and not stop_requested:
-          result = evaluate_now(step)
+        if evaluator.due(step) and not stop_requested:
+          result = evaluator.evaluate(step, state, _checkpoint_meta(step, consumed_batches, data_settings))
           if result is not None:
             eval_results.append(result)
             progress.reset_clock(step)  # evaluation time is not training throughput
         writer.flush()  # one JSONL record per step, with its train and eval values
 
+        if stop_requested or step == train_steps or checkpointer.should_save(step):
+          _save_checkpoint(checkpointer, state, _checkpoint_meta(step, consumed_batches, data_settings),
+                           train_input if checkpoint_input_state else None)
         if stop_requested:
           stopped_by = watcher.signal_name or "preemption"
-          save_checkpoint(step, force=True)
           if process_index == 0:
             print(f"{stopped_by}: saved checkpoint at step {step}; exiting", flush=True)
           break
-        save_checkpoint(step, force=step == train_steps)
     checkpointer.wait()
   finally:
     writer.flush()
     writer.close()
     checkpointer.close()
-    if evaluation_state["best"] is not None:
-      evaluation_state["best"].close()
-    if evaluation_state["evaluator"] is not None:
-      evaluation_state["evaluator"].close()
+    evaluator.close()
   return TrainSummary(start_step=start_step, final_step=step, stopped_by=stopped_by, history=history,
                       eval_results=eval_results, state=state)
 
 
 def _record_run(model_dir: str, mixture_or_task_name: str) -> None:
   """config.gin (operative gin config, complete after the first step) + data_manifest.json."""
-  from punified_jax.data import manifest  # pylint: disable=g-import-not-at-top
   manifest.write_run_records(model_dir, mixture_or_task_name)
 
 
 def _any_process(flag: bool) -> bool:
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   flags = multihost_utils.process_allgather(np.asarray([int(flag)], np.int32))
   return bool(np.max(flags))
 
 
-def _run_eval(evaluator, state: TrainState, step: int, model_dir: str, writer, best_tracker, meta) -> dict:
-  result = evaluator.evaluate(state.params, step=step, report_dir=run_dir.Layout(model_dir).eval_dir)
-  scalars = {}
-  for task, metrics in result["tasks"].items():
-    for key, value in metrics.items():
-      if isinstance(value, (int, float)) and not isinstance(value, bool):
-        scalars[f"eval/{task}/{key}"] = value
-  if result.get("mean") is not None:
-    scalars[f"eval/mean_{evaluator.selection_metric}"] = result["mean"]
-  if scalars:
-    writer.write_scalars(step, scalars)
-  if jax.process_index() == 0:
-    mean = result.get("mean")
-    print(f"eval at step {step}: mean {evaluator.selection_metric} = "
-          f"{'n/a' if mean is None else f'{mean:.2f}'} over {len(result['tasks'])} task(s)", flush=True)
-  if best_tracker is not None and result.get("mean") is not None and math.isfinite(result["mean"]):
-    if best_tracker.update(step, result["mean"], state.as_tree(), meta):
-      logger.info("new best checkpoint at step %d (%s)", step, result["mean"])
-  return result
+def _checkpoint_meta(step: int, consumed_batches: int, data_settings: Mapping[str, Any]) -> dict:
+  """What a checkpoint records beside the state: how many batches the run consumed (to resume the
+  data), the data settings (to warn when they change); `_save_checkpoint` adds the input position."""
+  return {"step": step, "consumed_batches": consumed_batches, "data": data_settings, "input_state": None}
+
+
+def _save_checkpoint(checkpointer: checkpoints_lib.Checkpointer, state: TrainState, meta: dict,
+                     train_input) -> None:
+  """Saves `state` at step `meta["step"]` (unless that step is saved already) with `meta` and, when
+  `train_input` is given, each input shard's iterator position."""
+  step = meta["step"]
+  if step in checkpointer.all_steps():
+    return
+  items, input_meta = input_state.checkpoint_items(train_input) if train_input is not None else ({}, None)
+  checkpointer.save(step, state.as_tree(), {**meta, "input_state": input_meta}, force=True, extra_items=items)
+
+
+def _log_window(window: list[dict], step: int, progress: writers_lib.ProgressLogger, writer,
+                checkpointer: checkpoints_lib.Checkpointer) -> dict:
+  """Logs the metrics of the steps since the last log (averaged; learning rate of the last step)
+  to the console and the metric writer; returns the history entry. A non-finite loss stops the
+  run with FloatingPointError (the last checkpoint is still good)."""
+  host_metrics = [_scalar_metrics(m) for m in jax.device_get(window)]
+  averaged = {key: float(np.mean([m[key] for m in host_metrics])) for key in host_metrics[0]}
+  tokens = float(np.sum([m["target_tokens"] for m in host_metrics]))
+  rates = progress.log(step, {"loss": averaged["loss"], "lr": host_metrics[-1]["learning_rate"]})
+  scalars = {f"train/{key}": value for key, value in averaged.items() if key != "target_tokens"}
+  scalars["train/learning_rate"] = host_metrics[-1]["learning_rate"]
+  scalars["train/steps_per_second"] = rates["steps_per_second"]
+  scalars["train/target_tokens_per_second"] = tokens / rates["seconds"] if rates["seconds"] > 0 else float("nan")
+  writer.write_scalars(step, scalars)
+  if not all(math.isfinite(m["loss"]) for m in host_metrics):
+    writer.flush()
+    raise FloatingPointError(f"loss became {averaged['loss']} at step {step}; stopping (last good "
+                             f"checkpoint: {checkpointer.latest_step()})")
+  return {"step": step, **averaged, "steps_per_second": rates["steps_per_second"]}
 
 
 def _warn_on_changed_data_settings(saved: Mapping[str, Any], current: Mapping[str, Any], step: int) -> bool:

@@ -141,9 +141,6 @@ def main(out_path: str, work_dir: str, only: str = "") -> None:
                      for row in output.scores]}
     result["entities"] = extractor.extract(TEXTS, ti.TYPES)
     result["stats"] = extractor.stats
-    if name in ("single", "fsdp"):  # the teacher-forced scoring pass on the sharded params
-      tokens = result["decodes"]["beam3_constrained"]["tokens"][0][0]
-      result["entities_from_output"] = extractor.entities_from_output(TEXTS[0], ti.TYPES, tokens)
     report[name] = result
     print(name, result["mesh"], "done", flush=True)
   with open(out_path, "w", encoding="utf-8") as handle:

@@ -4,7 +4,7 @@ through the torch env), mismatch errors, the UER-style WordPiece path, and a fin
 The fixtures in tests/fixtures/hf/ come from tools/make_hf_fixtures.py (torch + transformers):
 tiny random T5/MT5 directories and the logits / greedy outputs HF computed for them.  Tests that
 need HF itself run tools/hf_check.py with the torch env's interpreter (.venv-torch/bin/python, or
-$PUNIFIED_TORCH_PYTHON; `bash tools/torch_env.sh` creates it) and are skipped without it.
+$PUNIFIED_TORCH_PYTHON; `bash tools/env/torch_env.sh` creates it) and are skipped without it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from safetensors.numpy import load_file, save_file
 from punified_jax import __main__ as cli
 from punified_jax import run_dir as run_dir_lib
 from punified_jax import generate
+from punified_jax import hf_files
 from punified_jax import hf_interop
 from punified_jax import model as model_lib
 from punified_jax import model_info
@@ -47,7 +48,7 @@ def _torch_python() -> str | None:
 TORCH_PYTHON = _torch_python()
 needs_torch_env = pytest.mark.skipif(
     TORCH_PYTHON is None, reason="no torch env (.venv-torch or $PUNIFIED_TORCH_PYTHON): run "
-    "`bash tools/torch_env.sh`")
+    "`bash tools/env/torch_env.sh`")
 
 
 def fixture_dir(name: str) -> str:
@@ -226,14 +227,14 @@ def test_layer_count_mismatch_and_missing_tensor_are_reported():
                      match=r"'decoder\.block\.2\.layer\.0\.SelfAttention\.q\.weight' \(shape \(24, 16\)\) "
                      r"has no counterpart in our T5 v1.1 model \(2 encoder \+ 2 decoder layers\)"):
     hf_interop.load_hf_params(fixture_dir("t5_untied"), fewer)
-  tensors = hf_interop.read_hf_tensors(fixture_dir("t5_untied"))
+  tensors = hf_files.read_hf_tensors(fixture_dir("t5_untied"))
   del tensors["decoder.final_layer_norm.weight"]
-  hf_config = hf_interop.read_hf_config(fixture_dir("t5_untied"))
+  hf_config = hf_files.read_hf_config(fixture_dir("t5_untied"))
   with pytest.raises(hf_interop.HfInteropError,
                      match=r"'decoder\.final_layer_norm\.weight' \(our 'decoder/decoder_norm/scale', "
                      r"shape \(16,\)\) is missing from the checkpoint"):
     hf_interop.convert_hf_tensors(tensors, hf_config, config, source="x")
-  tensors = hf_interop.read_hf_tensors(fixture_dir("t5_untied"))
+  tensors = hf_files.read_hf_tensors(fixture_dir("t5_untied"))
   tensors["encoder.embed_tokens.weight"] = tensors["shared.weight"] + 1.0
   with pytest.raises(hf_interop.HfInteropError, match="'encoder.embed_tokens.weight' differs from shared.weight"):
     hf_interop.convert_hf_tensors(tensors, hf_config, config, source="x")
@@ -260,19 +261,19 @@ def test_unsupported_configs_are_clear_errors(tmp_path, changes, message):
 
 def test_unreadable_directories_name_the_file(tmp_path):
   with pytest.raises(hf_interop.HfInteropError, match="does not exist"):
-    hf_interop.read_hf_config(str(tmp_path / "nope"))
+    hf_files.read_hf_config(str(tmp_path / "nope"))
   (tmp_path / "empty").mkdir()
   with pytest.raises(hf_interop.HfInteropError, match=r"empty/config.json does not exist: not a Hugging Face"):
-    hf_interop.read_hf_config(str(tmp_path / "empty"))
+    hf_files.read_hf_config(str(tmp_path / "empty"))
   broken = tmp_path / "broken"
   broken.mkdir()
   (broken / "config.json").write_text('{\n  "d_model": 16,\n  oops\n}')
   with pytest.raises(hf_interop.HfInteropError, match=r"broken/config.json:3: not valid JSON"):
-    hf_interop.read_hf_config(str(broken))
+    hf_files.read_hf_config(str(broken))
   no_weights = tmp_path / "no_weights"
   no_weights.mkdir()
   shutil.copy(os.path.join(fixture_dir("mt5"), "config.json"), no_weights)
-  assert not hf_interop.is_hf_checkpoint_dir(str(no_weights))
+  assert not hf_files.is_hf_checkpoint_dir(str(no_weights))
   with pytest.raises(hf_interop.HfInteropError, match="no weights found"):
     hf_interop.load_hf_params(str(no_weights))
   corrupt = tmp_path / "corrupt"
@@ -288,7 +289,7 @@ def test_pytorch_bin_without_torch_says_how_to_convert(tmp_path, monkeypatch):
   os.remove(directory / "model.safetensors")
   (directory / "pytorch_model.bin").write_bytes(b"PK")
   monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
-  assert hf_interop.is_hf_checkpoint_dir(str(directory))
+  assert hf_files.is_hf_checkpoint_dir(str(directory))
   with pytest.raises(hf_interop.HfInteropError,
                      match=r"pytorch_model.bin needs torch.*tools/hf_check.py convert-bin"):
     hf_interop.load_hf_params(str(directory))
@@ -396,7 +397,7 @@ def test_export_writes_uer_style_wordpiece_tokenizer_files(tmp_path):
       "special": False}
   assert tokenizer_config["added_tokens_decoder"]["102"]["special"]
   # Our own reader of the exported vocabulary gives the original ids (markers included).
-  exported = hf_interop.hf_vocabulary(str(tmp_path / "out"))
+  exported = hf_files.hf_vocabulary(str(tmp_path / "out"))
   ours = vocab_lib.WordPieceVocabulary(vocab_path)
   text = "<entity>地点<entity>组织<text>张三去了北京。NULL null"
   assert exported.encode(text) == ours.encode(text) == [
@@ -423,7 +424,7 @@ def test_export_rejects_params_of_another_config(tmp_path):
 def test_uer_wordpiece_ids_match_hf_bert_tokenizer():
   """Our WordPieceVocabulary on a UER-style vocab.txt gives the ids HF's BertTokenizer gave."""
   info = expected_info("uer_tiny")
-  vocabulary = hf_interop.hf_vocabulary(fixture_dir("uer_tiny"))
+  vocabulary = hf_files.hf_vocabulary(fixture_dir("uer_tiny"))
   assert (vocabulary.eos_id, vocabulary.pad_id, vocabulary.token_to_id("[CLS]")) == (102, 0, 101)
   assert [vocabulary.encode(text) for text in info["uer_texts"]] == info["uer_ids"]
 
@@ -552,7 +553,7 @@ def finetuned(tmp_path_factory):
   """The issue's proof, part 1: the tiny UER-style HF directory as INITIAL_CHECKPOINT_PATH, 10 steps
   of our trainer (python -m punified_jax.train, gin/runs/adapt_from_hf.gin), then `export`."""
   if TORCH_PYTHON is None:
-    pytest.skip("no torch env (.venv-torch or $PUNIFIED_TORCH_PYTHON): run `bash tools/torch_env.sh`")
+    pytest.skip("no torch env (.venv-torch or $PUNIFIED_TORCH_PYTHON): run `bash tools/env/torch_env.sh`")
   root = tmp_path_factory.mktemp("finetune")
   run_dir = root / "run"
   env = dict(os.environ, JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3",
@@ -573,7 +574,7 @@ def finetuned(tmp_path_factory):
   config = hf_interop.t5_config_from_hf(fixture_dir("uer_tiny"), dropout_rate=0.0, decoder_start_token_id=101)
   # The trainer is to describe its MODEL_DIR itself (model_info); saving it again checks the match.
   model_info.save_model_info(str(run_dir), t5_config=config,
-                             vocabulary_path=hf_interop.hf_vocabulary_path(fixture_dir("uer_tiny")),
+                             vocabulary_path=hf_files.hf_vocabulary_path(fixture_dir("uer_tiny")),
                              task_feature_lengths={"inputs": 32, "targets": 32})
   result["export_status"] = cli.main(["export", "--model_dir", str(run_dir), "--output", str(root / "hf"),
                                       "--checkpoint", "10"])
@@ -630,7 +631,7 @@ def test_export_loads_in_transformers_with_equal_logits(hf_exports, name):
 @needs_torch_env
 def test_exported_bert_tokenizer_gives_our_ids(hf_exports):
   tokenize = hf_exports["report"]["uer_tiny"]["tokenize"]
-  ours = hf_interop.hf_vocabulary(os.path.join(str(hf_exports["root"]), "uer_tiny"))
+  ours = hf_files.hf_vocabulary(os.path.join(str(hf_exports["root"]), "uer_tiny"))
   assert tokenize["class"] == "BertTokenizer"
   assert tokenize["ids"] == [ours.encode(text) for text in PROMPTS]
   # HF wraps a single text as [CLS] ... [SEP]; our inputs are `text [SEP]` (no [CLS]).

@@ -21,7 +21,9 @@ import optax
 import pytest
 
 from punified_jax import checkpoints
+from punified_jax import decoding
 from punified_jax import entity_types
+from punified_jax import generate
 from punified_jax import inference
 from punified_jax import model as model_lib
 from punified_jax import model_info
@@ -97,6 +99,55 @@ def wordpiece_tokens(size: int) -> list[str]:
             + ["new", "york", "iphone", "12", "un", "##aff", "##able"])
   assert len(tokens) <= size, len(tokens)
   return tokens + [f"[extra{i}]" for i in range(size - len(tokens))]
+
+
+def teacher_forced_log_probs(extractor, window_ids, output) -> np.ndarray:
+  """float32 [len(output)]: log P(output[i] | input, output[:i]) from a full forward pass of
+  the extractor's model (what the search's recorded token log-probs must equal)."""
+  inputs = jnp.asarray([window_ids], jnp.int32)
+  tokens = jnp.asarray([output], jnp.int32)
+  decoder_inputs = jnp.pad(tokens[:, :-1], ((0, 0), (1, 0)))
+  logits = extractor.model.apply({"params": extractor.params}, inputs, decoder_inputs,
+                                 jnp.ones_like(tokens), enable_dropout=False)
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return np.asarray(jnp.take_along_axis(log_probs, tokens[..., None], axis=-1)[0, :, 0])
+
+
+class GivenOutputDecoder:
+  """Stands in for an Extractor's MeshDecoder: every row "decodes" to `output` (token ids
+  ending in EOS), scored by a teacher-forced pass, so `Extractor.extract` runs its real
+  parsing, realignment, offset and scoring path on an output the test chose."""
+
+  def __init__(self, extractor, output):
+    self.extractor = extractor
+    self.output = [int(token) for token in output]
+
+  def decode(self, model, params, rows, constraint, *, max_decode_length, **unused):
+    assert len(self.output) <= max_decode_length
+    batch = rows.shape[0]
+    tokens = np.zeros((batch, 1, max_decode_length), np.int32)
+    tokens[:, 0, :len(self.output)] = self.output
+    token_log_probs = np.zeros(tokens.shape, np.float32)
+    scored = {}  # padding rows repeat a window: one pass per distinct input
+    for row in range(batch):
+      ids = tuple(int(token) for token in rows[row] if token)
+      if ids not in scored:
+        scored[ids] = teacher_forced_log_probs(self.extractor, list(ids), self.output)
+      token_log_probs[row, 0, :len(self.output)] = scored[ids]
+    total = token_log_probs.sum(axis=-1)
+    return decoding.DecodeOutput(tokens, total, total, token_log_probs, None)
+
+
+def extract_given_output(extractor, text: str, types, output) -> list[dict]:
+  """`extractor.extract([text], types)` with the search replaced by `output` (one window)."""
+  assert len(extractor.window_ranges(text, types)) == 1
+  real = extractor.decoder
+  extractor.decoder = GivenOutputDecoder(extractor, output)
+  try:
+    (entities,) = extractor.extract([text], types=list(types))
+  finally:
+    extractor.decoder = real
+  return entities
 
 
 def check_entities(text: str, types, entities) -> None:
@@ -220,12 +271,12 @@ def test_overfit_model_extracts_the_literal_entities(trained_extractor):
 
 def test_extract_scores_equal_a_teacher_forced_pass_over_the_same_output(trained_extractor,
                                                                         sp_vocab):
-  # extract() takes the scores the search recorded; entities_from_output() runs a separate
-  # teacher-forced forward pass over the memorised output: the two must agree.
+  # extract() takes the scores the search recorded; a separate teacher-forced forward pass
+  # over the memorised output, scored by the same extract() path, must agree.
   text = TRAIN_EXAMPLES[1][0]
   (found,) = trained_extractor.extract([text], types=list(TYPES))
   output = sp_vocab.encode(prompts.format_target(TRAIN_EXAMPLES[1][1], TYPES)) + [1]
-  scored = trained_extractor.entities_from_output(text, TYPES, output)
+  scored = extract_given_output(trained_extractor, text, TYPES, output)
   assert _plain(found) == _plain(scored) == EXPECTED[1]
   np.testing.assert_allclose([e["score"] for e in found], [e["score"] for e in scored],
                              rtol=1e-4)
@@ -253,16 +304,16 @@ def test_types_order_and_subset_are_the_callers(trained_extractor):
   assert all(e["type"] == "组织" for e in entities)
 
 
-def test_entities_from_output_scores_and_counts_unlocatable_spans(trained_extractor, sp_vocab):
+def test_given_output_scores_and_counts_unlocatable_spans(trained_extractor, sp_vocab):
   text = TRAIN_EXAMPLES[0][0]
   target = prompts.format_target(TRAIN_EXAMPLES[0][1], TYPES)
   output = sp_vocab.encode(target) + [1]
-  entities = trained_extractor.entities_from_output(text, TYPES, output)
+  entities = extract_given_output(trained_extractor, text, TYPES, output)
   assert _plain(entities) == EXPECTED[0]
   assert all(e["score"] > 0.9 for e in entities)
   before = trained_extractor.stats.get("not_located", 0)
   missing = sp_vocab.encode("((地点:深圳),(组织:北京大学))") + [1]
-  assert _plain(trained_extractor.entities_from_output(text, TYPES, missing)) == [
+  assert _plain(extract_given_output(trained_extractor, text, TYPES, missing)) == [
       ("组织", "北京大学", 3, 7)]
   assert trained_extractor.stats["not_located"] == before + 1
 
@@ -373,7 +424,7 @@ def test_wordpiece_spans_are_realigned_to_the_original_characters(wordpiece_extr
     output = [token for piece in pieces
               for token in ([piece] if isinstance(piece, int) else wordpiece.encode(piece))]
     output.append(wordpiece.eos_id)
-    entities = wordpiece_extractor.entities_from_output(text, TYPES, output)
+    entities = extract_given_output(wordpiece_extractor, text, TYPES, output)
     assert _plain(entities) == expected, target
     check_entities(text, TYPES, entities)
 
@@ -384,7 +435,7 @@ def test_wordpiece_unseen_types_are_read_as_the_model_writes_them(wordpiece_extr
   output = wordpiece.encode("((Person:new york))") + [wordpiece.eos_id]
   wordpiece_extractor.allow_unseen_types = True
   try:
-    entities = wordpiece_extractor.entities_from_output(text, ["Person"], output)
+    entities = extract_given_output(wordpiece_extractor, text, ["Person"], output)
   finally:
     wordpiece_extractor.allow_unseen_types = False
   assert _plain(entities) == [("Person", "New  York", 2, 11)]
@@ -410,10 +461,10 @@ def test_wordpiece_random_model_entities_are_slices(wordpiece_extractor, texts, 
 
 
 def test_bucket_lengths_and_sentence_ends_literal():
-  assert inference.bucket_lengths(32) == (32,)
-  assert inference.bucket_lengths(20) == (20,)
-  assert inference.bucket_lengths(100) == (32, 64, 100)
-  assert inference.bucket_lengths(512) == (32, 64, 128, 256, 512)
+  assert generate.input_buckets(32) == (32,)
+  assert generate.input_buckets(20) == (20,)
+  assert generate.input_buckets(100) == (32, 64, 100)
+  assert generate.input_buckets(512) == (32, 64, 128, 256, 512)
   assert inference.sentence_ends("a。b!c\nd") == [2, 4, 6, 7]
   assert inference.sentence_ends("ab；") == [3]
   assert inference.sentence_ends("") == [0]

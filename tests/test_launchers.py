@@ -198,12 +198,12 @@ def test_tpu_setup_installs_on_the_workers_and_the_run_gets_every_setting(fake_c
   assert scp[:4] == ["compute", "tpus", "tpu-vm", "scp"] and scp[5:] == [
       "pod:~/punified-jax.tar.gz", "--zone=us-central2-b", "--project=proj", "--worker=all"]
   listing = subprocess.run(["tar", "-tzf", scp[4]], capture_output=True, text=True, check=True).stdout.split()
-  assert "launch/venv.sh" in listing and "requirements.txt" in listing and not any(".venv" in n for n in listing)
+  assert "tools/env/venv.sh" in listing and "requirements.txt" in listing and not any(".venv" in n for n in listing)
   # 2) The environment, built on each worker: Python 3.12 if missing, venv.sh, jax[tpu] at our pin.
   setup = _ssh_command(setup)
   assert "command -v python3.12 >/dev/null || (sudo apt-get update" in setup
   assert setup.endswith("tar -xzf ~/punified-jax.tar.gz -C ~/punified-jax && cd ~/punified-jax && bash "
-                        "launch/venv.sh && .venv/bin/pip install --quiet jax\\[tpu\\]==0.12.0.1")
+                        "tools/env/venv.sh && .venv/bin/pip install --quiet jax\\[tpu\\]==0.12.0.1")
   # 3) The run command, executed here as a worker would (HOME = a fresh directory).
   remote = _ssh_command(run)
   home = tmp / "worker_home"
@@ -247,7 +247,7 @@ def test_tpu_setup_from_a_git_url_clones_on_the_workers(fake_cluster):
                   PUNIFIED_REPO_REF="v1.2")
   setup, run = (_ssh_command(call) for call in calls)  # no scp
   assert ("(test -d ~/punified-jax/.git || git clone --quiet https://example.org/p.git ~/punified-jax) && cd "
-          "~/punified-jax && git fetch --quiet origin && git checkout --quiet v1.2 && bash launch/venv.sh") in setup
+          "~/punified-jax && git fetch --quiet origin && git checkout --quiet v1.2 && bash tools/env/venv.sh") in setup
   assert "PUNIFIED_REPO_URL" not in run and "setsid nohup .venv/bin/python -m punified_jax.train" in run
 
 

@@ -1,9 +1,13 @@
 """The main job (`python -m punified_jax main`): its commands, and one whole tiny run."""
 
+import ast
 import json
 import os
+import shlex
 import subprocess
 import sys
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,3 +88,41 @@ def test_whole_recipe_with_a_tiny_model(tmp_path):
   assert "data: the built-in synthetic corpus" in out
   # Noise from TensorFlow/SentencePiece start-up is filtered out of what the user sees.
   assert "precompiled_charsmap" not in result.stderr and "cuInit" not in result.stderr
+
+
+def test_paper_preset_is_the_gin_recipe():
+  """The paper preset's numbers are the paper's Table 7, read from gin/runs/adapt.gin and
+  finetune_joint.gin (+ train_base.gin's defaults)."""
+  from punified_jax.commands import main as main_job  # pylint: disable=g-import-not-at-top
+  assert main_job.preset_named("paper") == main_job.Preset(
+      size="base", adapt_steps=50_000, finetune_steps=100_000, adapt_batch=48, finetune_batch=32,
+      adapt_lengths=(256, 256), finetune_lengths=(512, 512), learning_rate=1e-4, adapt_warmup=1_000,
+      finetune_warmup=5_000, eval_period=20_000, beam_size=5, constrained_eval=False,
+      checkpoint_period=2_000)
+  assert main_job.preset_named("cpu").size == "mini"
+  with pytest.raises(ValueError, match="unknown preset 'gpu'"):
+    main_job.preset_named("gpu")
+
+
+def test_paper_stage_commands_agree_with_their_gin_run_files(tmp_path, capsys):
+  """Every --gin.KEY=VALUE the paper preset adds to a stage command restates its run file's value
+  (the run file alone is the recipe); the only additions are the run's own directories and log
+  interval."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  from punified_jax import gin_utils  # pylint: disable=g-import-not-at-top
+  from punified_jax.commands import main as main_job  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser()
+  main_job.add_arguments(parser)
+  assert main_job.run(parser.parse_args(["--dry_run", "--preset", "paper", "--raw_dir", str(tmp_path),
+                                         "--work_dir", str(tmp_path / "w")])) == 0
+  commands = [shlex.split(line[2:]) for line in capsys.readouterr().out.splitlines() if line.startswith("$ ")]
+  assert len(commands) == 2
+  own = {"MODEL_DIR", "INITIAL_CHECKPOINT_PATH", "LOG_EVERY"}
+  for command, run_file in zip(commands, (main_job.ADAPT_RUN_FILE, main_job.JOINT_RUN_FILE)):
+    assert f"--gin_file={run_file}" in command
+    macros = gin_utils.read_macros(os.path.join(REPO, run_file))
+    overrides = dict(arg[len("--gin."):].split("=", 1) for arg in command if arg.startswith("--gin."))
+    restated = {key: value for key, value in overrides.items() if key not in own}
+    assert {"TRAIN_STEPS", "BATCH_SIZE", "LEARNING_RATE", "WARMUP_STEPS", "CHECKPOINT_PERIOD"} <= set(restated)
+    for key, value in restated.items():
+      assert ast.literal_eval(gin_utils.gin_value(value)) == macros[key], (run_file, key, value)

@@ -1,4 +1,4 @@
-"""Mixing schemes (tasks/mixing.py, gin/mixtures/*.gin): literal rates, how the gin files reach
+"""Mixing schemes (punified_jax/tasks/mixing.py, gin/mixtures/*.gin): literal rates, how the gin files reach
 the tasks (our trainer and t5x's way of parsing gin), loud failures, the run directory's record
 (data_manifest.json), and that packed training batches follow the configured rates."""
 

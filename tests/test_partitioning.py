@@ -160,13 +160,13 @@ def test_gin_presets_build_their_meshes_on_8_devices(tmp_path):
   and partitioning.preset_partitioner(name) builds the same one."""
   script = """
 import json, gin, sys
-from punified_jax import partitioning, train
+from punified_jax import gin_utils, partitioning
 result = {}
 for preset in ["data_parallel", "fsdp", "tensor_parallel", "2d"]:
   gin.clear_config()
-  train.parse_gin(["gin/runs/train_base.gin", f"gin/partitioning/{preset}.gin"],
-                  ["MODEL = None", "MODEL_DIR = '/tmp/x'", "MIXTURE_OR_TASK_NAME = 'x'",
-                   "TASK_FEATURE_LENGTHS = {}", "TRAIN_STEPS = 1"], [])
+  gin_utils.parse_gin(["gin/runs/train_base.gin", f"gin/partitioning/{preset}.gin"],
+                      ["MODEL = None", "MODEL_DIR = '/tmp/x'", "MIXTURE_OR_TASK_NAME = 'x'",
+                       "TASK_FEATURE_LENGTHS = {}", "TRAIN_STEPS = 1"], [])
   partitioner = gin.get_configurable("punified_jax.partitioning.Partitioner")()
   named = partitioning.preset_partitioner(preset)  # the Extractor's partitioning='<preset>'
   result[preset] = [dict(partitioner.mesh.shape), partitioner.relocate_indivisible,

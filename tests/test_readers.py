@@ -11,7 +11,7 @@ import hypothesis
 from hypothesis import strategies as st
 import pytest
 
-from punified_jax.data import readers, tagging
+from punified_jax.data import raw_files, readers, tagging
 from punified_jax.data.example import DataFormatError, Example, RepairReport, Span
 
 
@@ -507,7 +507,7 @@ def test_lenient_keeps_files_below_the_limits(tmp_path):
   # Mostly broken but fewer than REPAIR_SHARE_MIN_LINES bad lines (a small hand-made file).
   small = _write(tmp_path, "small.char.bmes", _bmes_lines(1, 9))
   assert _lenient(readers.read_char_tags, small, scheme="BMES")[1] == {"unknown_tag": 9}
-  assert readers.REPAIR_SHARE_LIMIT == 0.5 and readers.REPAIR_SHARE_MIN_LINES == 10
+  assert raw_files.REPAIR_SHARE_LIMIT == 0.5 and raw_files.REPAIR_SHARE_MIN_LINES == 10
 
 
 def test_json_file_of_mostly_bad_records_is_an_error(tmp_path):

@@ -168,13 +168,15 @@ def _imported_modules(module_file: str) -> set[str]:
 
 
 @pytest.mark.parametrize("module, forbidden", [
-    ("hf_interop", {"run_dir", "checkpoints", "model_info", "t5x_bridge"}),
-    ("t5x_bridge", {"run_dir", "checkpoints", "model_info", "hf_interop"}),
-    ("checkpoints", {"run_dir", "model_info", "hf_interop", "t5x_bridge", "writers"}),
-    ("model_info", {"run_dir", "checkpoints", "hf_interop", "t5x_bridge"}),
+    ("hf_interop", {"run_dir", "checkpoints", "model_info", "t5x_interop"}),
+    ("t5x_interop", {"run_dir", "checkpoints", "model_info", "hf_interop"}),
+    ("hf_files", {"run_dir", "checkpoints", "model_info", "hf_interop", "t5x_interop"}),
+    ("checkpoints", {"run_dir", "model_info", "hf_interop", "hf_files", "t5x_interop",
+                     "metric_writers"}),
+    ("model_info", {"run_dir", "checkpoints", "hf_interop", "t5x_interop"}),
 ])
 def test_the_converters_and_checkpoints_do_not_know_the_run_directory(module, forbidden):
-  """hf_interop and t5x_bridge translate parameter trees, checkpoints.py is orbax only: none of
+  """hf_interop and t5x_interop translate parameter trees, checkpoints.py is orbax only: none of
   them imports the run-directory module or each other (the old import circle)."""
   path = os.path.join(os.path.dirname(run_dir.__file__), f"{module}.py")
   imported = {name.rsplit(".", 1)[-1] for name in _imported_modules(path)}

@@ -73,11 +73,9 @@ def test_every_layout_decodes_like_one_device(eight_device_report):
              [{k: v for k, v in e.items() if k != "score"} for e in expected], name
       np.testing.assert_allclose([e["score"] for e in got], [e["score"] for e in expected],
                                  **SCORE_TOLERANCE)
-  # Scoring a given output (a teacher-forced pass) with FSDP-sharded parameters.
-  scored, reference = report["fsdp"]["entities_from_output"], single["entities_from_output"]
-  assert scored and [e["text"] for e in scored] == [e["text"] for e in reference]
-  np.testing.assert_allclose([e["score"] for e in scored], [e["score"] for e in reference],
-                             **SCORE_TOLERANCE)
+  # Entity scores on FSDP-sharded parameters (the search's recorded token log-probs; the
+  # product has no separate scoring pass) were compared above: there are some to compare.
+  assert any(report["fsdp"]["entities"])
   # The comparison is not vacuous: the random model finds entities, the long text is windowed.
   assert single["stats"]["entities"] > 5 and single["stats"]["split_texts"] >= 1
 

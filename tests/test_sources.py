@@ -1,8 +1,6 @@
 """Per-dataset layouts, held-out splits, formats and the built-in corpus hook (tiny fixtures)."""
 
 import json
-import sys
-import types
 
 import pytest
 
@@ -184,10 +182,8 @@ def test_heldout_repairs_follow_their_sentence(root):
 
 
 def test_builtin_corpus_only_by_name(root, monkeypatch):
-  fake = types.ModuleType("punified_jax.data.builtin")
-  fake.builtin_corpus_dir = lambda: str(root)
-  fake.held_out_sizes = lambda raw_dir, dataset: None
-  monkeypatch.setitem(sys.modules, "punified_jax.data.builtin", fake)
+  monkeypatch.setattr(sources.builtin, "builtin_corpus_dir", lambda: str(root))
+  monkeypatch.setattr(sources.builtin, "held_out_sizes", lambda raw_dir, dataset: None)
   assert sources.load_splits("resume", "builtin") == sources.load_splits("resume", str(root))
   assert sources.available_splits("resume", "builtin") == ("train", "validation")
   # No directory is not the built-in corpus: the error says what to pass.

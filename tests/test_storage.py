@@ -152,7 +152,7 @@ def test_orbax_checkpoints_on_a_bucket_are_chosen_and_loaded(gcs_emulator):
 
 def test_vocabulary_and_raw_data_read_from_a_bucket(gcs_emulator, tmp_path, monkeypatch):
   from punified_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  from punified_jax.data import readers  # pylint: disable=g-import-not-at-top
+  from punified_jax.data import raw_files  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv("PUNIFIED_CACHE", str(tmp_path / "cache"))
   bucket = f"gs://{gcs_emulator.bucket()}"
   local_model = vocab_lib.train_sentencepiece(["张三去了北京大学。", "李四在上海。"],
@@ -173,7 +173,7 @@ def test_vocabulary_and_raw_data_read_from_a_bucket(gcs_emulator, tmp_path, monk
   storage.write_bytes_atomic(f"{bucket}/raw/train.char.bmes.gz", gzip.compress(lines))
   storage.write_bytes_atomic(f"{bucket}/raw/train.char.bmes", lines)
   for name in ("train.char.bmes.gz", "train.char.bmes"):
-    with readers._open_bytes(f"{bucket}/raw/{name}") as handle:  # pylint: disable=protected-access
+    with raw_files.open_bytes(f"{bucket}/raw/{name}") as handle:
       assert handle.read() == lines
   assert json.loads(json.dumps(storage.listdir(f"{bucket}/raw"))) == ["train.char.bmes", "train.char.bmes.gz"]
 

@@ -44,7 +44,7 @@ import pytest
 
 from punified_jax import model as model_lib
 from punified_jax import run_dir
-from punified_jax import t5x_bridge
+from punified_jax import t5x_interop
 
 
 def _load_converted(model_dir: str):
@@ -183,33 +183,33 @@ def msgpack_dir(tmp_path_factory, small_params):
 
 
 def test_locate_every_kind_of_path(orbax_dir, msgpack_dir):
-  newest = t5x_bridge.locate_checkpoint(str(orbax_dir))
+  newest = t5x_interop.locate_checkpoint(str(orbax_dir))
   assert (newest.step, newest.kind) == (200, "orbax")
   assert newest.path == str(orbax_dir / "checkpoint_200")
-  assert t5x_bridge.locate_checkpoint(str(orbax_dir), step=100).path == str(
+  assert t5x_interop.locate_checkpoint(str(orbax_dir), step=100).path == str(
       orbax_dir / "checkpoint_100")
-  assert t5x_bridge.locate_checkpoint(str(orbax_dir / "checkpoint_100" / "state")).step == 100
-  assert t5x_bridge.locate_checkpoint(str(orbax_dir / "checkpoint_100") + "/").step == 100
-  legacy = t5x_bridge.locate_checkpoint(str(msgpack_dir))
+  assert t5x_interop.locate_checkpoint(str(orbax_dir / "checkpoint_100" / "state")).step == 100
+  assert t5x_interop.locate_checkpoint(str(orbax_dir / "checkpoint_100") + "/").step == 100
+  legacy = t5x_interop.locate_checkpoint(str(msgpack_dir))
   assert (legacy.step, legacy.kind) == (7, "msgpack")
-  from_file = t5x_bridge.locate_checkpoint(str(msgpack_dir / "checkpoint_7" / "checkpoint"))
+  from_file = t5x_interop.locate_checkpoint(str(msgpack_dir / "checkpoint_7" / "checkpoint"))
   assert from_file == legacy
 
 
 def test_locate_errors_name_the_path_and_the_steps(orbax_dir, tmp_path):
-  with pytest.raises(t5x_bridge.BridgeError, match=r"has no finished checkpoint of step 300; "
+  with pytest.raises(t5x_interop.BridgeError, match=r"has no finished checkpoint of step 300; "
                      r"it has steps \[100, 200\]"):
-    t5x_bridge.locate_checkpoint(str(orbax_dir), step=300)
-  with pytest.raises(t5x_bridge.BridgeError, match="checkpoint of step 100, not of --step 200"):
-    t5x_bridge.locate_checkpoint(str(orbax_dir / "checkpoint_100"), step=200)
-  with pytest.raises(t5x_bridge.BridgeError, match=f"{tmp_path}/missing.*does not exist"):
-    t5x_bridge.locate_checkpoint(str(tmp_path / "missing"))
+    t5x_interop.locate_checkpoint(str(orbax_dir), step=300)
+  with pytest.raises(t5x_interop.BridgeError, match="checkpoint of step 100, not of --step 200"):
+    t5x_interop.locate_checkpoint(str(orbax_dir / "checkpoint_100"), step=200)
+  with pytest.raises(t5x_interop.BridgeError, match=f"{tmp_path}/missing.*does not exist"):
+    t5x_interop.locate_checkpoint(str(tmp_path / "missing"))
   (tmp_path / "empty").mkdir()
-  with pytest.raises(t5x_bridge.BridgeError, match="holds no t5x checkpoint"):
-    t5x_bridge.locate_checkpoint(str(tmp_path / "empty"))
+  with pytest.raises(t5x_interop.BridgeError, match="holds no t5x checkpoint"):
+    t5x_interop.locate_checkpoint(str(tmp_path / "empty"))
   (tmp_path / "notes.txt").write_text("hello")
-  with pytest.raises(t5x_bridge.BridgeError, match="notes.txt: not a t5x checkpoint"):
-    t5x_bridge.locate_checkpoint(str(tmp_path / "notes.txt"))
+  with pytest.raises(t5x_interop.BridgeError, match="notes.txt: not a t5x checkpoint"):
+    t5x_interop.locate_checkpoint(str(tmp_path / "notes.txt"))
 
 
 def test_read_orbax_returns_the_target_only(orbax_dir, small_params):
@@ -232,7 +232,7 @@ def test_read_msgpack_from_a_moved_directory(msgpack_dir, small_params, tmp_path
   shutil.move(original, moved)
   _assert_same_tree(run_dir.read_t5x_params(str(moved))[1], small_params)
   shutil.rmtree(moved / "checkpoint_7" / "target.decoder.decoder_norm.scale")
-  with pytest.raises(t5x_bridge.BridgeError,
+  with pytest.raises(t5x_interop.BridgeError,
                      match=r"cannot read parameter 'decoder/decoder_norm/scale' from "
                      rf"{moved}/checkpoint_7/target.decoder.decoder_norm.scale/"):
     run_dir.read_t5x_params(str(moved))[1]
@@ -252,11 +252,11 @@ def test_damaged_msgpack_is_named(tmp_path):
   step_dir = tmp_path / "checkpoint_3"
   step_dir.mkdir()
   (step_dir / "checkpoint").write_bytes(b"\xc1 not msgpack")
-  with pytest.raises(t5x_bridge.BridgeError, match=f"{step_dir}/checkpoint: not a t5x msgpack"):
+  with pytest.raises(t5x_interop.BridgeError, match=f"{step_dir}/checkpoint: not a t5x msgpack"):
     run_dir.read_t5x_params(str(tmp_path))[1]
   from flax import serialization  # pylint: disable=g-import-not-at-top
   (step_dir / "checkpoint").write_bytes(serialization.msgpack_serialize({"params": {}}))
-  with pytest.raises(t5x_bridge.BridgeError, match=r"no 'optimizer/target' entry \(found "
+  with pytest.raises(t5x_interop.BridgeError, match=r"no 'optimizer/target' entry \(found "
                      r"\['params'\]\)"):
     run_dir.read_t5x_params(str(tmp_path))[1]
 
@@ -271,7 +271,7 @@ def test_orbax_item_without_target_is_named(tmp_path):
       {"params": {"w": np.ones(2, np.float32)}})))
   manager.wait_until_finished()
   manager.close()
-  with pytest.raises(t5x_bridge.BridgeError, match=r"checkpoint_5/state: no 'target' entry in "
+  with pytest.raises(t5x_interop.BridgeError, match=r"checkpoint_5/state: no 'target' entry in "
                      r"the orbax item \(found \['params'\]\)"):
     run_dir.read_t5x_params(str(tmp_path))[1]
 
@@ -282,12 +282,12 @@ def test_orbax_item_without_target_is_named(tmp_path):
 
 
 def test_config_from_params_recovers_the_shape(small_params):
-  config = t5x_bridge.config_from_params(small_params, dropout_rate=0.0)
+  config = t5x_interop.config_from_params(small_params, dropout_rate=0.0)
   assert config == SMALL
   tied = dict(small_params, decoder={k: v for k, v in small_params["decoder"].items()
                                      if k != "logits_dense"})
-  assert t5x_bridge.config_from_params(tied).logits_via_embedding is True
-  assert t5x_bridge.config_from_params(small_params, dtype="bfloat16").dtype == "bfloat16"
+  assert t5x_interop.config_from_params(tied).logits_via_embedding is True
+  assert t5x_interop.config_from_params(small_params, dtype="bfloat16").dtype == "bfloat16"
 
 
 def test_mismatches_name_the_parameter_and_both_shapes(small_params):
@@ -297,8 +297,8 @@ def test_mismatches_name_the_parameter_and_both_shapes(small_params):
   del wrong["decoder/layers_0/encoder_decoder_attention/key/kernel"]
   wrong["encoder/layers_0/mlp/wi/kernel"] = np.zeros((8, 12), np.float32)  # a T5 1.0 MLP
   tree = model_lib.unflatten_params(wrong)
-  with pytest.raises(t5x_bridge.BridgeError) as error:
-    t5x_bridge.to_model_params(tree, SMALL, source="/ckpt/checkpoint_5")
+  with pytest.raises(t5x_interop.BridgeError) as error:
+    t5x_interop.to_model_params(tree, SMALL, source="/ckpt/checkpoint_5")
   message = str(error.value)
   assert message.startswith("/ckpt/checkpoint_5: 3 parameter mismatch(es): ")
   assert ("parameter 'decoder/layers_0/encoder_decoder_attention/key/kernel' is missing from "
@@ -310,21 +310,21 @@ def test_mismatches_name_the_parameter_and_both_shapes(small_params):
 
 
 def test_missing_shape_parameters_are_named():
-  with pytest.raises(t5x_bridge.BridgeError, match="parameter 'token_embedder/embedding' is "
+  with pytest.raises(t5x_interop.BridgeError, match="parameter 'token_embedder/embedding' is "
                      "missing, so the model shape cannot be inferred"):
-    t5x_bridge.config_from_params({"encoder": {}}, source="/x")
+    t5x_interop.config_from_params({"encoder": {}}, source="/x")
 
 
 @pytest.mark.parametrize("size, multiple, expected", [
     (1389, 128, 1408), (32100, 128, 32128), (128, 128, 128), (1, 128, 128), (21228, 1, 21228)])
 def test_padded_vocab_size(size, multiple, expected):
   vocabulary = type("Vocab", (), {"vocab_size": size})()
-  assert t5x_bridge.padded_vocab_size(vocabulary, multiple) == expected
+  assert t5x_interop.padded_vocab_size(vocabulary, multiple) == expected
 
 
 @hypothesis.given(size=st.integers(1, 10**6), multiple=st.integers(1, 512))
 def test_padded_vocab_size_property(size, multiple):
-  padded = t5x_bridge.padded_vocab_size(type("V", (), {"vocab_size": size})(), multiple)
+  padded = t5x_interop.padded_vocab_size(type("V", (), {"vocab_size": size})(), multiple)
   assert padded % multiple == 0 and size <= padded < size + multiple
 
 
@@ -347,9 +347,9 @@ def test_msgpack_round_trip_property(tmp_path_factory, config, seed, data):
   write_t5x_msgpack(root, params, seed, inline=inline)
   read = run_dir.read_t5x_params(str(root))[1]
   _assert_same_tree(read, params)
-  inferred = t5x_bridge.config_from_params(read, dropout_rate=config.dropout_rate)
+  inferred = t5x_interop.config_from_params(read, dropout_rate=config.dropout_rate)
   assert inferred == config
-  _assert_same_tree(t5x_bridge.to_model_params(read, inferred), params)
+  _assert_same_tree(t5x_interop.to_model_params(read, inferred), params)
 
 
 # ------------------------------------------------------------------------------------------
@@ -388,7 +388,7 @@ def test_convert_writes_a_model_dir_our_tooling_loads(orbax_dir, small_params, t
     gin.clear_config()
   assert network.config == SMALL
 
-  with pytest.raises(t5x_bridge.BridgeError, match="already holds a model .* pass --overwrite"):
+  with pytest.raises(t5x_interop.BridgeError, match="already holds a model .* pass --overwrite"):
     run_dir.convert_t5x(str(orbax_dir), str(out))
   run_dir.convert_t5x(str(orbax_dir), str(out), step=100, overwrite=True)
   assert os.listdir(out / "checkpoints") == ["100"]
@@ -431,7 +431,7 @@ def test_convert_with_a_vocabulary_writes_a_servable_model_dir(tmp_path):
   assert not (tmp_path / "m" / "punified_model.json").exists()
   info = model_info.load_model_info(str(tmp_path / "m"))
   assert (info.task_feature_lengths, info.vocabulary_path) == (None, result.vocabulary)
-  with pytest.raises(t5x_bridge.BridgeError, match="task feature lengths must be"):
+  with pytest.raises(t5x_interop.BridgeError, match="task feature lengths must be"):
     run_dir.convert_t5x(str(tmp_path / "t5x"), str(tmp_path / "m2"),
                        task_feature_lengths={"inputs": 0, "targets": 8})
 
@@ -471,7 +471,7 @@ def test_convert_records_the_dropout_of_the_t5x_run(tmp_path):
 
 def test_convert_rejects_a_vocabulary_larger_than_the_embedding(msgpack_dir, tmp_path):
   vocabulary = _tiny_vocabulary(tmp_path / "big.model")
-  with pytest.raises(t5x_bridge.BridgeError, match=r"big.model has \d+ entries but the "
+  with pytest.raises(t5x_interop.BridgeError, match=r"big.model has \d+ entries but the "
                      r"checkpoint's embedding has only 40 rows"):
     run_dir.convert_t5x(str(msgpack_dir), str(tmp_path / "out"), vocabulary=vocabulary)
   assert not (tmp_path / "out").exists()  # nothing written before the checks pass

@@ -1,4 +1,4 @@
-"""`python -m punified_jax.train` / `.eval`: flag parsing (pure) and whole runs in subprocesses
+"""`python -m punified_jax.train` / `.eval`: exit codes and whole runs in subprocesses
 (8 fake devices, FSDP preset): SIGTERM -> checkpoint + exit 0 -> rerun continues identically;
 standalone evaluation of the result."""
 
@@ -14,38 +14,6 @@ import pytest
 from punified_jax import train as train_cli
 
 import trainer_helpers as th
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("/tmp/m", "'/tmp/m'"),
-    ("'/tmp/m'", "'/tmp/m'"),
-    ('"/tmp/m"', '"/tmp/m"'),
-    ("20", "20"),
-    ("1e-4", "1e-4"),
-    ("None", "None"),
-    ("True", "True"),
-    ("{'inputs': 64, 'targets': 32}", "{'inputs': 64, 'targets': 32}"),
-    ("@partitioning.fsdp_rules()", "@partitioning.fsdp_rules()"),
-    ("%TRAIN_STEPS", "%TRAIN_STEPS"),
-    ("punified_ner_joint", "'punified_ner_joint'"),
-    ("地点", "'地点'"),
-])
-def test_gin_value_quotes_bare_words_only(text, expected):
-  assert train_cli.gin_value(text) == expected
-
-
-def test_split_gin_flags():
-  bindings, rest = train_cli.split_gin_flags(
-      ["--gin_file=a.gin", "--gin.MODEL_DIR=/tmp/m", "--gin.TRAIN_STEPS", "30", "--gin.train.seed=3",
-       "--num_processes=2", "--gin.X='a=b'"])
-  assert bindings == ["MODEL_DIR = '/tmp/m'", "TRAIN_STEPS = 30", "train.seed = 3", "X = 'a=b'"]
-  assert rest == ["--gin_file=a.gin", "--num_processes=2"]
-  with pytest.raises(ValueError, match="missing value"):
-    train_cli.split_gin_flags(["--gin.TRAIN_STEPS"])
-
-
-def test_round_up_vocab_size():
-  assert [train_cli.round_up_vocab_size(n) for n in (1, 128, 129, 21228)] == [128, 128, 256, 21248]
 
 
 def test_split_flag_is_the_eval_split_macro():

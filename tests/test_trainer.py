@@ -377,8 +377,9 @@ def test_every_preset_and_recipe_checkpoints_periodically():
   stage of each main-job preset and at most 5000 in the paper's recipes."""
   import re
   from punified_jax.commands import main as main_job
-  assert {name: preset.checkpoint_period for name, preset in main_job.PRESETS.items()} == {"cpu": 200, "paper": 2000}
-  for preset in main_job.PRESETS.values():
+  presets = {name: main_job.preset_named(name) for name in main_job.PRESET_NAMES}
+  assert {name: preset.checkpoint_period for name, preset in presets.items()} == {"cpu": 200, "paper": 2000}
+  for preset in presets.values():
     assert preset.checkpoint_period < max(preset.adapt_steps, preset.finetune_steps)
   for recipe in ("adapt", "finetune_joint", "finetune_single", "train_base"):
     with open(os.path.join(th.REPO_ROOT, "gin", "runs", f"{recipe}.gin"), encoding="utf-8") as handle:

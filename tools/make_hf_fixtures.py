@@ -1,6 +1,6 @@
 """Writes tests/fixtures/hf/: tiny random Hugging Face T5 / MT5 directories and what HF computes.
 
-Run with the torch env (bash tools/torch_env.sh):
+Run with the torch env (bash tools/env/torch_env.sh):
 
     .venv-torch/bin/python tools/make_hf_fixtures.py [--output tests/fixtures/hf]
 

@@ -5,7 +5,7 @@
 
 --checkpoint takes a t5x model directory (newest finished step, or --step), a
 `checkpoint_<step>` directory, its orbax `state` item or its legacy msgpack `checkpoint` file;
-both layouts t5x writes are read (see punified_jax/t5x_bridge.py). The model shape is inferred
+both layouts t5x writes are read (see punified_jax/t5x_interop.py). The model shape is inferred
 from the parameters and every parameter is checked against our T5 v1.1; a mismatch names the
 parameter and both shapes. t5x itself is not needed.
 
@@ -45,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _tasks_vocabulary_path() -> str:
-  import tasks  # pylint: disable=g-import-not-at-top
-  vocabulary = tasks.vocabulary_for().vocabulary
+  from punified_jax.tasks import registry  # pylint: disable=g-import-not-at-top
+  vocabulary = registry.vocabulary_for().vocabulary
   path = getattr(vocabulary, "sentencepiece_model_file", None) or getattr(
       vocabulary, "vocab_file", None)
   if not path:
@@ -56,7 +56,7 @@ def _tasks_vocabulary_path() -> str:
 
 def run(args: argparse.Namespace) -> int:
   from punified_jax import run_dir  # pylint: disable=g-import-not-at-top
-  from punified_jax import t5x_bridge  # pylint: disable=g-import-not-at-top
+  from punified_jax import t5x_interop  # pylint: disable=g-import-not-at-top
   try:
     vocabulary = args.vocabulary
     if vocabulary == "tasks":
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                                  vocabulary=vocabulary, task_feature_lengths=lengths,
                                  overwrite=args.overwrite, dtype=args.dtype,
                                  dropout_rate=args.dropout_rate)
-  except (t5x_bridge.BridgeError, FileNotFoundError, ValueError) as error:
+  except (t5x_interop.BridgeError, FileNotFoundError, ValueError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
   config = result.config

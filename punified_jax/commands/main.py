@@ -15,7 +15,8 @@ Presets:
         pipeline; its F1 says nothing about real-data quality.
   paper (default with --raw_dir) the paper's Table 7 recipe on the `base` model: adaptation 50K
         steps (batch 48, 256 tokens), joint fine-tuning 100K steps (batch 32, 512 tokens),
-        AdamW 1e-4. Meant for accelerators (add --gin_file=gin/partitioning/fsdp.gin etc. via
+        AdamW 1e-4, read from gin/runs/adapt.gin and finetune_joint.gin (the numbers live
+        there only; the stage commands still spell them out). Meant for accelerators (add --gin_file=gin/partitioning/fsdp.gin etc. via
         --extra_gin); start from a public checkpoint with --initial_checkpoint (an HF dir).
 Every number can be overridden (--adapt_steps, --finetune_steps, --size, --gin KEY=VALUE ...).
 Data comes from --raw_dir (release formats; see docs/data.md), else from an exported
@@ -36,7 +37,12 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Optional
+
+from punified_jax import gin_utils
+from punified_jax import reports
+from punified_jax import run_dir
+from punified_jax import storage
+from punified_jax.data import sources
 
 HELP = "run the whole recipe: adapt -> joint fine-tune -> evaluate -> report -> extract"
 
@@ -63,20 +69,56 @@ class Preset:
   checkpoint_period: int
 
 
-PRESETS = {
-    # Calibrated on this project's 2-core CI machine: see README "The main job".
-    # Constrained evaluation: the copy constraint is our product's default decoding (the paper
-    # evaluates unconstrained; the eval command and EVAL_CONSTRAINED choose either).
-    "cpu": Preset(size="mini", adapt_steps=150, finetune_steps=600, adapt_batch=16,
-                  finetune_batch=16, adapt_lengths=(128, 128), finetune_lengths=(256, 256),
-                  learning_rate=2e-3, adapt_warmup=15, finetune_warmup=50, eval_period=300,
-                  beam_size=4, constrained_eval=True, checkpoint_period=200),
-    # The paper's Table 7.
-    "paper": Preset(size="base", adapt_steps=50_000, finetune_steps=100_000, adapt_batch=48,
-                    finetune_batch=32, adapt_lengths=(256, 256), finetune_lengths=(512, 512),
-                    learning_rate=1e-4, adapt_warmup=1_000, finetune_warmup=5_000,
-                    eval_period=20_000, beam_size=5, constrained_eval=False, checkpoint_period=2_000),
-}
+ADAPT_RUN_FILE = "gin/runs/adapt.gin"
+JOINT_RUN_FILE = "gin/runs/finetune_joint.gin"
+
+# Calibrated on this project's 2-core CI machine: see README "The main job". Its numbers live
+# here only (no gin recipe is this small). Constrained evaluation: the copy constraint is our
+# product's default decoding (the paper evaluates unconstrained; the eval command and
+# EVAL_CONSTRAINED choose either).
+CPU_PRESET = Preset(size="mini", adapt_steps=150, finetune_steps=600, adapt_batch=16,
+                    finetune_batch=16, adapt_lengths=(128, 128), finetune_lengths=(256, 256),
+                    learning_rate=2e-3, adapt_warmup=15, finetune_warmup=50, eval_period=300,
+                    beam_size=4, constrained_eval=True, checkpoint_period=200)
+PRESET_NAMES = ("cpu", "paper")
+
+
+def _lengths(macros: dict) -> tuple[int, int]:
+  lengths = macros["TASK_FEATURE_LENGTHS"]
+  return int(lengths["inputs"]), int(lengths["targets"])
+
+
+def _shared_value(name: str, adapt: dict, joint: dict):
+  """A setting the preset gives both stages: the two run files must agree on it."""
+  if adapt[name] != joint[name]:
+    raise ValueError(f"{ADAPT_RUN_FILE} sets {name} = {adapt[name]!r} but {JOINT_RUN_FILE} sets "
+                     f"{joint[name]!r}; the main job's paper preset uses one value for both stages")
+  return adapt[name]
+
+
+def paper_preset() -> Preset:
+  """The paper's Table 7 recipe, read from the gin run files that hold it (adapt.gin and
+  finetune_joint.gin, with train_base.gin's defaults), on the `base` model."""
+  adapt = gin_utils.read_macros(os.path.join(REPO, ADAPT_RUN_FILE))
+  joint = gin_utils.read_macros(os.path.join(REPO, JOINT_RUN_FILE))
+  return Preset(size="base", adapt_steps=adapt["TRAIN_STEPS"], finetune_steps=joint["TRAIN_STEPS"],
+                adapt_batch=adapt["BATCH_SIZE"], finetune_batch=joint["BATCH_SIZE"],
+                adapt_lengths=_lengths(adapt), finetune_lengths=_lengths(joint),
+                learning_rate=_shared_value("LEARNING_RATE", adapt, joint),
+                adapt_warmup=adapt["WARMUP_STEPS"], finetune_warmup=joint["WARMUP_STEPS"],
+                eval_period=joint["EVAL_PERIOD"], beam_size=joint["EVAL_BEAM_SIZE"],
+                constrained_eval=joint["EVAL_CONSTRAINED"],
+                checkpoint_period=_shared_value("CHECKPOINT_PERIOD", adapt, joint))
+
+
+def preset_named(name: str) -> Preset:
+  """`cpu` or `paper` (read from the gin files when asked for, so `--help` reads no file)."""
+  if name == "cpu":
+    return CPU_PRESET
+  if name == "paper":
+    return paper_preset()
+  raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESET_NAMES)}")
+
 
 # On-demand extraction samples: one sentence asked for different type sets (the paper's Figure 1
 # idea). Written here; the built-in corpus's lexicons make them plausible for a model trained on it.
@@ -98,7 +140,7 @@ def add_arguments(parser):
   parser.add_argument("--vocab", help="a SentencePiece .model or BERT vocab.txt (default: trained)")
   parser.add_argument("--work_dir", default=os.path.join(REPO, "runs", "main"),
                       help="where the runs go (default: runs/main); an existing run resumes")
-  parser.add_argument("--preset", choices=sorted(PRESETS),
+  parser.add_argument("--preset", choices=PRESET_NAMES,
                       help="cpu (default without --raw_dir) or paper (default with it)")
   parser.add_argument("--size", help="model size: gin/models/<size>.gin (tiny, mini, small, base, large)")
   parser.add_argument("--adapt_steps", type=int)
@@ -175,7 +217,6 @@ def _run_stage(name: str, command: list[str], env: dict, dry_run: bool = False) 
 
 def _best_eval_json(model_dir: str) -> str:
   """The evaluation report of the checkpoint the run kept as best (else the latest report)."""
-  from punified_jax import run_dir  # pylint: disable=g-import-not-at-top
   return run_dir.eval_json_for(model_dir, "auto")
 
 
@@ -186,7 +227,6 @@ def _print_extractions(model_dir: str, beam_size: int, env: dict) -> None:
   print(f"\n=== on-demand extraction (constrained decoding, best checkpoint)\n"
         f"$ {' '.join(shlex.quote(c) for c in command)} < requests.jsonl", flush=True)
   # Ask only for types the model was trained on (a run over a few datasets knows fewer).
-  from punified_jax import run_dir, storage  # pylint: disable=g-import-not-at-top
   known = set(storage.read_json(run_dir.Layout(model_dir).model_info_file).get(
       "extra", {}).get("prompt_names") or ())
   samples = [(t, [n for n in types if n in known]) for t, types in SAMPLES]
@@ -207,7 +247,6 @@ def _print_extractions(model_dir: str, beam_size: int, env: dict) -> None:
 
 def _stage_environment(args, raw_dir: str) -> dict:
   """The environment of every stage: the data source is always named (never left to a default)."""
-  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
   env = dict(os.environ)
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   env["PUNIFIED_RAW_DIR"] = raw_dir if raw_dir == sources.BUILTIN else os.path.abspath(raw_dir)
@@ -221,7 +260,6 @@ def _stage_environment(args, raw_dir: str) -> dict:
 
 
 def run(args) -> int:
-  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
   start = time.time()
   # --raw_dir, else an exported PUNIFIED_RAW_DIR, else the built-in corpus by name; said below.
   raw_dir = args.raw_dir or os.environ.get("PUNIFIED_RAW_DIR") or sources.BUILTIN
@@ -229,7 +267,7 @@ def run(args) -> int:
               "PUNIFIED_RAW_DIR" if os.environ.get("PUNIFIED_RAW_DIR") else "no --raw_dir given")
   builtin = raw_dir == sources.BUILTIN
   preset_name = args.preset or ("cpu" if builtin else "paper")
-  preset = PRESETS[preset_name]
+  preset = preset_named(preset_name)
   size = args.size or preset.size
   adapt_steps = preset.adapt_steps if args.adapt_steps is None else args.adapt_steps
   finetune_steps = preset.finetune_steps if args.finetune_steps is None else args.finetune_steps
@@ -258,7 +296,7 @@ def run(args) -> int:
     if initial:
       overrides["INITIAL_CHECKPOINT_PATH"] = initial
     timings["adapt"] = _run_stage("1/3 language-model adaptation (prefix LM)", _train_command(
-        "gin/runs/adapt.gin", size, adapt_dir, overrides, args.extra_gin, args.gin), env,
+        ADAPT_RUN_FILE, size, adapt_dir, overrides, args.extra_gin, args.gin), env,
         args.dry_run)
     initial = adapt_dir
   overrides = dict(common, TRAIN_STEPS=finetune_steps, BATCH_SIZE=preset.finetune_batch,
@@ -270,7 +308,7 @@ def run(args) -> int:
   if args.eval_max_examples:
     overrides["EVAL_MAX_EXAMPLES"] = args.eval_max_examples
   timings["finetune"] = _run_stage("2/3 joint fine-tuning + evaluation", _train_command(
-      "gin/runs/finetune_joint.gin", size, joint_dir, overrides, args.extra_gin, args.gin), env,
+      JOINT_RUN_FILE, size, joint_dir, overrides, args.extra_gin, args.gin), env,
       args.dry_run)
   eval_json = None
   if args.split != "validation":
@@ -289,12 +327,10 @@ def run(args) -> int:
         f"2b/3 evaluation of the best checkpoint on the {args.split} split", command, env,
         args.dry_run)
     if not args.dry_run:
-      from punified_jax import reports  # pylint: disable=g-import-not-at-top
       eval_json = reports.latest_eval_json(test_dir)
   if args.dry_run:
     return 0
 
-  from punified_jax import reports  # pylint: disable=g-import-not-at-top
   print("\n=== 3/3 report", flush=True)
   summary = reports.write_report(eval_json or _best_eval_json(joint_dir),
                                  os.path.join(work_dir, "report"),

@@ -211,8 +211,8 @@ CHINESE_DIGITS = "一二三四五六七八九十"
 # Daily 1998 tag set (n noun, v verb, a adjective, d adverb, p preposition, c conjunction,
 # u particle, r pronoun, m numeral, q measure word, f direction, w punctuation, vn verbal noun,
 # b distinguishing word, l idiom-like phrase, y modal particle, s place word, k suffix).
-# `builtin.segment` splits template text into words by forward maximum matching on this table,
-# so every word a People's Daily template uses must be listed (a test checks it). No word here
+# `builtin_formats.segment` splits template text into words by forward maximum matching on this
+# table, so every word a People's Daily template uses must be listed (a test checks it). No word here
 # has an entity tag (nr ns nt t): a People's Daily reader would otherwise see an entity that the
 # generator did not mean.
 WORD_POS: dict[str, str] = {

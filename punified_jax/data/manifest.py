@@ -26,6 +26,11 @@ from typing import Any, Mapping, Optional
 
 from punified_jax import run_dir
 from punified_jax import storage
+from punified_jax import tasks as punified_tasks
+from punified_jax.data import builtin
+from punified_jax.data import sources
+from punified_jax.tasks import mixing
+from punified_jax.tasks import names as task_names
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +38,6 @@ logger = logging.getLogger(__name__)
 CONFIG_GIN_FILE = run_dir.CONFIG_GIN_FILE
 DATA_MANIFEST_FILE = run_dir.DATA_MANIFEST_FILE
 MANIFEST_VERSION = 1
-
-_TASK_PREFIXES = ("punified_ner_", "punified_prefix_lm_")
 
 
 def _config_fields(config) -> dict:
@@ -45,10 +48,8 @@ def _config_fields(config) -> dict:
 
 def data_settings(config) -> dict:
   """The data settings every process must agree on (see module doc). Cheap: sizes, no reads."""
-  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
   settings: dict[str, Any] = {"config": _config_fields(config)}
   if config.raw_dir == sources.BUILTIN:
-    from punified_jax.data import builtin  # pylint: disable=g-import-not-at-top
     settings["builtin_generator"] = builtin.generator_digest()
   elif config.raw_dir and not config.tfds_dir:
     sizes = {}
@@ -72,28 +73,19 @@ def file_sha256(path: str) -> str:
 
 def _datasets_of(provider) -> list[str]:
   """Dataset names of a mixture's (or a task's) PUnifiedNER tasks, in order."""
-  from punified_jax import entity_types  # pylint: disable=g-import-not-at-top
-  names = []
-  for task in getattr(provider, "tasks", [provider]):
-    name = task.name.removesuffix("_random_exact").removesuffix("_random")
-    for prefix in _TASK_PREFIXES:
-      if name.startswith(prefix) and name[len(prefix):] in entity_types.DATASETS:
-        names.append(name[len(prefix):])
-  return list(dict.fromkeys(names))
+  return task_names.datasets_of(task.name for task in getattr(provider, "tasks", [provider]))
 
 
 def mixture_record(provider) -> dict:
   """{"name", "kind", "rates": {task: rate}, "probabilities", "scheme"} read from the registered
-  seqio provider itself; "scheme" is the mixing scheme of our mixtures (tasks/mixing.py)."""
+  seqio provider itself; "scheme" is the mixing scheme of our mixtures (punified_jax/tasks/mixing.py)."""
   import seqio  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  mixing = sys.modules.get("tasks.mixing")
   if isinstance(provider, seqio.Mixture):
     rates = {task.name: float(provider.get_rate(task)) for task in provider.tasks}
     total = sum(rates.values())
     return {"name": provider.name, "kind": "mixture", "rates": rates,
             "probabilities": {k: (v / total if total else None) for k, v in rates.items()},
-            "scheme": mixing.scheme_of(provider) if mixing else None}
+            "scheme": mixing.scheme_of(provider)}
   return {"name": provider.name, "kind": "task", "rates": {provider.name: 1.0},
           "probabilities": {provider.name: 1.0}, "scheme": None}
 
@@ -104,8 +96,7 @@ def _counts(examples) -> tuple[int, int]:
 
 def dataset_record(config, dataset: str) -> dict:
   """Format, location, files and per-split counts of one dataset under `config`."""
-  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
-  from tasks import registry  # pylint: disable=g-import-not-at-top
+  from punified_jax.tasks import registry  # pylint: disable=g-import-not-at-top
   format = sources.check_format(dataset, config.format_for(dataset))
   record: dict[str, Any] = {"format": format}
   splits: dict[str, dict] = {}
@@ -145,10 +136,9 @@ def vocabulary_record(provider) -> dict:
 def build_manifest(mixture_or_task_name: str, config=None) -> dict:
   """The data manifest of a run on `mixture_or_task_name` under the tasks' data config."""
   import seqio  # pylint: disable=g-import-not-at-top
-  from tasks import registry  # pylint: disable=g-import-not-at-top
+  from punified_jax.tasks import registry  # pylint: disable=g-import-not-at-top
   config = registry.require_data_source(config)
   provider = seqio.get_mixture_or_task(mixture_or_task_name)
-  from punified_jax.data import sources  # pylint: disable=g-import-not-at-top
   resolved = None
   if config.raw_dir and not config.tfds_dir:
     resolved = sources.resolve_raw_dir(config.raw_dir)
@@ -173,8 +163,7 @@ def write_run_records(model_dir: str, mixture_or_task_name: str) -> None:
   """
   import gin  # pylint: disable=g-import-not-at-top
   storage.write_text_atomic(storage.join(model_dir, CONFIG_GIN_FILE), gin.operative_config_str())
-  import sys  # pylint: disable=g-import-not-at-top
-  registry = sys.modules.get("tasks.registry")
+  registry = punified_tasks.loaded_registry()
   import seqio  # pylint: disable=g-import-not-at-top
   provider = seqio.get_mixture_or_task(mixture_or_task_name)
   if registry is None or not _datasets_of(provider):

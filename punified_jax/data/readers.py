@@ -14,7 +14,7 @@ Format-specific kinds are listed with each reader.
 
 Readers never swallow a file:
   * Lenient mode raises `DataFormatError` (naming the file and its first bad line) when more than
-    REPAIR_SHARE_LIMIT (half) of a file's non-blank lines need a repair, once at least
+    raw_files.REPAIR_SHARE_LIMIT (half) of a file's non-blank lines need a repair, once at least
     REPAIR_SHARE_MIN_LINES (10) lines do. A file that broken is the wrong file or the wrong
     format; repairing most of it would train on noise. (The floor keeps tiny hand-made files,
     whose few repairs are still counted, from tripping the share rule.)
@@ -28,25 +28,22 @@ Files are read as bytes split on b"\\n" only (a trailing \\r is removed), so cha
 U+0085 or U+2028 that Python's `splitlines` treats as breaks stay inside their sentence.
 """
 
+
 from __future__ import annotations
 
-import contextlib
-import gzip
 import json
 import logging
 import os
 import re
-from typing import Any, Callable, Collection, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Collection, Iterator, Optional, Sequence
 
-from punified_jax import storage
 from punified_jax.data import tagging
-from punified_jax.data.example import DataFormatError, Example, RepairReport, Span
+from punified_jax.data.example import Example, RepairReport, Span
+from punified_jax.data.raw_files import (LONE_SURROGATE_RE, PathLike, Problems, any_line,
+                                         decode_sentence, example_from_tokens, is_blank,
+                                         iter_lines, join_surrogates)
 
-PathLike = os.PathLike | str
-
-_BOM = b"\xef\xbb\xbf"
-_SURROGATE_PAIR_RE = re.compile("[\ud800-\udbff][\udc00-\udfff]")
-_LONE_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+logger = logging.getLogger(__name__)
 
 # Span type the PUnifiedNER CCKS2021 JSON uses for runs of unlabelled characters; the paper skips
 # these spans (they are not entities), and so do we (counted as `skipped_o_label`).
@@ -55,155 +52,6 @@ _O_LABELS = frozenset({"o", "O"})
 MSRA_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 PD1998_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG", "t": "T"}
 BOSON_TYPES = ("person_name", "location", "time", "org_name", "company_name", "product_name")
-
-logger = logging.getLogger(__name__)
-
-# See the module docstring: lenient mode gives up on a file when more than this share of its
-# non-blank lines need repair, once at least REPAIR_SHARE_MIN_LINES lines do.
-REPAIR_SHARE_LIMIT = 0.5
-REPAIR_SHARE_MIN_LINES = 10
-
-
-# --------------------------------------------------------------------------------------------
-# Shared plumbing.
-
-
-class _Problems:
-  """Turns a malformation into a DataFormatError (strict) or a counted repair (lenient)."""
-
-  def __init__(self, path: PathLike, strict: bool, report: Optional[RepairReport]):
-    self.path = os.fspath(path)
-    self.strict = strict
-    self.own_report = report is None
-    self.report = RepairReport() if report is None else report
-    self.lines_read = 0  # non-blank lines, counted by _iter_lines
-    self.bad_lines: set = set()
-    self.first_bad: Optional[tuple[str, Optional[int], str]] = None
-
-  def __call__(self, line: Optional[int], kind: str, detail: str, *, path: Optional[str] = None):
-    where = self.path if path is None else path
-    if self.strict:
-      raise DataFormatError(where, line, f"{kind}: {detail}")
-    self.report.repair(kind, where, line, detail)
-    self.bad_lines.add((where, line))
-    if self.first_bad is None:
-      self.first_bad = (where, line, f"{kind}: {detail}")
-
-  def mark_unlabeled(self):
-    """Records that this file carries no labels at all (see the module docstring)."""
-    if self.path not in self.report.unlabeled_files:
-      self.report.unlabeled_files.append(self.path)
-    logger.info("%s: no line carries a label; read as an unlabeled file", self.path)
-
-  def check_repair_share(self):
-    """Lenient mode: raises when most of the file needed repair (see REPAIR_SHARE_LIMIT)."""
-    bad = len(self.bad_lines)
-    if bad < REPAIR_SHARE_MIN_LINES or bad <= REPAIR_SHARE_LIMIT * max(self.lines_read, 1):
-      return
-    where, line, first = self.first_bad
-    raise DataFormatError(
-        where, line, f"{bad} of {self.lines_read} non-blank lines need repair (more than "
-        f"{REPAIR_SHARE_LIMIT:.0%}): this is probably the wrong file or the wrong format "
-        f"(--format / PUNIFIED_FORMAT), or the file is damaged; not read. First problem, at this "
-        f"line: {first}. Repairs by kind: {self.report.as_dict()}")
-
-  def note(self, line: Optional[int], kind: str, detail: str):
-    """Counts a documented skip that is not an error (e.g. `skipped_o_label`), in both modes."""
-    self.report.repair(kind, self.path, line, detail)
-
-  def finish(self):
-    if not self.strict:
-      self.check_repair_share()
-    if self.own_report and self.report:
-      logger.warning("%s: repaired/skipped while reading (pass a RepairReport to collect): %s",
-                     self.path, self.report.as_dict())
-
-
-@contextlib.contextmanager
-def _open_bytes(path: PathLike):
-  """Opens `path` (local or gs://) for binary reading; gzip is recognised by its magic bytes,
-  not the name."""
-  with storage.open_file(path, "rb") as handle:
-    magic = handle.read(2)
-    handle.seek(0)
-    if magic == b"\x1f\x8b":
-      with gzip.GzipFile(fileobj=handle, mode="rb") as unzipped:
-        yield unzipped
-    else:
-      yield handle
-
-
-def _join_surrogates(text: str) -> str:
-  """Replaces each high+low surrogate pair with the character it encodes (CESU-8 input)."""
-  return _SURROGATE_PAIR_RE.sub(
-      lambda m: chr(0x10000 + ((ord(m.group()[0]) - 0xD800) << 10) + ord(m.group()[1]) - 0xDC00),
-      text)
-
-
-def _iter_lines(path: PathLike, problems: _Problems, *, cesu8: bool = False
-                ) -> Iterator[tuple[int, str]]:
-  """(1-based line number, decoded line without its line break) for every line of `path`.
-
-  With `cesu8`, surrogate code points encoded as 3-byte sequences are accepted and pairs are
-  joined into one character; lone surrogates are left for the caller to handle.
-  """
-  errors = "surrogatepass" if cesu8 else "strict"
-  with _open_bytes(path) as f:
-    for lineno, raw in enumerate(f, 1):
-      if raw.endswith(b"\n"):
-        raw = raw[:-1]
-      if raw.endswith(b"\r"):
-        raw = raw[:-1]
-      if lineno == 1 and raw.startswith(_BOM):
-        raw = raw[len(_BOM):]
-      if raw.strip(b" \t"):
-        problems.lines_read += 1
-      try:
-        line = raw.decode("utf-8", errors)
-      except UnicodeDecodeError as e:
-        problems(lineno, "invalid_utf8", f"byte {e.start} is not valid UTF-8")
-        line = raw.decode("utf-8", "replace")
-      if cesu8:
-        line = _join_surrogates(line)
-      elif _LONE_SURROGATE_RE.search(line):  # only reachable through "replace"; keep it valid
-        line = _LONE_SURROGATE_RE.sub("\ufffd", line)
-      yield lineno, line
-
-
-def _is_blank(line: str) -> bool:
-  return line.strip(" \t") == ""
-
-
-def _any_line(path: PathLike, test: Callable[[str], bool], *, cesu8: bool = False) -> bool:
-  """True when some non-blank line of `path` passes `test`; stops at the first that does.
-
-  The readers ask this before reading ("does any line carry a label?"): a labeled file answers
-  at its first line, an unlabeled one is read twice.
-  """
-  probe = _Problems(path, False, RepairReport())  # a bad byte is reported by the real read
-  lines = _iter_lines(path, probe, cesu8=cesu8)
-  try:
-    return any(not _is_blank(line) and test(line) for _, line in lines)
-  finally:
-    lines.close()
-
-
-def _example_from_tokens(tokens: Sequence[str], token_spans: Iterable[tuple[int, int, str]]
-                         ) -> Example:
-  """Joins tokens into a text and maps token-index spans to character offsets."""
-  offsets = [0]
-  for token in tokens:
-    offsets.append(offsets[-1] + len(token))
-  spans = [Span(offsets[s], offsets[e], kind) for s, e, kind in token_spans]
-  return Example("".join(tokens), spans).validate()
-
-
-def _decode_sentence(tokens: Sequence[str], tags: Sequence[str], lines: Sequence[int], scheme: str,
-                     types: Optional[Collection[str]], problems: _Problems) -> Example:
-  token_spans = tagging.decode_tags(
-      tags, scheme, types=types,
-      on_problem=lambda i, kind, detail: problems(lines[min(i, len(lines) - 1)], kind, detail))
-  return _example_from_tokens(tokens, token_spans)
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,7 +75,7 @@ def _split_char_line(line: str) -> tuple[str, Optional[str]]:
 _WEIBO_FIELD_RE = re.compile(r"(.+?)([0-9]+)", re.DOTALL)
 
 
-def _char_tag_tokens(path: PathLike, problems: _Problems, *, weibo: bool, cesu8: bool,
+def _char_tag_tokens(path: PathLike, problems: Problems, *, weibo: bool, cesu8: bool,
                      unlabeled: bool = False) -> Iterator[list[tuple[int, str, str]]]:
   """Sentences as lists of (line number, token text, tag); lenient repairs applied.
 
@@ -238,8 +86,8 @@ def _char_tag_tokens(path: PathLike, problems: _Problems, *, weibo: bool, cesu8:
   no trailing word-position digits: the whole field is the character).
   """
   sentence: list[tuple[int, str, str]] = []
-  for lineno, line in _iter_lines(path, problems, cesu8=cesu8):
-    if _is_blank(line):
+  for lineno, line in iter_lines(path, problems, cesu8=cesu8):
+    if is_blank(line):
       if sentence:
         yield sentence
         sentence = []
@@ -272,8 +120,8 @@ def _char_tag_tokens(path: PathLike, problems: _Problems, *, weibo: bool, cesu8:
 def _read_tag_file(path: PathLike, *, scheme: Optional[str], strict: bool,
                    report: Optional[RepairReport], types: Optional[Collection[str]],
                    weibo: bool, cesu8: bool) -> Iterator[Example]:
-  problems = _Problems(path, strict, report)
-  unlabeled = not _any_line(path, lambda line: _split_char_line(line)[1] is not None, cesu8=cesu8)
+  problems = Problems(path, strict, report)
+  unlabeled = not any_line(path, lambda line: _split_char_line(line)[1] is not None, cesu8=cesu8)
   if unlabeled:
     problems.mark_unlabeled()
     scheme = scheme or "BIO"  # only O tags: every scheme decodes them alike
@@ -288,11 +136,11 @@ def _read_tag_file(path: PathLike, *, scheme: Optional[str], strict: bool,
     lines = [lineno for lineno, _, _ in sentence]
     tokens = [token for _, token, _ in sentence]
     tags = [tag for _, _, tag in sentence]
-    yield _decode_sentence(tokens, tags, lines, scheme, types, problems)
+    yield decode_sentence(tokens, tags, lines, scheme, types, problems)
   problems.finish()
 
 
-def _merge_split_surrogates(sentence: list[tuple[int, str, str]], problems: _Problems
+def _merge_split_surrogates(sentence: list[tuple[int, str, str]], problems: Problems
                             ) -> list[tuple[int, str, str]]:
   """Joins a token ending in a high surrogate with a next token starting with a low surrogate.
 
@@ -314,11 +162,11 @@ def _merge_split_surrogates(sentence: list[tuple[int, str, str]], problems: _Pro
       if next_tag != expected and next_tag.replace("_", "-") != expected:
         problems(next_line, "split_surrogate_tag",
                  f"second half of a split character is tagged {next_tag}, expected {expected}")
-      token = _join_surrogates(token + next_token)
+      token = join_surrogates(token + next_token)
       i += 1
-    if _LONE_SURROGATE_RE.search(token):
+    if LONE_SURROGATE_RE.search(token):
       problems(lineno, "unpaired_surrogate", "a surrogate code point without its partner")
-      token = _LONE_SURROGATE_RE.sub("\ufffd", token)
+      token = LONE_SURROGATE_RE.sub("\ufffd", token)
     merged.append((lineno, token, tag))
     i += 1
   return merged
@@ -366,12 +214,12 @@ def read_msra(path: PathLike, *, strict: bool = True, report: Optional[RepairRep
   `unknown_tag` (a tag other than o/nr/ns/nt: read as o), `empty_word` (`/o`: nothing to add,
   skipped). Blank lines separate nothing and are skipped.
   """
-  problems = _Problems(path, strict, report)
-  unlabeled = not _any_line(path, lambda line: "/" in line)
+  problems = Problems(path, strict, report)
+  unlabeled = not any_line(path, lambda line: "/" in line)
   if unlabeled:
     problems.mark_unlabeled()
-  for lineno, line in _iter_lines(path, problems):
-    if _is_blank(line):
+  for lineno, line in iter_lines(path, problems):
+    if is_blank(line):
       continue
     words: list[str] = []
     spans: list[tuple[int, int, str]] = []
@@ -396,7 +244,7 @@ def read_msra(path: PathLike, *, strict: bool = True, report: Optional[RepairRep
     if not words:
       problems(lineno, "dropped_empty_sentence", "line has no words")
       continue
-    yield _example_from_tokens(words, spans)
+    yield example_from_tokens(words, spans)
   problems.finish()
 
 
@@ -416,7 +264,7 @@ def _locate(text: str, surface: str, near: int) -> Optional[int]:
 
 
 def _checked_span(text: str, start: Any, end_inclusive: Any, surface: Any, kind: Any,
-                  lineno: int, problems: _Problems, types: Optional[Collection[str]]
+                  lineno: int, problems: Problems, types: Optional[Collection[str]]
                   ) -> Optional[Span]:
   """A validated span from `[start, end_inclusive]` and its surface text, or None if dropped.
 
@@ -444,9 +292,9 @@ def _checked_span(text: str, start: Any, end_inclusive: Any, surface: Any, kind:
   return Span(found, found + len(surface), kind)
 
 
-def _json_records(path: PathLike, problems: _Problems) -> Iterator[tuple[int, Any]]:
+def _json_records(path: PathLike, problems: Problems) -> Iterator[tuple[int, Any]]:
   """(line number, parsed JSON) per non-blank line; `dropped_bad_json` for unparsable lines."""
-  for lineno, line in _iter_lines(path, problems):
+  for lineno, line in iter_lines(path, problems):
     if not line.strip():
       continue
     try:
@@ -455,7 +303,7 @@ def _json_records(path: PathLike, problems: _Problems) -> Iterator[tuple[int, An
       problems(lineno, "dropped_bad_json", f"not JSON ({e.msg} at column {e.colno})")
 
 
-def _text_field(record: Any, lineno: int, problems: _Problems) -> Optional[str]:
+def _text_field(record: Any, lineno: int, problems: Problems) -> Optional[str]:
   text = record.get("text") if isinstance(record, dict) else None
   if not isinstance(text, str):
     problems(lineno, "dropped_bad_record", 'record has no "text" string')
@@ -479,8 +327,8 @@ def read_cluener_json(path: PathLike, *, strict: bool = True,
   `dropped_bad_label` (label is not the documented shape; the record keeps its other spans) and
   the span kinds of `_checked_span`.
   """
-  problems = _Problems(path, strict, report)
-  unlabeled = not _any_line(path, lambda line: '"label"' in line)
+  problems = Problems(path, strict, report)
+  unlabeled = not any_line(path, lambda line: '"label"' in line)
   if unlabeled:
     problems.mark_unlabeled()
   for lineno, record in _json_records(path, problems):
@@ -525,8 +373,8 @@ def read_punified_json(path: PathLike, *, strict: bool = True,
   `offset_repaired` (strict mode raises). Other kinds: `dropped_bad_json`, `dropped_bad_record`,
   `dropped_empty_text` and the span kinds of `_checked_span`.
   """
-  problems = _Problems(path, strict, report)
-  if not _any_line(path, lambda line: line.lstrip().startswith("[")):
+  problems = Problems(path, strict, report)
+  if not any_line(path, lambda line: line.lstrip().startswith("[")):
     problems.mark_unlabeled()  # only {"id", "text"} records (cluener_test.json)
   for lineno, record in _json_records(path, problems):
     if isinstance(record, dict):
@@ -695,9 +543,9 @@ def read_boson(path: PathLike, *, strict: bool = True, report: Optional[RepairRe
   character except the escaped line breaks, so our sentence count is expected to be lower; it
   has not been measured, as we have no copy of the file.
   """
-  problems = _Problems(path, strict, report)
-  for lineno, line in _iter_lines(path, problems):
-    if _is_blank(line):
+  problems = Problems(path, strict, report)
+  for lineno, line in iter_lines(path, problems):
+    if is_blank(line):
       continue
     paragraph, breaks = parse_boson_markup(line, lineno, problems, types)
     yield from split_sentences(paragraph, soft_min_chars=soft_min_chars, breaks=breaks)
@@ -718,13 +566,13 @@ def read_pd2014(source_path: PathLike, target_path: PathLike, *, strict: bool = 
   unknown, so the sentence is dropped), `dropped_unpaired_line` (one file has more lines),
   and the tag kinds of `tagging`. A pair of blank lines is skipped.
   """
-  problems = _Problems(target_path, strict, report)
+  problems = Problems(target_path, strict, report)
   # Problems inside the source file (bad UTF-8) are located in the source file.
-  source_problems = _Problems(source_path, strict, problems.report)
+  source_problems = Problems(source_path, strict, problems.report)
   source_problems.own_report = False
   source_name, target_name = os.fspath(source_path), os.fspath(target_path)
-  source_lines = _iter_lines(source_path, source_problems)
-  target_lines = _iter_lines(target_path, problems)
+  source_lines = iter_lines(source_path, source_problems)
+  target_lines = iter_lines(target_path, problems)
   lineno = 0
   while True:
     source = next(source_lines, None)
@@ -745,7 +593,7 @@ def read_pd2014(source_path: PathLike, target_path: PathLike, *, strict: bool = 
       problems(lineno, "dropped_length_mismatch", f"{len(tags)} tags for {len(chars)} "
                f"characters on line {lineno} of {source_name}")
       continue
-    yield _decode_sentence(chars, tags, [lineno] * len(chars), "BIO", types, problems)
+    yield decode_sentence(chars, tags, [lineno] * len(chars), "BIO", types, problems)
   problems.finish()
 
 
@@ -774,9 +622,9 @@ def read_pd1998(path: PathLike, *, strict: bool = True, report: Optional[RepairR
   `word/pos`: kept as text, no tag), `unbalanced_bracket` (bracket ignored),
   `dropped_empty_paragraph` (an id and nothing else).
   """
-  problems = _Problems(path, strict, report)
-  for lineno, line in _iter_lines(path, problems):
-    if _is_blank(line):
+  problems = Problems(path, strict, report)
+  for lineno, line in iter_lines(path, problems):
+    if is_blank(line):
       continue
     tokens = [t for t in line.split(" ") if t]
     if _PD_DOC_ID_RE.fullmatch(tokens[0]):
@@ -817,7 +665,7 @@ def read_pd1998(path: PathLike, *, strict: bool = True, report: Optional[RepairR
       tags.append(pos)
     if open_bracket is not None:
       problems(lineno, "unbalanced_bracket", "'[' never closed; ignored")
-    yield _example_from_tokens(words, _pd1998_word_spans(tags, brackets))
+    yield example_from_tokens(words, _pd1998_word_spans(tags, brackets))
   problems.finish()
 
 

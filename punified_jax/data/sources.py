@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 from punified_jax import entity_types
 from punified_jax import storage
+from punified_jax.data import builtin
 from punified_jax.data import readers
 from punified_jax.data.example import Example, RepairReport
 
@@ -161,7 +162,7 @@ def resolve_raw_dir(raw_dir: Optional[str]) -> str:
     raise MissingDataError("no raw data directory given: pass the root of your downloads, or "
                            f"{BUILTIN!r} for the built-in synthetic corpus")
   raw_dir = os.fspath(raw_dir)
-  return _builtin_dir() if raw_dir == BUILTIN else raw_dir
+  return builtin.builtin_corpus_dir() if raw_dir == BUILTIN else raw_dir
 
 
 @dataclasses.dataclass
@@ -366,24 +367,6 @@ def split_files(dataset: str, raw_dir: Optional[str] = None, *,
   return {name: files[name] for name in SPLITS if name in files}
 
 
-def _builtin_dir() -> str:
-  """The built-in corpus root; imported late so this module works without it."""
-  try:
-    from punified_jax.data.builtin import builtin_corpus_dir  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise MissingDataError(f"the built-in corpus is unavailable ({e})") from e
-  return builtin_corpus_dir()
-
-
-def _builtin_heldout_sizes(raw_dir: str, dataset: str) -> Optional[dict[str, int]]:
-  """The held-out sizes the built-in corpus's marker records, or None for any other data."""
-  try:
-    from punified_jax.data import builtin  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return None
-  return builtin.held_out_sizes(raw_dir, dataset)
-
-
 def load_dataset(dataset: str, raw_dir: Optional[str] = None, *, format: Optional[str] = None,
                  strict: bool = False, seed: int = 0) -> LoadedDataset:
   """Reads every split of `dataset` that its layout finds under `raw_dir` (see module doc)."""
@@ -411,7 +394,7 @@ def load_dataset(dataset: str, raw_dir: Optional[str] = None, *, format: Optiona
       detected_unlabeled.update(("train", *heldout))
     # Every held-out split is present, even when a tiny file leaves it empty, so the split
     # names depend on the files only (see `available_splits`).
-    sizes = _builtin_heldout_sizes(raw_dir, dataset)
+    sizes = builtin.held_out_sizes(raw_dir, dataset)
     for name, indices in heldout_split(len(examples), heldout, seed, sizes).items():
       splits[name] = [examples[i] for i in indices]
       counts = sum((deltas[i] for i in indices), collections.Counter())

@@ -7,12 +7,13 @@
 # compare against is a cp311 wheel (PyPI's cp312 torch is the multi-GB CUDA build). So this env
 # is Python 3.11 and holds only what the comparison needs.
 #
-#   bash tools/torch_env.sh            # idempotent: reinstalls only when the pins change
-#   PYTHON311=/path/to/python3.11 bash tools/torch_env.sh
+#   bash tools/env/torch_env.sh            # idempotent: reinstalls only when the pins change
+#   PYTHON311=/path/to/python3.11 bash tools/env/torch_env.sh
 #
 # Tests find the interpreter at .venv-torch/bin/python, or at $PUNIFIED_TORCH_PYTHON.
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+source "$ROOT/tools/env/common.sh"
 VENV="$ROOT/.venv-torch"
 
 # The pins, verified together (torch CPU wheel, transformers 5.x with its T5/MT5 and
@@ -26,29 +27,13 @@ PINS=(
   "numpy==2.4.6"  # numpy 2.5 dropped Python 3.11
 )
 
-find_python311() {
-  if [[ -n "${PYTHON311:-}" ]]; then echo "$PYTHON311"; return; fi
-  local c
-  for c in python3.11 "$HOME"/.pyenv/versions/3.11*/bin/python3.11 /usr/bin/python3.11 /usr/local/bin/python3.11; do
-    if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
-      command -v "$c"; return
-    fi
-  done
-  echo "error: Python 3.11 not found (the torch 2.13.0 CPU wheel is cp311); set PYTHON311=" >&2
-  return 1
-}
-
 stamp="$(printf '%s\n' "${PINS[@]}" | sha256sum | cut -d' ' -f1)"
-if [[ -x "$VENV/bin/python" && "$(cat "$VENV/.punified_stamp" 2>/dev/null)" == "$stamp" ]]; then
+if is_current "$VENV" "$stamp"; then
   exit 0
 fi
-if [[ ! -x "$VENV/bin/python" ]]; then
-  echo "[torch-env] creating $VENV" >&2
-  "$(find_python311)" -m venv "$VENV"
-fi
+make_venv "$VENV" 3.11 PYTHON311
 echo "[torch-env] installing ${PINS[*]}" >&2
 # --only-binary: never build torch or tokenizers from source on a machine without the wheels.
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: "${PINS[@]}" \
-  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+pip_install "$VENV" --only-binary=:all: "${PINS[@]}"
 "$VENV/bin/python" -c 'import torch, transformers, safetensors; print("[torch-env] torch", torch.__version__, "transformers", transformers.__version__)' >&2
-echo "$stamp" > "$VENV/.punified_stamp"
+mark_current "$VENV" "$stamp"

@@ -13,7 +13,7 @@ training mode: the paper evaluates every setup that way.
 Mixtures, over the configured datasets that have a train split:
   punified_prefix_lm, punified_ner_joint, punified_ner_joint_random,
   punified_ner_joint_random_exact.
-Mixing rates follow a scheme (tasks/mixing.py): "uniform" (each dataset equally likely, the
+Mixing rates follow a scheme (mixing.py): "uniform" (each dataset equally likely, the
 paper's "each batch draws examples from all datasets"), "proportional" (rate = min(n_train, cap))
 or "temperature" (rate = min(n_train, cap) ** (1 / T)), chosen by a gin/mixtures/*.gin file
 (works under t5x too) or by the environment below.
@@ -59,17 +59,16 @@ from punified_jax import prompts
 from punified_jax import storage
 from punified_jax.data import sources
 from punified_jax.data.example import Example, Span
-from tasks import mixing
+from punified_jax.tasks import mixing
+from punified_jax.tasks import names
 
-NER_MODES = {"": "dataset", "_random": "random", "_random_exact": "random_exact"}
-PREFIX_LM_PREFIX = "punified_prefix_lm_"
-NER_PREFIX = "punified_ner_"
-MIXTURES = {
-    "punified_prefix_lm": (PREFIX_LM_PREFIX, ""),
-    "punified_ner_joint": (NER_PREFIX, ""),
-    "punified_ner_joint_random": (NER_PREFIX, "_random"),
-    "punified_ner_joint_random_exact": (NER_PREFIX, "_random_exact"),
-}
+# data/tfds_builder.py (tensorflow_datasets) and vocab.py (sentencepiece, tensorflow_text) are
+# imported inside the functions that use them: only TFDS mode and the first tokenization need
+# them, and every `import tasks` (t5x, each gin run) imports this module.
+
+# The prompt mode (prompts.make_ner_example) of each NER task kind on its train split.
+NER_MODES = {names.NER: "dataset", names.NER_RANDOM: "random", names.NER_RANDOM_EXACT: "random_exact"}
+MIXTURES = names.MIXTURES
 RATE_MODES = mixing.SCHEMES
 
 # Features of the raw source, one record a sentence. Spans are three parallel vectors.
@@ -572,7 +571,7 @@ def _register_mixture(name: str, tasks: list, default_rate) -> None:
 
 def mixture_rate_fn(config: DataConfig):
   """The mixing rate of a task under `config`: the scheme in effect when seqio samples (gin's
-  tasks.mixing.scheme, else the config's), see tasks/mixing.py."""
+  tasks.mixing.scheme, else the config's), see mixing.py."""
   return mixing.rate_fn(config)
 
 
@@ -616,23 +615,23 @@ def register_all(config: Optional[DataConfig] = None) -> DataConfig:
       source = ExamplesSource(config, dataset, splits)
     else:
       continue
-    _register_task(f"{PREFIX_LM_PREFIX}{dataset}", source=source,
+    _register_task(names.task_name(dataset, names.PREFIX_LM), source=source,
                    preprocessors=[prefix_lm, *tail], output_features=output_features)
-    for suffix, mode in NER_MODES.items():
+    for kind, mode in NER_MODES.items():
       _register_task(
-          f"{NER_PREFIX}{dataset}{suffix}", source=source,
+          names.task_name(dataset, kind), source=source,
           preprocessors=[functools.partial(prompt_ner, dataset=dataset, mode=mode), *tail],
           output_features=output_features, postprocess_fn=metrics.ner_postprocessor,
           metric_fns=[metrics.make_metric_fn(dataset),
                       metrics.make_metric_fn(dataset, variant="offset")])
     if dataset in config.datasets and "train" in splits:
-      for mixture, (prefix, suffix) in MIXTURES.items():
-        with_train[mixture].append(f"{prefix}{dataset}{suffix}")
+      for mixture, kind in MIXTURES.items():
+        with_train[mixture].append(names.task_name(dataset, kind))
   rate = mixture_rate_fn(config)
   for mixture, task_names in with_train.items():
     if task_names:
       _register_mixture(mixture, task_names, rate)
-  missing = [d for d in config.datasets if f"{NER_PREFIX}{d}" not in with_train["punified_ner_joint"]]
+  missing = [d for d in config.datasets if names.task_name(d) not in with_train[names.JOINT_MIXTURE]]
   if missing:
     logging.warning("datasets without a train split in %s are left out of the mixtures: %s",
                     config.describe_source(), ", ".join(missing))
@@ -647,7 +646,7 @@ def _remove_registered() -> None:
     if name in MIXTURES:
       seqio.MixtureRegistry.remove(name)
   for name in list(seqio.TaskRegistry.names()):
-    if name.startswith((NER_PREFIX, PREFIX_LM_PREFIX)):
+    if names.parse_task_name(name):
       seqio.TaskRegistry.remove(name)
 
 

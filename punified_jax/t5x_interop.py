@@ -312,12 +312,9 @@ def padded_vocab_size(vocabulary, multiple: int = 128) -> int:
   """`vocabulary.vocab_size` rounded up to a multiple of `multiple` (t5x's 32100 -> 32128).
 
   Called from gin/t5x/vocabulary.gin to size t5x's embedding and logits from our vocabulary;
-  128 keeps the vocab axis divisible on TPU cores and model-parallel meshes.
+  the rule is `model.round_up_vocab_size`, the one our own runs use.
   """
-  if multiple < 1:
-    raise ValueError(f"multiple must be >= 1, got {multiple}")
-  size = int(vocabulary.vocab_size)
-  return -(-size // multiple) * multiple
+  return model_lib.round_up_vocab_size(vocabulary.vocab_size, multiple)
 
 
 # ------------------------------------------------------------------------------------------

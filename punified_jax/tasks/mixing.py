@@ -173,6 +173,7 @@ def describe(mixture_or_task_name: str) -> dict:
   `scheme` is None when the rates are not ours (a Mixture someone else registered, or a single
   Task, whose share is 1). Rates are what seqio will sample with (`Mixture.get_rate`).
   """
+  # seqio (TensorFlow) here, not at the top: light modules (the data manifest) import mixing.py.
   import seqio  # pylint: disable=g-import-not-at-top
   provider = seqio.get_mixture_or_task(mixture_or_task_name)
   if not isinstance(provider, seqio.Mixture):
