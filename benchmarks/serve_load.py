@@ -90,7 +90,10 @@ def hf_server(args: argparse.Namespace) -> int:
   print(f"hf_server: warm-up generate took {time.monotonic() - started:.2f} s", flush=True)
 
   class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+    # HTTP/1.0: the connection closes after each answer (the client reconnects), so the
+    # single-threaded server takes waiting clients in turn; with keep-alive it would serve one
+    # client's whole loop before accepting the next (latencies of seconds to minutes).
+    protocol_version = "HTTP/1.0"
 
     def log_message(self, *_):
       pass
@@ -110,7 +113,10 @@ def hf_server(args: argparse.Namespace) -> int:
       self.end_headers()
       self.wfile.write(data)
 
-  server = http.server.HTTPServer(("127.0.0.1", args.port), Handler)  # one request at a time
+  class Server(http.server.HTTPServer):
+    request_queue_size = 256  # the listen backlog: 128 clients connect at once
+
+  server = Server(("127.0.0.1", args.port), Handler)  # one request at a time
   server.serve_forever()
   return 0
 

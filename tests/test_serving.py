@@ -192,6 +192,16 @@ def test_engine_chooses_batch_sizes_and_output_limits(extractor):
   assert [engine.take(key, n) for n in (1, 2, 3, 4)] == [1, 1, 3, 4]
   engine.batch_seconds.update({(key, 1): 1.0, (key, 4): 3.6})  # measured: 0.9 s a window
   assert [engine.take(key, n) for n in (1, 2, 3, 4)] == [1, 1, 1, 4]
+  # A warm-up figure is provisional: the first real batch replaces it, later ones average.
+  window = engine.warm_up_windows(32, 1)
+  engine.batch_seconds[(key, 1)] = 1000.0
+  engine._from_warm_up.add((key, 1))  # pylint: disable=protected-access
+  engine.decode(key, window)
+  replaced = engine.batch_seconds[(key, 1)]
+  assert replaced < 1000.0
+  engine.batch_seconds[(key, 1)] = 1000.0
+  engine.decode(key, window)
+  assert engine.batch_seconds[(key, 1)] > 600.0  # 1000 + 0.3 x (a fraction of a second - 1000)
   assert extractor.max_decode_length == 40
   assert engine.output_limit(32) == 40  # 2.25 x 32 = 72, capped at max_decode_length
   tight = engine_lib.Engine(extractor, beam_sizes=(4,), allow_unconstrained=False,

@@ -86,6 +86,9 @@ class Engine:
     # Average seconds of one batch, per (key, rows): written by the decoding thread (and the
     # warm-up before it), read by the batcher under its lock; a stale read is harmless.
     self.batch_seconds: dict[tuple[BatchKey, int], float] = {}
+    # Shapes whose figure is still the warm-up's (synthetic rows, no runaway outputs: often
+    # optimistic for big batches): the first real batch replaces it instead of averaging.
+    self._from_warm_up: set[tuple[BatchKey, int]] = set()
 
   # -- requests ------------------------------------------------------------------------------
 
@@ -148,10 +151,10 @@ class Engine:
 
   # -- decoding (worker thread only) -----------------------------------------------------------
 
-  def decode(self, key: BatchKey, windows: list[Any], record: bool = True) -> list[list[dict]]:
+  def decode(self, key: BatchKey, windows: list[Any], record: Any = True) -> list[list[dict]]:
     """Entities (text offsets) of each window; all windows share `key`, at most batch_size,
     decoded in the smallest compiled batch size that holds them.  `record`: count the time in
-    the shape's average (False for a run that compiles)."""
+    the shape's average (False for a run that compiles; "warm-up" for a provisional figure)."""
     assert 0 < len(windows) <= self.batch_size, len(windows)
     beam_size, constrained, bucket = key
     rows = self.rows_for(len(windows))
@@ -161,9 +164,16 @@ class Engine:
         max_decode_length=self.output_limit(bucket))
     if record:
       seconds = time.monotonic() - started
-      previous = self.batch_seconds.get((key, rows))
-      self.batch_seconds[(key, rows)] = (seconds if previous is None else
-                                         previous + _SECONDS_WEIGHT * (seconds - previous))
+      shape = (key, rows)
+      previous = self.batch_seconds.get(shape)
+      if previous is None or shape in self._from_warm_up:
+        self.batch_seconds[shape] = seconds
+      else:
+        self.batch_seconds[shape] = previous + _SECONDS_WEIGHT * (seconds - previous)
+      if record == "warm-up":
+        self._from_warm_up.add(shape)
+      else:
+        self._from_warm_up.discard(shape)
     return entities
 
   def warm_up(self) -> None:
@@ -176,7 +186,7 @@ class Engine:
           windows = self.warm_up_windows(bucket, rows)
           self.decode(key, windows, record=False)
           if len(self.batch_sizes) > 1:
-            self.decode(key, windows)
+            self.decode(key, windows, record="warm-up")
           logger.info("warm-up: beam %d, %s, bucket %d, %d rows compiled (%s)", beam_size,
                       "constrained" if constrained else "unconstrained", bucket, rows,
                       f"{self.batch_seconds[(key, rows)]:.2f} s a batch"
