@@ -223,16 +223,50 @@ class NerCopyConstraint:
     row_index = jnp.broadcast_to(jnp.arange(rows)[:, None], sources.shape)
     allowed = jnp.zeros((rows, vocab_size), jnp.int32).at[row_index, state["ids"]].max(
         sources.astype(jnp.int32), mode="drop") > 0
-    has = lambda bit: _has(phases, bit)
-    for token_id, allow in (
-        (self.open_id, has(EXPECT_TARGET_OPEN) | has(EXPECT_ITEM_OPEN)),
-        (self.colon_id, has(TYPE_COMPLETE)),
-        (self.null_id, has(AFTER_COLON)),
-        (self.close_id, has(SPAN_CLOSABLE) | has(AFTER_NULL) | has(AFTER_ITEM_CLOSE)),
-        (self.comma_id, has(AFTER_ITEM_CLOSE)),
-        (self.eos_id, has(AFTER_TARGET_CLOSE))):
+    for token_id, allow in zip(self._syntax_ids(), self._syntax_flags(phases)):
       allowed = allowed.at[:, token_id].set(allowed[:, token_id] | allow)
     return allowed
+
+  # -- scoring only the allowed tokens (decoding's candidate search) -------------------------
+
+  def _syntax_ids(self) -> tuple[Array, ...]:
+    """The grammar's own tokens, in the order of `_syntax_flags`."""
+    return (self.open_id, self.colon_id, self.null_id, self.close_id, self.comma_id,
+            self.eos_id)
+
+  def _syntax_flags(self, phases: Array) -> tuple[Array, ...]:
+    """bool [rows] per syntax token (order of `_syntax_ids`): may it come next?"""
+    has = lambda bit: _has(phases, bit)
+    return (has(EXPECT_TARGET_OPEN) | has(EXPECT_ITEM_OPEN), has(TYPE_COMPLETE),
+            has(AFTER_COLON), has(SPAN_CLOSABLE) | has(AFTER_NULL) | has(AFTER_ITEM_CLOSE),
+            has(AFTER_ITEM_CLOSE), has(AFTER_TARGET_CLOSE))
+
+  def candidate_table(self, encoder_input_tokens: Array) -> decoding.CandidateTable:
+    """Every token this grammar can ever allow for a row: its input ids, then the syntax ids
+    (C = input_len + 6 candidates).  `slot` maps a candidate to the first candidate with the
+    same id, so that an id allowed twice (a repeated character, a "(" in the text) is scored
+    once, as in the vocabulary-wide softmax."""
+    ids = encoder_input_tokens.astype(jnp.int32)
+    syntax = jnp.broadcast_to(jnp.stack(self._syntax_ids()).astype(jnp.int32)[None],
+                              (ids.shape[0], len(self._syntax_ids())))
+    candidates = jnp.concatenate([ids, syntax], axis=1)
+    same = candidates[:, :, None] == candidates[:, None, :]
+    return decoding.CandidateTable(candidates, jnp.argmax(same, axis=2).astype(jnp.int32))
+
+  def step_candidates(self, state: dict[str, Array], token_ids: Array, step: Array,
+                      table: decoding.CandidateTable) -> tuple[Array, dict[str, Array]]:
+    """`step` over the candidates of `candidate_table` instead of the vocabulary: returns
+    (allowed bool [rows, C], state); an allowed id is True at its first candidate only."""
+    advanced = self.advance(state, token_ids)
+    state = jax.tree_util.tree_map(lambda new, old: jnp.where(step > 0, new, old), advanced,
+                                   state)
+    flags = jnp.concatenate([self._copy_sources(state),
+                             jnp.stack(self._syntax_flags(state["phases"]), axis=1)], axis=1)
+    rows = flags.shape[0]
+    row_index = jnp.broadcast_to(jnp.arange(rows)[:, None], flags.shape)
+    allowed = jnp.zeros(flags.shape, jnp.int32).at[row_index, table.slot].max(
+        flags.astype(jnp.int32)) > 0
+    return allowed, state
 
 
 def _has(phases: Array, bit: int) -> Array:

@@ -90,6 +90,76 @@ class AllowedTokensConstraint:
     del token_ids, step  # The mask does not depend on the history.
     return jnp.where(state, logits, FORBIDDEN_LOGIT), state
 
+  def candidate_table(self, encoder_input_tokens: Array) -> "CandidateTable":
+    """Every token is a candidate (CandidateTable), so the searches over candidates run with
+    this constraint too, at the cost of the vocabulary."""
+    vocab = self.allowed.shape[1]
+    ids = jnp.broadcast_to(jnp.arange(vocab, dtype=jnp.int32)[None],
+                           (encoder_input_tokens.shape[0], vocab))
+    return CandidateTable(ids, ids)
+
+  def step_candidates(self, state: Array, token_ids: Array, step: Array,
+                      table: "CandidateTable") -> tuple[Array, Array]:
+    del token_ids, step, table
+    return state, state
+
+
+class CandidateTable(NamedTuple):
+  """The tokens a constraint can ever allow for each row, fixed for the whole search.
+
+  ids int32 [rows, C]: candidate token ids (may repeat); slot int32 [rows, C]: the index of the
+  first candidate with the same id.  A constraint that offers `candidate_table(encoder_input_
+  tokens) -> CandidateTable` and `step_candidates(state, token_ids, step, table) -> (allowed
+  bool [rows, C], state)` (True only at first slots; otherwise as `step`) can be searched over
+  its C candidates instead of the vocabulary (`greedy_decode` / `beam_search` with
+  score_candidates=True).
+  """
+  ids: Array
+  slot: Array
+
+
+class OutputLayer(NamedTuple):
+  """The decoder split before its output layer, for greedy_decode over candidates.
+
+  hidden_step_fn: like a StepFn, but returns the final hidden state [rows, d] (the output
+  layer's input) instead of the logits.  kernel: float32 [d, vocab] (logits = hidden @ kernel).
+  The greedy search then scores a row's C candidates with C dot products, keeps each step's
+  hidden state, and computes the model's per-token log-probs (whose normaliser needs every
+  logit) after the loop, as a few large matrix products over the outputs instead of one
+  [rows, d] x [d, vocab] product per step.
+  """
+  hidden_step_fn: Callable[[Array, PyTree, Array], tuple[Array, PyTree]]
+  kernel: Array
+
+
+# Output positions per matrix product when the model log-probs are computed after the loop.
+_LOG_PROB_BLOCK = 32
+
+
+def _model_token_log_probs(hidden: Array, tokens: Array, kernel: Array) -> Array:
+  """float32 [rows, len]: log-softmax(hidden @ kernel)[token] at every position where the token
+  is not 0 (0 elsewhere), in blocks of _LOG_PROB_BLOCK positions up to the longest output.
+  hidden [rows, len + block, d] (zero-padded), tokens [rows, len]."""
+  rows, length = tokens.shape
+  block = _LOG_PROB_BLOCK
+  targets = jnp.pad(tokens, ((0, 0), (0, block)))
+  used = jnp.max(jnp.where(jnp.any(tokens != 0, axis=0), jnp.arange(length) + 1, 0))
+  columns = kernel.T  # [vocab, d]
+
+  def body(carry):
+    start, out = carry
+    states = jax.lax.dynamic_slice_in_dim(hidden, start, block, axis=1)
+    wanted = jax.lax.dynamic_slice_in_dim(targets, start, block, axis=1)
+    normaliser = jax.nn.logsumexp(jnp.einsum("rbd,dv->rbv", states, kernel), axis=-1)
+    chosen = jnp.einsum("rbd,rbd->rb", states, jnp.take(columns, wanted, axis=0))
+    out = jax.lax.dynamic_update_slice_in_dim(
+        out, jnp.where(wanted != 0, chosen - normaliser, 0.0), start, axis=1)
+    return start + block, out
+
+  out = jnp.zeros((rows, length + block), jnp.float32)
+  _, out = jax.lax.while_loop(lambda c: c[0] < used, body, (jnp.array(0, jnp.int32), out))
+  return out[:, :length]
+
 
 class DecodeOutput(NamedTuple):
   """tokens: int32 [batch, len] (greedy) or [batch, beam, len] (beam); after EOS (included)
@@ -126,15 +196,18 @@ def expand_to_beams(tree: PyTree, beam_size: int) -> PyTree:
 def gather_beams(tree: PyTree, beam_indices: Array, batch: int, beam_size: int) -> PyTree:
   """Reorder rows: new row (b, k) takes old row (b, beam_indices[b, k]).  Scalars are kept."""
 
+  # One flat row index: a gather of whole rows (XLA lowers take_along_axis over the beam axis
+  # of a [batch, beam, ...] cache into selects over every element, ~3x slower on CPU).
+  rows = (jnp.arange(batch, dtype=jnp.int32)[:, None] * beam_size
+          + beam_indices.astype(jnp.int32)).reshape(-1)
+
   def gather(x):
     if jnp.ndim(x) == 0:
       return x
     if x.shape[0] != batch * beam_size:
       raise ValueError(f"state leaf with leading axis {x.shape[0]} cannot be gathered by beam: "
                        f"expected batch * beam = {batch * beam_size} rows")
-    x = x.reshape((batch, beam_size) + x.shape[1:])
-    index = beam_indices.reshape(beam_indices.shape + (1,) * (x.ndim - 2))
-    return jnp.take_along_axis(x, index, axis=1).reshape((batch * beam_size,) + x.shape[2:])
+    return jnp.take(x, rows, axis=0, mode="clip")
 
   return jax.tree_util.tree_map(gather, tree)
 
@@ -157,6 +230,57 @@ def _next_token_log_probs(step_fn: StepFn, constraint: Optional[LogitsConstraint
   forbidden = logits <= FORBIDDEN_LOGIT / 2
   log_probs = jnp.where(forbidden, -jnp.inf, jax.nn.log_softmax(logits, axis=-1))
   return log_probs, model_log_probs, cache, constraint_state
+
+
+def _candidate_log_probs(step_fn: StepFn, constraint: LogitsConstraint, table: CandidateTable,
+                         token_ids: Array, cache: PyTree, constraint_state: PyTree,
+                         step: Array) -> tuple[Array, Array, PyTree, PyTree]:
+  """_next_token_log_probs restricted to the constraint's candidates (CandidateTable).
+
+  Returns (log_probs, model_log_probs, cache, constraint_state), float32 [rows, C] each: the
+  search's distribution (-inf where forbidden) and the model's own log-softmax, at the
+  candidates.  The decoder still computes every logit (the model's log-probs need the
+  normaliser over the whole vocabulary: one logsumexp), but the rest of the step (the
+  constraint's mask, the renormalised softmax, arg-max or beam top-k) works on C values per
+  row instead of the vocabulary.  Same values as _next_token_log_probs up to float rounding
+  (a forbidden logit contributes exactly 0 to the constrained softmax either way).
+  """
+  logits, cache = step_fn(token_ids, cache, step)
+  logits = logits.astype(jnp.float32)
+  normaliser = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+  candidate_logits = jnp.take_along_axis(logits, table.ids, axis=1)
+  allowed, constraint_state = constraint.step_candidates(constraint_state, token_ids, step,
+                                                         table)
+  return (_masked_candidate_log_probs(candidate_logits, allowed), candidate_logits - normaliser,
+          cache, constraint_state)
+
+
+def _masked_candidate_log_probs(candidate_logits: Array, allowed: Array) -> Array:
+  masked = jnp.where(allowed, candidate_logits, FORBIDDEN_LOGIT)
+  return jnp.where(allowed, jax.nn.log_softmax(masked, axis=-1), -jnp.inf)
+
+
+def _hidden_candidate_log_probs(output_layer: OutputLayer, constraint: LogitsConstraint,
+                                table: CandidateTable, candidate_columns: Array,
+                                token_ids: Array, cache: PyTree, constraint_state: PyTree,
+                                step: Array) -> tuple[Array, Array, PyTree, PyTree]:
+  """_candidate_log_probs without the output layer: (search log_probs [rows, C], the hidden
+  state [rows, d], cache, constraint_state).  candidate_columns [rows, C, d]: the output
+  layer's columns of each row's candidates."""
+  hidden, cache = output_layer.hidden_step_fn(token_ids, cache, step)
+  hidden = hidden.astype(jnp.float32)
+  candidate_logits = jnp.einsum("rd,rcd->rc", hidden, candidate_columns)
+  allowed, constraint_state = constraint.step_candidates(constraint_state, token_ids, step,
+                                                         table)
+  return (_masked_candidate_log_probs(candidate_logits, allowed), hidden, cache,
+          constraint_state)
+
+
+def check_candidate_scoring(score_candidates: bool,
+                            constraint: Optional[LogitsConstraint]) -> None:
+  if score_candidates and not hasattr(constraint, "candidate_table"):
+    raise ValueError(f"score_candidates needs a constraint with candidate_table and "
+                     f"step_candidates, got {type(constraint).__name__}")
 
 
 GrowCacheFn = Callable[[PyTree, int], PyTree]
@@ -215,6 +339,7 @@ class _GreedyState(NamedTuple):
   calls: Array            # int32 [rows]: decoder calls made while the row was not done
   cache: PyTree
   constraint_state: PyTree
+  hidden: Optional[Array] = None  # float32 [rows, len + block, d]: with an OutputLayer
 
 
 def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *,
@@ -222,28 +347,54 @@ def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *
                   alpha: float = 0.6,
                   constraint: Optional[LogitsConstraint] = None,
                   cache_lengths: Optional[tuple[int, ...]] = None,
-                  grow_cache: Optional[GrowCacheFn] = None) -> DecodeOutput:
+                  grow_cache: Optional[GrowCacheFn] = None,
+                  score_candidates: bool = False,
+                  output_layer: Optional[OutputLayer] = None) -> DecodeOutput:
   """Arg-max decoding of `rows` sequences; stops when every row has produced EOS.
 
   cache: the decoder cache for `rows` = encoder_input_tokens.shape[0] rows (of length
   cache_lengths[0] when cache_lengths is given; see "Growing cache").
   Returns tokens [rows, max_decode_length], log_probs [rows], scores [rows] (log_probs over the
   length penalty with `alpha`, comparable with beam-search scores).
+  score_candidates: search over the constraint's candidates (CandidateTable) instead of the
+  vocabulary: the same result, a cheaper step.  output_layer (with score_candidates): skip
+  the output layer in the loop (OutputLayer); the same result again.
   """
   _check_args(encoder_input_tokens, max_decode_length, eos_id, 1)
+  check_candidate_scoring(score_candidates, constraint)
   rows = encoder_input_tokens.shape[0]
   constraint_state = None if constraint is None else constraint.init(encoder_input_tokens)
+  if output_layer is not None and not score_candidates:
+    raise ValueError("output_layer needs score_candidates=True")
+  if score_candidates:
+    table = constraint.candidate_table(encoder_input_tokens)
+  if output_layer is not None:
+    kernel = output_layer.kernel.astype(jnp.float32)
+    candidate_columns = jnp.take(kernel.T, table.ids, axis=0)  # [rows, C, d]
 
   def body(state: _GreedyState) -> _GreedyState:
     step, done = state.step, state.done
-    log_probs, model_log_probs, cache, constraint_state = _next_token_log_probs(
-        step_fn, constraint, state.current, state.cache, state.constraint_state, step)
-    best = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+    hidden = state.hidden
+    if output_layer is not None:
+      log_probs, step_hidden, cache, constraint_state = _hidden_candidate_log_probs(
+          output_layer, constraint, table, candidate_columns, state.current, state.cache,
+          state.constraint_state, step)
+      hidden = jax.lax.dynamic_update_slice_in_dim(hidden, step_hidden[:, None], step, axis=1)
+      choice = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+      model_log_prob = jnp.zeros((rows, 1), jnp.float32)  # computed after the loop
+    else:
+      search_fn = _candidate_log_probs if score_candidates else _next_token_log_probs
+      log_probs, model_log_probs, cache, constraint_state = search_fn(
+          step_fn, constraint, *([table] if score_candidates else []), state.current,
+          state.cache, state.constraint_state, step)
+      choice = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)  # a token or a candidate
+      model_log_prob = jnp.take_along_axis(model_log_probs, choice[:, None], axis=1)
+    best = (jnp.take_along_axis(table.ids, choice[:, None], axis=1)[:, 0]
+            if score_candidates else choice)
     best_log_prob = jnp.max(log_probs, axis=-1)
     # A row with every token forbidden ends here (EOS) with log-prob -inf.
     best = jnp.where(jnp.isneginf(best_log_prob), eos_id, best)
     best = jnp.where(done, 0, best)
-    model_log_prob = jnp.take_along_axis(model_log_probs, best[:, None], axis=1)
     return _GreedyState(
         step=step + 1,
         tokens=jax.lax.dynamic_update_slice_in_dim(state.tokens, best[:, None], step, axis=1),
@@ -254,18 +405,26 @@ def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *
         log_prob=state.log_prob + jnp.where(done, 0.0, best_log_prob),
         length=state.length + (~done).astype(jnp.int32),
         calls=state.calls + (~done).astype(jnp.int32),
-        cache=cache, constraint_state=constraint_state)
+        cache=cache, constraint_state=constraint_state, hidden=hidden)
 
+  hidden = None
+  if output_layer is not None:
+    hidden = jnp.zeros((rows, max_decode_length + _LOG_PROB_BLOCK, kernel.shape[0]),
+                       jnp.float32)
   state = _GreedyState(
       step=jnp.array(0, jnp.int32), tokens=jnp.zeros((rows, max_decode_length), jnp.int32),
       token_log_probs=jnp.zeros((rows, max_decode_length), jnp.float32),
       current=jnp.full((rows,), start_token_id, jnp.int32), done=jnp.zeros((rows,), bool),
       log_prob=jnp.zeros((rows,), jnp.float32), length=jnp.zeros((rows,), jnp.int32),
-      calls=jnp.zeros((rows,), jnp.int32), cache=cache, constraint_state=constraint_state)
+      calls=jnp.zeros((rows,), jnp.int32), cache=cache, constraint_state=constraint_state,
+      hidden=hidden)
   state = _run_segments(body, state, max_decode_length=max_decode_length,
                         cache_lengths=cache_lengths, grow_cache=grow_cache)
+  token_log_probs = state.token_log_probs
+  if output_layer is not None:
+    token_log_probs = _model_token_log_probs(state.hidden, state.tokens, kernel)
   return DecodeOutput(state.tokens, state.log_prob,
-                      state.log_prob / length_penalty(state.length, alpha), state.token_log_probs,
+                      state.log_prob / length_penalty(state.length, alpha), token_log_probs,
                       state.calls)
 
 
@@ -308,13 +467,14 @@ def _write_at(x: Array, index: Array, value: Array) -> Array:
   return jnp.where(hit, value[:, :, None], x)
 
 
-def beam_step(pools: BeamPools, log_probs: Array, model_log_probs: Array, step: Array, *,
-              alpha: float, eos_id: int, max_decode_length: int,
-              stopping: str) -> tuple[BeamPools, Array, Array]:
+def beam_step(pools: BeamPools, log_probs: Array, model_log_probs: Array, step: Array, *, alpha: float, eos_id: int, max_decode_length: int,
+              stopping: str, candidate_ids: Optional[Array] = None
+              ) -> tuple[BeamPools, Array, Array]:
   """One step of beam search for every example (see `beam_search`).
 
   log_probs / model_log_probs: float32 [batch * beam, vocab], the search's and the model's
-  distributions of the token after each alive hypothesis.  step int32 [batch]: the tokens
+  distributions of the token after each alive hypothesis.  With `candidate_ids` int32
+  [batch * beam, C], both are over those candidates instead of the vocabulary.  step int32 [batch]: the tokens
   every alive hypothesis of the example already has (examples may be at different steps).
   Examples already done are left exactly as they are, so an example's result does not depend
   on how long the other examples of its batch run.
@@ -328,7 +488,10 @@ def beam_step(pools: BeamPools, log_probs: Array, model_log_probs: Array, step: 
                 + log_probs.reshape(batch, beam_size, vocab)).reshape(batch, -1)
   top_log_probs, top_index = jax.lax.top_k(candidates, 2 * beam_size)
   source_beam = top_index // vocab  # [batch, 2 * beam]
-  top_token = (top_index % vocab).astype(jnp.int32)
+  if candidate_ids is None:
+    top_token = (top_index % vocab).astype(jnp.int32)
+  else:
+    top_token = jnp.take_along_axis(candidate_ids.reshape(batch, -1), top_index, axis=1)
   top_tokens = _write_at(jnp.take_along_axis(pools.alive_tokens, source_beam[:, :, None],
                                              axis=1), step, top_token)
   top_model_log_prob = jnp.take_along_axis(model_log_probs.reshape(batch, -1), top_index,
@@ -431,7 +594,8 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
                 constraint: Optional[LogitsConstraint] = None,
                 cache_lengths: Optional[tuple[int, ...]] = None,
                 grow_cache: Optional[GrowCacheFn] = None,
-                stopping: str = "all") -> DecodeOutput:
+                stopping: str = "all",
+                score_candidates: bool = False) -> DecodeOutput:
   """Beam search with T5's length penalty; returns every beam, best first.
 
   cache and encoder_input_tokens must already have batch * beam_size rows (`expand_to_beams`);
@@ -456,7 +620,7 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
   filled whenever beam_size hypotheses exist; such a hypothesis has no EOS in its tokens.
 
   Returns tokens [batch, beam, len], log_probs [batch, beam], scores [batch, beam],
-  decoder_calls [batch].
+  decoder_calls [batch].  score_candidates: as greedy_decode's.
   """
   if not isinstance(beam_size, int) or beam_size < 1:
     raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
@@ -465,19 +629,27 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
     # The early stop assumes the length penalty never shrinks as hypotheses grow.
     raise ValueError(f"alpha must be >= 0, got {alpha}")
   _check_args(encoder_input_tokens, max_decode_length, eos_id, beam_size)
+  check_candidate_scoring(score_candidates, constraint)
   rows = encoder_input_tokens.shape[0]
   batch = rows // beam_size
   length = max_decode_length
   constraint_state = None if constraint is None else constraint.init(encoder_input_tokens)
+  table = constraint.candidate_table(encoder_input_tokens) if score_candidates else None
 
   def body(state: _BeamState) -> _BeamState:
     step = state.step
-    log_probs, model_log_probs, cache, constraint_state = _next_token_log_probs(
-        step_fn, constraint, state.current, state.cache, state.constraint_state, step)
+    if score_candidates:
+      log_probs, model_log_probs, cache, constraint_state = _candidate_log_probs(
+          step_fn, constraint, table, state.current, state.cache, state.constraint_state, step)
+    else:
+      log_probs, model_log_probs, cache, constraint_state = _next_token_log_probs(
+          step_fn, constraint, state.current, state.cache, state.constraint_state, step)
     calls = state.calls + (~state.pools.done).astype(jnp.int32)
+    # Beams of an example share its candidates, so the ids need no re-ordering.
     pools, parent, token = beam_step(state.pools, log_probs, model_log_probs,
                                      jnp.full((batch,), step), alpha=alpha, eos_id=eos_id,
-                                     max_decode_length=length, stopping=stopping)
+                                     max_decode_length=length, stopping=stopping,
+                                     candidate_ids=None if table is None else table.ids)
     cache = gather_beams(cache, parent, batch, beam_size)
     constraint_state = gather_beams(constraint_state, parent, batch, beam_size)
     return _BeamState(step + 1, pools, token.reshape(rows), calls, cache, constraint_state)

@@ -1,7 +1,11 @@
 """Fast constrained greedy and beam search: no model step for a token the grammar decides.
 
 Same results as the step-by-step searches of `decoding` (same output ids; scores, log-probs
-and per-token log-probs equal to float rounding), with far fewer decoder calls.
+and per-token log-probs equal to float rounding), with far fewer decoder calls.  Like
+decoding's score_candidates search it works on the constraint's candidates
+(decoding.CandidateTable: for NerCopyConstraint the input's ids and the grammar's 6 tokens)
+instead of the vocabulary; only the model's normaliser (one logsumexp per position) still
+reads every logit.
 
 Chunks.  Each iteration feeds every row a CHUNK of `chunk_length` (K, static) tokens in ONE
 decoder call (`ChunkFn`): the last token the search chose, then a DRAFT of what comes next,
@@ -23,7 +27,8 @@ Scoring a forced token.  Step by step, a forced token is chosen from a constrain
 with a single allowed token: its search log-probability is exactly 0, and its
 `token_log_probs` entry is the model's own log-softmax at that position.  Here every step,
 forced or not, computes the same two quantities from the same logits (read off the chunk's
-logits at that position) with the same operations, so the search's scores and the reported
+logits at that position) with the same operations as decoding._candidate_log_probs, so the
+search's scores and the reported
 per-token model log-probs are those of the step-by-step search, up to the rounding of a
 different attention width (|diff| ~1e-6).
 
@@ -34,16 +39,17 @@ the draft continuation of the chunk row it came from; the step at which some sur
 the drafts (a new branch) is the last one from this call.  The cache is re-ordered by beam
 once per call (composed parent map), not once per token.
 
-Cost.  A call on a chunk does K positions of work (decoder, both softmaxes over the vocabulary)
-for every row, and rows that stopped early in the chunk still pay for it.  So the fast search
-saves time only where one decoder call costs about the same for 1 or K tokens per row (large
-models whose step is bound by reading the weights); on our CPU `mini` model it makes 0.4-0.5x
-the decoder calls but measured slower (BENCHMARKS.md section 2), and generate.decode_batch uses
-it only when asked (search="fast").
+Cost.  A call on a chunk does K positions of work (decoder, output layer and normaliser over
+the vocabulary) for every row, and rows that stopped early in the chunk still pay for it.  So
+the fast search saves time only where one decoder call costs about the same for 1 or K tokens
+per row (large models whose step is bound by reading the weights); on our CPU `mini` model it
+makes 0.4-0.8x the decoder calls but measured slower than the step-by-step search over the
+allowed tokens (BENCHMARKS.md section 2b), and generate.decode_batch uses it only when asked
+(search="fast").
 
-Requirements: the constraint's allowed set must not depend on the logits (true of
-`NerCopyConstraint` and `AllowedTokensConstraint`): the draft asks it with zero logits.  The
-cache of a `ChunkFn` needs `chunk_length` positions of slack past the longest output
+Requirements: the constraint offers candidate_table / step_candidates (decoding.CandidateTable;
+`NerCopyConstraint` and `AllowedTokensConstraint` do), and its allowed set does not depend on
+the logits (the draft asks it without any).  The cache of a `ChunkFn` needs `chunk_length` positions of slack past the longest output
 (`generate` allocates them).
 """
 
@@ -70,11 +76,12 @@ class _Draft(NamedTuple):
   tokens: Array   # int32 [rows, K]: the chunk to feed
   count: Array    # int32 [rows]: valid tokens at its start (>= 1)
   states: PyTree  # constraint state after consuming tokens[:, :j + 1], leaves [rows, K, ...]
-  allowed: Array  # bool [rows, K, vocab]: the tokens allowed after tokens[:, :j + 1]
+  allowed: Array  # bool [rows, K, C]: the candidates allowed after tokens[:, :j + 1]
 
 
 def _draft(constraint: decoding.LogitsConstraint, state: PyTree, first_token: Array,
-           first_step: Array, *, chunk_length: int, vocab_size: int, eos_id: int) -> _Draft:
+           first_step: Array, *, chunk_length: int, table: decoding.CandidateTable,
+           eos_id: int) -> _Draft:
   """Drafts a chunk starting with `first_token` [rows], from the constraint `state` before it.
 
   first_step: int32 scalar passed to the constraint with the first token (0 when it is the
@@ -82,21 +89,21 @@ def _draft(constraint: decoding.LogitsConstraint, state: PyTree, first_token: Ar
   row's draft goes on: entries at positions >= count are left as zeros (never read).
   """
   rows = first_token.shape[0]
-  zeros = jnp.zeros((rows, vocab_size), jnp.float32)
+  candidates = table.ids.shape[1]
   continuation = getattr(constraint, "copy_continuation", None)
   put = lambda buffer, value, j: jax.lax.dynamic_update_index_in_dim(buffer, value, j, axis=1)
 
   def body(carry):
     j, token, state, going, draft = carry
-    masked, state = constraint.step(state, token, zeros,
-                                    jnp.where(j == 0, first_step, 1).astype(jnp.int32))
-    allowed = masked > decoding.FORBIDDEN_LOGIT / 2
+    allowed, state = constraint.step_candidates(
+        state, token, jnp.where(j == 0, first_step, 1).astype(jnp.int32), table)
     forced = jnp.sum(allowed, axis=1, dtype=jnp.int32) == 1
-    next_token = jnp.argmax(allowed, axis=1).astype(jnp.int32)
+    next_token = jnp.take_along_axis(table.ids, jnp.argmax(allowed, axis=1)[:, None],
+                                     axis=1)[:, 0]
     known = forced
     if continuation is not None:
       guess, has_guess = continuation(state)
-      guess_allowed = jnp.take_along_axis(allowed, guess[:, None], axis=1)[:, 0]
+      guess_allowed = jnp.any(allowed & (table.ids == guess[:, None]), axis=1)
       next_token = jnp.where(forced, next_token, guess)
       known = forced | (has_guess & guess_allowed)
     going = going & known & (token != eos_id) & (j + 1 < chunk_length)
@@ -114,7 +121,7 @@ def _draft(constraint: decoding.LogitsConstraint, state: PyTree, first_token: Ar
       jnp.ones((rows,), jnp.int32),
       jax.tree_util.tree_map(lambda x: jnp.zeros((rows, chunk_length) + x.shape[1:], x.dtype),
                              state),
-      jnp.zeros((rows, chunk_length, vocab_size), bool))
+      jnp.zeros((rows, chunk_length, candidates), bool))
   carry = (jnp.array(0, jnp.int32), first_token.astype(jnp.int32), state,
            jnp.ones((rows,), bool), empty)
   draft = jax.lax.while_loop(lambda c: (c[0] == 0) | jnp.any(c[3]), body, carry)[-1]
@@ -129,15 +136,18 @@ def _state_at(states: PyTree, offset: Array) -> PyTree:
   return jax.tree_util.tree_map(take, states)
 
 
-def _search_log_probs(logits: Array, allowed: Array) -> tuple[Array, Array]:
-  """(search log-probs with -inf where forbidden, model log-probs): exactly the operations of
-  decoding._next_token_log_probs with a constraint, on the same logits."""
+def _search_log_probs(logits: Array, allowed: Array,
+                      table: decoding.CandidateTable) -> tuple[Array, Array]:
+  """(search log-probs with -inf where forbidden, model log-probs), float32 [rows, K, C] at
+  the candidates: exactly the operations of decoding._candidate_log_probs (the step-by-step
+  search over the allowed tokens) at every chunk position."""
   logits = logits.astype(jnp.float32)
-  model_log_probs = jax.nn.log_softmax(logits, axis=-1)
-  masked = jnp.where(allowed, logits, decoding.FORBIDDEN_LOGIT)
-  forbidden = masked <= decoding.FORBIDDEN_LOGIT / 2
-  return (jnp.where(forbidden, -jnp.inf, jax.nn.log_softmax(masked, axis=-1)),
-          model_log_probs)
+  normaliser = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+  ids = jnp.broadcast_to(table.ids[:, None, :], allowed.shape)
+  candidate_logits = jnp.take_along_axis(logits, ids, axis=-1)
+  masked = jnp.where(allowed, candidate_logits, decoding.FORBIDDEN_LOGIT)
+  return (jnp.where(allowed, jax.nn.log_softmax(masked, axis=-1), -jnp.inf),
+          candidate_logits - normaliser)
 
 
 def _segments(body: Callable[[Any], Any], state: Any, *, max_decode_length: int,
@@ -163,6 +173,7 @@ def _check(constraint, chunk_length: int) -> None:
   if constraint is None:
     raise ValueError("the fast search needs a constraint (nothing is forced without one); "
                      "use decoding.greedy_decode / beam_search")
+  decoding.check_candidate_scoring(True, constraint)
   if not isinstance(chunk_length, int) or chunk_length < 2:
     raise ValueError(f"chunk_length must be an int >= 2, got {chunk_length!r}")
 
@@ -179,7 +190,7 @@ class _GreedyState(NamedTuple):
 
 
 def fast_greedy_decode(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: Array, *,
-                       constraint: decoding.LogitsConstraint, vocab_size: int,
+                       constraint: decoding.LogitsConstraint,
                        max_decode_length: int, start_token_id: int = 0, eos_id: int = 1,
                        alpha: float = 0.6, chunk_length: int = DEFAULT_CHUNK_LENGTH,
                        cache_lengths: Optional[tuple[int, ...]] = None,
@@ -192,7 +203,8 @@ def fast_greedy_decode(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: A
   decoding._check_args(encoder_input_tokens, max_decode_length, eos_id, 1)
   rows = encoder_input_tokens.shape[0]
   length_limit = max_decode_length
-  draft_args = dict(chunk_length=chunk_length, vocab_size=vocab_size, eos_id=eos_id)
+  table = constraint.candidate_table(encoder_input_tokens)
+  draft_args = dict(chunk_length=chunk_length, table=table, eos_id=eos_id)
 
   offsets = jnp.arange(chunk_length, dtype=jnp.int32)[None, :]
   slice_row = jax.vmap(lambda x, start: jax.lax.dynamic_slice_in_dim(x, start, chunk_length))
@@ -209,11 +221,12 @@ def fast_greedy_decode(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: A
     logits, cache = chunk_fn(draft.tokens, jnp.where(going, state.length, 0), state.cache)
     calls = state.calls + going.astype(jnp.int32)
     # Every chunk position at once: what the step-by-step search would choose there.
-    log_probs, model_log_probs = _search_log_probs(logits, draft.allowed)  # [rows, K, vocab]
-    best = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+    log_probs, model_log_probs = _search_log_probs(logits, draft.allowed, table)  # [rows, K, C]
+    choice = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+    model_log_prob = jnp.take_along_axis(model_log_probs, choice[..., None], axis=-1)[..., 0]
+    best = jnp.take_along_axis(table.ids, choice, axis=1)
     best_log_prob = jnp.max(log_probs, axis=-1)
     best = jnp.where(jnp.isneginf(best_log_prob), eos_id, best)
-    model_log_prob = jnp.take_along_axis(model_log_probs, best[..., None], axis=-1)[..., 0]
     # Position j is a step of the search while every earlier choice was the drafted token.
     follows = ((best[:, :-1] == draft.tokens[:, 1:]) & (best[:, :-1] != eos_id)
                & (offsets[:, 1:] < draft.count[:, None]))
@@ -262,7 +275,7 @@ class _BeamState(NamedTuple):
 
 
 def fast_beam_search(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: Array, *,
-                     beam_size: int, constraint: decoding.LogitsConstraint, vocab_size: int,
+                     beam_size: int, constraint: decoding.LogitsConstraint,
                      max_decode_length: int, start_token_id: int = 0, eos_id: int = 1,
                      alpha: float = 0.6, stopping: str = "all",
                      chunk_length: int = DEFAULT_CHUNK_LENGTH,
@@ -283,7 +296,8 @@ def fast_beam_search(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: Arr
   rows = encoder_input_tokens.shape[0]
   batch = rows // beam_size
   length_limit = max_decode_length
-  draft_args = dict(chunk_length=chunk_length, vocab_size=vocab_size, eos_id=eos_id)
+  table = constraint.candidate_table(encoder_input_tokens)
+  draft_args = dict(chunk_length=chunk_length, table=table, eos_id=eos_id)
   step_args = dict(alpha=alpha, eos_id=eos_id, max_decode_length=length_limit,
                    stopping=stopping)
   by_example = lambda x: x.reshape((batch, beam_size) + x.shape[1:])
@@ -295,8 +309,8 @@ def fast_beam_search(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: Arr
     logits, cache = chunk_fn(draft.tokens, row_start, state.cache)
     calls = state.calls + going.astype(jnp.int32)
     # Both distributions at every chunk position in one pass (cheaper than one per step).
-    all_log_probs, all_model_log_probs = _search_log_probs(logits, draft.allowed)
-    all_log_probs = by_example(all_log_probs)  # [b, beam, K, vocab]
+    all_log_probs, all_model_log_probs = _search_log_probs(logits, draft.allowed, table)
+    all_log_probs = by_example(all_log_probs)  # [b, beam, K, C]
     all_model_log_probs = by_example(all_model_log_probs)
     chunk, count = by_example(draft.tokens), by_example(draft.count)
     # source[e, k]: the chunk row (slot of example e) whose draft alive hypothesis k follows.
@@ -312,7 +326,7 @@ def fast_beam_search(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: Arr
       # Examples not going are passed as done, so beam_step leaves them unchanged.
       stepped, parent, token = decoding.beam_step(
           pools._replace(done=pools.done | ~going), log_probs.reshape(rows, vocab),
-          model_log_probs.reshape(rows, vocab), length, **step_args)
+          model_log_probs.reshape(rows, vocab), length, candidate_ids=table.ids, **step_args)
       pools = stepped._replace(done=jnp.where(going, stepped.done, pools.done))
       source = jnp.where(going[:, None], jnp.take_along_axis(source, parent, axis=1), source)
       last_token = jnp.where(going[:, None], token, last_token)

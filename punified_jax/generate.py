@@ -11,13 +11,14 @@ import functools
 import numbers
 from typing import Any, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from punified_jax import decoding
 from punified_jax import fast_decoding
-from punified_jax.model import T5Config, Transformer
+from punified_jax.model import Embed, T5Config, Transformer
 
 Array = jax.Array
 
@@ -66,8 +67,33 @@ def init_decoding(model: Transformer, params: Any, encoder_input_tokens: Array, 
         method=Transformer.decode, mutable=["cache"])
     return logits, updated["cache"]
 
+  def hidden_step_fn(token_ids: Array, cache: Any, step: Array) -> tuple[Array, Any]:
+    """step_fn without the output layer: the final hidden state [rows, d] (its input)."""
+    with nn.intercept_methods(_output_layer_input):
+      return step_fn(token_ids, cache, step)
+
   step_fn.chunk_fn = chunk_fn  # the same decoder, a chunk of tokens per call
+  step_fn.hidden_step_fn = hidden_step_fn
   return step_fn, caches["cache"], row_inputs
+
+
+def _output_layer_input(next_fun, args, kwargs, context):
+  """flax method interceptor: the output layer (logits_dense, or the tied embedding's
+  `attend`) returns its input instead of the logits, so the decoder yields its final hidden
+  state (the model then divides a tied layer's output by sqrt(d): output_kernel's logits of
+  that state are the same product)."""
+  module = context.module
+  if ((context.method_name == "__call__" and module.name == "logits_dense")
+      or (context.method_name == "attend" and isinstance(module, Embed))):
+    return args[0].astype(jnp.float32)
+  return next_fun(*args, **kwargs)
+
+
+def output_kernel(config: T5Config, params: Any) -> Array:
+  """float32 [d, vocab]: the output layer, so that logits = hidden_step_fn's state @ it."""
+  if config.logits_via_embedding:
+    return jnp.asarray(params["token_embedder"]["embedding"], jnp.float32).T
+  return jnp.asarray(params["decoder"]["logits_dense"]["kernel"], jnp.float32)
 
 
 # The first self-attention cache length of a search; it doubles while rows are still going.
@@ -117,24 +143,29 @@ def grow_cache(cache: Any, length: int) -> Any:
   return jax.tree_util.tree_map(grow, cache)
 
 
-# decode_batch's `search`: "stepwise" (the default: one decoder call per output position) or
-# "fast" (fast_decoding: forced tokens and copy drafts fed as chunks, the same results in
-# 0.3-0.5x the decoder calls; constrained only, unconstrained decoding stays step by step).
-# "fast" is not the default because on the CPU-sized models we measured (mini, vocabulary
-# ~4.9K) a call on a chunk of K tokens costs nearly K single steps (the vocabulary-wide
-# softmaxes and the small matrix products scale with K), so fewer calls did not mean less time
-# (BENCHMARKS.md section 2).  It pays where a decoder call costs the same for 1 or K tokens
-# (a large model whose step is bound by reading its weights).
-SEARCHES = ("stepwise", "fast")
+# decode_batch's `search` (constrained decoding; without a constraint all three are the plain
+# step-by-step search):
+#   "allowed" (the default): step by step over the tokens the constraint can allow
+#     (decoding.CandidateTable: the input's ids and the grammar's 6 tokens) instead of the
+#     vocabulary: the same outputs and scores as "stepwise" (to float rounding), a cheaper step
+#     (BENCHMARKS.md 2b).
+#   "stepwise": step by step over the whole vocabulary (the reference the others are tested
+#     against).
+#   "fast": fast_decoding (forced tokens and copy drafts fed as chunks: the same results in
+#     0.4-0.7x the decoder calls); on the CPU-sized `mini` model a chunk of K tokens costs
+#     nearly K single steps over the vocabulary, so it measured slower (BENCHMARKS.md 2b).
+SEARCHES = ("allowed", "stepwise", "fast")
+DEFAULT_SEARCH = "allowed"
 
 
 def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
             constraint: Optional[decoding.LogitsConstraint], *, beam_size: int,
             max_decode_length: int, alpha: float, eos_id: int,
-            stopping: str, search: str = "stepwise",
+            stopping: str, search: str = DEFAULT_SEARCH,
             chunk_length: int = fast_decoding.DEFAULT_CHUNK_LENGTH) -> decoding.DecodeOutput:
   lengths = cache_lengths(max_decode_length)
   fast = search == "fast" and constraint is not None
+  allowed_only = search == "allowed" and hasattr(constraint, "candidate_table")
   # A chunk written at the last position of a cache length L reaches L + chunk - 1.
   slack = chunk_length if fast else 0
   step_fn, cache, row_inputs = init_decoding(model, params, encoder_input_tokens,
@@ -145,15 +176,21 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
                 alpha=alpha, constraint=constraint, cache_lengths=lengths,
                 grow_cache=grow_cache)
   if fast:
-    fast_args = dict(common, vocab_size=model.config.vocab_size, chunk_length=chunk_length)
+    fast_args = dict(common, chunk_length=chunk_length)
     if beam_size == 1:
       return fast_decoding.fast_greedy_decode(step_fn.chunk_fn, cache, row_inputs, **fast_args)
     return fast_decoding.fast_beam_search(step_fn.chunk_fn, cache, row_inputs,
                                           beam_size=beam_size, stopping=stopping, **fast_args)
   if beam_size == 1:
-    return decoding.greedy_decode(step_fn, cache, row_inputs, **common)
+    # Greedy keeps each step's hidden state and applies the output layer after the loop
+    # (decoding.OutputLayer); beam search would have to re-order those states with the beams.
+    output_layer = (decoding.OutputLayer(step_fn.hidden_step_fn,
+                                         output_kernel(model.config, params))
+                    if allowed_only else None)
+    return decoding.greedy_decode(step_fn, cache, row_inputs, score_candidates=allowed_only,
+                                  output_layer=output_layer, **common)
   return decoding.beam_search(step_fn, cache, row_inputs, beam_size=beam_size,
-                              stopping=stopping, **common)
+                              stopping=stopping, score_candidates=allowed_only, **common)
 
 
 @functools.lru_cache(maxsize=None)
@@ -164,7 +201,7 @@ def _shared_transformer(config: T5Config) -> Transformer:
 def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                  constraint: Optional[decoding.LogitsConstraint] = None, *, beam_size: int = 1,
                  max_decode_length: int, alpha: float = 0.6, eos_id: int = 1,
-                 stopping: str = "all", search: str = "stepwise",
+                 stopping: str = "all", search: str = DEFAULT_SEARCH,
                  chunk_length: int = fast_decoding.DEFAULT_CHUNK_LENGTH
                  ) -> decoding.DecodeOutput:
   """Jitted decoding returning tokens, summed log-probs and length-normalised scores.
@@ -174,10 +211,11 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
   traced).  The compiled program is cached per model configuration (flax modules hash by
   identity, so plain `Transformer`s are replaced by one shared instance per `T5Config`).
   `stopping`: decoding.beam_search's rule ("all", "best", "early"); greedy ignores it.
-  `search`: "stepwise" (default; one decoder call per token) or "fast" (constrained
-  decoding in fewer decoder calls, same results: punified_jax.fast_decoding, with chunks of
-  `chunk_length` tokens; see SEARCHES for why it is not the default).  Without a constraint
-  both are the step-by-step search.
+  `search`: how a constrained search runs (SEARCHES): "allowed" (default; step by step,
+  scoring only the tokens the constraint can allow), "stepwise" (step by step over the whole
+  vocabulary) or "fast" (chunks of `chunk_length` tokens per decoder call:
+  punified_jax.fast_decoding).  All give the same outputs.  Without a constraint all are the
+  step-by-step search.
   """
   _validate(encoder_input_tokens, beam_size, max_decode_length, eos_id, model)
   if search not in SEARCHES:
@@ -214,7 +252,7 @@ def predict_batch(model: Transformer, params: Any, encoder_input_tokens: Array, 
                   beam_size: int = 1, max_decode_length: int, alpha: float = 0.6,
                   constraint: Optional[decoding.LogitsConstraint] = None,
                   eos_id: int = 1, stopping: str = "all",
-                  search: str = "stepwise") -> tuple[Array, Array]:
+                  search: str = DEFAULT_SEARCH) -> tuple[Array, Array]:
   """Decode a batch: (tokens int32 [batch, k, len], scores float32 [batch, k]), best first.
 
   encoder_input_tokens: int [batch, input_len], 0-padded.  k = beam_size.  Scores are

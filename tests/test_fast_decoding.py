@@ -1,9 +1,11 @@
-"""The fast constrained search (punified_jax.fast_decoding) against the step-by-step one.
+"""The fast constrained search (punified_jax.fast_decoding) and the search over the allowed
+tokens (generate's default, search="allowed") against the step-by-step search over the
+vocabulary.
 
 Equality is the contract: same output ids, and scores, log-probs and per-token model
 log-probs within 1e-5 (absolute plus relative), for greedy and beam search (both stopping
-rules that settle results exactly), on the tiny T5 overfit to test_inference's prompted examples, over random texts and
-requested types (hypothesis).  Every search has the same shapes (4 rows, input 32, output 40),
+rules that settle results exactly), on the tiny T5 overfit to test_inference's prompted
+examples, over random texts and requested types (hypothesis).  Every search has the same shapes (4 rows, input 32, output 40),
 so each (search, beam, stopping, chunk) compiles once for the module.
 """
 
@@ -36,14 +38,23 @@ def _encode(vocab, text, types):
   return ids + [0] * (INPUT_LEN - len(ids))
 
 
-def _decode_both(config, params, vocab, inputs, *, beam_size, stopping="all", chunk_length=8):
+def _decode_both(config, params, vocab, inputs, *, beam_size, stopping="all", chunk_length=8,
+                 allowed_too=False):
+  """(stepwise, fast) outputs; with allowed_too the search="allowed" output is checked
+  against stepwise here."""
   net = model_lib.Transformer(config)
   constraint = constraints.NerCopyConstraint.from_vocabulary(vocab)
   inputs = jnp.asarray(inputs, jnp.int32)
   run = lambda search, **kw: generate.decode_batch(
       net, params, inputs, constraint, beam_size=beam_size, max_decode_length=DECODE_LEN,
       eos_id=vocab.eos_id, stopping=stopping, search=search, **kw)
-  return run("stepwise"), run("fast", chunk_length=chunk_length)
+  reference = run("stepwise")
+  if allowed_too:
+    allowed = run("allowed")
+    _assert_same(reference, allowed)
+    np.testing.assert_array_equal(np.asarray(allowed.decoder_calls),
+                                  np.asarray(reference.decoder_calls))
+  return reference, run("fast", chunk_length=chunk_length)
 
 
 def _assert_same(reference, fast):
@@ -68,7 +79,7 @@ def test_fast_search_equals_stepwise_on_the_training_sentences(config, trained_p
                                                                beam_size, stopping):
   inputs = [_encode(sp_vocab, text, shared.TYPES) for text in TRAIN_TEXTS]
   reference, fast = _decode_both(config, trained_params, sp_vocab, inputs, beam_size=beam_size,
-                                 stopping=stopping)
+                                 stopping=stopping, allowed_too=True)
   _assert_same(reference, fast)
   # The overfit model reproduces its targets; they end, so the calls are all counted.
   targets = [sp_vocab.encode(prompts.format_target(m, shared.TYPES)) + [1]
@@ -117,7 +128,7 @@ def test_fast_search_equals_stepwise_on_random_requests(config, trained_params, 
                                                         requests, beam_size, stopping):
   inputs = [_encode(sp_vocab, text, types) for text, types in requests]
   reference, fast = _decode_both(config, trained_params, sp_vocab, inputs, beam_size=beam_size,
-                                 stopping=stopping)
+                                 stopping=stopping, allowed_too=True)
   _assert_same(reference, fast)
   assert np.all(np.asarray(fast.decoder_calls) <= np.asarray(reference.decoder_calls))
 
