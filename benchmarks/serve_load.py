@@ -1,24 +1,31 @@
 """Load test of the HTTP service against two baselines, on real dev sentences, loopback only.
 
-  .venv/bin/python benchmarks/serve_load.py --model_dir /work/serve_model/joint \
-      --hf_dir /work/serve_model/joint_hf --raw_dir ../shared/data/raw --dataset resume
+  .venv/bin/python benchmarks/serve_load.py --model_dir /work/bench_model/joint1000 \
+      --hf_dir /work/bench_model/joint1000_hf --raw_dir ../shared/data/raw --dataset resume
 
 Three servers on 127.0.0.1, each loaded with the same weights, run one after the other:
-* `ours`: `python -m punified_jax serve` (cross-request dynamic batching, --batch_size rows);
-* `ours_unbatched`: the same command with --batch_size 1 (the Extractor per request, no
-  cross-request batching);
+* `ours`: `python -m punified_jax serve --batch_size 16` (cross-request dynamic batching in
+  compiled batch sizes 1, 4 and 16, chosen per batch by the queued windows);
+* `ours_batch1`: the same command with --batch_sizes 1 (each window decoded alone: our
+  Extractor per request, no cross-request batching);
 * `hf_one_at_a_time`: this script's `hf_server` mode under the torch venv: a single-threaded
   HTTP server answering one request at a time with HF `generate` (what the paper's demo does);
-  it returns the generated target string (no offsets: less work than ours).
+  it returns the generated target string (no parsing or offsets: less work than ours).
+  Fairness: it generates once before it reports ready (no first-call cost in the timings), uses
+  --hf_threads torch threads (1 by default: on this shared 2-core machine 2 OpenMP threads made
+  one generate take 26 s instead of 0.17 s), and its max_new_tokens follows OUR output-limit
+  rule (--output_limit_factor x the input's length bucket, capped at --max_decode_length).
 Closed-loop clients (1, 8, 32, 128 threads with keep-alive connections) each send one sentence
 per request (the dataset's types as the prompt) for --seconds per level (bounded: at most
---max_requests per level; outstanding requests are then awaited). Then an overload run at
+--max_requests per level; outstanding requests are then awaited and counted in the time).
+Then an overload run against a fresh `ours` with a small queue (--overload_queue_windows) at
 --overload_factor x the measured throughput of `ours` at 32 clients: open-loop arrivals for
 --seconds, counting 200 / 429 / other statuses and lost requests (no answer).
 
-Output: a table and benchmarks/results/serve_load.json (machine, command, per-level
-throughput and latency percentiles, ratios against the baselines at the same client count).
-The `hf_server` mode imports only the standard library, torch and transformers.
+Output: a table and benchmarks/results/serve_load.json (machine, load average before and after
+each level, command, per-level throughput and latency percentiles, ratios against the
+baselines at the same client count). The `hf_server` mode imports only the standard library,
+torch and transformers.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import os
 import queue
 import socket
@@ -42,17 +50,50 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ------------------------------------------------------------------------------------------
 
 
+def input_buckets(max_input_length: int) -> list[int]:
+  """Our padded input lengths (generate.input_buckets): 32, 64, ... and the maximum."""
+  buckets, length = [], 32
+  while length < max_input_length:
+    buckets.append(length)
+    length *= 2
+  return buckets + [max_input_length]
+
+
+def output_limit(input_length: int, args: argparse.Namespace) -> int:
+  """Our service's output limit for an input of this length (serving/engine.py)."""
+  bucket = next(b for b in input_buckets(args.max_input_length) if b >= input_length)
+  if not args.output_limit_factor:
+    return args.max_decode_length
+  return min(args.max_decode_length, max(4, math.ceil(args.output_limit_factor * bucket)))
+
+
 def hf_server(args: argparse.Namespace) -> int:
   import http.server  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   from transformers import PreTrainedTokenizerFast, T5ForConditionalGeneration  # pylint: disable=g-import-not-at-top
-  torch.set_num_threads(args.threads)
+  torch.set_num_threads(args.hf_threads)
   model = T5ForConditionalGeneration.from_pretrained(args.hf_dir).eval()
   tokenizer = PreTrainedTokenizerFast(tokenizer_file=os.path.join(args.hf_dir, "tokenizer.json"))
   eos = model.config.eos_token_id
 
+  def generate(text: str, types: list[str]) -> str:
+    prompt = "".join("<entity>" + t for t in types) + "<text>" + text
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"][:args.max_input_length - 1]
+    inputs = torch.tensor([ids + [eos]])
+    with torch.no_grad():
+      output = model.generate(inputs, num_beams=args.beam_size, do_sample=False,
+                              max_new_tokens=output_limit(len(ids) + 1, args))
+    return tokenizer.decode(output[0], skip_special_tokens=True)
+
+  started = time.monotonic()
+  generate("北京大学在北京。", ["地点"])  # warm-up: the first call's set-up is not timed
+  print(f"hf_server: warm-up generate took {time.monotonic() - started:.2f} s", flush=True)
+
   class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+    # HTTP/1.0: the connection closes after each answer (the client reconnects), so the
+    # single-threaded server takes waiting clients in turn; with keep-alive it would serve one
+    # client's whole loop before accepting the next (latencies of seconds to minutes).
+    protocol_version = "HTTP/1.0"
 
     def log_message(self, *_):
       pass
@@ -62,13 +103,7 @@ def hf_server(args: argparse.Namespace) -> int:
 
     def do_POST(self):  # pylint: disable=invalid-name
       body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-      prompt = "".join("<entity>" + t for t in body["types"]) + "<text>" + body["text"]
-      ids = tokenizer(prompt, add_special_tokens=False)["input_ids"][:args.max_input_length - 1]
-      inputs = torch.tensor([ids + [eos]])
-      with torch.no_grad():
-        output = model.generate(inputs, num_beams=args.beam_size, max_new_tokens=args.max_decode_length,
-                                do_sample=False)
-      self._send(200, {"generation": tokenizer.decode(output[0], skip_special_tokens=True)})
+      self._send(200, {"generation": generate(body["text"], body["types"])})
 
     def _send(self, status, payload):
       data = json.dumps(payload, ensure_ascii=False).encode()
@@ -78,7 +113,10 @@ def hf_server(args: argparse.Namespace) -> int:
       self.end_headers()
       self.wfile.write(data)
 
-  server = http.server.HTTPServer(("127.0.0.1", args.port), Handler)  # one request at a time
+  class Server(http.server.HTTPServer):
+    request_queue_size = 256  # the listen backlog: 128 clients connect at once
+
+  server = Server(("127.0.0.1", args.port), Handler)  # one request at a time
   server.serve_forever()
   return 0
 
@@ -121,9 +159,11 @@ def closed_loop(port: int, path: str, bodies: list[bytes], clients: int, seconds
         continue
       with lock:
         statuses[status] = statuses.get(status, 0) + 1
+        slowest[0] = max(slowest[0], time.monotonic() - started)
         if status == 200:
           latencies.append(time.monotonic() - started)
 
+  slowest = [0.0]  # the slowest answer of any status (a hang would show here)
   started = time.monotonic()
   threads = [threading.Thread(target=client) for _ in range(clients)]
   for thread in threads:
@@ -131,7 +171,60 @@ def closed_loop(port: int, path: str, bodies: list[bytes], clients: int, seconds
   for thread in threads:
     thread.join()
   elapsed = time.monotonic() - started
-  return summarize(latencies, statuses, elapsed, errors) | {"clients": clients}
+  return summarize(latencies, statuses, elapsed, errors) | {"clients": clients,
+                                                            "slowest_answer_s": slowest[0]}
+
+
+def batch_counts(port: int) -> dict[str, float]:
+  """Our server's decoding batches so far by compiled size, from /metrics (rows -> count)."""
+  connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+  connection.request("GET", "/metrics")
+  text = connection.getresponse().read().decode()
+  counts = {}
+  for line in text.splitlines():
+    if line.startswith("punified_batches_total{"):
+      labels, value = line.rsplit(" ", 1)
+      counts[labels.split('rows="')[1].split('"')[0]] = float(value)
+  return counts
+
+
+def ray_replica_kill(args: argparse.Namespace, bodies: list[bytes]) -> dict:
+  """Two Ray Serve replicas of `ours` behind one endpoint, --ray_clients closed-loop clients
+  for --seconds; one replica is killed (ray.kill, no restart of that actor) halfway through.
+  Counts statuses and transport errors; every request must get an answer (200, or 503 while
+  Serve routes around the dead replica) within the client timeout."""
+  import ray  # pylint: disable=g-import-not-at-top
+  from ray import serve  # pylint: disable=g-import-not-at-top
+  from punified_jax.serving import ray_serve  # pylint: disable=g-import-not-at-top
+  port = free_port()
+  started = time.monotonic()
+  ray_serve.run(model_dir=args.model_dir, num_replicas=2, port=port, num_cpus_per_replica=1.0,
+                beam_size=args.beam_size, batch_size=args.batch_size,
+                max_wait_ms=args.max_wait_ms, request_timeout=60.0,
+                max_input_length=args.max_input_length,
+                max_decode_length=args.max_decode_length,
+                output_limit_factor=args.output_limit_factor)
+  startup = time.monotonic() - started
+  killed = {}
+
+  def kill_one():
+    time.sleep(args.seconds / 2)
+    replica = next(actor for actor in ray.util.list_named_actors(all_namespaces=True)
+                   if "punified_ner" in actor["name"])
+    ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
+    killed["at_s"] = args.seconds / 2
+    killed["replica"] = replica["name"]
+
+  killer = threading.Thread(target=kill_one)
+  try:
+    killer.start()
+    outcome = closed_loop(port, "/v1/extract", bodies, args.ray_clients, args.seconds,
+                          args.max_requests, timeout=120)
+    killer.join()
+  finally:
+    serve.shutdown()
+    ray.shutdown()
+  return outcome | {"replicas": 2, "killed": killed, "startup_seconds": startup}
 
 
 def open_loop(port: int, path: str, bodies: list[bytes], rate: float, seconds: float,
@@ -256,19 +349,28 @@ def main(argv=None) -> int:
   parser.add_argument("--split", default="validation")
   parser.add_argument("--sentences", type=int, default=200)
   parser.add_argument("--clients", default="1,8,32,128")
-  parser.add_argument("--seconds", type=float, default=20.0, help="per level")
+  parser.add_argument("--seconds", type=float, default=15.0, help="per level")
   parser.add_argument("--max_requests", type=int, default=2000, help="per level")
-  parser.add_argument("--hf_clients", default="1,8,32", help="levels run on the HF server")
+  parser.add_argument("--baseline_clients", default="1,8,32,128",
+                      help="levels run on the two baselines")
   parser.add_argument("--beam_size", type=int, default=4)
   parser.add_argument("--batch_size", type=int, default=16)
   parser.add_argument("--max_wait_ms", type=float, default=5.0)
+  parser.add_argument("--output_limit_factor", type=float, default=2.25)
   parser.add_argument("--overload_factor", type=float, default=2.0)
-  parser.add_argument("--overload_queue_windows", type=int, default=64)
-  parser.add_argument("--overload_timeout", type=float, default=10.0)
-  parser.add_argument("--threads", type=int, default=2)
+  parser.add_argument("--overload_queue_windows", type=int, default=32)
+  parser.add_argument("--overload_timeout", type=float, default=30.0)
+  parser.add_argument("--hf_threads", type=int, default=1)
+  parser.add_argument("--hf_check_threads", type=int, default=2,
+                      help="also run HF with this many threads at 1 client (0: skip)")
   parser.add_argument("--max_input_length", type=int, default=256)
   parser.add_argument("--max_decode_length", type=int, default=256)
   parser.add_argument("--port", type=int, default=0)
+  parser.add_argument("--servers", default="ours,ours_batch1,hf",
+                      help="which runs to make (comma-separated): ours (with the overload "
+                           "run), ours_batch1, hf, ray_kill (two Ray Serve replicas, one "
+                           "killed under load; needs the ray extra)")
+  parser.add_argument("--ray_clients", type=int, default=8)
   parser.add_argument("--torch_python", default=os.environ.get(
       "PUNIFIED_TORCH_PYTHON", os.path.join(REPO_ROOT, ".venv-torch", "bin", "python")))
   parser.add_argument("--log_dir", default="/tmp/serve_load_logs")
@@ -283,88 +385,118 @@ def main(argv=None) -> int:
   import tasks  # pylint: disable=g-import-not-at-top
   examples = tasks.load_examples(config, args.dataset)[args.split][:args.sentences]
   types = list(entity_types.prompt_names(args.dataset))
-  ours_bodies = [json.dumps({"text": ex.text, "types": types}, ensure_ascii=False).encode()
-                 for ex in examples]
-  hf_bodies = [json.dumps({"text": ex.text, "types": types}, ensure_ascii=False).encode()
-               for ex in examples]
+  bodies = [json.dumps({"text": ex.text, "types": types}, ensure_ascii=False).encode()
+            for ex in examples]
   os.makedirs(args.log_dir, exist_ok=True)
   levels = [int(c) for c in args.clients.split(",")]
-  hf_levels = [int(c) for c in args.hf_clients.split(",")]
+  baseline_levels = [int(c) for c in args.baseline_clients.split(",")]
+  servers = set(args.servers.split(","))
   serve = [sys.executable, "-m", "punified_jax", "serve", "--model_dir", args.model_dir,
            "--beam_size", str(args.beam_size), "--log_level", "warning",
            "--max_wait_ms", str(args.max_wait_ms), "--request_timeout", "600",
-           "--max_queue_windows", "4096"]
+           "--max_queue_windows", "4096", "--max_input_length", str(args.max_input_length),
+           "--max_decode_length", str(args.max_decode_length),
+           "--output_limit_factor", str(args.output_limit_factor)]
   results: dict = {"machine": common.machine_info(), "command": common.command_line(),
                    "dataset": args.dataset, "split": args.split, "sentences": len(examples),
                    "types": types, "beam_size": args.beam_size, "batch_size": args.batch_size,
+                   "output_limit_factor": args.output_limit_factor,
                    "seconds_per_level": args.seconds, "servers": {}}
   rows = []
 
-  def run_levels(name, port, path, bodies, client_levels):
+  def run_levels(name, port, path, client_levels):
     results["servers"][name] = {}
+    closed_loop(port, path, bodies[:1], 1, 600.0, 1, timeout=900)  # one untimed request
     for clients in client_levels:
+      load_before = os.getloadavg()[0]
+      batches_before = batch_counts(port) if path == "/v1/extract" else {}
       outcome = closed_loop(port, path, bodies, clients, args.seconds, args.max_requests,
                             timeout=900)
+      outcome["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+      if path == "/v1/extract":  # how many batches of each compiled size this level ran
+        outcome["batches_by_rows"] = {
+            rows: count - batches_before.get(rows, 0)
+            for rows, count in batch_counts(port).items() if count > batches_before.get(rows, 0)}
       results["servers"][name][str(clients)] = outcome
       rows.append({"server": name, **outcome})
       print(f"{name} @ {clients} clients: {outcome['sentences_per_second']:.2f} sent/s, "
-            f"p50 {outcome['p50_s']}, p99 {outcome['p99_s']}, statuses {outcome['statuses']}",
+            f"p50 {outcome['p50_s']}, p99 {outcome['p99_s']}, statuses {outcome['statuses']}, "
+            f"load {outcome['load_average_1m']}, batches {outcome.get('batches_by_rows')}",
             flush=True)
 
+  def hf_command(threads):
+    return [args.torch_python, os.path.abspath(__file__), "hf_server", "--hf_dir", args.hf_dir,
+            "--beam_size", str(args.beam_size), "--hf_threads",
+            str(threads), "--max_input_length", str(args.max_input_length),
+            "--max_decode_length", str(args.max_decode_length), "--output_limit_factor",
+            str(args.output_limit_factor)]
+
+  def timed_server(name, command, ready_path, client_levels, path="/v1/extract"):
+    port = free_port()
+    started = time.monotonic()
+    process = start(command + ["--port", str(port)], port, ready_path,
+                    os.path.join(args.log_dir, f"{name}.log"))
+    results.setdefault("startup_seconds", {})[name] = time.monotonic() - started
+    try:
+      run_levels(name, port, path, client_levels)
+    finally:
+      stop(process)
+
   # 1. Ours with dynamic batching, then the overload run against a small queue.
-  port = args.port or free_port()
-  process = start(serve + ["--port", str(port), "--batch_size", str(args.batch_size)], port,
-                  "/ready", os.path.join(args.log_dir, "ours.log"))
-  try:
-    run_levels("ours", port, "/v1/extract", ours_bodies, levels)
-  finally:
-    stop(process)
-  capacity = results["servers"]["ours"].get("32", {}).get("sentences_per_second") or 1.0
-  port = free_port()
-  process = start(serve + ["--port", str(port), "--batch_size", str(args.batch_size),
-                           "--max_queue_windows", str(args.overload_queue_windows),
-                           "--request_timeout", str(args.overload_timeout)], port, "/ready",
-                  os.path.join(args.log_dir, "ours_overload.log"))
-  try:
-    overload = open_loop(port, "/v1/extract", ours_bodies, args.overload_factor * capacity,
-                         args.seconds, timeout=120)
-  finally:
-    stop(process)
-  results["overload"] = overload
-  print(f"overload at {overload['offered_rate']:.1f}/s: {overload['statuses']}, lost "
-        f"{overload['lost']}, admitted p99 {overload['p99_s']}", flush=True)
+  if "ours" in servers:
+    timed_server("ours", serve + ["--batch_size", str(args.batch_size)], "/ready", levels)
+    capacity = results["servers"]["ours"].get("32", {}).get("sentences_per_second") or 1.0
+    port = free_port()
+    process = start(serve + ["--port", str(port), "--batch_size", str(args.batch_size),
+                             "--max_queue_windows", str(args.overload_queue_windows),
+                             "--request_timeout", str(args.overload_timeout)], port, "/ready",
+                    os.path.join(args.log_dir, "ours_overload.log"))
+    try:
+      load_before = os.getloadavg()[0]
+      overload = open_loop(port, "/v1/extract", bodies, args.overload_factor * capacity,
+                           args.seconds, timeout=120)
+      overload["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    finally:
+      stop(process)
+    results["overload"] = overload
+    print(f"overload at {overload['offered_rate']:.1f}/s: {overload['statuses']}, lost "
+          f"{overload['lost']}, admitted p50 {overload['p50_s']} p99 {overload['p99_s']}",
+          flush=True)
 
-  # 2. Ours without cross-request batching.
-  port = free_port()
-  process = start(serve + ["--port", str(port), "--batch_size", "1"], port, "/ready",
-                  os.path.join(args.log_dir, "ours_unbatched.log"))
-  try:
-    run_levels("ours_unbatched", port, "/v1/extract", ours_bodies, hf_levels)
-  finally:
-    stop(process)
+  # 2. Ours without cross-request batching (one window per decode).
+  if "ours_batch1" in servers:
+    timed_server("ours_batch1", serve + ["--batch_sizes", "1"], "/ready", baseline_levels)
 
-  # 3. HF generate, one request at a time.
-  port = free_port()
-  process = start([args.torch_python, os.path.abspath(__file__), "hf_server", "--hf_dir",
-                   args.hf_dir, "--port", str(port), "--beam_size", str(args.beam_size),
-                   "--threads", str(args.threads), "--max_input_length",
-                   str(args.max_input_length), "--max_decode_length",
-                   str(args.max_decode_length)], port, "/", os.path.join(args.log_dir, "hf.log"))
-  try:
-    run_levels("hf_one_at_a_time", port, "/", hf_bodies, hf_levels)
-  finally:
-    stop(process)
+  # 3. HF generate, one request at a time (and a 1-client check with more torch threads).
+  if "hf" in servers:
+    timed_server("hf_one_at_a_time", hf_command(args.hf_threads), "/",
+                 baseline_levels, path="/")
+    if args.hf_check_threads:
+      timed_server(f"hf_one_at_a_time_{args.hf_check_threads}_threads",
+                   hf_command(args.hf_check_threads), "/", [1], path="/")
+
+  # 4. Ray Serve: a replica killed under load.
+  if "ray_kill" in servers:
+    outcome = ray_replica_kill(args, bodies)
+    results["ray_replica_kill"] = outcome
+    rows.append({"server": "ray_2_replicas_one_killed", **outcome})
+    print(f"ray replica kill: {outcome['statuses']}, transport errors "
+          f"{outcome['transport_errors']}, slowest answer {outcome['slowest_answer_s']:.1f} s",
+          flush=True)
 
   ratios = {}
-  for clients in hf_levels:
-    ours = results["servers"]["ours"].get(str(clients), {}).get("sentences_per_second")
-    for baseline in ("hf_one_at_a_time", "ours_unbatched"):
-      other = results["servers"][baseline].get(str(clients), {}).get("sentences_per_second")
+  for clients in baseline_levels:
+    ours = results["servers"].get("ours", {}).get(str(clients), {}).get("sentences_per_second")
+    for baseline in ("hf_one_at_a_time", "ours_batch1"):
+      other = results["servers"].get(baseline, {}).get(str(clients), {}).get(
+          "sentences_per_second")
       if ours and other:
         ratios[f"ours_over_{baseline}@{clients}"] = ours / other
   results["ratios"] = ratios
+  results["machine_after"] = {"load_average": list(os.getloadavg())}
   common.print_table(rows, ["server", "clients", "ok", "sentences_per_second", "p50_s", "p90_s",
-                            "p99_s", "p99_over_p50", "statuses"], "serving load")
+                            "p99_s", "p99_over_p50", "statuses", "load_average_1m"],
+                     "serving load")
   print(json.dumps(ratios, indent=1))
   path = common.write_json("serve_load", results)
   print(f"wrote {path}")

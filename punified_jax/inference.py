@@ -100,8 +100,8 @@ DEFAULT_FEATURE_LENGTH = 512
 
 
 @dataclasses.dataclass
-class _Window:
-  """One piece of one request, ready to be decoded."""
+class Window:
+  """One piece of one request, ready to be decoded (`Extractor.plan_windows`)."""
   request: int           # index of the text in the call
   offset: int            # where `text` starts in the request's text
   text: str
@@ -109,6 +109,18 @@ class _Window:
   input_ids: list[int]   # prompt + text + EOS
   text_ids: list[int]    # the text region's ids (after the <text> marker)
   text_spans: list[tuple[int, int]]  # their character spans in `text`
+
+
+_Window = Window  # the name the private methods below were written with
+
+
+@dataclasses.dataclass(frozen=True)
+class _DecodeSettings:
+  """What one decode call uses (Extractor.decode_windows may override the Extractor's)."""
+  beam_size: int
+  constrained: bool
+  rows: int                # rows of every decoding batch (the compiled batch shape)
+  max_decode_length: int
 
 
 @functools.lru_cache(maxsize=None)
@@ -268,37 +280,40 @@ class Extractor:
 
   def resolve_types(self, types: Optional[Sequence[str]] = None,
                     dataset: Optional[str] = None) -> tuple[str, ...]:
-    """The type names a request asks for; raises ValueError / TypeError on a bad request.
+    """The type names a request asks for; raises request_validation.InvalidRequest (a
+    ValueError; InvalidRequestType is also a TypeError) on a bad request.
 
     types=None and a dataset: the dataset's prompt names.  Errors: neither or both given, an
     unknown dataset, `types` a plain string or with a non-string, an empty list, a repeated or
     empty name, a name with ( ) : , or a marker, an unknown name (unless allow_unseen_types).
+    The checks are request_validation.resolve_types' (one validator for the service, the CLI
+    and this API) with the library's limits.
     """
-    if types is None and dataset is None:
-      raise ValueError("no entity types requested: give types (a list of type names) or a "
-                       f"dataset (one of {', '.join(entity_types.DATASETS)})")
-    if types is not None and dataset is not None:
-      raise ValueError("give either types or dataset, not both")
-    if dataset is not None:
-      if not isinstance(dataset, str):
-        raise TypeError(f"dataset must be a string, got {type(dataset).__name__}")
-      return entity_types.prompt_names(dataset)
-    if isinstance(types, str) or not isinstance(types, Iterable):
-      raise TypeError(f"types must be a list of type names, got {type(types).__name__} "
-                      f"{types!r}")
-    names = list(types)
-    if not names:
-      raise ValueError("types is empty: request at least one entity type")
-    for index, name in enumerate(names):
-      if not isinstance(name, str):
-        raise TypeError(f"types[{index}] is a {type(name).__name__}, not a string")
-    names = prompts.check_type_names(names)
-    unknown = [name for name in names if name not in self.known_types]
-    if unknown and not self.allow_unseen_types:
-      raise ValueError(f"unknown entity type(s) {', '.join(unknown)}; known types: "
-                       f"{', '.join(self.known_types)} (allow_unseen_types=True lets other "
-                       "names through)")
-    return names
+    return request_validation.resolve_types(
+        types, dataset, known_types=self.known_types,
+        allow_unseen_types=self.allow_unseen_types, limits=request_validation.Limits.library())
+
+  def _validated_requests(self, requests: Any) -> list[tuple[str, tuple[str, ...]]]:
+    """[(text, types)] checked by request_validation, fields named `requests[i].text` /
+    `requests[i].types[j]`."""
+    limits = request_validation.Limits.library()
+    if isinstance(requests, (str, bytes)) or not isinstance(requests, Iterable):
+      raise request_validation.InvalidRequestType(
+          "requests", f"requests must be a list of (text, types) pairs, got "
+          f"{type(requests).__name__}")
+    checked = []
+    for index, pair in enumerate(requests):
+      field = f"requests[{index}]"
+      if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise request_validation.InvalidRequestType(
+            field, f"{field} must be a (text, types) pair, got {type(pair).__name__}")
+      text, types = pair
+      text = request_validation.check_text(text, limits, f"{field}.text")
+      names = request_validation.check_types(
+          types, known_types=self.known_types, allow_unseen_types=self.allow_unseen_types,
+          limits=limits, field=f"{field}.types")
+      checked.append((text, names))
+    return checked
 
   def extract(self, texts: Sequence[str], types: Optional[Sequence[str]] = None,
               dataset: Optional[str] = None) -> list[list[dict]]:
@@ -319,17 +334,20 @@ class Extractor:
     return self.extract_requests([(text, names) for text in texts])
 
   def extract_requests(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[dict]]:
-    """Like `extract`, with each text's own type names: [(text, types)] (each checked as
-    `resolve_types(types)` does).  Requests with different types share decoding batches."""
-    requests = [(text, self.resolve_types(types)) for text, types in requests]
-    _check_texts([text for text, _ in requests])
+    """Like `extract`, with each text's own type names: [(text, types)].  Requests with
+    different types share decoding batches.
+
+    Each pair goes through request_validation (the validator of the HTTP service and the CLI,
+    with the library's limits: `Limits.library()`); a bad one raises InvalidRequest naming
+    `requests[i].text` / `requests[i].types[j]`."""
+    requests = self._validated_requests(requests)
     self._stats["texts"] += len(requests)
-    windows: list[_Window] = []
+    windows: list[Window] = []
     for index, (text, names) in enumerate(requests):
       windows.extend(self._windows(index, text, names))
     found: list[dict[tuple[str, int, int], dict]] = [{} for _ in requests]
-    for window, output, log_probs in self._decode(windows):
-      for entity in self._entities(window, output, log_probs):
+    for window, entities in zip(windows, self.decode_windows(windows)):
+      for entity in entities:
         key = (entity["type"], entity["start"], entity["end"])
         previous = found[window.request].get(key)
         if previous is not None:
@@ -351,6 +369,50 @@ class Extractor:
     names = self.resolve_types(types)
     (text,) = _check_texts([text])
     return self._split(text, self._text_budget(names))
+
+  # -- window-level batch API (the HTTP service's engine batches windows of many requests) ---
+
+  def text_budget(self, types: Sequence[str]) -> int:
+    """Text tokens one window may hold next to the prompt for `types` and the EOS; ValueError
+    when the prompt leaves no room."""
+    return self._text_budget(tuple(types))
+
+  def plan_windows(self, text: str, types: Sequence[str], request: int = 0) -> list[Window]:
+    """The windows `extract` decodes `text` in for `types` (already validated: see
+    `resolve_types`), encoded and tagged with `request`; [] for an empty or blank text.
+    ValueError when the prompt for `types` leaves no room for text."""
+    return self._windows(request, text, tuple(types))
+
+  def decode_windows(self, windows: Sequence[Window], *, beam_size: Optional[int] = None,
+                     constrained: Optional[bool] = None, rows: Optional[int] = None,
+                     max_decode_length: Optional[int] = None) -> list[list[dict]]:
+    """Entities of each window (offsets in its request's text), in the order given.
+
+    The windows are decoded as `extract` does (length-sorted, in batches of `rows` rows, each
+    padded to the bucket of its longest window, missing rows repeating the last one); the
+    keyword arguments override this Extractor's beam_size, constrained, batch_size and
+    max_decode_length for this call only (each distinct value compiles its own program).
+    Merging the windows of one text is the caller's (`extract_requests` keeps a duplicate
+    entity once, with its best score).
+    """
+    for name, value, low in (("beam_size", beam_size, 1), ("rows", rows, 1),
+                             ("max_decode_length", max_decode_length, 4)):
+      if value is not None and (isinstance(value, bool) or
+                                not isinstance(value, (int, np.integer)) or value < low):
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    rows = self.batch_size if rows is None else self.decoder.padded_size(int(rows))
+    settings = _DecodeSettings(
+        beam_size=self.beam_size if beam_size is None else int(beam_size),
+        constrained=self.constrained if constrained is None else bool(constrained),
+        rows=rows,
+        max_decode_length=(self.max_decode_length if max_decode_length is None
+                           else int(max_decode_length)))
+    found: dict[int, list[dict]] = {}
+    position = {id(window): index for index, window in enumerate(windows)}
+    for window, output, log_probs in self._decode(list(windows), settings):
+      found[position[id(window)]] = self._entities(window, output, log_probs,
+                                                   settings.constrained)
+    return [found.get(index, []) for index in range(len(windows))]
 
   # -- windows -------------------------------------------------------------------------------
 
@@ -466,8 +528,13 @@ class Extractor:
 
   # -- decoding ------------------------------------------------------------------------------
 
-  def _decode(self, windows: list[_Window]):
-    """Yields (window, best output ids up to EOS, their log-probs) for every window."""
+  def _decode(self, windows: list[_Window], settings: Optional["_DecodeSettings"] = None):
+    """Yields (window, best output ids up to EOS, their log-probs) for every window that has
+    a hypothesis; `settings` default to this Extractor's."""
+    if settings is None:
+      settings = _DecodeSettings(self.beam_size, self.constrained, self.batch_size,
+                                 self.max_decode_length)
+    batch_size = settings.rows
     self._stats["windows"] += len(windows)
     # Consecutive chunks of the length-sorted windows, each padded to the bucket of its
     # longest: ceil(windows / batch_size) decodes (batching per bucket instead would leave a
@@ -476,17 +543,17 @@ class Extractor:
     longest = len(windows[order[-1]].input_ids) if order else 0
     if longest > self.max_input_length:
       raise AssertionError(f"window of {longest} tokens exceeds {self.max_input_length}")
-    constraint = self._constraint if self.constrained else None
-    for begin in range(0, len(order), self.batch_size):
-      chunk = order[begin:begin + self.batch_size]
+    constraint = self._constraint if settings.constrained else None
+    for begin in range(0, len(order), batch_size):
+      chunk = order[begin:begin + batch_size]
       bucket = self.buckets[bisect.bisect_left(self.buckets, len(windows[chunk[-1]].input_ids))]
-      rows = np.zeros((self.batch_size, bucket), np.int32)
-      for row in range(self.batch_size):
+      rows = np.zeros((batch_size, bucket), np.int32)
+      for row in range(batch_size):
         ids = windows[chunk[min(row, len(chunk) - 1)]].input_ids  # padding repeats the last
         rows[row, :len(ids)] = ids
       decoded = self.decoder.decode(
-          self.model, self.params, rows, constraint, beam_size=self.beam_size,
-          max_decode_length=self.max_decode_length, alpha=self.alpha, eos_id=self.eos_id,
+          self.model, self.params, rows, constraint, beam_size=settings.beam_size,
+          max_decode_length=settings.max_decode_length, alpha=self.alpha, eos_id=self.eos_id,
           stopping=self.stopping)
       tokens = decoded.tokens[:, 0, :]
       log_probs = decoded.token_log_probs[:, 0, :]
@@ -502,8 +569,9 @@ class Extractor:
 
   # -- output -> entities --------------------------------------------------------------------
 
-  def _entities(self, window: _Window, output: list[int],
-                log_probs: np.ndarray) -> list[dict]:
+  def _entities(self, window: _Window, output: list[int], log_probs: np.ndarray,
+                constrained: Optional[bool] = None) -> list[dict]:
+    constrained = self.constrained if constrained is None else constrained
     generation = self.vocabulary.decode(output)
     # A lossy vocabulary writes a type the way it decodes ("Person" -> "person"): parse with
     # those forms, report the requested names (the first of two that decode alike wins).
@@ -516,7 +584,7 @@ class Extractor:
     self._stats["truncated"] += int(details.truncated)
     self._stats["unparsed"] += int(details.unparsed)
     self._stats["mentions"] += len(details.mentions)
-    if not self.constrained:
+    if not constrained:
       self._stats["unrequested_type_items"] += sum(
           type_name not in written
           for type_name, _ in parsing.parse_generation(generation, None))

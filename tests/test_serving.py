@@ -52,17 +52,20 @@ class GatedEngine(engine_lib.Engine):
     self.gate.set()
     self.entered = threading.Semaphore(0)
     self.batches: list[list[tuple[str, tuple[str, ...]]]] = []
+    self.rows: list[int] = []  # the batch size each batch ran in
 
-  def decode(self, key, windows):
+  def decode(self, key, windows, record=True):
     self.entered.release()
     self.gate.wait()
     self.batches.append([(w.text, w.types) for w in windows])
-    return super().decode(key, windows)
+    self.rows.append(self.rows_for(len(windows)))
+    return super().decode(key, windows, record)
 
 
-def make_client(extractor, *, limits=validation.Limits(), beam_sizes=(1, 4), **settings):
+def make_client(extractor, *, limits=validation.Limits(), beam_sizes=(1, 4), batch_sizes=None,
+                **settings):
   engine = GatedEngine(extractor, beam_sizes=beam_sizes, allow_unconstrained=False,
-                       limits=limits)
+                       limits=limits, batch_sizes=batch_sizes)
   options = dict(max_wait=0.01, max_queue_windows=64, request_timeout=60.0)
   options.update(settings)
   app = app_lib.create_app(engine, app_lib.Settings(**options))
@@ -141,6 +144,117 @@ def test_answer_never_depends_on_batch_mates(extractor):
   assert shared_batches, engine.batches
 
 
+def test_light_load_runs_the_small_program_and_answers_match(extractor):
+  """With batch sizes 1 and 4, a lone request runs in the 1-row program and four queued ones
+  share one 4-row batch; the entities are the same either way, the scores equal to float
+  rounding (two different compiled programs)."""
+  test_client, engine = make_client(extractor, batch_sizes=(1, 4), max_wait=1.0)
+  body = {"text": TEXT0, "types": ["地点", "组织"]}
+  with test_client:
+    wait_ready(test_client)
+    # Measured times steer the choice; pretend 4 rows cost what one row costs (real decodes
+    # below move the 1-row figure by a weight of 0.3 only).
+    def pretend():
+      engine.batch_seconds.update({((4, True, 32), 1): 1.0, ((4, True, 32), 4): 1.0})
+    pretend()
+    engine.rows.clear()
+    alone = test_client.post("/v1/extract", json=body).json()
+    assert engine.rows == [1]  # a lone window runs at once, in the 1-row program
+    while engine.entered.acquire(blocking=False):
+      pass
+    pretend()
+    engine.gate.clear()
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+      first = pool.submit(test_client.post, "/v1/extract", json=body)
+      assert engine.entered.acquire(timeout=60)  # the worker holds it at the gate
+      futures = [pool.submit(test_client.post, "/v1/extract", json=body) for _ in range(4)]
+      while test_client.app.state.service.batcher.queued_windows < 4:
+        threading.Event().wait(0.01)
+      engine.gate.set()
+      together = [future.result().json() for future in [first] + futures]
+  assert engine.rows[1:] == [1, 4]  # the four queued meanwhile share one 4-row batch
+  expected = alone["results"][0]["entities"]
+  for answer in together:
+    entities = answer["results"][0]["entities"]
+    assert [{k: v for k, v in e.items() if k != "score"} for e in entities] == \
+        [{k: v for k, v in e.items() if k != "score"} for e in expected]
+    assert all(abs(a["score"] - b["score"]) < 1e-5 for a, b in zip(entities, expected))
+  assert without_scores(expected) == ANSWER0
+
+
+def test_engine_chooses_batch_sizes_and_output_limits(extractor):
+  engine = engine_lib.Engine(extractor, beam_sizes=(4,), allow_unconstrained=False,
+                             limits=validation.Limits(), batch_sizes=(4, 1, 4))
+  assert engine.batch_sizes == (1, 4) and engine.batch_size == 4
+  assert [engine.rows_for(n) for n in (1, 2, 3, 4)] == [1, 4, 4, 4]
+  key = (4, True, 32)
+  # Before measurements: a batch of n rows is guessed to cost sqrt(n) single rows.
+  assert [engine.take(key, n) for n in (1, 2, 3, 4)] == [1, 1, 3, 4]
+  engine.batch_seconds.update({(key, 1): 1.0, (key, 4): 3.6})  # measured: 0.9 s a window
+  assert [engine.take(key, n) for n in (1, 2, 3, 4)] == [1, 1, 1, 4]
+  # A warm-up figure is provisional: the first real batch replaces it, later ones average.
+  window = engine.warm_up_windows(32, 1)
+  engine.batch_seconds[(key, 1)] = 1000.0
+  engine._from_warm_up.add((key, 1))  # pylint: disable=protected-access
+  engine.decode(key, window)
+  replaced = engine.batch_seconds[(key, 1)]
+  assert replaced < 1000.0
+  engine.batch_seconds[(key, 1)] = 1000.0
+  engine.decode(key, window)
+  assert engine.batch_seconds[(key, 1)] > 600.0  # 1000 + 0.3 x (a fraction of a second - 1000)
+  assert extractor.max_decode_length == 40
+  assert engine.output_limit(32) == 40  # 2.25 x 32 = 72, capped at max_decode_length
+  tight = engine_lib.Engine(extractor, beam_sizes=(4,), allow_unconstrained=False,
+                            limits=validation.Limits(), output_limit_factor=0.9)
+  assert tight.batch_sizes == (shared.BATCH_SIZE,) and tight.output_limit(32) == 29
+  off = engine_lib.Engine(extractor, beam_sizes=(4,), allow_unconstrained=False,
+                          limits=validation.Limits(), output_limit_factor=0)
+  assert off.output_limit(32) == 40
+  with pytest.raises(ValueError, match="output_limit_factor"):
+    engine_lib.Engine(extractor, beam_sizes=(4,), allow_unconstrained=False,
+                      limits=validation.Limits(), output_limit_factor=-1)
+
+
+def test_extractor_window_api_is_what_extract_does(extractor):
+  texts = [TEXT0, "北京和上海。" * 12]
+  types = ("地点", "组织")
+  windows = [window for index, text in enumerate(texts)
+             for window in extractor.plan_windows(text, types, index)]
+  assert [w.request for w in windows][0] == 0 and len(windows) > 2  # the long text is split
+  per_window = extractor.decode_windows(windows, rows=1)
+  merged = [{} for _ in texts]
+  for window, entities in zip(windows, per_window):
+    for entity in entities:
+      key = (entity["type"], entity["start"], entity["end"])
+      if key not in merged[window.request] or merged[window.request][key]["score"] < entity["score"]:
+        merged[window.request][key] = entity
+  expected = extractor.extract(texts, types=list(types))
+  got = [sorted(found.values(), key=lambda e: (e["start"], e["end"], e["type"]))
+         for found in merged]
+  assert [[{k: v for k, v in e.items() if k != "score"} for e in r] for r in got] == \
+      [[{k: v for k, v in e.items() if k != "score"} for e in r] for r in expected]
+  assert without_scores(got[0]) == ANSWER0
+  # A short output limit cuts the output: the items after the cut are lost.
+  (cut,) = extractor.decode_windows(windows[:1], max_decode_length=8)
+  assert len(cut) < len(ANSWER0)
+  with pytest.raises(ValueError, match="rows must be an int >= 1"):
+    extractor.decode_windows(windows, rows=0)
+
+
+@pytest.mark.parametrize("requests, field, message", [
+    ([(TEXT0, ["地点"]), ("a\ud800b", ["地点"])], "requests[1].text",
+     "requests[1].text contains a lone surrogate"),
+    ([(TEXT0, ["地点", "城堡"])], "requests[0].types[1]", "unknown entity type(s) 城堡"),
+    ([(TEXT0, "地点")], "requests[0].types", "requests[0].types must be a list of type names"),
+    ([TEXT0], "requests[0]", "requests[0] must be a (text, types) pair"),
+])
+def test_extract_requests_uses_the_request_validator(extractor, requests, field, message):
+  with pytest.raises(validation.InvalidRequest) as caught:
+    extractor.extract_requests(requests)
+  assert caught.value.field == field
+  assert caught.value.message.startswith(message), caught.value.message
+
+
 @pytest.mark.parametrize("body, status, field, message_start", [
     (b'{"text": "\xff"}', 422, "body", "not valid UTF-8: byte 10"),
     (b"[" * 100_000 + b"]" * 100_000, 422, "body", "JSON nested 100000 levels deep"),
@@ -186,6 +300,7 @@ def test_health_ready_info_metrics_docs_and_demo(client):
   text = metrics.text
   assert 'punified_requests_total{status="200"}' in text
   assert 'punified_requests_total{status="422"}' in text
+  assert 'punified_batches_total{rows="4"}' in text
   for name in ("punified_request_latency_seconds_bucket", "punified_batch_windows_bucket",
                "punified_queue_windows", "punified_texts_total", "punified_characters_total",
                "punified_ready 1.0"):

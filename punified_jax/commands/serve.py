@@ -24,8 +24,14 @@ def run(args: argparse.Namespace) -> int:
   import uvicorn  # pylint: disable=g-import-not-at-top
   logging.basicConfig(level=args.log_level.upper(),
                       format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-  if args.max_batch is not None and not 1 <= args.max_batch <= args.batch_size:
-    print(f"error: --max_batch must be in 1..--batch_size ({args.batch_size})", file=sys.stderr)
+  from punified_jax.serving import options as options_lib  # pylint: disable=g-import-not-at-top
+  largest = max(options_lib.batch_sizes(args))
+  if args.max_batch is not None and not 1 <= args.max_batch <= largest:
+    print(f"error: --max_batch must be in 1..{largest} (the largest batch size)",
+          file=sys.stderr)
+    return 2
+  if args.output_limit_factor < 0:
+    print("error: --output_limit_factor must be >= 0", file=sys.stderr)
     return 2
   if args.ray_replicas:
     from punified_jax.serving import ray_serve  # pylint: disable=g-import-not-at-top

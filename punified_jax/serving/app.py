@@ -69,16 +69,12 @@ class Service:
     self.draining = False
 
   def warm_up(self) -> None:
-    """Compiles every (beam size, constraint, bucket) program the service can use."""
+    """Compiles every (beam size, constraint, bucket, batch size) program the service can
+    use."""
     started = time.monotonic()
     try:
       if self.settings.warm_up:
-        for beam_size, constrained in sorted(self.engine._variants):  # pylint: disable=protected-access
-          for bucket in self.engine.buckets:
-            windows = self.engine.warm_up_windows(bucket)
-            self.engine.decode((beam_size, constrained, bucket), windows)
-            logger.info("warm-up: beam %d, %s, bucket %d compiled", beam_size,
-                        "constrained" if constrained else "unconstrained", bucket)
+        self.engine.warm_up()
     except Exception as error:  # pylint: disable=broad-except
       logger.exception("warm-up failed")
       self.warm_up_error = f"{type(error).__name__}: {error}"
@@ -106,6 +102,9 @@ class Service:
                      "max_decode_length": extractor.max_decode_length,
                      "buckets": list(self.engine.buckets),
                      "batch_size": self.engine.batch_size,
+                     "batch_sizes": list(self.engine.batch_sizes),
+                     "output_limits": {str(bucket): self.engine.output_limit(bucket)
+                                       for bucket in self.engine.buckets},
                      "max_batch": self.batcher.max_batch,
                      "max_wait_seconds": self.settings.max_wait},
         "types": list(extractor.known_types),

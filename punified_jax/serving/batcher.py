@@ -5,10 +5,13 @@
 * Bounded: the queue holds at most `max_queue_windows` windows; a request that does not fit is
   refused at once (`QueueFull`, the service answers 429 with Retry-After), never parked.
 * Batches: windows are keyed by (beam size, constraint, input bucket); the worker takes the key
-  whose oldest window has waited longest (no starvation), and decodes up to `max_batch`
-  windows of that key as soon as it has that many, or once the oldest has waited `max_wait`
-  seconds. Windows of different requests and different type lists share a batch (each row
-  carries its own prompt).
+  whose oldest window has waited longest (no starvation), and decodes a batch of that key as
+  soon as the batch the engine would form has no padding rows (`Engine.full`: e.g. one window
+  for the 1-row program), or it has `max_batch` windows, or the oldest has waited `max_wait`
+  seconds. How many windows the batch takes is the engine's choice among its compiled batch
+  sizes (`Engine.take`: the least measured time per window; light load runs the small
+  programs). Windows of different requests and
+  different type lists share a batch (each row carries its own prompt).
 * Off the event loop: decoding runs in the worker thread; a job's result is handed to its event
   loop with call_soon_threadsafe, so the server keeps accepting while a batch runs.
 * Cancellation: a job whose caller gave up (deadline) is marked; its windows still queued are
@@ -162,9 +165,12 @@ class Batcher:
         key = min(self._queues, key=lambda k: self._queues[k][0].arrival)
         queue = self._queues[key]
         waited = time.monotonic() - queue[0].arrival
-        if len(queue) >= self.max_batch or waited >= self.max_wait or not self._accepting:
+        available = min(len(queue), self.max_batch)
+        if (len(queue) >= self.max_batch or waited >= self.max_wait or not self._accepting
+            or self.engine.full(key, available)):
+          count = self.engine.take(key, available)
           batch = []
-          while queue and len(batch) < self.max_batch:
+          while queue and len(batch) < count:
             item = queue.popleft()
             self._queued -= 1
             if not item.job.cancelled:
@@ -199,6 +205,7 @@ class Batcher:
                                   else 0.8 * self._windows_per_second + 0.2 * rate)
       if self.metrics is not None:
         self.metrics.batch_windows.observe(len(batch))
+        self.metrics.batches.labels(str(self.engine.rows_for(len(batch)))).inc()
         self.metrics.decode_seconds.observe(elapsed)
         self.metrics.windows.inc(len(batch))
       for item, entities in zip(batch, results):

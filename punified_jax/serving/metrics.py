@@ -22,6 +22,9 @@ class ServiceMetrics:
     self.batch_windows = prom.Histogram(
         "punified_batch_windows", "real (non-padding) windows per decoding batch",
         buckets=tuple(range(1, batch_size + 1)), registry=registry)
+    self.batches = prom.Counter("punified_batches",
+                                "decoding batches by compiled batch size (rows, padding included)",
+                                ["rows"], registry=registry)
     self.decode_seconds = prom.Histogram("punified_batch_decode_seconds",
                                          "time to decode one batch", buckets=LATENCY_BUCKETS,
                                          registry=registry)

@@ -13,14 +13,26 @@ LIMIT_FIELDS = ("max_body_bytes", "max_texts", "max_text_chars", "max_total_char
                 "max_oov_chars", "max_windows")
 
 
-def _beam_sizes(value: str) -> list[int]:
+def _sizes(value: str) -> list[int]:
   try:
     sizes = [int(part) for part in value.split(",") if part.strip()]
   except ValueError:
     raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}")
   if not sizes or min(sizes) < 1:
-    raise argparse.ArgumentTypeError(f"beam sizes must be >= 1, got {value!r}")
+    raise argparse.ArgumentTypeError(f"sizes must be >= 1, got {value!r}")
   return sizes
+
+
+def batch_sizes(args: argparse.Namespace) -> list[int]:
+  """The compiled batch sizes: --batch_sizes, else 1, 4, 16, ... below --batch_size and
+  --batch_size itself (a lone request runs 1 row; a full queue runs --batch_size rows)."""
+  if args.batch_sizes:
+    return sorted(set(args.batch_sizes))
+  sizes, size = [], 1
+  while size < args.batch_size:
+    sizes.append(size)
+    size *= 4
+  return sizes + [args.batch_size]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
   parser.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
   parser.add_argument("--beam_size", type=int, default=4, help="default beam width")
-  parser.add_argument("--beam_sizes", type=_beam_sizes, default=[],
+  parser.add_argument("--beam_sizes", type=_sizes, default=[],
                       help="other beam widths a request may ask for (each is compiled at "
                            "start-up), e.g. 1,4")
   parser.add_argument("--allow_unconstrained", action="store_true",
@@ -40,10 +52,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="accept type names the model was not trained on (zero-shot)")
   parser.add_argument("--stopping", choices=("best", "all", "early"), default="best",
                       help="beam-search stopping rule (see `extract --help`)")
-  parser.add_argument("--batch_size", type=int, default=8,
-                      help="rows of every decoding batch (the compiled shape)")
+  parser.add_argument("--batch_size", type=int, default=16,
+                      help="the largest decoding batch, in rows (windows)")
+  parser.add_argument("--batch_sizes", type=_sizes, default=[],
+                      help="the compiled batch sizes, e.g. 1,4,16 (default: 1, 4, 16, ... "
+                           "below --batch_size, and --batch_size); each batch runs the size "
+                           "that fits the queued windows best; one value: one fixed shape")
   parser.add_argument("--max_batch", type=int, default=None,
-                      help="real windows per batch, <= --batch_size (default: batch_size)")
+                      help="real windows per batch, <= the largest batch size (default: it)")
+  parser.add_argument("--output_limit_factor", type=float, default=2.25,
+                      help="output limit of a window = this x its input bucket length (capped "
+                           "at --max_decode_length), so a runaway output holds its batch "
+                           "less long; 2.25 keeps every dev target of the joint datasets; "
+                           "0 = max_decode_length for all")
   parser.add_argument("--max_wait_ms", type=float, default=10.0,
                       help="how long the oldest queued window may wait for batch-mates")
   parser.add_argument("--max_queue_windows", type=int, default=512,
@@ -79,14 +100,16 @@ def build_app(args: argparse.Namespace):
   from punified_jax.serving import app as app_lib  # pylint: disable=g-import-not-at-top
   from punified_jax.serving import engine as engine_lib  # pylint: disable=g-import-not-at-top
   xla_cache.enable_persistent_compilation_cache()
+  sizes = batch_sizes(args)
   extractor = inference.Extractor.load(
       args.model_dir, checkpoint=args.checkpoint, beam_size=args.beam_size,
-      allow_unseen_types=args.allow_unseen_types, batch_size=args.batch_size,
+      allow_unseen_types=args.allow_unseen_types, batch_size=max(sizes),
       max_input_length=args.max_input_length, max_decode_length=args.max_decode_length,
       stopping=args.stopping)
   engine = engine_lib.Engine(extractor, beam_sizes=args.beam_sizes or [args.beam_size],
                              allow_unconstrained=args.allow_unconstrained,
-                             limits=limits_from_args(args))
+                             limits=limits_from_args(args), batch_sizes=sizes,
+                             output_limit_factor=args.output_limit_factor)
   settings = app_lib.Settings(max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000,
                               max_queue_windows=args.max_queue_windows,
                               request_timeout=args.request_timeout,
