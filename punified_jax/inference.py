@@ -78,17 +78,22 @@ import jax
 import numpy as np
 import seqio
 
+from punified_jax import checkpoints as checkpoints_lib
 from punified_jax import constraints as constraints_lib
 from punified_jax import decoding as decoding_lib
 from punified_jax import entity_types
 from punified_jax import generate
+from punified_jax import model_info as model_info_lib
 from punified_jax import parsing
 from punified_jax import prompts
 from punified_jax import request_validation
+from punified_jax import run_dir
 from punified_jax import sharded_decoding
 from punified_jax import storage
 from punified_jax import vocab as vocab_lib
 from punified_jax.model import T5Config, Transformer
+from punified_jax.tasks import names as task_names
+from punified_jax.tasks import registry
 
 logger = logging.getLogger(__name__)
 
@@ -241,9 +246,6 @@ class Extractor:
     unrecorded).  `partitioning` as in the constructor; the parameters are restored straight
     into its shardings (with 'fsdp' or '2d' no device holds the whole model).
     """
-    from punified_jax import checkpoints as checkpoints_lib  # pylint: disable=g-import-not-at-top
-    from punified_jax import model_info as model_info_lib  # pylint: disable=g-import-not-at-top
-    from punified_jax import run_dir  # pylint: disable=g-import-not-at-top
     info = model_info_lib.load_model_info(model_dir)
     vocabulary = info.vocabulary()
     chosen = run_dir.checkpoint_for(info.model_dir, checkpoint)
@@ -721,13 +723,11 @@ def infer_splits(*, model_dir: str = gin.REQUIRED, mixture_or_task_name: str = g
   the Extractor decodes on, over every process's devices; None = this process's devices.  On
   several hosts every process runs the same extraction (each host's devices decode their rows
   of every batch) and process 0 writes the files."""
-  import seqio  # pylint: disable=g-import-not-at-top
-  from punified_jax.tasks import names, registry  # pylint: disable=g-import-not-at-top
 
   config = registry.configure()
   provider = seqio.get_mixture_or_task(mixture_or_task_name)
   datasets = list(dict.fromkeys(
-      names.dataset_of_task(t.name) or t.name for t in getattr(provider, "tasks", [provider])))
+      task_names.dataset_of_task(t.name) or t.name for t in getattr(provider, "tasks", [provider])))
   extractor = Extractor.load(model_dir, checkpoint=checkpoint, beam_size=beam_size,
                              constrained=constrained, batch_size=batch_size,
                              partitioning=partitioner)
