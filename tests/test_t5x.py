@@ -759,3 +759,21 @@ def test_t5x_checkpoint_bridges_into_our_model(t5x_runs, tmp_path):
   for entity in entities:  # an untrained model: whatever it finds must be well-formed
     assert entity["type"] in ("名称", "组织")
     assert text[entity["start"]:entity["end"]] == entity["text"]
+
+
+@pytest.mark.parametrize("module", ["t5x_interop", "t5x_bridge"])
+def test_padded_vocab_size_through_gin_under_new_and_old_module_name(module):
+  # gin/t5x/vocabulary.gin's call, with the current module name and with the name it had
+  # before the rename (kept as an alias module so users' gin files still parse).
+  import gin  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  try:
+    gin.parse_config(
+        "from __gin__ import dynamic_registration\n"
+        f"from punified_jax import {module}\n"
+        f"SIZE = @{module}.padded_vocab_size()\n"
+        f"{module}.padded_vocab_size.multiple = 128\n")
+    vocabulary = type("V", (), {"vocab_size": 4864 + 1})()
+    assert gin.query_parameter("%SIZE").scoped_configurable_fn(vocabulary) == 4992
+  finally:
+    gin.clear_config()
