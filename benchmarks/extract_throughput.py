@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/extract_throughput.py --raw_dir ../shared/data/raw \
         --model_dir RUN_DIR --dataset resume --beams 1,4,10
 
+--dataset: any dataset of the task registry the run's model was trained on (resume, cluener,
+ccks2021, ...; the Extractor refuses types its model never saw).
+
 RUN_DIR is a trained run of ours (punified_model.json + a checkpoint); its parameters are
 exported with run_dir.export_checkpoint, so HF decodes with exactly our weights. Both sides
 read the SAME encoder ids (our prompt `<entity>T1...<text>sentence` + EOS, tokenized with the
@@ -81,7 +84,8 @@ def main(argv=None) -> int:
   parser.add_argument("--passes", type=int, default=1, help="timed passes per side and beam (after a warm-up)")
   parser.add_argument("--stopping", default="exact,early", help="beam-search stopping rules to compare (beams > 1)")
   parser.add_argument("--constrained", action="store_true",
-                      help="also time our constrained decoding: the Extractor (its default search, 'allowed') "
+                      help="also time our constrained decoding: the Extractor (its default search, "
+                           f"generate.DEFAULT_SEARCH) "
                            "and decode_batch with the constrained searches 'stepwise', 'allowed' and 'fast'")
   parser.add_argument("--chunk_length", type=int, default=8, help="the fast search's tokens per decoder call")
   parser.add_argument("--constrained_only", action="store_true",
@@ -216,6 +220,18 @@ def main(argv=None) -> int:
       rows.append(row)
       print(rows[-1], flush=True)
 
+  def extractor_calls_per_token(beam: int, rule: str, constrained: bool) -> float:
+    """Decoder calls per output token of the search the Extractor runs (its default search when
+    constrained, the plain step-by-step search otherwise), counted by decode_batch on the same
+    sentences: from the timed row of that search, or from one untimed pass."""
+    search = generate.DEFAULT_SEARCH if constrained else "stepwise"
+    label = f"decode_batch_constrained_{search}" if constrained else "ours_decode_batch"
+    row = next((r for r in rows if (r["side"], r["beam"], r["stopping"]) == (label, beam, rule)), None)
+    if row is not None:
+      return row["calls_per_token"]
+    _, calls, tokens_out = engine_pass(beam, rule, ner_constraint if constrained else None, search)
+    return calls / max(tokens_out, 1)
+
   variants = ([] if args.constrained_only else [("ours", False)]) + (
       [("ours_constrained", True)] if args.constrained else [])
   for beam, rule in runs:
@@ -235,7 +251,8 @@ def main(argv=None) -> int:
       if not constrained:
         ours_pairs[beam, rule] = pairs
       rows.append({"side": label, "beam": beam, "stopping": rule, "sentences": len(texts), "warmup_s": seconds[0],
-                   "pass_s": seconds[-1], "sentences_per_s": len(texts) / seconds[-1], **score(pairs)})
+                   "pass_s": seconds[-1], "sentences_per_s": len(texts) / seconds[-1], **score(pairs),
+                   "calls_per_token": extractor_calls_per_token(beam, rule, constrained)})
       print(rows[-1], flush=True)
 
   npz = os.path.join(workdir, "inputs.npz")

@@ -24,6 +24,9 @@ Vectorised automaton.  `NerCopyConstraint` implements decoding.LogitsConstraint 
                                     progress (type copies live in the prompt region, span
                                     copies in the text region, so one array holds both)
     phases int32 [rows]             a bit set of grammar phases (below)
+    last_type int32 [rows]          input position of the last token of the most recently
+                                    completed type copy (-1 before the first): only for
+                                    `draft_guess`, never for what is allowed
 
 Spans may contain "(" ")" "," ":" themselves, so after e.g. a ")" that both closes an item and
 continues a span the automaton is in several phases at once; the allowed tokens are the union
@@ -162,6 +165,7 @@ class NerCopyConstraint:
         "ids": ids,
         "copy": jnp.zeros((rows, length), bool),
         "phases": jnp.full((rows,), EXPECT_TARGET_OPEN, jnp.int32),
+        "last_type": jnp.full((rows,), -1, jnp.int32),
     }
 
   def step(self, state: dict[str, Array], token_ids: Array, logits: Array,
@@ -202,7 +206,11 @@ class NerCopyConstraint:
         | _bit(has(AFTER_COLON) & is_(self.null_id), AFTER_NULL)
         | _bit((has(SPAN_CLOSABLE) | has(AFTER_NULL)) & is_(self.close_id), AFTER_ITEM_CLOSE)
         | _bit(has(AFTER_ITEM_CLOSE) & is_(self.close_id), AFTER_TARGET_CLOSE))
-    return {"roles": roles, "ids": state["ids"], "copy": copy, "phases": new_phases}
+    type_ends = matched & _role(roles, _TYPE_LAST)
+    last_type = jnp.where(jnp.any(type_ends, axis=1), jnp.argmax(type_ends, axis=1),
+                          state["last_type"]).astype(jnp.int32)
+    return {"roles": roles, "ids": state["ids"], "copy": copy, "phases": new_phases,
+            "last_type": last_type}
 
   def copy_continuation(self, state: dict[str, Array]) -> tuple[Array, Array]:
     """(token int32 [rows], exists bool [rows]): the input token that would continue the copy
@@ -212,6 +220,33 @@ class NerCopyConstraint:
     first = jnp.argmax(copy, axis=1)
     token = jnp.take_along_axis(state["ids"], first[:, None], axis=1)[:, 0]
     return token, jnp.any(copy, axis=1)
+
+  def draft_guess(self, state: dict[str, Array]) -> tuple[Array, Array]:
+    """(token int32 [rows], exists bool [rows]): fast_decoding's guess of the next token where
+    the grammar leaves a choice, from what the model was trained to write (the dataset's types
+    in prompt order, every type once, most of them NULL):
+      * inside a copy (type or span): the next input token (`copy_continuation`);
+      * after an item's "(": the first token of the prompt type after the last one written;
+      * after ":": NULL;
+      * after an item's ")": "," while a prompt type after the last one written remains,
+        else ")".
+    Only a guess: the model's logits decide (a wrong guess costs the rest of the chunk, never
+    the result), so it may be anything the grammar allows."""
+    phases, roles = state["phases"], state["roles"]
+    token, in_copy = self.copy_continuation(state)
+    position = jnp.arange(roles.shape[1])[None, :]
+    later_types = _role(roles, _TYPE_FIRST) & (position > state["last_type"][:, None])
+    has_next = jnp.any(later_types, axis=1)
+    next_type = jnp.take_along_axis(state["ids"], jnp.argmax(later_types, axis=1)[:, None],
+                                    axis=1)[:, 0]
+    item_open = _has(phases, AFTER_ITEM_OPEN) & has_next
+    colon = _has(phases, AFTER_COLON)
+    item_close = _has(phases, AFTER_ITEM_CLOSE)
+    guess = jnp.where(item_close, jnp.where(has_next, self.comma_id, self.close_id), 0)
+    guess = jnp.where(colon, self.null_id, guess)
+    guess = jnp.where(item_open, next_type, guess)
+    guess = jnp.where(in_copy, token, guess).astype(jnp.int32)
+    return guess, in_copy | item_open | colon | item_close
 
   def allowed_tokens(self, state: dict[str, Array], vocab_size: int) -> Array:
     """bool [rows, vocab_size]: the tokens that may come next."""

@@ -13,9 +13,12 @@ written into the KV cache at the row's own positions.  The call returns the logi
 chunk token, so the search can take up to K steps from one call.  The draft, built from the
 constraint alone (no model), is per position:
   * the forced token when the constraint allows exactly one ("((", the rest of a type name,
-    ":", ")" after NULL, "," while types remain, EOS after "))");
-  * else the copy continuation when a copy is in progress (`copy_continuation`, e.g. the next
-    input character inside a span): a guess;
+    ":", ")" after NULL, EOS after "))");
+  * else the constraint's guess where it offers one (`draft_guess`; else `copy_continuation`)
+    and the guess is allowed: for NerCopyConstraint the next input character inside a copy,
+    the next prompt type after "(", NULL after ":", "," (or ")" after the last prompt type)
+    after an item's ")": what the model was trained to write, types in prompt order, most of
+    them NULL, so a whole run of "(TYPE:NULL)," items is one chunk;
   * else the draft ends (the row's `count` of valid chunk tokens).
 After the call the search replays its ordinary steps along the chunk: a step whose choice is the
 next draft token lets the next step use the next position's logits; the first step that chooses
@@ -39,13 +42,17 @@ the draft continuation of the chunk row it came from; the step at which some sur
 the drafts (a new branch) is the last one from this call.  The cache is re-ordered by beam
 once per call (composed parent map), not once per token.
 
-Cost.  A call on a chunk does K positions of work (decoder, output layer and normaliser over
-the vocabulary) for every row, and rows that stopped early in the chunk still pay for it.  So
-the fast search saves time only where one decoder call costs about the same for 1 or K tokens
-per row (large models whose step is bound by reading the weights); on our CPU `mini` model it
-makes 0.4-0.8x the decoder calls but measured slower than the step-by-step search over the
-allowed tokens (BENCHMARKS.md section 2b), and generate.decode_batch uses it only when asked
-(search="fast").
+Cost.  A call computes K positions for every row, and rows that stopped early in the chunk
+still pay for them.  On the CPU `mini` model (d 128) the decoder is compute-bound: a chunk of
+K positions costs about K single steps (matrix products run at the same rate whatever their
+row count; BENCHMARKS.md 2c), so the saving is only the per-call overhead, while the loop
+computes at least (longest output) x rows positions either way.  Greedy runs its chunks
+without the output layer (ChunkOutputLayer: candidates only in the loop, the vocabulary-wide
+normaliser after it on the tokens taken), as the "allowed" greedy search does.  Measured:
+0.15-0.17 decoder calls per token at greedy (CLUENER, CCKS2021), 0.34 at beam 4, and about
+the CPU time of the step-by-step search over the allowed tokens at greedy, 2x it at beam 4;
+so generate.decode_batch uses it only when asked (search="fast").  It pays off where one
+call costs about the same for 1 or K tokens per row (models bound by reading the weights).
 
 Requirements: the constraint offers candidate_table / step_candidates (decoding.CandidateTable;
 `NerCopyConstraint` and `AllowedTokensConstraint` do), and its allowed set does not depend on
@@ -72,6 +79,20 @@ ChunkFn = Callable[[Array, Array, PyTree], tuple[Array, PyTree]]
 DEFAULT_CHUNK_LENGTH = 8
 
 
+class ChunkOutputLayer(NamedTuple):
+  """A ChunkFn split before its output layer (decoding.OutputLayer for chunks).
+
+  hidden_chunk_fn: like a ChunkFn, but returns the final hidden states [rows, K, d].
+  kernel: float32 [d, vocab].  With it the fast greedy search scores each chunk position's C
+  candidates only (C dot products instead of the vocabulary) and computes the model's
+  per-token log-probs after the loop (decoding.model_token_log_probs), for the positions
+  it took only: the output layer, the largest cost of a chunk, is not paid for drafted
+  positions that are thrown away.
+  """
+  hidden_chunk_fn: Callable[[Array, Array, PyTree], tuple[Array, PyTree]]
+  kernel: Array
+
+
 class _Draft(NamedTuple):
   tokens: Array   # int32 [rows, K]: the chunk to feed
   count: Array    # int32 [rows]: valid tokens at its start (>= 1)
@@ -90,7 +111,10 @@ def _draft(constraint: decoding.LogitsConstraint, state: PyTree, first_token: Ar
   """
   rows = first_token.shape[0]
   candidates = table.ids.shape[1]
-  continuation = getattr(constraint, "copy_continuation", None)
+  # The constraint's guess where it leaves a choice (NerCopyConstraint.draft_guess), else
+  # its copy continuation only, else no guess.
+  continuation = (getattr(constraint, "draft_guess", None)
+                  or getattr(constraint, "copy_continuation", None))
   put = lambda buffer, value, j: jax.lax.dynamic_update_index_in_dim(buffer, value, j, axis=1)
 
   def body(carry):
@@ -180,6 +204,7 @@ def _check(constraint, chunk_length: int) -> None:
 
 class _GreedyState(NamedTuple):
   tokens: Array           # int32 [rows, len + K]
+  hidden: Optional[Array]  # float32 [rows, len + K + block, d] with a ChunkOutputLayer
   token_log_probs: Array  # float32 [rows, len + K]
   length: Array           # int32 [rows]: tokens produced (= decoder position of draft[:, 0])
   done: Array             # bool [rows]: produced EOS
@@ -194,10 +219,13 @@ def fast_greedy_decode(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: A
                        max_decode_length: int, start_token_id: int = 0, eos_id: int = 1,
                        alpha: float = 0.6, chunk_length: int = DEFAULT_CHUNK_LENGTH,
                        cache_lengths: Optional[tuple[int, ...]] = None,
-                       grow_cache=None) -> decoding.DecodeOutput:
+                       grow_cache=None,
+                       output_layer: Optional[ChunkOutputLayer] = None) -> decoding.DecodeOutput:
   """decoding.greedy_decode's result (constrained) in fewer decoder calls (module docstring).
 
   cache: the decoder cache for the rows, cache_lengths[0] + chunk_length positions long.
+  output_layer: run the chunks without the output layer (ChunkOutputLayer; chunk_fn is then
+  unused): the same result, cheaper chunks.
   """
   _check(constraint, chunk_length)
   decoding._check_args(encoder_input_tokens, max_decode_length, eos_id, 1)
@@ -205,6 +233,9 @@ def fast_greedy_decode(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: A
   length_limit = max_decode_length
   table = constraint.candidate_table(encoder_input_tokens)
   draft_args = dict(chunk_length=chunk_length, table=table, eos_id=eos_id)
+  if output_layer is not None:
+    kernel = output_layer.kernel.astype(jnp.float32)
+    candidate_columns = jnp.take(kernel.T, table.ids, axis=0)  # [rows, C, d]
 
   offsets = jnp.arange(chunk_length, dtype=jnp.int32)[None, :]
   slice_row = jax.vmap(lambda x, start: jax.lax.dynamic_slice_in_dim(x, start, chunk_length))
@@ -218,12 +249,21 @@ def fast_greedy_decode(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: A
   def body(state: _GreedyState) -> _GreedyState:
     draft = state.draft
     going = ~(state.done | (state.length >= length_limit))
-    logits, cache = chunk_fn(draft.tokens, jnp.where(going, state.length, 0), state.cache)
+    starts = jnp.where(going, state.length, 0)
     calls = state.calls + going.astype(jnp.int32)
     # Every chunk position at once: what the step-by-step search would choose there.
-    log_probs, model_log_probs = _search_log_probs(logits, draft.allowed, table)  # [rows, K, C]
-    choice = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
-    model_log_prob = jnp.take_along_axis(model_log_probs, choice[..., None], axis=-1)[..., 0]
+    if output_layer is None:
+      logits, cache = chunk_fn(draft.tokens, starts, state.cache)
+      log_probs, model_log_probs = _search_log_probs(logits, draft.allowed, table)  # [rows,K,C]
+      choice = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+      model_log_prob = jnp.take_along_axis(model_log_probs, choice[..., None], axis=-1)[..., 0]
+    else:
+      hidden, cache = output_layer.hidden_chunk_fn(draft.tokens, starts, state.cache)
+      hidden = hidden.astype(jnp.float32)  # [rows, K, d]
+      candidate_logits = jnp.einsum("rkd,rcd->rkc", hidden, candidate_columns)
+      log_probs = decoding._masked_candidate_log_probs(candidate_logits, draft.allowed)  # pylint: disable=protected-access
+      choice = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+      model_log_prob = jnp.zeros(choice.shape, jnp.float32)  # computed after the loop
     best = jnp.take_along_axis(table.ids, choice, axis=1)
     best_log_prob = jnp.max(log_probs, axis=-1)
     best = jnp.where(jnp.isneginf(best_log_prob), eos_id, best)
@@ -241,8 +281,11 @@ def fast_greedy_decode(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: A
     last_token = jnp.take_along_axis(best, last_offset[:, None], axis=1)[:, 0]
     next_draft = _draft(constraint, _state_at(draft.states, last_offset), last_token,
                         jnp.array(1, jnp.int32), **draft_args)
+    hidden_buffer = state.hidden
+    if output_layer is not None:
+      hidden_buffer = write(hidden_buffer, hidden, steps[..., None], state.length)
     return _GreedyState(
-        write(state.tokens, best, steps, state.length),
+        write(state.tokens, best, steps, state.length), hidden_buffer,
         write(state.token_log_probs, model_log_prob, steps, state.length),
         state.length + taken, state.done | jnp.any(steps & (best == eos_id), axis=1), log_prob,
         calls, next_draft, cache)
@@ -251,8 +294,13 @@ def fast_greedy_decode(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: A
                  jnp.full((rows,), start_token_id, jnp.int32), jnp.array(0, jnp.int32),
                  **draft_args)
   # Token buffers K positions longer, so that a chunk's write never runs off the end.
+  hidden = None
+  if output_layer is not None:
+    # Also a block longer: decoding.model_token_log_probs reads whole blocks.
+    hidden = jnp.zeros((rows, length_limit + chunk_length + decoding.LOG_PROB_BLOCK,
+                        kernel.shape[0]), jnp.float32)
   state = _GreedyState(
-      jnp.zeros((rows, length_limit + chunk_length), jnp.int32),
+      jnp.zeros((rows, length_limit + chunk_length), jnp.int32), hidden,
       jnp.zeros((rows, length_limit + chunk_length), jnp.float32),
       jnp.zeros((rows,), jnp.int32), jnp.zeros((rows,), bool), jnp.zeros((rows,), jnp.float32),
       jnp.zeros((rows,), jnp.int32), first, cache)
@@ -260,10 +308,15 @@ def fast_greedy_decode(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: A
                     grow_cache=grow_cache, chunk_length=chunk_length,
                     finished=lambda s: s.done | (s.length >= length_limit),
                     position=lambda s: s.length)
+  token_log_probs = state.token_log_probs[:, :length_limit]
+  if output_layer is not None:
+    token_log_probs = decoding.model_token_log_probs(
+        state.hidden[:, :length_limit + decoding.LOG_PROB_BLOCK],
+        state.tokens[:, :length_limit], kernel)
   return decoding.DecodeOutput(
       state.tokens[:, :length_limit], state.log_prob,
-      state.log_prob / decoding.length_penalty(state.length, alpha),
-      state.token_log_probs[:, :length_limit], state.calls)
+      state.log_prob / decoding.length_penalty(state.length, alpha), token_log_probs,
+      state.calls)
 
 
 class _BeamState(NamedTuple):

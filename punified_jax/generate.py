@@ -72,8 +72,14 @@ def init_decoding(model: Transformer, params: Any, encoder_input_tokens: Array, 
     with nn.intercept_methods(_output_layer_input):
       return step_fn(token_ids, cache, step)
 
+  def hidden_chunk_fn(token_ids: Array, start_positions: Array, cache: Any) -> tuple[Array, Any]:
+    """chunk_fn without the output layer: the final hidden states [rows, K, d]."""
+    with nn.intercept_methods(_output_layer_input):
+      return chunk_fn(token_ids, start_positions, cache)
+
   step_fn.chunk_fn = chunk_fn  # the same decoder, a chunk of tokens per call
   step_fn.hidden_step_fn = hidden_step_fn
+  step_fn.hidden_chunk_fn = hidden_chunk_fn
   return step_fn, caches["cache"], row_inputs
 
 
@@ -120,8 +126,16 @@ def cache_lengths(max_decode_length: int) -> tuple[int, ...]:
 
 
 def input_buckets(max_input_length: int) -> tuple[int, ...]:
-  """Padded input lengths of decoding batches: 32, 64, 128, ... and the maximum."""
-  return doubling_lengths(max_input_length, FIRST_INPUT_BUCKET)
+  """Padded input lengths of decoding batches: 32, 48, 64, 96, 128, 192, ... and the maximum.
+
+  Half steps between the doublings: the encoder and every decoder step's cross-attention
+  cost grow with the padded input length, and with doublings alone a batch pads up to 2x
+  (CLUENER's prompted sentences, up to ~85 tokens, went to 128); at most 1.5x now, for a few
+  more compiled shapes."""
+  lengths = []
+  for length in doubling_lengths(max_input_length, FIRST_INPUT_BUCKET)[:-1]:
+    lengths += [length] + ([length * 3 // 2] if length * 3 // 2 < max_input_length else [])
+  return tuple(lengths) + (max_input_length,)
 
 
 def trim_to_bucket(encoder_input_tokens: np.ndarray, buckets: tuple[int, ...]) -> np.ndarray:
@@ -151,9 +165,10 @@ def grow_cache(cache: Any, length: int) -> Any:
 #     (BENCHMARKS.md 2b).
 #   "stepwise": step by step over the whole vocabulary (the reference the others are tested
 #     against).
-#   "fast": fast_decoding (forced tokens and copy drafts fed as chunks: the same results in
-#     0.4-0.7x the decoder calls); on the CPU-sized `mini` model a chunk of K tokens costs
-#     nearly K single steps over the vocabulary, so it measured slower (BENCHMARKS.md 2b).
+#   "fast": fast_decoding (forced tokens and drafted guesses fed as chunks: the same results in
+#     0.15-0.35x the decoder calls); on the CPU-sized `mini` model the decoder is compute-bound
+#     (a chunk of K tokens costs about K single steps), so it measured no faster than "allowed"
+#     at greedy and 2x slower at beam 4 (BENCHMARKS.md 2c): "allowed" stays the default.
 SEARCHES = ("allowed", "stepwise", "fast")
 DEFAULT_SEARCH = "allowed"
 
@@ -178,7 +193,12 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
   if fast:
     fast_args = dict(common, chunk_length=chunk_length)
     if beam_size == 1:
-      return fast_decoding.fast_greedy_decode(step_fn.chunk_fn, cache, row_inputs, **fast_args)
+      # Chunks without the output layer: candidates scored in the loop, the model's
+      # per-token log-probs after it (fast_decoding.ChunkOutputLayer).
+      output_layer = fast_decoding.ChunkOutputLayer(step_fn.hidden_chunk_fn,
+                                                    output_kernel(model.config, params))
+      return fast_decoding.fast_greedy_decode(step_fn.chunk_fn, cache, row_inputs,
+                                              output_layer=output_layer, **fast_args)
     return fast_decoding.fast_beam_search(step_fn.chunk_fn, cache, row_inputs,
                                           beam_size=beam_size, stopping=stopping, **fast_args)
   if beam_size == 1:

@@ -18,7 +18,7 @@ Pipeline for one call:
    cut into WINDOWS that fit the model's input length together with the prompt (below).
 2. Windows are encoded (`<entity>T1<entity>T2<text>` + window + EOS, as the training tasks do),
    sorted by length and cut into consecutive fixed-size batches (missing rows repeat the last
-   one), each padded to the bucket length of its longest window (powers of two from 32, capped
+   one), each padded to the bucket length of its longest window (32, 48, 64, 96, 128, ...: generate.input_buckets, capped
    at the input length), so only a handful of shapes ever compile.  Beam search (or greedy at beam_size=1) keeps the best beam.
 3. Each output is parsed (parsing.parse_generation_details, with the requested types) and its
    (type, span) pairs are mapped to offsets with parsing.locate_mentions on the window's text:

@@ -380,3 +380,25 @@ def test_tiny_t5_outputs_follow_the_grammar(sp_vocab, t5, requests, beam_size):
     for k in range(beam_size):
       if np.isfinite(scores[e, k]) and check_output(inputs[e], tokens[e, k], c):
         _check_strings(sp_vocab, text, requested, tokens[e, k].tolist())
+
+
+def test_draft_guess_follows_the_prompt_order(sp_vocab):
+  """fast_decoding's guesses where the grammar leaves a choice: the next prompt type, NULL,
+  "," while types remain and ")" after the last, the next input token inside a copy."""
+  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab)
+  inputs = jnp.asarray([_encode_input(sp_vocab, "北京大学", ["地点", "组织"])], jnp.int32)
+  target = sp_vocab.encode("((地点:北京),(组织:NULL))") + [sp_vocab.eos_id]
+  pieces = ["</s>" if i == sp_vocab.eos_id else sp_vocab.decode([i]) for i in target]
+  assert pieces == ["(", "(", "地", "点", ":", "北", "京", ")", ",", "(", "组", "织", ":",
+                    "NULL", ")", ")", "</s>"]
+  # The guess for the token after each prefix (None: no guess, the grammar forces it).
+  expected = [None, None, "地", "点", None, "NULL", "京", "大", ",", None, "组", "织", None,
+              "NULL", None, ")", None]
+  state = c.init(inputs)
+  previous = jnp.zeros((1,), jnp.int32)  # the decoder start token
+  for step, want in enumerate(expected):
+    _, state = c.step(state, previous, jnp.zeros((1, sp_vocab.vocab_size)), jnp.asarray(step))
+    token, exists = c.draft_guess(state)
+    got = sp_vocab.decode([int(token[0])]) if bool(exists[0]) else None
+    assert got == want, (step, pieces[:step])
+    previous = jnp.asarray([target[step]], jnp.int32)

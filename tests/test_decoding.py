@@ -540,8 +540,8 @@ def test_trim_to_bucket_cuts_to_the_shortest_holding_bucket():
   batch = np.zeros((2, 100), np.int32)
   batch[0, :5] = 7
   batch[1, :40] = 7
-  assert generate.input_buckets(100) == (32, 64, 100)
-  assert generate.trim_to_bucket(batch, generate.input_buckets(100)).shape == (2, 64)
+  assert generate.input_buckets(100) == (32, 48, 64, 96, 100)
+  assert generate.trim_to_bucket(batch, generate.input_buckets(100)).shape == (2, 48)
   assert generate.trim_to_bucket(batch[:1], generate.input_buckets(100)).shape == (1, 32)
   assert generate.trim_to_bucket(np.zeros((1, 100), np.int32), (32, 64, 100)).shape == (1, 32)
   batch[1, 99] = 1

@@ -142,3 +142,35 @@ def test_search_argument_is_checked(config, trained_params, sp_vocab):
   with pytest.raises(ValueError, match="chunk_length"):
     generate.decode_batch(net, trained_params, inputs, None, max_decode_length=8,
                           chunk_length=1)
+
+
+def test_chunks_with_and_without_the_output_layer_agree(config, trained_params, sp_vocab):
+  """generate runs greedy chunks without the output layer (ChunkOutputLayer: candidates in
+  the loop, the model's log-probs after it); the plain ChunkFn path gives the same."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from punified_jax import fast_decoding  # pylint: disable=g-import-not-at-top
+  net = model_lib.Transformer(config)
+  constraint = constraints.NerCopyConstraint.from_vocabulary(sp_vocab)
+  inputs = jnp.asarray([_encode(sp_vocab, text, types) for text, types in zip(
+      TRAIN_TEXTS, [shared.TYPES, ["组织"], ["地点", "名称"], ["公司", "地点"]])], jnp.int32)
+  lengths = generate.cache_lengths(DECODE_LEN)
+
+  @jax.jit
+  def plain_chunks(params, inputs):
+    step_fn, cache, rows = generate.init_decoding(net, params, inputs, beam_size=1,
+                                                  max_decode_length=lengths[0] + 8)
+    return fast_decoding.fast_greedy_decode(
+        step_fn.chunk_fn, cache, rows, constraint=constraint, max_decode_length=DECODE_LEN,
+        eos_id=sp_vocab.eos_id, cache_lengths=lengths, grow_cache=generate.grow_cache)
+
+  plain = plain_chunks(trained_params, inputs)
+  run = lambda search: generate.decode_batch(net, trained_params, inputs, constraint,
+                                             max_decode_length=DECODE_LEN,
+                                             eos_id=sp_vocab.eos_id, search=search)
+  reference, hidden = run("stepwise"), run("fast")
+  plain = type(plain)(plain.tokens[:, None], plain.log_probs[:, None], plain.scores[:, None],
+                      plain.token_log_probs[:, None], plain.decoder_calls)
+  _assert_same(reference, plain)
+  _assert_same(reference, hidden)
+  np.testing.assert_array_equal(np.asarray(plain.decoder_calls),
+                                np.asarray(hidden.decoder_calls))

@@ -463,8 +463,8 @@ def test_wordpiece_random_model_entities_are_slices(wordpiece_extractor, texts, 
 def test_bucket_lengths_and_sentence_ends_literal():
   assert generate.input_buckets(32) == (32,)
   assert generate.input_buckets(20) == (20,)
-  assert generate.input_buckets(100) == (32, 64, 100)
-  assert generate.input_buckets(512) == (32, 64, 128, 256, 512)
+  assert generate.input_buckets(100) == (32, 48, 64, 96, 100)
+  assert generate.input_buckets(512) == (32, 48, 64, 96, 128, 192, 256, 384, 512)
   assert inference.sentence_ends("a。b!c\nd") == [2, 4, 6, 7]
   assert inference.sentence_ends("ab；") == [3]
   assert inference.sentence_ends("") == [0]
@@ -580,7 +580,7 @@ def test_load_prefers_the_best_checkpoint(tmp_path, vocab_path, config, model_di
     inference.Extractor.load(run, checkpoint="best")
   loaded = inference.Extractor.load(run, beam_size=2, max_input_length=64)
   assert (loaded.beam_size, loaded.max_input_length, loaded.max_decode_length) == (2, 64, 40)
-  assert loaded.buckets == (32, 64)
+  assert loaded.buckets == (32, 48, 64)
 
 
 def test_model_info_round_trip(tmp_path, vocab_path, config):
