@@ -97,6 +97,12 @@ def summarize(records: list[dict]) -> dict:
   first_over_later = [rows[0]["latency_ms"] / statistics.median(x["latency_ms"] for x in rows[1:])
                       for rows in repeated]
   client_overhead = [r["latency_ms"] - r["total_ms"] for r in answered]
+  # The data's own spread (each sentence's median latency: repeats average out machine noise)
+  # against the noise (a request's latency over its sentence's median).
+  medians = [statistics.median(x["latency_ms"] for x in rows) for rows in by_sentence.values()]
+  spread = [r["latency_ms"] / statistics.median(x["latency_ms"] for x in by_sentence[r["sentence"]])
+            for r in answered if len(by_sentence[r["sentence"]]) > 1]
+  med_p50, med_p99 = _percentile(medians, 50), _percentile(medians, 99)
   return {
       "requests": len(answered), "p50_ms": p50, "p99_ms": p99,
       "p99_over_p50": p99 / p50 if p50 else None,
@@ -109,6 +115,10 @@ def summarize(records: list[dict]) -> dict:
                     "median_first_over_later": (statistics.median(first_over_later)
                                                 if first_over_later else None),
                     "first_over_later_above_2": sum(x > 2 for x in first_over_later)},
+      "per_sentence_median": {"sentences": len(medians), "p50_ms": med_p50, "p99_ms": med_p99,
+                              "p99_over_p50": med_p99 / med_p50 if med_p50 else None},
+      "repeat_over_sentence_median": {"p50": _percentile(spread, 50),
+                                      "p99": _percentile(spread, 99)},
       "latency_output_tokens_correlation": _correlation(
           [r["output_tokens_sum"] for r in answered], latencies),
   }
@@ -128,7 +138,8 @@ def print_summary(name: str, summary: dict, print_table) -> None:
         f"{summary['p99_ms']:.1f} ms (x{summary['p99_over_p50']:.2f}); corr(latency, output "
         f"tokens) {summary['latency_output_tokens_correlation']}; first use / later (median) "
         f"{summary['first_use']['median_first_over_later']}; client - server p50/p99 "
-        f"{summary['client_minus_server_ms']}")
+        f"{summary['client_minus_server_ms']}; per-sentence medians {summary['per_sentence_median']}"
+        f"; a request over its sentence's median {summary['repeat_over_sentence_median']}")
   means = [{"requests": label, **{p: round(v, 2) for p, v in phases.items()}}
            for label, phases in summary["phase_means_ms"].items()]
   print_table(means, ["requests", *PHASES], f"{name}: mean server-side phases (ms)")

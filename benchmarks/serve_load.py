@@ -253,6 +253,7 @@ def ray_replica_kill(args: argparse.Namespace, bodies: list[bytes]) -> dict:
     killed["replica"] = name
 
   killer = threading.Thread(target=kill_one)
+  load_before = os.getloadavg()[0]
   try:
     killer.start()
     outcome = closed_loop(port, "/v1/extract", bodies, args.ray_clients, args.seconds,
@@ -261,7 +262,8 @@ def ray_replica_kill(args: argparse.Namespace, bodies: list[bytes]) -> dict:
   finally:
     serve.shutdown()
     ray.shutdown()
-  return outcome | {"replicas": 2, "killed": killed, "startup_seconds": startup}
+  return outcome | {"replicas": 2, "killed": killed, "startup_seconds": startup,
+                    "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
 
 
 def open_loop(port: int, path: str, bodies: list[bytes], rate: float, seconds: float,
