@@ -407,3 +407,13 @@ def test_trace_output_lengths_and_rows():
                                       "decode;dur=10.00, parse;dur=1.00, total;dur=20.00")
   assert json.loads(headers["X-Punified-Windows"]) == [
       {"in": 10, "bucket": 32, "out": 3, "limit": False, "rows": 1, "batch": 1}]
+
+
+def test_tracing_decoder_records_only_inside_recording(extractor):
+  tracer = trace_lib.install(extractor)
+  assert trace_lib.install(extractor) is tracer  # wrapped once, whatever the engines
+  extractor.extract([TEXT0], types=["地点"])  # outside a block: timed, not kept
+  with tracer.recording() as calls:
+    extractor.extract([TEXT0], types=["地点"])
+  assert len(calls) == 1 and calls[0].inputs.shape[0] == extractor.batch_size
+  assert calls[0].max_decode_length == extractor.max_decode_length and calls[0].seconds > 0

@@ -163,12 +163,11 @@ class Engine:
     assert 0 < len(windows) <= self.batch_size, len(windows)
     beam_size, constrained, bucket = key
     rows = self.rows_for(len(windows))
-    calls = self.tracer.calls()
-    calls.clear()
     started = time.monotonic()
-    entities = self.extractor.decode_windows(
-        windows, beam_size=beam_size, constrained=constrained, rows=rows,
-        max_decode_length=self.output_limit(bucket))
+    with self.tracer.recording() as calls:
+      entities = self.extractor.decode_windows(
+          windows, beam_size=beam_size, constrained=constrained, rows=rows,
+          max_decode_length=self.output_limit(bucket))
     self.last_traces = self._traces(key, windows, rows, calls, time.monotonic() - started)
     if record:
       seconds = time.monotonic() - started
@@ -201,7 +200,6 @@ class Engine:
         if row is not None and window_trace.output_tokens is None:
           window_trace.output_tokens = lengths[row]
           window_trace.hit_limit = limited[row]
-    calls.clear()
     return traces
 
   def warm_up(self) -> None:

@@ -19,6 +19,7 @@ tokens, and `Engine.decode` matches each window to its row by its input ids.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import threading
@@ -39,7 +40,7 @@ class DecoderCall:
 
 class TracingDecoder:
   """Wraps an Extractor's decoder: `decode` is timed and recorded for the calling thread (see
-  `calls`); everything else is the wrapped decoder's."""
+  `recording`); everything else is the wrapped decoder's."""
 
   def __init__(self, inner: Any):
     self.inner = inner
@@ -51,19 +52,26 @@ class TracingDecoder:
   def __repr__(self) -> str:
     return repr(self.inner)
 
-  def calls(self) -> list[DecoderCall]:
-    """This thread's recorded calls (a fresh list per thread; the caller clears it)."""
-    if not hasattr(self._local, "calls"):
-      self._local.calls = []
-    return self._local.calls
+  @contextlib.contextmanager
+  def recording(self):
+    """Records the decode calls this thread makes inside the block into the yielded list
+    (calls outside any block, e.g. a plain `extract` on the same extractor, are not kept)."""
+    calls: list[DecoderCall] = []
+    self._local.calls = calls
+    try:
+      yield calls
+    finally:
+      self._local.calls = None
 
   def decode(self, model, params, encoder_input_tokens, *args, **kwargs):
     started = time.monotonic()
     output = self.inner.decode(model, params, encoder_input_tokens, *args, **kwargs)
     seconds = time.monotonic() - started
-    self.calls().append(DecoderCall(np.asarray(encoder_input_tokens),
-                                    np.asarray(output.tokens)[:, 0, :],
-                                    int(kwargs.get("max_decode_length", 0)), seconds))
+    calls = getattr(self._local, "calls", None)
+    if calls is not None:
+      calls.append(DecoderCall(np.asarray(encoder_input_tokens),
+                               np.asarray(output.tokens)[:, 0, :],
+                               int(kwargs.get("max_decode_length", 0)), seconds))
     return output
 
 
