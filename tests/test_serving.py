@@ -380,7 +380,8 @@ def test_answers_carry_their_server_side_breakdown(client, extractor):
   assert response.status_code == 200
   phases = trace_lib.parse_server_timing(response.headers["server-timing"])
   assert list(phases) == ["read", "encode", "queue", "decode", "parse", "total"]
-  assert phases["decode"] > 0 and phases["total"] >= phases["decode"] + phases["queue"]
+  assert phases["decode"] > 0  # total includes decode and queue (each rounded to 0.01 ms)
+  assert phases["total"] >= phases["decode"] + phases["queue"] - 0.02
   windows = json.loads(response.headers["x-punified-windows"])
   target = prompts.format_target([(e["type"], e["text"]) for e in ANSWER0], ["地点", "组织"])
   input_tokens = len(extractor.plan_windows(TEXT0, ("地点", "组织"))[0].input_ids)
