@@ -33,6 +33,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from punified_jax.tasks import names as task_names  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MODES = ("skip", "iterator")
 
@@ -93,7 +94,7 @@ def data_position_only(run_dirs: dict, args) -> list[dict]:
   common.configure_tasks(args.raw_dir, args.datasets.split(",") if args.datasets else None)
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from punified_jax import checkpoints, input_state  # pylint: disable=g-import-not-at-top
-  common_kwargs = dict(mixture_or_task_name="punified_ner_joint", global_batch_size=args.batch_size,
+  common_kwargs = dict(mixture_or_task_name=task_names.JOINT_MIXTURE, global_batch_size=args.batch_size,
                        task_feature_lengths={"inputs": in_len, "targets": out_len}, seed=0, data_shards=1,
                        shard_range=(0, 1))
   next(input_state.TrainInput(**common_kwargs))  # warm-up: reads the datasets and the vocabulary once

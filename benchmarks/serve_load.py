@@ -41,6 +41,9 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Optional
+
+import serve_breakdown as breakdown  # this directory: the per-request breakdown
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,16 +130,23 @@ def hf_server(args: argparse.Namespace) -> int:
 
 
 def _post(connection: http.client.HTTPConnection, path: str, body: bytes) -> int:
+  return _post_with_headers(connection, path, body)[0]
+
+
+def _post_with_headers(connection: http.client.HTTPConnection, path: str, body: bytes):
   connection.request("POST", path, body, {"Content-Type": "application/json"})
   response = connection.getresponse()
   response.read()
-  return response.status
+  return response.status, response.headers
 
 
 def closed_loop(port: int, path: str, bodies: list[bytes], clients: int, seconds: float,
-                max_requests: int, timeout: float) -> dict:
-  """`clients` threads, each sending its next request when the previous one is answered."""
+                max_requests: int, timeout: float, texts: Optional[list[str]] = None) -> dict:
+  """`clients` threads, each sending its next request when the previous one is answered.
+  With `texts` (the sentence of each body): one record per request (serve_breakdown.record)
+  under "records", in completion order."""
   latencies, statuses, lock = [], {}, threading.Lock()
+  records = []
   counter = iter(range(max_requests))
   stop_at = time.monotonic() + seconds
   errors = []
@@ -150,20 +160,27 @@ def closed_loop(port: int, path: str, bodies: list[bytes], clients: int, seconds
         return
       started = time.monotonic()
       try:
-        status = _post(connection, path, bodies[index % len(bodies)])
+        status, headers = _post_with_headers(connection, path, bodies[index % len(bodies)])
       except (OSError, http.client.HTTPException) as error:
         with lock:
           errors.append(repr(error))
         connection.close()
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         continue
+      latency = time.monotonic() - started
       with lock:
         statuses[status] = statuses.get(status, 0) + 1
-        slowest[0] = max(slowest[0], time.monotonic() - started)
+        slowest[0] = max(slowest[0], latency)
         if status == 200:
-          latencies.append(time.monotonic() - started)
+          latencies.append(latency)
+        if headers.get("X-Punified-Failover"):  # answered by a second Ray replica
+          failed_over[0] += 1
+        if texts is not None:
+          sentence = index % len(bodies)
+          records.append(breakdown.record(sentence, latency, status, headers, texts[sentence]))
 
   slowest = [0.0]  # the slowest answer of any status (a hang would show here)
+  failed_over = [0]
   started = time.monotonic()
   threads = [threading.Thread(target=client) for _ in range(clients)]
   for thread in threads:
@@ -171,28 +188,49 @@ def closed_loop(port: int, path: str, bodies: list[bytes], clients: int, seconds
   for thread in threads:
     thread.join()
   elapsed = time.monotonic() - started
-  return summarize(latencies, statuses, elapsed, errors) | {"clients": clients,
-                                                            "slowest_answer_s": slowest[0]}
+  result = summarize(latencies, statuses, elapsed, errors) | {
+      "clients": clients, "slowest_answer_s": slowest[0], "failed_over": failed_over[0]}
+  if texts is not None:
+    result["records"] = records
+  return result
 
 
-def batch_counts(port: int) -> dict[str, float]:
-  """Our server's decoding batches so far by compiled size, from /metrics (rows -> count)."""
+def _metrics_text(port: int) -> str:
   connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
   connection.request("GET", "/metrics")
-  text = connection.getresponse().read().decode()
-  counts = {}
+  return connection.getresponse().read().decode()
+
+
+def _labelled(text: str, metric: str, label: str) -> dict[str, float]:
+  """{label value: sample} of one Prometheus metric's samples."""
+  values = {}
   for line in text.splitlines():
-    if line.startswith("punified_batches_total{"):
+    if line.startswith(metric + "{"):
       labels, value = line.rsplit(" ", 1)
-      counts[labels.split('rows="')[1].split('"')[0]] = float(value)
-  return counts
+      values[labels.split(f'{label}="')[1].split('"')[0]] = float(value)
+  return values
+
+
+def server_counters(port: int) -> dict[str, dict[str, float]]:
+  """Our server's counters so far, from /metrics: decoding batches by compiled size (rows ->
+  count) and garbage-collection pauses by generation (count, seconds)."""
+  text = _metrics_text(port)
+  return {"batches": _labelled(text, "punified_batches_total", "rows"),
+          "gc_count": _labelled(text, "punified_gc_pause_seconds_count", "generation"),
+          "gc_seconds": _labelled(text, "punified_gc_pause_seconds_sum", "generation")}
+
+
+def _increase(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+  return {key: value - before.get(key, 0) for key, value in after.items()
+          if value > before.get(key, 0)}
 
 
 def ray_replica_kill(args: argparse.Namespace, bodies: list[bytes]) -> dict:
   """Two Ray Serve replicas of `ours` behind one endpoint, --ray_clients closed-loop clients
   for --seconds; one replica is killed (ray.kill, no restart of that actor) halfway through.
-  Counts statuses and transport errors; every request must get an answer (200, or 503 while
-  Serve routes around the dead replica) within the client timeout."""
+  Counts statuses and transport errors; every request must get an answer within the client
+  timeout: 200 (the router retries a request whose replica died on the other one) or 503,
+  never 500 (ray_serve.FailoverRouter)."""
   import ray  # pylint: disable=g-import-not-at-top
   from ray import serve  # pylint: disable=g-import-not-at-top
   from punified_jax.serving import ray_serve  # pylint: disable=g-import-not-at-top
@@ -209,13 +247,13 @@ def ray_replica_kill(args: argparse.Namespace, bodies: list[bytes]) -> dict:
 
   def kill_one():
     time.sleep(args.seconds / 2)
-    replica = next(actor for actor in ray.util.list_named_actors(all_namespaces=True)
-                   if "punified_ner" in actor["name"])
-    ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
+    name, namespace = ray_serve.replica_actor_names()[0]
+    ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
     killed["at_s"] = args.seconds / 2
-    killed["replica"] = replica["name"]
+    killed["replica"] = name
 
   killer = threading.Thread(target=kill_one)
+  load_before = os.getloadavg()[0]
   try:
     killer.start()
     outcome = closed_loop(port, "/v1/extract", bodies, args.ray_clients, args.seconds,
@@ -224,7 +262,8 @@ def ray_replica_kill(args: argparse.Namespace, bodies: list[bytes]) -> dict:
   finally:
     serve.shutdown()
     ray.shutdown()
-  return outcome | {"replicas": 2, "killed": killed, "startup_seconds": startup}
+  return outcome | {"replicas": 2, "killed": killed, "startup_seconds": startup,
+                    "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
 
 
 def open_loop(port: int, path: str, bodies: list[bytes], rate: float, seconds: float,
@@ -368,12 +407,14 @@ def main(argv=None) -> int:
   parser.add_argument("--port", type=int, default=0)
   parser.add_argument("--servers", default="ours,ours_batch1,hf",
                       help="which runs to make (comma-separated): ours (with the overload "
-                           "run), ours_batch1, hf, ray_kill (two Ray Serve replicas, one "
+                           "run), ours_no_gc_freeze, ours_batch1, hf, ray_kill (two Ray Serve replicas, one "
                            "killed under load; needs the ray extra)")
   parser.add_argument("--ray_clients", type=int, default=8)
   parser.add_argument("--torch_python", default=os.environ.get(
       "PUNIFIED_TORCH_PYTHON", os.path.join(REPO_ROOT, ".venv-torch", "bin", "python")))
   parser.add_argument("--log_dir", default="/tmp/serve_load_logs")
+  parser.add_argument("--results_name", default="serve_load",
+                      help="writes benchmarks/results/NAME.json")
   args = parser.parse_args(argv)
   if args.mode == "hf_server":
     return hf_server(args)
@@ -385,6 +426,7 @@ def main(argv=None) -> int:
   import tasks  # pylint: disable=g-import-not-at-top
   examples = tasks.load_examples(config, args.dataset)[args.split][:args.sentences]
   types = list(entity_types.prompt_names(args.dataset))
+  texts = [ex.text for ex in examples]
   bodies = [json.dumps({"text": ex.text, "types": types}, ensure_ascii=False).encode()
             for ex in examples]
   os.makedirs(args.log_dir, exist_ok=True)
@@ -409,19 +451,32 @@ def main(argv=None) -> int:
     closed_loop(port, path, bodies[:1], 1, 600.0, 1, timeout=900)  # one untimed request
     for clients in client_levels:
       load_before = os.getloadavg()[0]
-      batches_before = batch_counts(port) if path == "/v1/extract" else {}
+      counters_before = server_counters(port) if path == "/v1/extract" else {}
+      ours = path == "/v1/extract"
       outcome = closed_loop(port, path, bodies, clients, args.seconds, args.max_requests,
-                            timeout=900)
+                            timeout=900, texts=texts if ours else None)
+      if ours:  # where the time went (serve_breakdown.py); records kept at 1 client only
+        records = outcome.pop("records")
+        outcome["breakdown"] = breakdown.summarize(records)
+        if clients == 1:
+          outcome["records"] = records
+          breakdown.print_summary(f"{name} @ 1 client", outcome["breakdown"],
+                                  common.print_table)
       outcome["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-      if path == "/v1/extract":  # how many batches of each compiled size this level ran
-        outcome["batches_by_rows"] = {
-            rows: count - batches_before.get(rows, 0)
-            for rows, count in batch_counts(port).items() if count > batches_before.get(rows, 0)}
+      if path == "/v1/extract":  # batches of each compiled size this level ran, GC pauses
+        counters = server_counters(port)
+        outcome["batches_by_rows"] = _increase(counters["batches"], counters_before["batches"])
+        outcome["gc_pauses"] = {
+            generation: {"count": count, "ms": 1000 * _increase(
+                counters["gc_seconds"], counters_before["gc_seconds"]).get(generation, 0.0)}
+            for generation, count in _increase(counters["gc_count"],
+                                               counters_before["gc_count"]).items()}
       results["servers"][name][str(clients)] = outcome
       rows.append({"server": name, **outcome})
       print(f"{name} @ {clients} clients: {outcome['sentences_per_second']:.2f} sent/s, "
             f"p50 {outcome['p50_s']}, p99 {outcome['p99_s']}, statuses {outcome['statuses']}, "
-            f"load {outcome['load_average_1m']}, batches {outcome.get('batches_by_rows')}",
+            f"load {outcome['load_average_1m']}, batches {outcome.get('batches_by_rows')}, "
+            f"GC pauses {outcome.get('gc_pauses')}",
             flush=True)
 
   def hf_command(threads):
@@ -445,6 +500,7 @@ def main(argv=None) -> int:
   # 1. Ours with dynamic batching, then the overload run against a small queue.
   if "ours" in servers:
     timed_server("ours", serve + ["--batch_size", str(args.batch_size)], "/ready", levels)
+  if "ours" in servers and args.overload_factor > 0:  # 0: no overload run (diagnosis)
     capacity = results["servers"]["ours"].get("32", {}).get("sentences_per_second") or 1.0
     port = free_port()
     process = start(serve + ["--port", str(port), "--batch_size", str(args.batch_size),
@@ -463,6 +519,11 @@ def main(argv=None) -> int:
           f"{overload['lost']}, admitted p50 {overload['p50_s']} p99 {overload['p99_s']}",
           flush=True)
 
+  # 1b. Ours without gc.freeze() after warm-up (A/B of GC pauses; diagnosis).
+  if "ours_no_gc_freeze" in servers:
+    timed_server("ours_no_gc_freeze", serve + ["--batch_size", str(args.batch_size),
+                                               "--no_gc_freeze"], "/ready", levels)
+
   # 2. Ours without cross-request batching (one window per decode).
   if "ours_batch1" in servers:
     timed_server("ours_batch1", serve + ["--batch_sizes", "1"], "/ready", baseline_levels)
@@ -480,7 +541,8 @@ def main(argv=None) -> int:
     outcome = ray_replica_kill(args, bodies)
     results["ray_replica_kill"] = outcome
     rows.append({"server": "ray_2_replicas_one_killed", **outcome})
-    print(f"ray replica kill: {outcome['statuses']}, transport errors "
+    print(f"ray replica kill: {outcome['statuses']}, failed over {outcome['failed_over']}, "
+          f"transport errors "
           f"{outcome['transport_errors']}, slowest answer {outcome['slowest_answer_s']:.1f} s",
           flush=True)
 
@@ -498,7 +560,7 @@ def main(argv=None) -> int:
                             "p99_s", "p99_over_p50", "statuses", "load_average_1m"],
                      "serving load")
   print(json.dumps(ratios, indent=1))
-  path = common.write_json("serve_load", results)
+  path = common.write_json(args.results_name, results)
   print(f"wrote {path}")
   return 0
 

@@ -32,6 +32,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from punified_jax.tasks import names as task_names  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 _COMPILE_LINE = re.compile(r"Finished XLA compilation of (\S+) in ([\d.]+) s")
@@ -84,7 +85,7 @@ def phase_probe(raw_dir: str, in_len: int, out_len: int, batch_size: int) -> dic
   marks["sentences_read"] = sentences
   clock = time.perf_counter()
   iterator = trainer.make_train_iterator(
-      mixture_or_task_name="punified_ner_joint", task_feature_lengths={"inputs": in_len, "targets": out_len},
+      mixture_or_task_name=task_names.JOINT_MIXTURE, task_feature_lengths={"inputs": in_len, "targets": out_len},
       global_batch_size=batch_size, seed=0, data_shards=1, shard_range=(0, 1), pack=True)
   next(iterator)
   marks["first_packed_batch_s"] = time.perf_counter() - clock

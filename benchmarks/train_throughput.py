@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from punified_jax.tasks import names as task_names  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 LOSS_WINDOW = 10  # losses averaged for the time-to-loss criterion (single batches are noisy)
 
@@ -156,7 +157,7 @@ def run_ours(config, optimizer, args, steps: int, workdir: str, tag: str) -> dic
   start = time.perf_counter()
   trainer.train(
       model=Transformer(config), model_dir=os.path.join(workdir, tag),
-      mixture_or_task_name="punified_ner_joint",
+      mixture_or_task_name=task_names.JOINT_MIXTURE,
       task_feature_lengths={"inputs": args.pack_inputs, "targets": args.pack_targets},
       train_steps=steps, batch_size=args.pack_rows, optimizer=optimizer,
       learning_rate_schedule=lambda step: args.lr, seed=0, z_loss=0.0, pack=True,
@@ -170,7 +171,7 @@ def packing_report(args, batches: int = 20) -> dict:
   """Real-token fraction and examples per step of our packed batches (same pipeline as train)."""
   from punified_jax import trainer  # pylint: disable=g-import-not-at-top
   iterator = trainer.make_train_iterator(
-      mixture_or_task_name="punified_ner_joint",
+      mixture_or_task_name=task_names.JOINT_MIXTURE,
       task_feature_lengths={"inputs": args.pack_inputs, "targets": args.pack_targets},
       global_batch_size=args.pack_rows, seed=0, data_shards=1, shard_range=(0, 1), pack=True)
   stats = [common.packed_stats(next(iterator)) for _ in range(batches)]
@@ -245,7 +246,7 @@ def main(argv=None) -> int:
   common.configure_tasks(args.raw_dir, args.datasets.split(",") if args.datasets else None)
   names = common.mixture_datasets()
   import seqio  # pylint: disable=g-import-not-at-top
-  vocabulary = seqio.get_mixture_or_task("punified_ner_joint").output_features["targets"].vocabulary
+  vocabulary = seqio.get_mixture_or_task(task_names.JOINT_MIXTURE).output_features["targets"].vocabulary
   vocab_size = round_up_vocab_size(vocabulary.vocab_size)
   print(f"datasets {names}; vocabulary {vocabulary.vocab_size} ids (model rows {vocab_size})", flush=True)
 

@@ -1,10 +1,12 @@
 """Ray tests on a small local Ray instance (2 CPUs): corpus extraction on Ray Data (one model per
 actor) gives the local run's shards; Ray Serve puts 2 replicas behind one endpoint, both answer,
-and with one replica killed every request is still answered (200, or 503 while Ray replaces
-it), none hangs. Skips outside CI when Ray (the `ray` extra) is not installed; fails under CI."""
+and with one replica killed under requests every request is still answered (200, failed over
+to the other replica by the router, or 503), never 500, none hangs. Skips outside CI when Ray (the `ray` extra) is not installed; fails under CI."""
 
+import asyncio
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -69,6 +71,79 @@ def http(method, url, body=None, timeout=60.0):
     return error.code, None
 
 
+class FakeReplicas:
+  """Stands in for the router's deployment handle: each `forward.remote` call takes the next
+  outcome (an exception to raise, seconds to sleep, or an answer)."""
+
+  def __init__(self, *outcomes):
+    self.outcomes = list(outcomes)
+    self.calls = 0
+    self.forward = self
+
+  def remote(self, *args):
+    self.calls += 1
+    outcome = self.outcomes.pop(0)
+
+    async def answer():
+      if isinstance(outcome, BaseException):
+        raise outcome
+      if isinstance(outcome, float):
+        await asyncio.sleep(outcome)
+      return outcome
+    return answer()
+
+
+def forward(router):
+  return asyncio.run(router.forward("POST", "/v1/extract", b"", [], b"{}"))
+
+
+def test_router_fails_over_once_then_answers_503():
+  from ray import exceptions  # pylint: disable=g-import-not-at-top
+  from punified_jax.serving import ray_serve  # pylint: disable=g-import-not-at-top
+  answer = (200, [(b"content-type", b"application/json"), (b"x-test", b"1")], b'{"ok": 1}')
+  # The replica died under the request: retried once on another, the caller never sees it.
+  replicas = FakeReplicas(exceptions.ActorDiedError(), answer)
+  router = ray_serve.FailoverRouter(replicas)
+  response = forward(router)
+  assert (response.status_code, response.body, response.headers["x-test"]) == (
+      200, b'{"ok": 1}', "1")
+  assert response.headers["x-punified-failover"] == "1"
+  assert replicas.calls == 2 and router.failovers == 1
+  # Both attempts fail (dead, then unreachable): 503 with Retry-After, not 500.
+  unavailable = exceptions.ActorUnavailableError("connection lost", None)
+  router = ray_serve.FailoverRouter(FakeReplicas(exceptions.ActorDiedError(), unavailable))
+  response = forward(router)
+  assert response.status_code == 503 and response.headers["retry-after"] == "1"
+  assert json.loads(response.body)["error"]["status"] == 503
+  # No answer within the deadline: 503, not a hang.
+  router = ray_serve.FailoverRouter(FakeReplicas(5.0), deadline=0.05)
+  assert forward(router).status_code == 503
+  # Any other error is a bug, not a dead replica: it propagates (Serve logs it, 500).
+  with pytest.raises(ValueError):
+    forward(ray_serve.FailoverRouter(FakeReplicas(ValueError("bug"))))
+
+
+def test_call_asgi_runs_the_service_app_in_process():
+  from starlette.applications import Starlette  # pylint: disable=g-import-not-at-top
+  from starlette.requests import Request  # pylint: disable=g-import-not-at-top
+  from starlette.responses import JSONResponse  # pylint: disable=g-import-not-at-top
+  from starlette.routing import Route  # pylint: disable=g-import-not-at-top
+  from punified_jax.serving import ray_serve  # pylint: disable=g-import-not-at-top
+
+  async def echo(request: Request):
+    return JSONResponse({"body": (await request.body()).decode(), "q": request.url.query,
+                         "h": request.headers.get("x-in")}, status_code=201,
+                        headers={"Retry-After": "3"})
+
+  app = Starlette(routes=[Route("/echo", echo, methods=["POST"])])
+  status, headers, body = asyncio.run(ray_serve.call_asgi(
+      app, "POST", "/echo", b"a=1", [(b"x-in", b"v")], b"hello"))
+  assert status == 201 and (b"retry-after", b"3") in headers
+  assert json.loads(body) == {"body": "hello", "q": "a=1", "h": "v"}
+  status, _, _ = asyncio.run(ray_serve.call_asgi(app, "GET", "/nowhere", b"", [], b""))
+  assert status == 404
+
+
 def test_ray_serve_replicas_behind_one_endpoint(model_dir, local_ray):
   from punified_jax.serving import ray_serve  # pylint: disable=g-import-not-at-top
   port = corpus_tests_free_port()
@@ -89,14 +164,41 @@ def test_ray_serve_replicas_behind_one_endpoint(model_dir, local_ray):
       if len(processes) == 2:
         break
     assert len(processes) == 2  # two replicas, one endpoint
-    # Kill one replica under requests: each is answered (failed over or 503), none hangs.
-    replica = next(actor for actor in ray.util.list_named_actors(all_namespaces=True)
-                   if "punified_ner" in actor["name"])
-    ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
-    statuses = [http("POST", base + "/v1/extract", {"text": text, "types": ["地点"]},
-                     timeout=120)[0] for _ in range(8)]
-    assert set(statuses) <= {200, 503}, statuses
-    assert statuses.count(200) >= 1
+    # Kill one replica while 4 clients keep requests in flight: every request is answered,
+    # 200 (served, or retried on the other replica by the router) or 503, never 500; none
+    # hangs (the client timeout would show as a transport error).
+    body = {"texts": [text] * 8, "types": ["地点", "组织"]}
+    statuses, errors, lock = [], [], threading.Lock()
+    stop = threading.Event()
+
+    def client():
+      for _ in range(30):  # bounded
+        if stop.is_set():
+          return
+        try:
+          status = http("POST", base + "/v1/extract", body, timeout=120)[0]
+        except OSError as error:
+          with lock:
+            errors.append(repr(error))
+          continue
+        with lock:
+          statuses.append(status)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+      thread.start()
+    while len(statuses) < 4 and any(t.is_alive() for t in threads):
+      time.sleep(0.05)
+    name, namespace = ray_serve.replica_actor_names()[0]
+    ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+    killed_at = len(statuses)
+    time.sleep(3)
+    stop.set()
+    for thread in threads:
+      thread.join(300)
+    assert not errors, errors
+    assert statuses and set(statuses) <= {200, 503}, statuses
+    assert statuses[killed_at:].count(200) >= 1  # the surviving replica goes on serving
   finally:
     serve.shutdown()
 

@@ -10,13 +10,16 @@ import concurrent.futures
 import json
 import threading
 
+import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
 from punified_jax import inference
+from punified_jax import prompts
 from punified_jax import request_validation as validation
 from punified_jax.serving import app as app_lib
 from punified_jax.serving import engine as engine_lib
+from punified_jax.serving import trace as trace_lib
 
 import test_inference as shared
 
@@ -368,3 +371,50 @@ def test_deadline_gives_504_and_drops_the_queued_work(extractor):
   # The timed-out request's window had been taken by the worker (it was at the gate) or was
   # dropped; nothing else was decoded for it afterwards.
   assert len(engine.batches) <= decoded_before + 2
+
+
+def test_answers_carry_their_server_side_breakdown(client, extractor):
+  """Server-Timing names every phase; X-Punified-Windows gives each window's output length:
+  the tokens of the target the model wrote (the found entities) plus EOS."""
+  response = client.post("/v1/extract", json={"text": TEXT0, "types": ["地点", "组织"]})
+  assert response.status_code == 200
+  phases = trace_lib.parse_server_timing(response.headers["server-timing"])
+  assert list(phases) == ["read", "encode", "queue", "decode", "parse", "total"]
+  assert phases["decode"] > 0  # total includes decode and queue (each rounded to 0.01 ms)
+  assert phases["total"] >= phases["decode"] + phases["queue"] - 0.02
+  windows = json.loads(response.headers["x-punified-windows"])
+  target = prompts.format_target([(e["type"], e["text"]) for e in ANSWER0], ["地点", "组织"])
+  input_tokens = len(extractor.plan_windows(TEXT0, ("地点", "组织"))[0].input_ids)
+  assert windows == [{"in": input_tokens, "bucket": 32,
+                      "out": len(extractor.vocabulary.encode(target)) + 1,
+                      "limit": False, "rows": client.app.state.service.engine.batch_sizes[0],
+                      "batch": 1}]
+  assert 'punified_gc_pause_seconds_count{generation="0"}' in client.get("/metrics").text
+
+
+def test_trace_output_lengths_and_rows():
+  call = trace_lib.DecoderCall(inputs=np.array([[5, 6, 1, 0], [7, 1, 0, 0], [7, 1, 0, 0]]),
+                               tokens=np.array([[3, 4, 1, 0], [3, 3, 3, 3], [1, 0, 0, 0]]),
+                               max_decode_length=4, seconds=0.5)
+  assert trace_lib.output_lengths(call, eos_id=1) == ([3, 4, 1], [False, True, False])
+  assert trace_lib.row_of(call, [7, 1]) == 1  # the first of two identical rows
+  assert trace_lib.row_of(call, [5, 6, 1]) == 0
+  assert trace_lib.row_of(call, [5, 6]) is None  # a prefix of a longer row is not that row
+  trace = trace_lib.RequestTrace(read=0.001, encode=0.002, windows=[
+      trace_lib.WindowTrace(10, 32, 3, False, 1, 1, queue_seconds=0.004, decode_seconds=0.01,
+                            parse_seconds=0.001)])
+  headers = trace.headers(total=0.02)
+  assert headers["Server-Timing"] == ("read;dur=1.00, encode;dur=2.00, queue;dur=4.00, "
+                                      "decode;dur=10.00, parse;dur=1.00, total;dur=20.00")
+  assert json.loads(headers["X-Punified-Windows"]) == [
+      {"in": 10, "bucket": 32, "out": 3, "limit": False, "rows": 1, "batch": 1}]
+
+
+def test_tracing_decoder_records_only_inside_recording(extractor):
+  tracer = trace_lib.install(extractor)
+  assert trace_lib.install(extractor) is tracer  # wrapped once, whatever the engines
+  extractor.extract([TEXT0], types=["地点"])  # outside a block: timed, not kept
+  with tracer.recording() as calls:
+    extractor.extract([TEXT0], types=["地点"])
+  assert len(calls) == 1 and calls[0].inputs.shape[0] == extractor.batch_size
+  assert calls[0].max_decode_length == extractor.max_decode_length and calls[0].seconds > 0

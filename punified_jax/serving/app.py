@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from punified_jax.serving import batcher as batcher_lib
 from punified_jax.serving import engine as engine_lib
 from punified_jax.serving import metrics as metrics_lib
 from punified_jax.serving import openapi
+from punified_jax.serving import trace as trace_lib
 
 logger = logging.getLogger(__name__)
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
@@ -50,6 +52,7 @@ class Settings:
   max_queue_windows: int = 512         # queued windows before 429
   request_timeout: float = 30.0        # per-request deadline (504)
   warm_up: bool = True                 # compile every bucket before /ready
+  gc_freeze: bool = True               # gc.freeze() after warm-up (see Service.warm_up)
   model_dir: Optional[str] = None      # shown by /info
 
 
@@ -80,6 +83,13 @@ class Service:
       self.warm_up_error = f"{type(error).__name__}: {error}"
       return
     self.warm_up_seconds = time.monotonic() - started
+    if self.settings.gc_freeze:
+      # Everything alive after warm-up (model, compiled programs, tokenizer) lives as long as
+      # the process: frozen, later full collections do not walk it again (shorter pauses of
+      # the whole process, event loop and decoding thread alike; punified_gc_pause_seconds).
+      gc.collect()
+      gc.freeze()
+    self.metrics.watch_gc()
     self.metrics.ready.set(1)
     self.ready.set()
 
@@ -171,9 +181,12 @@ def create_app(engine: engine_lib.Engine, settings: Settings = Settings()) -> St
       body = await _read_body(request, engine.limits.max_body_bytes)
       parsed = validation.parse_json(body, engine.limits)
       extract_request = engine.validate(parsed)
+      read_done = time.monotonic()
       works = await anyio.to_thread.run_sync(engine.prepare, extract_request)
     except validation.InvalidRequest as error:
       return _error(error.status, error.field, error.message)
+    request_trace = trace_lib.RequestTrace(read=read_done - started,
+                                           encode=time.monotonic() - read_done)
     loop = asyncio.get_running_loop()
     job = batcher_lib.Job(extract_request, works, loop, loop.create_future())
     try:
@@ -195,9 +208,12 @@ def create_app(engine: engine_lib.Engine, settings: Settings = Settings()) -> St
                for text, work in zip(extract_request.texts, job.works)]
     service.metrics.texts.inc(len(results))
     service.metrics.characters.inc(sum(len(text) for text in extract_request.texts))
-    return JSONResponse({"results": results, "types": list(extract_request.types),
-                         "beam_size": extract_request.beam_size,
-                         "constrained": extract_request.constrained})
+    request_trace.windows = job.traces
+    body = {"results": results, "types": list(extract_request.types),
+            "beam_size": extract_request.beam_size, "constrained": extract_request.constrained}
+    response = JSONResponse(body)
+    response.headers.update(request_trace.headers(time.monotonic() - started))
+    return response
 
   async def health(_: Request) -> Response:
     return JSONResponse({"status": "ok"})
@@ -233,6 +249,7 @@ def create_app(engine: engine_lib.Engine, settings: Settings = Settings()) -> St
     finally:  # uvicorn got SIGTERM/SIGINT and closed its connections: drain the queue
       service.draining = True
       await anyio.to_thread.run_sync(service.batcher.close)
+      service.metrics.watch_gc(False)
       logger.info("drained: every queued window was decoded")
 
   app = Starlette(routes=[

@@ -60,6 +60,8 @@ class Job:
   remaining: int = 0
   cancelled: bool = False
   failed: bool = False
+  # One per decoded window (trace.py), appended by the decoding thread; read once answered.
+  traces: list = dataclasses.field(default_factory=list)
 
   def resolve(self, setter: Callable[[Any], None], value: Any) -> None:
     def apply():
@@ -190,6 +192,7 @@ class Batcher:
         return
       key, batch = taken
       started = time.monotonic()
+      waits = [started - item.arrival for item in batch]
       try:
         results = self.engine.decode(key, [item.window for item in batch])
       except Exception as error:  # pylint: disable=broad-except
@@ -208,8 +211,12 @@ class Batcher:
         self.metrics.batches.labels(str(self.engine.rows_for(len(batch)))).inc()
         self.metrics.decode_seconds.observe(elapsed)
         self.metrics.windows.inc(len(batch))
-      for item, entities in zip(batch, results):
+      traces = self.engine.last_traces
+      for index, (item, entities) in enumerate(zip(batch, results)):
         job = item.job
+        if index < len(traces):
+          traces[index].queue_seconds = waits[index]
+          job.traces.append(traces[index])
         engine_lib.merge(job.works[item.text_index], entities)
         job.remaining -= 1
         if job.remaining == 0 and not job.failed:

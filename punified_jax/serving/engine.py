@@ -40,6 +40,7 @@ import time
 from typing import Any, Optional, Sequence
 
 from punified_jax import request_validation as validation
+from punified_jax.serving import trace as trace_lib
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,10 @@ class Engine:
     self.settings = tuple((beam, constrained) for beam in self.beam_sizes
                           for constrained in ((True, False) if allow_unconstrained else (True,)))
     self.coverage = validation.VocabularyCoverage(extractor.vocabulary)
+    # Times the model's search and keeps its outputs for the per-window traces (trace.py).
+    self.tracer = trace_lib.install(extractor)
+    # The traces of the last `decode` call, one per window (decoding thread only).
+    self.last_traces: list[trace_lib.WindowTrace] = []
     # Average seconds of one batch, per (key, rows): written by the decoding thread (and the
     # warm-up before it), read by the batcher under its lock; a stale read is harmless.
     self.batch_seconds: dict[tuple[BatchKey, int], float] = {}
@@ -159,9 +164,11 @@ class Engine:
     beam_size, constrained, bucket = key
     rows = self.rows_for(len(windows))
     started = time.monotonic()
-    entities = self.extractor.decode_windows(
-        windows, beam_size=beam_size, constrained=constrained, rows=rows,
-        max_decode_length=self.output_limit(bucket))
+    with self.tracer.recording() as calls:
+      entities = self.extractor.decode_windows(
+          windows, beam_size=beam_size, constrained=constrained, rows=rows,
+          max_decode_length=self.output_limit(bucket))
+    self.last_traces = self._traces(key, windows, rows, calls, time.monotonic() - started)
     if record:
       seconds = time.monotonic() - started
       shape = (key, rows)
@@ -175,6 +182,25 @@ class Engine:
       else:
         self._from_warm_up.discard(shape)
     return entities
+
+  def _traces(self, key: BatchKey, windows: list[Any], rows: int,
+              calls: list[trace_lib.DecoderCall], seconds: float) -> list[trace_lib.WindowTrace]:
+    """One trace per window of a decoded batch: its output length, whether it hit the output
+    limit, and the batch's search / other time (trace.py)."""
+    search = sum(call.seconds for call in calls)
+    traces = [trace_lib.WindowTrace(input_tokens=len(w.input_ids), bucket=key[2], rows=rows,
+                                    batch_windows=len(windows), decode_seconds=search,
+                                    parse_seconds=max(0.0, seconds - search))
+              for w in windows]
+    eos_id = self.extractor.eos_id
+    for call in calls:
+      lengths, limited = trace_lib.output_lengths(call, eos_id)
+      for window, window_trace in zip(windows, traces):
+        row = trace_lib.row_of(call, list(window.input_ids))
+        if row is not None and window_trace.output_tokens is None:
+          window_trace.output_tokens = lengths[row]
+          window_trace.hit_limit = limited[row]
+    return traces
 
   def warm_up(self) -> None:
     """Compiles every (beam size, constraint, bucket, batch size) program; with several batch

@@ -3,6 +3,9 @@ apps in one process, e.g. tests, do not collide)."""
 
 from __future__ import annotations
 
+import gc
+import time
+
 import prometheus_client as prom
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -38,6 +41,28 @@ class ServiceMetrics:
     self.windows = prom.Counter("punified_windows", "model windows decoded", registry=registry)
     self.ready = prom.Gauge("punified_ready", "1 once warm-up has compiled every bucket",
                             registry=registry)
+
+    self.gc_pauses = prom.Histogram(
+        "punified_gc_pause_seconds", "Python garbage-collection pauses (the whole process "
+        "stops: event loop and decoding thread) by generation",
+        ["generation"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+        registry=registry)
+    self._gc_started = None
+
+  def _on_gc(self, phase: str, info: dict) -> None:
+    if phase == "start":
+      self._gc_started = time.perf_counter()
+    elif self._gc_started is not None:
+      self.gc_pauses.labels(str(info.get("generation"))).observe(
+          time.perf_counter() - self._gc_started)
+      self._gc_started = None
+
+  def watch_gc(self, on: bool = True) -> None:
+    """Starts (or stops) timing every garbage collection of the process."""
+    if on and self._on_gc not in gc.callbacks:
+      gc.callbacks.append(self._on_gc)
+    elif not on and self._on_gc in gc.callbacks:
+      gc.callbacks.remove(self._on_gc)
 
   def render(self) -> tuple[bytes, str]:
     """(body, content type) of the Prometheus text exposition."""

@@ -67,7 +67,13 @@ def document(info: dict[str, Any]) -> dict[str, Any]:
               "summary": "extract the requested entity types from texts",
               "requestBody": {"required": True,
                               "content": {"application/json": {"schema": request}}},
-              "responses": {"200": {"description": "one result per text", "content": {
+              "responses": {"200": {"description": "one result per text", "headers": {
+                  "Server-Timing": {"description": "where the time went, ms: read, encode, "
+                                    "queue, decode, parse, total", "schema": {"type": "string"}},
+                  "X-Punified-Windows": {"description": "JSON, one object per window: input "
+                                         "tokens (in), bucket, output tokens (out), output "
+                                         "limit hit (limit), batch rows and windows",
+                                         "schema": {"type": "string"}}}, "content": {
                   "application/json": {"schema": {"type": "object", "properties": {
                       "results": {"type": "array", "items": result},
                       "types": {"type": "array", "items": {"type": "string"}},

@@ -80,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"request limit (default {getattr(limits, name)}; 0 = unlimited)")
   parser.add_argument("--no_warm_up", action="store_true",
                       help="ready at once; compile each shape on first use")
+  parser.add_argument("--no_gc_freeze", action="store_true",
+                      help="do not gc.freeze() the objects alive after warm-up (A/B of GC "
+                           "pauses; see punified_gc_pause_seconds in /metrics)")
   parser.add_argument("--log_level", default="info")
   parser.add_argument("--ray_replicas", type=int, default=0,
                       help="serve N replicas (one model each) behind one endpoint on Ray Serve "
@@ -113,5 +116,6 @@ def build_app(args: argparse.Namespace):
   settings = app_lib.Settings(max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000,
                               max_queue_windows=args.max_queue_windows,
                               request_timeout=args.request_timeout,
-                              warm_up=not args.no_warm_up, model_dir=args.model_dir)
+                              warm_up=not args.no_warm_up, model_dir=args.model_dir,
+                              gc_freeze=not args.no_gc_freeze)
   return app_lib.create_app(engine, settings)
