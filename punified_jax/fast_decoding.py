@@ -49,8 +49,8 @@ row count; BENCHMARKS.md 2c), so the saving is only the per-call overhead, while
 computes at least (longest output) x rows positions either way.  Greedy runs its chunks
 without the output layer (ChunkOutputLayer: candidates only in the loop, the vocabulary-wide
 normaliser after it on the tokens taken), as the "allowed" greedy search does.  Measured:
-0.15-0.17 decoder calls per token at greedy (CLUENER, CCKS2021), 0.34 at beam 4, and about
-the CPU time of the step-by-step search over the allowed tokens at greedy, 2x it at beam 4;
+0.15-0.20 decoder calls per token at greedy (CLUENER, CCKS2021, Resume), 0.34 at beam 4, and
+0.95-1.5x the CPU time of the step-by-step search over the allowed tokens at greedy, 2x at beam 4;
 so generate.decode_batch uses it only when asked (search="fast").  It pays off where one
 call costs about the same for 1 or K tokens per row (models bound by reading the weights).
 
