@@ -48,6 +48,8 @@ MIXING_DATASETS = ("msra", "ontonotes4", "cluener", "resume", "ecommerce")
 SCHEMES = ("uniform", "proportional", "temperature2", "temperature4")
 DEFAULT_SCHEMES = ("uniform", "proportional", "temperature2")
 PARTS = ("mixing", "seed")
+# compare also gives each run's macro F1 minus the first run's with a paired bootstrap interval
+BOOTSTRAP_SAMPLES = 1000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,11 +191,12 @@ def compare_part(part: Part, extra_runs: Sequence[tuple[str, str, str]] = ()) ->
   evals = {label: [eval_dir] for label, _, eval_dir in extra_runs}
   output = os.path.join(os.path.dirname(part.plan.work_dir), f"compare_{part.name}")
   summary = compare.compare(runs, output, extra_eval_dirs=evals,
-                            title=f"{part.name}: {', '.join(part.plan.datasets)}")
+                            title=f"{part.name}: {', '.join(part.plan.datasets)}",
+                            bootstrap_samples=BOOTSTRAP_SAMPLES)
   print(f"\n== {part.name}: python -m punified_jax compare "
         + " ".join(f"{label}={path}" for label, path in runs)
         + "".join(f" --eval {label}={dirs[0]}" for label, dirs in evals.items())
-        + f" --output {output}\n")
+        + f" --bootstrap {BOOTSTRAP_SAMPLES} --output {output}\n")
   print(compare.format_tables(summary))
   return summary
 

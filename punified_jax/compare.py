@@ -27,6 +27,7 @@ import os
 import re
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from punified_jax import bootstrap
 from punified_jax import reports
 from punified_jax import run_dir
 from punified_jax import storage
@@ -52,6 +53,7 @@ class Run:
   f1: dict[str, dict[int, float]] = dataclasses.field(default_factory=dict)  # ds -> step -> F1
   loss: list[tuple[int, float]] = dataclasses.field(default_factory=list)
   sources: list[str] = dataclasses.field(default_factory=list)  # files read
+  eval_dirs: list[str] = dataclasses.field(default_factory=list)  # our evaluator's output dirs
 
 
 # ------------------------------------------------------------------------------------------
@@ -162,6 +164,7 @@ def read_run(path: str, label: Optional[str] = None,
     found = reports.read_step_reports(directory)
     if found:
       run.sources.append(directory)
+      run.eval_dirs.append(directory)
     step_reports.update(found)
   for dataset, by_step in reports.f1_history(step_reports).items():
     run.f1.setdefault(dataset, {}).update(by_step)
@@ -269,6 +272,33 @@ def summarize(runs: Sequence[Run]) -> dict:
           "differences": differing_settings(runs), "unrecorded": unrecorded_settings(runs)}
 
 
+def bootstrap_against_first(runs: Sequence[Run], datasets: Sequence[str], *,
+                            samples: int, seed: int = 0) -> dict:
+  """Per dataset, each later run's macro F1 minus the first run's, at each run's last
+  evaluated step, with a paired bootstrap's 95% interval over the evaluated sentences
+  (punified_jax.bootstrap: evaluation-sample noise only, not seed noise).  A pair without
+  prediction files on both sides gets a "missing" note instead of numbers."""
+  baseline, others = runs[0], runs[1:]
+  result: dict[str, Any] = {"baseline": baseline.label, "samples": samples, "datasets": {}}
+  for ds in datasets:
+    row = result["datasets"][ds] = {}
+    for other in others:
+      files = []
+      for run in (baseline, other):
+        steps = run.f1.get(ds)
+        files.append(bootstrap.find_prediction_file(run.eval_dirs, ds, max(steps))
+                     if steps else None)
+      if None in files:
+        row[other.label] = {"missing": "no per-sentence predictions for " + " and ".join(
+            run.label for run, path in zip((baseline, other), files) if path is None)}
+        continue
+      row[other.label] = bootstrap.paired_bootstrap(
+          bootstrap.read_predictions(files[0]), bootstrap.read_predictions(files[1]), ds,
+          samples=samples, seed=seed, what=f"{files[0]} and {files[1]}")
+      row[other.label]["files"] = files
+  return result
+
+
 def _cell(value: Optional[float]) -> str:
   return "-" if value is None else f"{value:.2f}"
 
@@ -324,11 +354,32 @@ def format_tables(summary: Mapping[str, Any]) -> str:
         for key, values in differences.items()])
   else:
     lines.append("\nno recorded setting differs between the runs")
+  lines += _bootstrap_table(summary.get("bootstrap"))
   unrecorded = summary.get("unrecorded") or {}
   if unrecorded:
     lines.append("settings that other runs record and these do not (elsewhere equal, so not "
                  "listed): " + ", ".join(f"{label} {n}" for label, n in unrecorded.items()))
   return "\n".join(lines)
+
+
+def _bootstrap_table(result: Optional[Mapping[str, Any]]) -> list[str]:
+  if not result or not result["datasets"]:
+    return []
+  labels = list(next(iter(result["datasets"].values())))
+  if not labels:
+    return []
+  rows = [[f"minus {result['baseline']}"] + labels]
+  for ds, row in result["datasets"].items():
+    cells = []
+    for label in labels:
+      entry = row[label]
+      cells.append("-" if "missing" in entry else
+                   f"{entry['difference']:+.2f} [{entry['low']:+.2f}, {entry['high']:+.2f}]")
+    rows.append([ds] + cells)
+  return ["", *_text_table(rows),
+          f"(macro F1 difference at each run's last evaluation, 95% paired bootstrap interval "
+          f"over the evaluated sentences, {result['samples']} samples: evaluation-sample noise "
+          "only, not seed noise)"]
 
 
 def plot(summary: Mapping[str, Any], path: str, *, title: str = "runs compared") -> str:
@@ -393,9 +444,10 @@ def plot(summary: Mapping[str, Any], path: str, *, title: str = "runs compared")
 
 def compare(runs: Sequence[tuple[Optional[str], str]], output_dir: str, *,
             extra_eval_dirs: Optional[Mapping[str, Sequence[str]]] = None,
-            title: str = "runs compared") -> dict:
+            title: str = "runs compared", bootstrap_samples: int = 0) -> dict:
   """Reads `runs` ([(label or None, run_dir)]), writes `<output_dir>/compare.json` and
-  `compare.png`; returns the summary (with the paths of what it wrote)."""
+  `compare.png`; returns the summary (with the paths of what it wrote).  bootstrap_samples > 0
+  adds `bootstrap_against_first` (differences to the first run with their intervals)."""
   if not runs:
     raise ValueError("compare needs at least one run directory")
   extra_eval_dirs = dict(extra_eval_dirs or {})
@@ -408,6 +460,9 @@ def compare(runs: Sequence[tuple[Optional[str], str]], output_dir: str, *,
                      f"{', '.join(sorted(extra_eval_dirs))}; runs: "
                      f"{', '.join(r.label for r in read)}")
   summary = summarize(read)
+  if bootstrap_samples > 0 and len(read) > 1:
+    summary["bootstrap"] = bootstrap_against_first(read, summary["datasets"],
+                                                   samples=bootstrap_samples)
   storage.makedirs(output_dir)
   summary["png"] = plot(summary, storage.join(output_dir, "compare.png"), title=title)
   summary["json"] = storage.join(output_dir, "compare.json")

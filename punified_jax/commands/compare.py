@@ -25,6 +25,10 @@ def add_arguments(parser):
                       "(repeatable)")
   parser.add_argument("--output", required=True, help="directory for compare.json, compare.png")
   parser.add_argument("--title", default="runs compared", help="title of the PNG")
+  parser.add_argument("--bootstrap", type=int, default=0, metavar="SAMPLES",
+                      help="also give each run's macro F1 minus the first run's with a 95%% "
+                      "paired bootstrap interval over the evaluated sentences (needs the "
+                      "evaluator's predictions/ files; e.g. 1000)")
 
 
 def _split(item: str, flag: str) -> tuple[str, str]:
@@ -42,7 +46,8 @@ def run(args) -> int:
     for item in args.eval:
       label, directory = _split(item, "--eval")
       extra.setdefault(label, []).append(directory)
-    summary = compare.compare(runs, args.output, extra_eval_dirs=extra, title=args.title)
+    summary = compare.compare(runs, args.output, extra_eval_dirs=extra, title=args.title,
+                              bootstrap_samples=args.bootstrap)
   except (FileNotFoundError, ValueError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
