@@ -408,6 +408,16 @@ def test_trace_output_lengths_and_rows():
                                       "decode;dur=10.00, parse;dur=1.00, total;dur=20.00")
   assert json.loads(headers["X-Punified-Windows"]) == [
       {"in": 10, "bucket": 32, "out": 3, "limit": False, "rows": 1, "batch": 1}]
+  # Two windows decoded in the same batch share its times: counted once, not per window;
+  # a window of another batch adds its own.
+  shared = dict(queue_seconds=0.004, decode_seconds=0.01, parse_seconds=0.001)
+  trace.windows = [trace_lib.WindowTrace(10, 32, 3, False, 4, 2, batch_id=7, **shared),
+                   trace_lib.WindowTrace(12, 32, 5, False, 4, 2, batch_id=7, **shared),
+                   trace_lib.WindowTrace(9, 32, 2, False, 1, 1, batch_id=8, queue_seconds=0.02,
+                                         decode_seconds=0.005, parse_seconds=0.002)]
+  assert trace.headers(total=0.05)["Server-Timing"] == (
+      "read;dur=1.00, encode;dur=2.00, queue;dur=20.00, decode;dur=15.00, parse;dur=3.00, "
+      "total;dur=50.00")
 
 
 def test_tracing_decoder_records_only_inside_recording(extractor):

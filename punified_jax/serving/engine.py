@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -88,6 +89,7 @@ class Engine:
     self.tracer = trace_lib.install(extractor)
     # The traces of the last `decode` call, one per window (decoding thread only).
     self.last_traces: list[trace_lib.WindowTrace] = []
+    self._batch_ids = itertools.count()  # tells the batches of one request's windows apart
     # Average seconds of one batch, per (key, rows): written by the decoding thread (and the
     # warm-up before it), read by the batcher under its lock; a stale read is harmless.
     self.batch_seconds: dict[tuple[BatchKey, int], float] = {}
@@ -168,9 +170,9 @@ class Engine:
       entities = self.extractor.decode_windows(
           windows, beam_size=beam_size, constrained=constrained, rows=rows,
           max_decode_length=self.output_limit(bucket))
-    self.last_traces = self._traces(key, windows, rows, calls, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    self.last_traces = self._traces(key, windows, rows, calls, seconds)
     if record:
-      seconds = time.monotonic() - started
       shape = (key, rows)
       previous = self.batch_seconds.get(shape)
       if previous is None or shape in self._from_warm_up:
@@ -188,9 +190,11 @@ class Engine:
     """One trace per window of a decoded batch: its output length, whether it hit the output
     limit, and the batch's search / other time (trace.py)."""
     search = sum(call.seconds for call in calls)
+    batch_id = next(self._batch_ids)
     traces = [trace_lib.WindowTrace(input_tokens=len(w.input_ids), bucket=key[2], rows=rows,
                                     batch_windows=len(windows), decode_seconds=search,
-                                    parse_seconds=max(0.0, seconds - search))
+                                    parse_seconds=max(0.0, seconds - search),
+                                    batch_id=batch_id)
               for w in windows]
     eos_id = self.extractor.eos_id
     for call in calls:

@@ -94,6 +94,7 @@ class WindowTrace:
   queue_seconds: float = 0.0
   decode_seconds: float = 0.0            # the batch's model search
   parse_seconds: float = 0.0             # the batch's other work (rows, detokenize, parse)
+  batch_id: int = 0                      # which batch: its windows share its two times
 
   def to_json(self) -> dict[str, Any]:
     return {"in": self.input_tokens, "bucket": self.bucket, "out": self.output_tokens,
@@ -137,8 +138,10 @@ class RequestTrace:
 
   def headers(self, total: float) -> dict[str, str]:
     queue = max((w.queue_seconds for w in self.windows), default=0.0)
-    decode = sum(w.decode_seconds for w in self.windows)
-    parse = sum(w.parse_seconds for w in self.windows)
+    # A batch that held several of the request's windows counts once.
+    batches = {w.batch_id: (w.decode_seconds, w.parse_seconds) for w in self.windows}
+    decode = sum(times[0] for times in batches.values())
+    parse = sum(times[1] for times in batches.values())
     phases = (("read", self.read), ("encode", self.encode), ("queue", queue),
               ("decode", decode), ("parse", parse), ("total", total))
     return {"Server-Timing": ", ".join(f"{name};dur={seconds * 1000:.2f}"
