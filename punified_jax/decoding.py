@@ -266,11 +266,12 @@ def _candidate_log_probs(step_fn: StepFn, constraint: LogitsConstraint, table: C
   candidate_logits = jnp.take_along_axis(logits, table.ids, axis=1)
   allowed, constraint_state = constraint.step_candidates(constraint_state, token_ids, step,
                                                          table)
-  return (_masked_candidate_log_probs(candidate_logits, allowed), candidate_logits - normaliser,
+  return (masked_candidate_log_probs(candidate_logits, allowed), candidate_logits - normaliser,
           cache, constraint_state)
 
 
-def _masked_candidate_log_probs(candidate_logits: Array, allowed: Array) -> Array:
+def masked_candidate_log_probs(candidate_logits: Array, allowed: Array) -> Array:
+  """The search's log-probs over candidates: log-softmax over the allowed ones, -inf elsewhere."""
   masked = jnp.where(allowed, candidate_logits, FORBIDDEN_LOGIT)
   return jnp.where(allowed, jax.nn.log_softmax(masked, axis=-1), -jnp.inf)
 
@@ -287,7 +288,7 @@ def _hidden_candidate_log_probs(output_layer: OutputLayer, constraint: LogitsCon
   candidate_logits = jnp.einsum("rd,rcd->rc", hidden, candidate_columns)
   allowed, constraint_state = constraint.step_candidates(constraint_state, token_ids, step,
                                                          table)
-  return (_masked_candidate_log_probs(candidate_logits, allowed), hidden, cache,
+  return (masked_candidate_log_probs(candidate_logits, allowed), hidden, cache,
           constraint_state)
 
 

@@ -169,8 +169,7 @@ def _search_log_probs(logits: Array, allowed: Array,
   normaliser = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
   ids = jnp.broadcast_to(table.ids[:, None, :], allowed.shape)
   candidate_logits = jnp.take_along_axis(logits, ids, axis=-1)
-  masked = jnp.where(allowed, candidate_logits, decoding.FORBIDDEN_LOGIT)
-  return (jnp.where(allowed, jax.nn.log_softmax(masked, axis=-1), -jnp.inf),
+  return (decoding.masked_candidate_log_probs(candidate_logits, allowed),
           candidate_logits - normaliser)
 
 
@@ -261,7 +260,7 @@ def fast_greedy_decode(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: A
       hidden, cache = output_layer.hidden_chunk_fn(draft.tokens, starts, state.cache)
       hidden = hidden.astype(jnp.float32)  # [rows, K, d]
       candidate_logits = jnp.einsum("rkd,rcd->rkc", hidden, candidate_columns)
-      log_probs = decoding._masked_candidate_log_probs(candidate_logits, draft.allowed)  # pylint: disable=protected-access
+      log_probs = decoding.masked_candidate_log_probs(candidate_logits, draft.allowed)
       choice = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
       model_log_prob = jnp.zeros(choice.shape, jnp.float32)  # computed after the loop
     best = jnp.take_along_axis(table.ids, choice, axis=1)
