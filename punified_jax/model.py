@@ -41,6 +41,10 @@ Incremental decoding uses two variable collections:
   * "cache": per-step state, gathered by beam search when beams are reordered:
       decoder/cache_index (int32 scalar: the position the next token is written to) and
       decoder/layers_{i}/self_attention/{cached_key,cached_value} [batch, heads, max_len, kv].
+    Beam search can instead ask for a beam-grouped cache (`decode(..., beam_groups=beams)` on
+    the cache-initialising call): keys/values grouped per example and never re-ordered, plus
+    decoder/beam_source [batch, max_len, beams], the ancestry table the search re-orders in
+    their place (punified_jax.attention._beam_group_attention; generate.reorder_beam_cache).
   * "encoder_cache": the cross-attention keys/values of the encoder output, computed once by
     the cache-initialising call, constant afterwards (so beam search never needs to gather them):
       decoder/layers_{i}/encoder_decoder_attention/{cached_key,cached_value}
@@ -67,7 +71,8 @@ import numpy as np
 
 # Moved to punified_jax.attention; re-exported here (callers use model.relative_position_bucket etc.).
 from punified_jax.attention import (_MASK_LOGIT, Dense, MultiHeadAttention,  # pylint: disable=unused-import
-                                    RelativePositionBiases, _param, relative_position_bucket)
+                                    RelativePositionBiases, _param, beam_group_mask_and_bias,
+                                    relative_position_bucket)
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -248,7 +253,8 @@ class DecoderLayer(nn.Module):
   def __call__(self, x: Array, encoded: Optional[Array], self_mask: Array, self_bias: Array,
                cross_mask: Array, deterministic: bool, decode: bool = False,
                cache_index: Optional[Array] = None,
-               max_decode_length: Optional[int] = None) -> Array:
+               max_decode_length: Optional[int] = None,
+               beam_groups: Optional[int] = None) -> Array:
     cfg = self.config
     dtype = cfg.activation_dtype
     y = LayerNorm(dtype=dtype, name="pre_self_attention_layer_norm")(x)
@@ -256,7 +262,7 @@ class DecoderLayer(nn.Module):
                            name="self_attention")(
         y, y, self_mask, self_bias, deterministic=deterministic,
         mode="self_decode" if decode else "full", cache_index=cache_index,
-        max_decode_length=max_decode_length)
+        max_decode_length=max_decode_length, beam_groups=beam_groups)
     x = x + _dropout(cfg, y, deterministic)
     y = LayerNorm(dtype=dtype, name="pre_cross_attention_layer_norm")(x)
     y = MultiHeadAttention(cfg.num_heads, cfg.head_dim, dtype, cfg.dropout_rate,
@@ -314,7 +320,8 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, encoded: Optional[Array], tokens: Array, self_mask: Optional[Array],
                cross_mask: Array, positions: Optional[Array], deterministic: bool,
-               decode: bool, max_decode_length: Optional[int]) -> Array:
+               decode: bool, max_decode_length: Optional[int],
+               beam_groups: Optional[int] = None) -> Array:
     cfg = self.config
     relpos = RelativePositionBiases(cfg.relative_attention_num_buckets,
                                     cfg.relative_attention_max_distance, cfg.num_heads,
@@ -323,6 +330,9 @@ class Decoder(nn.Module):
     if decode:
       initialised = self.has_variable("cache", "cache_index")
       index_var = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+      grouped = self.has_variable("cache", "beam_source")
+      if grouped and positions is not None:
+        raise ValueError("a beam-grouped cache (beam_groups) takes one token per call")
       if initialised and positions is not None:
         # A chunk: tokens [batch, q] at per-row decoder positions [batch, q] (consecutive,
         # row r from positions[r, 0]); fast_decoding feeds tokens the grammar forced, or
@@ -336,6 +346,12 @@ class Decoder(nn.Module):
         # [batch, 1, q, cache_length]
         self_mask = (key_positions[:, None, :] <= query_positions[:, :, None])[:, None]
         cache_index = query_positions[:, 0]
+      elif grouped:
+        # Single step over a beam-grouped cache that the beam search never re-orders.
+        cache_index = index_var.value
+        self_mask, self_bias = beam_group_mask_and_bias(self.variable("cache", "beam_source"),
+                                                        cache_index, relpos)
+        index_var.value = cache_index + 1
       elif initialised:
         # Single step at position `cache_index` over a cache of static length.
         cache_index = index_var.value
@@ -352,6 +368,10 @@ class Decoder(nn.Module):
         query_positions = _positions_or_arange(None, tokens.shape[1])
         self_bias = relpos(query_positions, query_positions, bidirectional=False)
         self_mask = _causal_mask(tokens.shape[1])
+        if beam_groups:
+          # The beam search's ancestry table (attention.beam_group_mask_and_bias).
+          self.variable("cache", "beam_source", jnp.zeros,
+                        (tokens.shape[0], max_decode_length, beam_groups), bool)
     else:
       query_positions = _positions_or_arange(positions, tokens.shape[1])
       self_bias = relpos(query_positions, query_positions, bidirectional=False)
@@ -361,7 +381,7 @@ class Decoder(nn.Module):
     for index in range(cfg.num_decoder_layers):
       y = layer_cls(cfg, name=f"layers_{index}")(
           y, encoded, self_mask, self_bias, cross_mask, deterministic, decode, cache_index,
-          max_decode_length)
+          max_decode_length, beam_groups)
     y = LayerNorm(dtype=cfg.activation_dtype, name="decoder_norm")(y)
     y = _dropout(cfg, y, deterministic)
     if cfg.logits_via_embedding:
@@ -443,7 +463,8 @@ class Transformer(nn.Module):
              encoder_segment_ids: Optional[Array] = None,
              decoder_segment_ids: Optional[Array] = None,
              decoder_positions: Optional[Array] = None, *, enable_dropout: bool = True,
-             decode: bool = False, max_decode_length: Optional[int] = None) -> Array:
+             decode: bool = False, max_decode_length: Optional[int] = None,
+             beam_groups: Optional[int] = None) -> Array:
     """Decoder logits, float32 [batch, target_len, vocab].
 
     Training / scoring (decode=False): `decoder_target_tokens` gives the padding mask (id 0)
@@ -458,6 +479,9 @@ class Transformer(nn.Module):
     supported in this mode.  A step may instead feed a chunk [batch, q] with
     `decoder_positions` [batch, q] (each row's own consecutive positions): its keys/values are
     written there and logits for all q come back (punified_jax.fast_decoding).
+    beam_groups (the cache-initialising call of a beam search, rows example-major): a
+    self-attention cache that beam search need not re-order (attention._beam_group_attention;
+    the search re-orders only the "beam_source" table: generate.reorder_beam_cache).
     """
     cfg = self.config
     _check_tokens("decoder_input_tokens", decoder_input_tokens)
@@ -489,7 +513,7 @@ class Transformer(nn.Module):
         decoder_input_tokens = jnp.where(starts, cfg.decoder_start_token_id,
                                          decoder_input_tokens)
     return self.decoder(encoded, decoder_input_tokens, self_mask, cross_mask, decoder_positions,
-                        not enable_dropout, decode, max_decode_length)
+                        not enable_dropout, decode, max_decode_length, beam_groups)
 
   def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
                decoder_target_tokens: Array, encoder_segment_ids: Optional[Array] = None,
