@@ -25,8 +25,8 @@ Vectorised automaton.  `NerCopyConstraint` implements decoding.LogitsConstraint 
                                     copies in the text region, so one array holds both)
     phases int32 [rows]             a bit set of grammar phases (below)
     last_type int32 [rows]          input position of the last token of the most recently
-                                    completed type copy (-1 before the first): only for
-                                    `draft_guess`, never for what is allowed
+                                    completed type copy (-1 before the first)
+    (and the fields of "No repeated items" below)
 
 Spans may contain "(" ")" "," ":" themselves, so after e.g. a ")" that both closes an item and
 continues a span the automaton is in several phases at once; the allowed tokens are the union
@@ -35,12 +35,52 @@ afterwards.  EOS is allowed only after the closing "))".  Everything is elementw
 scatter over [rows, input_len], so it runs inside the jitted beam search and its state is
 reordered with the beams like the KV cache.
 
+No repeated items (`forbid_repeats`, on by default).  The training targets never hold the same
+(type, span) pair twice (prompts.format_target writes each pair once, and the parser drops a
+repeat), yet an unconstrained-length search can loop on one item until the output limit
+("(景点:亚庇),(景点:亚庇),...").  So an item equal to one already written in this output may not
+be closed: its ")" does not close it (the SPAN_CLOSABLE / AFTER_NULL bit is cleared, so the
+mask and the transitions agree; a ")" that also continues the span stays allowed as a copy),
+and NULL is not allowed as the span of a type that already had (TYPE:NULL).  The model then
+has to write something else there (continue the span, another span).
+  Identity of an item, exact (no hashing):
+    type  = `last_type`, the input position of the type's last token: the prompt's type names
+            are distinct (prompts.check_type_names), so one name always ends at one position;
+    span  = (length in tokens, smallest input position where the copied tokens end): two
+            token runs of equal length are equal iff their sets of occurrences are equal, and
+            the automaton's text copy positions are exactly those occurrences;
+    NULL  = the code -1.
+  State: item_type / item_span int32 [rows] (the item being written), unsure bool [rows],
+  repeat bool [rows] (the item being written is a sure repeat), and the written items
+  written_types / written_spans int32 [rows, max_items] with written_count int32 [rows].
+  An output of T tokens holds at most (T - 1) / 6 items (the target's two brackets, at least
+  "(" TYPE ":" SPAN ")" per item and a "," between items), so the default max_items = 64
+  covers outputs up to 385 tokens (42 items fit in 256); items past max_items are not
+  recorded, so they are never forbidden (overflow only forbids less).  Identity is by tokens:
+  a text that a SentencePiece vocabulary splits differently at two places of the input is two
+  items to the rule (not forbidden, never wrong).
+  Never forbidding wrongly:
+    * an item is recorded only at a ")" that surely closes it: its reading was unique and the
+      ")" does not also continue a span copy (e.g. the text "北京)上海": after "(地点:北京)" the
+      span may still be "北京)上海", so (地点, 北京) is not recorded there);
+    * a reading is not unique ("unsure") when a span starts or NULL is taken while an older
+      span copy also goes on (spans containing "),(TYPE:"): such an item is neither forbidden
+      nor recorded until the next span or NULL starts alone;
+    * never a dead end: a repeat's close (or NULL) stays allowed when nothing else is (a span
+      at the end of the text with no other way on; an empty text): otherwise the search would
+      end the row with log-prob -inf and the Extractor would drop its whole output.  So a
+      repeat can still be written where it is the only way on; everywhere else it cannot.
+  Gold targets (prompts.format_target: no repeated pair, no span containing "),(TYPE:") are
+  always accepted (property test in tests/test_no_repeat.py).  `forbid_repeats=False` gives the
+  grammar without this rule (the behaviour before it, for comparisons).
+
 The syntax token ids come from the vocabulary (`NerCopyConstraint.from_vocabulary`): "(" ")"
 "," ":" "NULL" "<entity>" "<text>" must each encode as one token, else a ValueError.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.struct
@@ -72,6 +112,10 @@ _TYPE_LAST = 4   # the last token of a type segment
 _TEXT = 8        # a token of the text region
 _SPAN_FIRST = 16  # a span may start at this token
 _SPAN_LAST = 32   # a span may end with this token
+
+# Items each row remembers for the no-repeat rule (module docstring).
+DEFAULT_MAX_ITEMS = 64
+NULL_SPAN = -1  # the span code of NULL
 
 
 def _single_token(vocabulary: Any, text: str) -> int:
@@ -120,10 +164,20 @@ class NerCopyConstraint:
   text_id: Array
   eos_id: Array
   pad_id: Array
+  # Static: a different value compiles a different search.
+  forbid_repeats: bool = flax.struct.field(pytree_node=False, default=True)
+  max_items: int = flax.struct.field(pytree_node=False, default=DEFAULT_MAX_ITEMS)
 
   @classmethod
-  def from_vocabulary(cls, vocabulary: Any) -> "NerCopyConstraint":
-    """Reads the syntax token ids off a seqio vocabulary (SentencePiece or WordPiece)."""
+  def from_vocabulary(cls, vocabulary: Any, *, forbid_repeats: bool = True,
+                      max_items: int = DEFAULT_MAX_ITEMS) -> "NerCopyConstraint":
+    """Reads the syntax token ids off a seqio vocabulary (SentencePiece or WordPiece).
+
+    forbid_repeats: an item already written may not be written again (module docstring);
+    False reproduces the grammar without that rule.  max_items: how many written items each
+    row remembers (int >= 1)."""
+    if not isinstance(max_items, int) or max_items < 1:
+      raise ValueError(f"max_items must be an int >= 1, got {max_items!r}")
     ids = {name: _single_token(vocabulary, text) for name, text in (
         ("open_id", "("), ("close_id", ")"), ("comma_id", ","), ("colon_id", ":"),
         ("null_id", NULL), ("entity_id", ENTITY_MARKER), ("text_id", TEXT_MARKER))}
@@ -134,6 +188,7 @@ class NerCopyConstraint:
       raise ValueError(f"{vocabulary}: EOS id {eos_id} is missing or is a grammar token")
     ids.update(eos_id=int(eos_id), pad_id=int(vocabulary.pad_id))
     return cls(continuation=jnp.asarray(continuation_byte_mask(vocabulary)),
+               forbid_repeats=bool(forbid_repeats), max_items=max_items,
                **{name: jnp.asarray(value, jnp.int32) for name, value in ids.items()})
 
   # -- decoding.LogitsConstraint -------------------------------------------------------------
@@ -166,6 +221,14 @@ class NerCopyConstraint:
         "copy": jnp.zeros((rows, length), bool),
         "phases": jnp.full((rows,), EXPECT_TARGET_OPEN, jnp.int32),
         "last_type": jnp.full((rows,), -1, jnp.int32),
+        # The no-repeat rule (module docstring).
+        "item_type": jnp.full((rows,), -1, jnp.int32),
+        "item_span": jnp.full((rows,), NULL_SPAN, jnp.int32),
+        "unsure": jnp.zeros((rows,), bool),
+        "repeat": jnp.zeros((rows,), bool),
+        "written_types": jnp.full((rows, self.max_items), -1, jnp.int32),
+        "written_spans": jnp.full((rows, self.max_items), NULL_SPAN, jnp.int32),
+        "written_count": jnp.zeros((rows,), jnp.int32),
     }
 
   def step(self, state: dict[str, Array], token_ids: Array, logits: Array,
@@ -190,12 +253,14 @@ class NerCopyConstraint:
     """The state after generating `token_ids` [rows] (no step-0 special case)."""
     roles, phases = state["roles"], state["phases"]
     token = token_ids.astype(jnp.int32)
-    matched = self._copy_sources(state) & (state["ids"] == token[:, None])
+    same = state["ids"] == token[:, None]
+    matched = self._copy_sources(state) & same
     # A copy continues at the next position of the same region; markers separate the type
     # segments, so "next position is a type token" means "same segment".
     copy = _shift_right(matched, False) & (_role(roles, _TYPE) | _role(roles, _TEXT))
     is_ = lambda token_id: token == token_id
     has = lambda bit: _has(phases, bit)
+    null_taken = self._null_allowed(state) & is_(self.null_id)
     new_phases = (
         _bit(has(EXPECT_TARGET_OPEN) & is_(self.open_id), EXPECT_ITEM_OPEN)
         | _bit(has(AFTER_ITEM_CLOSE) & is_(self.comma_id), EXPECT_ITEM_OPEN)
@@ -203,14 +268,87 @@ class NerCopyConstraint:
         | _bit(jnp.any(matched & _role(roles, _TYPE_LAST), axis=1), TYPE_COMPLETE)
         | _bit(has(TYPE_COMPLETE) & is_(self.colon_id), AFTER_COLON)
         | _bit(jnp.any(matched & _role(roles, _SPAN_LAST), axis=1), SPAN_CLOSABLE)
-        | _bit(has(AFTER_COLON) & is_(self.null_id), AFTER_NULL)
+        | _bit(null_taken, AFTER_NULL)
         | _bit((has(SPAN_CLOSABLE) | has(AFTER_NULL)) & is_(self.close_id), AFTER_ITEM_CLOSE)
         | _bit(has(AFTER_ITEM_CLOSE) & is_(self.close_id), AFTER_TARGET_CLOSE))
     type_ends = matched & _role(roles, _TYPE_LAST)
     last_type = jnp.where(jnp.any(type_ends, axis=1), jnp.argmax(type_ends, axis=1),
                           state["last_type"]).astype(jnp.int32)
-    return {"roles": roles, "ids": state["ids"], "copy": copy, "phases": new_phases,
-            "last_type": last_type}
+    new = {"roles": roles, "ids": state["ids"], "copy": copy, "phases": new_phases,
+           "last_type": last_type}
+    new.update(self._track_items(state, token, same, null_taken))
+    return self._forbid_repeat_close(new)
+
+  # -- no repeated items (module docstring) --------------------------------------------------
+
+  def _track_items(self, state: dict[str, Array], token: Array, same: Array,
+                   null_taken: Array) -> dict[str, Array]:
+    """The no-repeat fields after `token`: the item being written and the written items."""
+    roles, phases = state["roles"], state["phases"]
+    length = roles.shape[1]
+    # Text copies that go on (an older span) and spans that start here.
+    going_on = state["copy"] & _role(roles, _TEXT) & same
+    starting = _has(phases, AFTER_COLON)[:, None] & _role(roles, _SPAN_FIRST) & same
+    goes_on, starts = jnp.any(going_on, axis=1), jnp.any(starting, axis=1)
+    fresh = (starts | null_taken) & ~goes_on  # a new item's span (or NULL), alone
+    unsure = jnp.where(fresh, False, state["unsure"] | ((starts | null_taken) & goes_on))
+    # Span code: smallest input position where the copied run ends, and its length (the old
+    # length + 1 when it goes on, 1 when it starts; meaningless when unsure).
+    old_length = state["item_span"] % (length + 1)
+    run_length = jnp.where(goes_on, jnp.where(state["item_span"] >= 0, old_length, 0) + 1, 1)
+    end = jnp.argmax(going_on | starting, axis=1)
+    span_code = jnp.where(goes_on | starts, end * (length + 1) + run_length,
+                          state["item_span"])
+    item_span = jnp.where(null_taken & ~goes_on, NULL_SPAN, span_code).astype(jnp.int32)
+    item_type = jnp.where(fresh, state["last_type"], state["item_type"]).astype(jnp.int32)
+    # Record the item a ")" surely closes: a unique reading, not a repeat, and the ")" is not
+    # also a span copy going on (then the span may not have ended).
+    closes = ((_has(phases, SPAN_CLOSABLE) | _has(phases, AFTER_NULL))
+              & (token == self.close_id) & ~state["unsure"] & ~state["repeat"] & ~goes_on)
+    count = state["written_count"]
+    record = closes & (count < self.max_items)
+    slot = jax.nn.one_hot(count, self.max_items, dtype=bool) & record[:, None]
+    return {
+        "item_type": item_type,
+        "item_span": item_span,
+        "unsure": unsure,
+        "written_types": jnp.where(slot, state["item_type"][:, None], state["written_types"]),
+        "written_spans": jnp.where(slot, state["item_span"][:, None], state["written_spans"]),
+        "written_count": count + record.astype(jnp.int32),
+    }
+
+  def _is_written(self, state: dict[str, Array], item_type: Array, item_span: Array) -> Array:
+    """bool [rows]: is (item_type, item_span) among the row's written items?"""
+    valid = jnp.arange(self.max_items)[None, :] < state["written_count"][:, None]
+    return jnp.any(valid & (state["written_types"] == item_type[:, None])
+                   & (state["written_spans"] == item_span[:, None]), axis=1)
+
+  def _null_allowed(self, state: dict[str, Array]) -> Array:
+    """bool [rows]: may NULL come next as the span of the item (not as a text copy)?  Not
+    when (TYPE:NULL) was written already and a span may start instead."""
+    after_colon = _has(state["phases"], AFTER_COLON)
+    if not self.forbid_repeats:
+      return after_colon
+    written = self._is_written(state, state["last_type"], jnp.full_like(state["last_type"],
+                                                                         NULL_SPAN))
+    span_may_start = jnp.any(_role(state["roles"], _SPAN_FIRST), axis=1)
+    return after_colon & ~(written & span_may_start)
+
+  def _forbid_repeat_close(self, state: dict[str, Array]) -> dict[str, Array]:
+    """Sets `repeat` and clears the bits that let ")" close a sure repeat, unless that would
+    leave no token allowed."""
+    phases = state["phases"]
+    closable = _has(phases, SPAN_CLOSABLE) | _has(phases, AFTER_NULL)
+    repeat = closable & ~state["unsure"] & self._is_written(state, state["item_type"],
+                                                              state["item_span"])
+    if not self.forbid_repeats:
+      return {**state, "repeat": repeat}
+    without = phases & ~(SPAN_CLOSABLE | AFTER_NULL)
+    others = {**state, "phases": without}
+    way_on = (jnp.any(self._copy_sources(others), axis=1)
+              | functools.reduce(jnp.logical_or, self._syntax_flags(others)))
+    forbid = repeat & way_on
+    return {**state, "phases": jnp.where(forbid, without, phases), "repeat": repeat}
 
   def copy_continuation(self, state: dict[str, Array]) -> tuple[Array, Array]:
     """(token int32 [rows], exists bool [rows]): the input token that would continue the copy
@@ -258,7 +396,7 @@ class NerCopyConstraint:
     row_index = jnp.broadcast_to(jnp.arange(rows)[:, None], sources.shape)
     allowed = jnp.zeros((rows, vocab_size), jnp.int32).at[row_index, state["ids"]].max(
         sources.astype(jnp.int32), mode="drop") > 0
-    for token_id, allow in zip(self._syntax_ids(), self._syntax_flags(phases)):
+    for token_id, allow in zip(self._syntax_ids(), self._syntax_flags(state)):
       allowed = allowed.at[:, token_id].set(allowed[:, token_id] | allow)
     return allowed
 
@@ -269,11 +407,12 @@ class NerCopyConstraint:
     return (self.open_id, self.colon_id, self.null_id, self.close_id, self.comma_id,
             self.eos_id)
 
-  def _syntax_flags(self, phases: Array) -> tuple[Array, ...]:
+  def _syntax_flags(self, state: dict[str, Array]) -> tuple[Array, ...]:
     """bool [rows] per syntax token (order of `_syntax_ids`): may it come next?"""
-    has = lambda bit: _has(phases, bit)
+    has = lambda bit: _has(state["phases"], bit)
     return (has(EXPECT_TARGET_OPEN) | has(EXPECT_ITEM_OPEN), has(TYPE_COMPLETE),
-            has(AFTER_COLON), has(SPAN_CLOSABLE) | has(AFTER_NULL) | has(AFTER_ITEM_CLOSE),
+            self._null_allowed(state),
+            has(SPAN_CLOSABLE) | has(AFTER_NULL) | has(AFTER_ITEM_CLOSE),
             has(AFTER_ITEM_CLOSE), has(AFTER_TARGET_CLOSE))
 
   def candidate_table(self, encoder_input_tokens: Array) -> decoding.CandidateTable:
@@ -296,7 +435,7 @@ class NerCopyConstraint:
     state = jax.tree_util.tree_map(lambda new, old: jnp.where(step > 0, new, old), advanced,
                                    state)
     flags = jnp.concatenate([self._copy_sources(state),
-                             jnp.stack(self._syntax_flags(state["phases"]), axis=1)], axis=1)
+                             jnp.stack(self._syntax_flags(state), axis=1)], axis=1)
     rows = flags.shape[0]
     row_index = jnp.broadcast_to(jnp.arange(rows)[:, None], flags.shape)
     allowed = jnp.zeros(flags.shape, jnp.int32).at[row_index, table.slot].max(
@@ -327,7 +466,9 @@ def _shift_left(x: Array, fill) -> Array:
 
 
 
-def ner_copy_constraint(vocabulary: Any) -> NerCopyConstraint:
+def ner_copy_constraint(vocabulary: Any, forbid_repeats: bool = True) -> NerCopyConstraint:
   """`NerCopyConstraint.from_vocabulary` as a plain function, for gin, e.g.
-  `evaluation.Evaluator.constraint_factory = @constraints.ner_copy_constraint`."""
-  return NerCopyConstraint.from_vocabulary(vocabulary)
+  `evaluation.Evaluator.constraint_factory = @constraints.ner_copy_constraint` (and
+  `constraints.ner_copy_constraint.forbid_repeats = False` for the grammar without the
+  no-repeat rule)."""
+  return NerCopyConstraint.from_vocabulary(vocabulary, forbid_repeats=forbid_repeats)

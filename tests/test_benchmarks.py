@@ -126,6 +126,11 @@ def test_extract_batches_by_length_sorts_pads_and_keeps_the_order():
   np.testing.assert_array_equal(batches[1], [[5, 5, 1, 0], [7, 7, 7, 1]])
 
 
+def test_extract_pass_figures_report_the_median_pass():
+  figures = extract_throughput.pass_figures([1.0, 4.0, 2.0], 10)
+  assert figures == {"pass_seconds": [1.0, 4.0, 2.0], "pass_s": 2.0, "sentences_per_s": 5.0}
+
+
 def test_measured_clock_is_plausible_or_absent():
   clocks = common.measure_clock_ghz(1)
   if clocks is None:

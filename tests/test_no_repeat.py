@@ -1,0 +1,375 @@
+"""The no-repeat rule of constraints.NerCopyConstraint: an item already written in this output
+cannot be closed again.
+
+Checked on literal inputs (the allowed tokens after a repeated item, a new span of the same type,
+the same span under another type, NULL twice, spans occurring twice, the escape when a repeat
+is the only way on, a ")" that is both a copy and a close); by a property test that every gold
+target prompts.format_target writes (random texts with the grammar's own characters, random
+mentions) is accepted token by token; and by searches (random logits that loop without the
+rule, and the tiny trained T5 at greedy and beam 4) whose outputs never repeat an item unless
+the repeat was the only way on.
+"""
+
+import functools
+
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from punified_jax import constraints
+from punified_jax import decoding
+from punified_jax import generate
+from punified_jax import model as model_lib
+from punified_jax import prompts
+
+import test_inference as shared
+from test_inference import config, sp_vocab, trained_params, vocab_path  # pylint: disable=unused-import
+
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
+INPUT_LEN = 40
+DECODE_LEN = shared.FEATURE_LENGTHS["targets"]
+ROWS = shared.BATCH_SIZE
+
+
+def _encode(vocab, text, types, length=INPUT_LEN):
+  ids = vocab.encode(prompts.format_input(text, types)) + [vocab.eos_id]
+  assert len(ids) <= length, (text, types)
+  return ids + [0] * (length - len(ids))
+
+
+@functools.partial(jax.jit, static_argnames=("vocab_size",))
+def _step(c, state, token, step, *, vocab_size):
+  masked, state = c.step(state, token, jnp.zeros((token.shape[0], vocab_size)), step)
+  return masked > decoding.FORBIDDEN_LOGIT / 2, state
+
+
+def _allowed_after(vocab, text, types, prefix, forbid_repeats=True):
+  """The set of token strings allowed after the output `prefix` (a string)."""
+  c = constraints.NerCopyConstraint.from_vocabulary(vocab, forbid_repeats=forbid_repeats)
+  inputs = jnp.asarray([_encode(vocab, text, types)], jnp.int32)
+  state = c.init(inputs)
+  token = jnp.zeros((1,), jnp.int32)  # the decoder start token
+  for step, next_id in enumerate(vocab.encode(prefix) + [None]):
+    allowed, state = _step(c, state, token, jnp.asarray(step), vocab_size=vocab.vocab_size)
+    allowed = np.asarray(allowed[0])
+    if next_id is None:
+      return {"</s>" if i == vocab.eos_id else vocab.decode([int(i)])
+              for i in np.flatnonzero(allowed)}
+    assert allowed[next_id], (prefix, step, vocab.decode([next_id]))
+    token = jnp.asarray([next_id], jnp.int32)
+
+
+# ------------------------------------------------------------------------------------------
+# Literal cases.
+# ------------------------------------------------------------------------------------------
+
+
+def test_a_repeated_item_cannot_be_closed(sp_vocab):
+  after = functools.partial(_allowed_after, sp_vocab, "北京和上海", ["地点"])
+  assert after("((地点:北京),(地点:北京") == {"和"}  # only the span's continuation
+  assert after("((地点:北京),(地点:上海") == {")"}  # another span of the type
+  assert after("((地点:北京),(地点:上海),(地点:北京") == {"和"}
+  assert after("((地点:北京),(地点:北京和") == {"上", ")"}  # a longer span is new
+  # The rule off: the grammar as before.
+  assert _allowed_after(sp_vocab, "北京和上海", ["地点"], "((地点:北京),(地点:北京",
+                        forbid_repeats=False) == {"和", ")"}
+
+
+def test_the_same_span_under_another_type_is_a_new_item(sp_vocab):
+  after = functools.partial(_allowed_after, sp_vocab, "北京和上海", ["地点", "组织"])
+  assert after("((地点:北京),(组织:北京") == {"和", ")"}
+  assert after("((地点:北京),(组织:北京),(组织:北京") == {"和"}
+
+
+def test_null_twice_is_a_repeat(sp_vocab):
+  after = functools.partial(_allowed_after, sp_vocab, "北京和上海", ["地点", "组织"])
+  starts = {"北", "京", "和", "上", "海"}
+  assert after("((地点:NULL),(地点:") == starts  # NULL is not offered again
+  assert after("((地点:NULL),(组织:") == starts | {"NULL"}  # another type's NULL is new
+  assert after("((地点:北京),(地点:") == starts | {"NULL"}
+
+
+def test_a_span_occurring_twice_in_the_text(sp_vocab):
+  # "北京" ends at two input positions, "京北" once; repeated characters inside the span.
+  after = functools.partial(_allowed_after, sp_vocab, "北京北京上海海", ["地点"])
+  assert after("((地点:北京),(地点:北京") == {"北", "上"}
+  assert after("((地点:北京北京),(地点:北京") == {"北", "上", ")"}
+  assert after("((地点:北京北京),(地点:北京北京") == {"上"}
+  assert after("((地点:海),(地点:海") == {"海"}  # "海" ends at two positions
+  assert after("((地点:海),(地点:海海") == {")"}
+  assert after("((地点:京北),(地点:京北") == {"京"}
+
+
+def test_a_repeat_stays_allowed_when_it_is_the_only_way_on(sp_vocab):
+  # "上海" ends the text: nothing else may follow it, so its close stays allowed (no dead end).
+  assert _allowed_after(sp_vocab, "北京和上海", ["地点"], "((地点:上海),(地点:上海") == {")"}
+  # No text at all: NULL is the only span, so (地点:NULL) may be written again.
+  after = functools.partial(_allowed_after, sp_vocab, "", ["地点"])
+  assert after("((地点:NULL),(地点:") == {"NULL"}
+  assert after("((地点:NULL),(地点:NULL") == {")"}
+
+
+def test_a_close_that_is_also_a_copy_is_not_recorded(sp_vocab):
+  # After "(地点:北京)" the span may still be "北京)上海", so (地点, 北京) is not written yet:
+  # the gold target ((地点:北京)上海),(地点:北京)) must stay possible.
+  after = functools.partial(_allowed_after, sp_vocab, "北京)上海北京", ["地点"])
+  assert after("((地点:北京)上海),(地点:北京") == {")"}
+  # (地点, 北京)上海) was surely closed (no ")" follows "上海" in the text): a repeat.
+  assert after("((地点:北京)上海),(地点:北京)上海") == {"北"}
+
+
+def test_overflow_of_the_written_items_only_forbids_less(sp_vocab):
+  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab, max_items=1)
+  inputs = jnp.asarray([_encode(sp_vocab, "北京和上海", ["地点"])], jnp.int32)
+  state = c.init(inputs)
+  token = jnp.zeros((1,), jnp.int32)
+  prefix = sp_vocab.encode("((地点:北京),(地点:上海),(地点:上海")
+  for step, next_id in enumerate(prefix + [None]):
+    allowed, state = _step(c, state, token, jnp.asarray(step), vocab_size=sp_vocab.vocab_size)
+    if next_id is not None:
+      token = jnp.asarray([next_id], jnp.int32)
+  # Only (地点, 北京) fits: the repeated (地点, 上海) is not known, so it may close.
+  assert bool(np.asarray(allowed)[0, int(c.close_id)])
+  assert int(state["written_count"][0]) == 1
+  with pytest.raises(ValueError, match="max_items"):
+    constraints.NerCopyConstraint.from_vocabulary(sp_vocab, max_items=0)
+
+
+# ------------------------------------------------------------------------------------------
+# Every gold target is accepted.
+# ------------------------------------------------------------------------------------------
+
+# The grammar's own characters, full-width punctuation, NULL, repeated characters.
+# A small alphabet with many ")" so that spans often end just before a ")" of the text.
+_GOLD_ALPHABET = "北京北京)))),:（），：NULLa"
+TYPE_POOL = ["地点", "组织", "地点泛指", "名称"]
+
+
+def _text_tokens(c, input_ids):
+  ids = list(input_ids)
+  start = ids.index(int(c.text_id)) + 1
+  return [t for t in ids[start:] if t not in (int(c.eos_id), int(c.pad_id))]
+
+
+def _type_tokens(c, input_ids):
+  """{type index: its prompt tokens}."""
+  ids = list(input_ids)
+  segments, current = [], None
+  for token in ids[:ids.index(int(c.text_id))]:
+    if token == int(c.entity_id):
+      current = []
+      segments.append(current)
+    else:
+      current.append(token)
+  return segments
+
+
+def gold_target_ids(vocab, c, input_ids, types, mentions):
+  """The token ids of prompts.format_target(mentions) with each span copied from the input's
+  tokens; mentions are (type, start, end) token runs of the text.  Checks that they decode to
+  format_target's string."""
+  text = _text_tokens(c, input_ids)
+  type_ids = _type_tokens(c, input_ids)
+  pairs = [(types[t], vocab.decode(text[s:e])) for t, s, e in mentions]
+  expected = prompts.format_target(pairs, types)  # ValueError for an unreadable span
+  spans = {}
+  for (t, s, e), (_, span) in zip(mentions, pairs):
+    spans.setdefault(t, {}).setdefault(span, text[s:e])  # a repeated pair is written once
+  items = []
+  for t in range(len(types)):
+    for run in (list(spans[t].values()) if t in spans else [[int(c.null_id)]]):
+      items.append([int(c.open_id)] + type_ids[t] + [int(c.colon_id)] + run + [int(c.close_id)])
+  ids = [int(c.open_id)]
+  for index, item in enumerate(items):
+    ids += ([int(c.comma_id)] if index else []) + item
+  ids += [int(c.close_id), vocab.eos_id]
+  assert vocab.decode(ids[:-1]) == expected
+  return ids
+
+
+@st.composite
+def _gold_requests(draw):
+  text = draw(st.text(alphabet=st.sampled_from(_GOLD_ALPHABET), max_size=14))
+  types = draw(st.lists(st.sampled_from(TYPE_POOL), min_size=1, max_size=3, unique=True))
+  return text, types, draw(st.data())
+
+
+@hypothesis.settings(max_examples=150, deadline=None)
+@hypothesis.given(request=_gold_requests())
+def test_every_gold_target_is_accepted(sp_vocab, request):
+  text, types, data = request
+  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab)
+  input_ids = _encode(sp_vocab, text, types)
+  length = len(_text_tokens(c, input_ids))
+  runs = st.tuples(st.integers(0, len(types) - 1), st.integers(0, max(length - 1, 0)),
+                   st.integers(1, 4))
+  mentions = []
+  for t, s, n in data.draw(st.lists(runs, max_size=6)) if length else []:
+    mentions.append((t, s, min(s + n, length)))
+    # Often also a prefix of it under the same type, after it: the case where a ")" that
+    # continues the longer span could be mistaken for the close of the shorter one.
+    if data.draw(st.booleans()):
+      mentions.append((t, s, s + data.draw(st.integers(1, max(1, min(s + n, length) - s)))))
+  try:
+    target = gold_target_ids(sp_vocab, c, input_ids, types, mentions)
+  except ValueError:
+    hypothesis.assume(False)  # format_target refuses the span (",(TYPE:" inside, or NULL)
+  state = c.init(jnp.asarray([input_ids], jnp.int32))
+  token = jnp.zeros((1,), jnp.int32)
+  for step, next_id in enumerate(target):
+    allowed, state = _step(c, state, token, jnp.asarray(step), vocab_size=sp_vocab.vocab_size)
+    assert bool(np.asarray(allowed)[0, next_id]), (
+        sp_vocab.decode(target[:step]), sp_vocab.decode([next_id]))
+    token = jnp.asarray([next_id], jnp.int32)
+
+
+def test_gold_targets_with_repeated_mentions_literal(sp_vocab):
+  # The same text at two places, a span with ")" that also closes, NULL, every type.
+  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab)
+  text, types = "北京)上海北京)", ["地点", "组织"]
+  input_ids = _encode(sp_vocab, text, types)
+  mentions = [(0, 0, 2), (0, 0, 5), (0, 5, 7), (0, 5, 8), (0, 3, 5)]
+  target = gold_target_ids(sp_vocab, c, input_ids, types, mentions)
+  assert sp_vocab.decode(target[:-1]) == (
+      "((地点:北京),(地点:北京)上海),(地点:北京)),(地点:上海),(组织:NULL))")
+  state = c.init(jnp.asarray([input_ids], jnp.int32))
+  token = jnp.zeros((1,), jnp.int32)
+  for step, next_id in enumerate(target):
+    allowed, state = _step(c, state, token, jnp.asarray(step), vocab_size=sp_vocab.vocab_size)
+    assert bool(np.asarray(allowed)[0, next_id]), sp_vocab.decode(target[:step])
+    token = jnp.asarray([next_id], jnp.int32)
+
+
+# ------------------------------------------------------------------------------------------
+# Searches never write a repeat unless it is the only way on.
+# ------------------------------------------------------------------------------------------
+
+# No grammar characters: every output splits into items unambiguously.
+_PLAIN_ALPHABET = "北京大学上海和在了去张三今天"
+
+
+def items_of(c, output_ids):
+  """[(type tokens, span tokens or None for NULL)] of an output without grammar characters in
+  its spans (tokens up to EOS)."""
+  ids = [int(t) for t in output_ids]
+  if int(c.eos_id) in ids:
+    ids = ids[:ids.index(int(c.eos_id))]
+  items, current = [], None
+  for token in ids:
+    if token == int(c.open_id):
+      current = []
+    elif token == int(c.close_id) and current is not None:
+      colon = current.index(int(c.colon_id))
+      span = current[colon + 1:]
+      items.append((tuple(current[:colon]),
+                    None if span == [int(c.null_id)] else tuple(span)))
+      current = None
+    elif current is not None:
+      current.append(token)
+  return items
+
+
+def forced_repeat(text_ids, span):
+  """May this repeated span be written again?  Only where its close was the only way on: no
+  occurrence of the span in the text is followed by another text token (NULL: no text)."""
+  if span is None:
+    return not text_ids
+  n = len(span)
+  ends = [s + n for s in range(len(text_ids) - n + 1) if tuple(text_ids[s:s + n]) == span]
+  return all(end == len(text_ids) for end in ends)
+
+
+def assert_no_repeats(c, input_ids, output_ids):
+  """Returns the number of repeated items (forced ones only)."""
+  text = _text_tokens(c, input_ids)
+  seen, repeats = set(), 0
+  for item in items_of(c, output_ids):
+    if item in seen:
+      assert forced_repeat(text, item[1]), (input_ids, output_ids, item)
+      repeats += 1
+    seen.add(item)
+  return repeats
+
+
+@functools.partial(jax.jit, static_argnames=("beam_size",))
+def _search_random_logits(table, inputs, constraint, *, beam_size):
+  """A fake decoder whose logits depend on the last token only: it loops on items."""
+  def step_fn(token_ids, cache, step):
+    return table[token_ids % table.shape[0]], cache
+
+  rows = decoding.expand_to_beams(inputs, beam_size)
+  cache = jnp.zeros((rows.shape[0],), jnp.int32)
+  if beam_size == 1:
+    out = decoding.greedy_decode(step_fn, cache, rows, max_decode_length=DECODE_LEN,
+                                 constraint=constraint, score_candidates=True)
+    return out.tokens[:, None], out.scores[:, None]
+  out = decoding.beam_search(step_fn, cache, rows, beam_size=beam_size,
+                             max_decode_length=DECODE_LEN, constraint=constraint)
+  return out.tokens, out.scores
+
+
+def _count_repeats(vocab, texts, types, seed, beam_size, forbid_repeats):
+  c = constraints.NerCopyConstraint.from_vocabulary(vocab, forbid_repeats=forbid_repeats)
+  inputs = [_encode(vocab, text, t) for text, t in zip(texts, types)]
+  rng = np.random.default_rng(seed)
+  table = jnp.asarray(rng.normal(size=(vocab.vocab_size, vocab.vocab_size)), jnp.float32)
+  table = table.at[:, int(c.comma_id)].add(3.0)  # favour more items
+  tokens, scores = _search_random_logits(table, jnp.asarray(inputs, jnp.int32), c,
+                                         beam_size=beam_size)
+  repeats = 0
+  for e in range(len(texts)):
+    for k in range(beam_size):
+      if np.isfinite(np.asarray(scores)[e, k]):
+        if forbid_repeats:
+          repeats += assert_no_repeats(c, inputs[e], np.asarray(tokens)[e, k])
+        else:
+          items = items_of(c, np.asarray(tokens)[e, k])
+          repeats += len(items) - len(set(items))
+  return repeats
+
+
+def _plain_requests():
+  return st.lists(
+      st.tuples(st.text(alphabet=st.sampled_from(_PLAIN_ALPHABET), min_size=1, max_size=10),
+                st.lists(st.sampled_from(TYPE_POOL), min_size=1, max_size=2, unique=True)),
+      min_size=ROWS, max_size=ROWS)
+
+
+def test_random_logits_repeat_without_the_rule_and_not_with_it(sp_vocab):
+  texts = ["北京和上海", "张三去了北京大学", "今天", "上海大学在上海"]
+  types = [["地点"], ["地点", "组织"], ["名称"], ["组织", "地点"]]
+  for beam_size in (1, 4):
+    assert _count_repeats(sp_vocab, texts, types, 3, beam_size, forbid_repeats=False) > 0
+    _count_repeats(sp_vocab, texts, types, 3, beam_size, forbid_repeats=True)
+
+
+@hypothesis.settings(max_examples=10, deadline=None)
+@hypothesis.given(requests=_plain_requests(), seed=st.integers(0, 2**16),
+                  beam_size=st.sampled_from([1, 4]))
+def test_random_logit_searches_never_repeat(sp_vocab, requests, seed, beam_size):
+  texts, types = zip(*requests)
+  _count_repeats(sp_vocab, texts, types, seed, beam_size, forbid_repeats=True)
+
+
+@hypothesis.settings(max_examples=6, deadline=None)
+@hypothesis.given(requests=_plain_requests(), beam_size=st.sampled_from([1, 4]),
+                  search=st.sampled_from(["allowed", "fast"]))
+def test_the_tiny_trained_t5_never_repeats(config, trained_params, sp_vocab, requests,
+                                           beam_size, search):
+  net = model_lib.Transformer(config)
+  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab)
+  texts, types = zip(*requests)
+  inputs = [_encode(sp_vocab, text, t, shared.FEATURE_LENGTHS["inputs"])
+            for text, t in zip(texts, types)]
+  out = generate.decode_batch(net, trained_params, jnp.asarray(inputs, jnp.int32), c,
+                              beam_size=beam_size, max_decode_length=DECODE_LEN,
+                              eos_id=sp_vocab.eos_id, search=search)
+  tokens, scores = np.asarray(out.tokens), np.asarray(out.scores)
+  for e in range(ROWS):
+    for k in range(beam_size):
+      if np.isfinite(scores[e, k]):
+        assert_no_repeats(c, inputs[e], tokens[e, k])
