@@ -10,11 +10,14 @@ beam_search over the constraint's candidates, as generate.decode_batch's "allowe
 a cache of that fixed length for N1 and N2 steps and reports (T(N2) - T(N1)) / (N2 - N1):
 the cost of one step, setup excluded.  Rows never end (the constraint is wrapped so that one
 candidate is always allowed and the search's EOS id is one no row writes), so every row steps
-N times.  Beam search runs both cache re-orderings, interleaved in one process: "gather"
-(decoding.gather_beams copies every row's cache each step: the old way) and "grouped"
-(generate.reorder_beam_cache: the cache is never copied; the default now, from the first
-cache length for batches of several examples, from generate.GROUP_SINGLE_EXAMPLE_BEAMS_FROM
-for a single one).  Inputs are real
+N times.  Beam search runs three variants, interleaved in one process:
+  "gather"  the old step: decoding.gather_beams copies every row's cache each step, and the
+            output layer runs in the loop (all logits, for the model's per-token log-probs);
+  "grouped" generate.reorder_beam_cache: the cache is never copied (the default now, from the
+            first cache length for batches of several examples, from
+            generate.GROUP_SINGLE_EXAMPLE_BEAMS_FROM for a single one);
+  "grouped_hidden"  and the output layer out of the loop (decoding.beam_search's
+            output_layer; the default now).  Inputs are real
 prompted sentences of --dataset repeated to fill the bucket.
 
 --pieces adds a breakdown at the largest bucket and cache length: each piece alone, `repeats`
@@ -114,7 +117,8 @@ def main(argv=None) -> int:
       batch[r, :len(ids)] = ids
     return jnp.asarray(batch)
 
-  def search(beam: int, cache_length: int, steps: int, grouped: bool):
+  def search(beam: int, cache_length: int, steps: int, variant: str):
+    grouped = variant.startswith("grouped")
     @jax.jit
     def run(params, batch):
       step_fn, cache, row_inputs = generate.init_decoding(
@@ -122,25 +126,26 @@ def main(argv=None) -> int:
           beam_grouped_cache=grouped)
       options = dict(max_decode_length=steps, eos_id=never_eos, constraint=constraint,
                      score_candidates=True)
+      layer = decoding.OutputLayer(step_fn.hidden_step_fn,
+                                   generate.output_kernel(model.config, params))
       if beam == 1:
-        layer = decoding.OutputLayer(step_fn.hidden_step_fn,
-                                     generate.output_kernel(model.config, params))
         return decoding.greedy_decode(step_fn, cache, row_inputs, output_layer=layer,
                                       **options).tokens
       return decoding.beam_search(
           step_fn, cache, row_inputs, beam_size=beam,
-          reorder_cache=generate.reorder_beam_cache if grouped else None, **options).tokens
+          reorder_cache=generate.reorder_beam_cache if grouped else None,
+          output_layer=layer if variant == "grouped_hidden" else None, **options).tokens
     return run
 
   n1, n2 = _ints(args.steps)
   results = []
   for rows in _ints(args.rows):
     for beam in _ints(args.beams):
-      variants = ["grouped", "gather"] if beam > 1 else ["greedy"]
+      variants = ["grouped_hidden", "grouped", "gather"] if beam > 1 else ["greedy"]
       for bucket in _ints(args.buckets):
         batch = batch_of(rows, bucket)
         for length in _ints(args.cache_lengths):
-          fns = {(v, n): search(beam, length, n, v == "grouped") for v in variants
+          fns = {(v, n): search(beam, length, n, v) for v in variants
                  for n in (n1, n2)}
           for fn in fns.values():
             jax.block_until_ready(fn(params, batch))  # compile
@@ -157,12 +162,13 @@ def main(argv=None) -> int:
             results.append(row)
             print(row, flush=True)
   for row in results:
-    if row["variant"] == "grouped":
+    if row["variant"].startswith("grouped"):
       old = next(r for r in results if r["variant"] == "gather" and all(
           r[k] == row[k] for k in ("rows", "beam", "bucket", "cache")))
-      row["gather_over_grouped"] = old["ms_per_step"] / row["ms_per_step"]
+      row["old_over_this"] = old["ms_per_step"] / row["ms_per_step"]
+      row["old_over_this_cpu"] = old["cpu_ms_per_step"] / row["cpu_ms_per_step"]
   common.print_table(results, ["rows", "beam", "bucket", "cache", "variant", "ms_per_step",
-                               "cpu_ms_per_step", "gather_over_grouped"],
+                               "cpu_ms_per_step", "old_over_this", "old_over_this_cpu"],
                      title=f"ms per decoder step (steps {n1}->{n2}, min of {args.passes})")
 
   pieces = []
@@ -194,14 +200,14 @@ def _pieces(args, model, params, constraint, batch_of, jax, jnp, decoding, gener
 
       base = timed(jax.jit(lambda p, b: setup(p, b)[1]), params, batch)
 
-      def decoder_loop(grouped, reorder):
+      def decoder_loop(grouped, reorder, hidden=False):
         @jax.jit
         def run(params, batch):
           step_fn, cache, _ = setup(params, batch, grouped)
           parent = jnp.tile(jnp.arange(beam)[::-1][None], (rows, 1))
           def body(i, carry):
             token, cache, total = carry
-            logits, cache = step_fn(token, cache, i)
+            logits, cache = (step_fn.hidden_step_fn if hidden else step_fn)(token, cache, i)
             if reorder:
               cache = (generate.reorder_beam_cache if grouped else decoding.gather_beams)(
                   cache, parent, rows, beam)
@@ -217,6 +223,7 @@ def _pieces(args, model, params, constraint, batch_of, jax, jnp, decoding, gener
         print(row, flush=True)
 
       record("decoder step (logits)", decoder_loop(False, False))
+      record("decoder step, no output layer (hidden state)", decoder_loop(False, False, True))
       if beam > 1:
         record("decoder step + gather cache (old)", decoder_loop(False, True))
         record("decoder step, grouped cache + reorder table (new)", decoder_loop(True, True))

@@ -144,9 +144,11 @@ LOG_PROB_BLOCK = 32
 _PACKED_BLOCK = 512
 
 
-def model_token_log_probs(hidden: Array, tokens: Array, kernel: Array) -> Array:
+def model_token_log_probs(hidden: Array, tokens: Array, kernel: Array,
+                          real: Optional[Array] = None) -> Array:
   """float32 [rows, len]: log-softmax(hidden @ kernel)[token] at every position where the token
-  is not 0 (0 elsewhere).  hidden [rows, >= len, d], tokens [rows, len].
+  is not 0, or where `real` (bool [rows, len]) is True when given (0 elsewhere).
+  hidden [rows, >= len, d], tokens [rows, len].
 
   The output layer and its normaliser (every logit) run only on the real output tokens: those
   of all rows are packed into blocks of _PACKED_BLOCK, so rows that ended early and the
@@ -158,7 +160,7 @@ def model_token_log_probs(hidden: Array, tokens: Array, kernel: Array) -> Array:
   flat_tokens = tokens.reshape(-1)
   flat_hidden = hidden[:, :length].reshape(rows * length, -1)
   total = rows * length
-  real = flat_tokens != 0
+  real = flat_tokens != 0 if real is None else real.reshape(-1)
   count = jnp.sum(real, dtype=jnp.int32)
   # packed[i]: the flat position of the i-th real token; `total` (a scratch slot) past them.
   slot = jnp.where(real, jnp.cumsum(real) - 1, total + block)
@@ -179,7 +181,7 @@ def model_token_log_probs(hidden: Array, tokens: Array, kernel: Array) -> Array:
   out = jnp.zeros((total + 1,), jnp.float32)
   _, out = jax.lax.while_loop(lambda c: c[0] < count, body, (jnp.array(0, jnp.int32), out))
   # The scratch slot took the padding's values; positions without a token stay 0.
-  return jnp.where(tokens != 0, out[:total].reshape(rows, length), 0.0)
+  return jnp.where(real.reshape(rows, length), out[:total].reshape(rows, length), 0.0)
 
 
 class DecodeOutput(NamedTuple):
@@ -608,6 +610,7 @@ class _BeamState(NamedTuple):
   calls: Array           # int32 [batch]: decoder calls made while the example was not done
   cache: PyTree
   constraint_state: PyTree
+  hidden: Optional[Array] = None  # float32 [rows, len, d]: with an OutputLayer, never re-ordered
 
   @property
   def done(self) -> Array:
@@ -622,7 +625,8 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
                 grow_cache: Optional[GrowCacheFn] = None,
                 stopping: str = "all",
                 score_candidates: bool = False,
-                reorder_cache: Optional[ReorderFn] = None) -> DecodeOutput:
+                reorder_cache: Optional[ReorderFn] = None,
+                output_layer: Optional[OutputLayer] = None) -> DecodeOutput:
   """Beam search with T5's length penalty; returns every beam, best first.
 
   cache and encoder_input_tokens must already have batch * beam_size rows (`expand_to_beams`);
@@ -651,6 +655,11 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
   reorder_cache(cache, parent, batch, beam_size) -> cache: makes the cache follow the beams
   (default gather_beams: a copy of every row, which grows with the cache length); a decoder
   whose cache need not move passes a cheaper one (generate.reorder_beam_cache).
+  output_layer (with score_candidates): as greedy_decode's, the output layer leaves the loop:
+  each step scores the candidates from the hidden state and keeps that state where its row
+  computed it; the pools' token_log_probs carry, in the loop, the slot (row within the
+  example) whose state scored each token, and the model's per-token log-probs are computed
+  after the loop from those states (model_token_log_probs).  The same result.
   """
   if not isinstance(beam_size, int) or beam_size < 1:
     raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
@@ -665,10 +674,25 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
   length = max_decode_length
   constraint_state = None if constraint is None else constraint.init(encoder_input_tokens)
   table = constraint.candidate_table(encoder_input_tokens) if score_candidates else None
+  if output_layer is not None:
+    if not score_candidates:
+      raise ValueError("output_layer needs score_candidates=True")
+    kernel = output_layer.kernel.astype(jnp.float32)
+    candidate_columns = jnp.take(kernel.T, table.ids, axis=0)  # [rows, C, d]
+    # The "model log-prob" beam_step files with each token: the slot of the row that scored it.
+    row_slot = jnp.broadcast_to((jnp.arange(rows) % beam_size).astype(jnp.float32)[:, None],
+                                table.ids.shape)
 
   def body(state: _BeamState) -> _BeamState:
     step = state.step
-    if score_candidates:
+    hidden = state.hidden
+    if output_layer is not None:
+      log_probs, step_hidden, cache, constraint_state = _hidden_candidate_log_probs(
+          output_layer, constraint, table, candidate_columns, state.current, state.cache,
+          state.constraint_state, step)
+      hidden = jax.lax.dynamic_update_slice_in_dim(hidden, step_hidden[:, None], step, axis=1)
+      model_log_probs = row_slot
+    elif score_candidates:
       log_probs, model_log_probs, cache, constraint_state = _candidate_log_probs(
           step_fn, constraint, table, state.current, state.cache, state.constraint_state, step)
     else:
@@ -682,11 +706,41 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
                                      candidate_ids=None if table is None else table.ids)
     cache = (reorder_cache or gather_beams)(cache, parent, batch, beam_size)
     constraint_state = gather_beams(constraint_state, parent, batch, beam_size)
-    return _BeamState(step + 1, pools, token.reshape(rows), calls, cache, constraint_state)
+    return _BeamState(step + 1, pools, token.reshape(rows), calls, cache, constraint_state,
+                      hidden)
 
+  hidden = None
+  if output_layer is not None:
+    hidden = jnp.zeros((rows, length, kernel.shape[0]), jnp.float32)
   state = _BeamState(jnp.array(0, jnp.int32), BeamPools.empty(batch, beam_size, length),
                      jnp.full((rows,), start_token_id, jnp.int32),
-                     jnp.zeros((batch,), jnp.int32), cache, constraint_state)
+                     jnp.zeros((batch,), jnp.int32), cache, constraint_state, hidden)
   state = _run_segments(body, state, max_decode_length=length, cache_lengths=cache_lengths,
                         grow_cache=grow_cache)
-  return finish_beams(state.pools, jnp.full((batch,), state.step), alpha, state.calls)
+  output = finish_beams(state.pools, jnp.full((batch,), state.step), alpha, state.calls)
+  if output_layer is None:
+    return output
+  return output._replace(token_log_probs=_beam_token_log_probs(
+      state.hidden, output, kernel, eos_id))
+
+
+def _beam_token_log_probs(hidden: Array, output: DecodeOutput, kernel: Array,
+                          eos_id: int) -> Array:
+  """The model's per-token log-probs [batch, beam, len] of beam_search's returned hypotheses
+  from the hidden states [batch * beam, len, d] the loop kept: position t of a hypothesis was
+  scored by row (example, slot) at step t, slot = output.token_log_probs[b, k, t] (what the
+  loop filed there).  A hypothesis's tokens run up to its first EOS (all of them without
+  one; a generated 0 counts); empty slots have none."""
+  tokens = output.tokens
+  batch, beam_size, length = tokens.shape
+  rows = (jnp.arange(batch)[:, None, None] * beam_size
+          + output.token_log_probs.astype(jnp.int32))
+  states = hidden[rows, jnp.arange(length)[None, None, :]]  # [batch, beam, len, d]
+  is_eos = tokens == eos_id
+  ends = jnp.where(jnp.any(is_eos, axis=-1), jnp.argmax(is_eos, axis=-1) + 1, length)
+  real = ((jnp.arange(length)[None, None, :] < ends[..., None])
+          & (output.scores > -jnp.inf)[..., None])
+  log_probs = model_token_log_probs(states.reshape(batch * beam_size, length, -1),
+                                    tokens.reshape(batch * beam_size, length), kernel,
+                                    real.reshape(batch * beam_size, length))
+  return log_probs.reshape(batch, beam_size, length)

@@ -264,7 +264,8 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
             max_decode_length: int, alpha: float, eos_id: int,
             stopping: str, search: str = DEFAULT_SEARCH,
             chunk_length: int = fast_decoding.DEFAULT_CHUNK_LENGTH,
-            beam_grouped_cache: bool = True) -> decoding.DecodeOutput:
+            beam_grouped_cache: bool = True,
+            beam_output_layer_in_loop: bool = False) -> decoding.DecodeOutput:
   lengths = cache_lengths(max_decode_length)
   fast = search == "fast" and constraint is not None
   allowed_only = search == "allowed" and hasattr(constraint, "candidate_table")
@@ -309,9 +310,15 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
         cache = group_beam_cache(cache, beam_size)
       return grow_cache(cache, length)
     common.update(grow_cache=grow_beam_cache)
+  # Beam search over the allowed tokens leaves the output layer out of the loop too
+  # (decoding.beam_search's output_layer), unless beam_output_layer_in_loop (the old way).
+  output_layer = (decoding.OutputLayer(step_fn.hidden_step_fn,
+                                       output_kernel(model.config, params))
+                  if allowed_only and not beam_output_layer_in_loop else None)
   return decoding.beam_search(step_fn, cache, row_inputs, beam_size=beam_size,
                               stopping=stopping, score_candidates=allowed_only,
-                              reorder_cache=reorder_beam_cache if grouped else None, **common)
+                              reorder_cache=reorder_beam_cache if grouped else None,
+                              output_layer=output_layer, **common)
 
 
 @functools.lru_cache(maxsize=None)
@@ -324,7 +331,8 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                  max_decode_length: int, alpha: float = 0.6, eos_id: int = 1,
                  stopping: str = "all", search: str = DEFAULT_SEARCH,
                  chunk_length: int = fast_decoding.DEFAULT_CHUNK_LENGTH,
-                 beam_grouped_cache: bool = True) -> decoding.DecodeOutput:
+                 beam_grouped_cache: bool = True,
+                 beam_output_layer_in_loop: bool = False) -> decoding.DecodeOutput:
   """Jitted decoding returning tokens, summed log-probs and length-normalised scores.
 
   Shapes: tokens and token_log_probs [batch, k, max_decode_length], log_probs and scores
@@ -340,6 +348,8 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
   `beam_grouped_cache`: the step-by-step beam searches keep a cache grouped per example that
   is never copied (reorder_beam_cache); False re-orders it with decoding.gather_beams every
   step, the old way (same results; kept for benchmarks/step_cost.py's A/B and the tests).
+  `beam_output_layer_in_loop`: True runs the output layer at every step of the "allowed" beam
+  search (the old way) instead of after the loop (decoding.beam_search's output_layer).
   """
   _validate(encoder_input_tokens, beam_size, max_decode_length, eos_id, model)
   if search not in SEARCHES:
@@ -354,21 +364,25 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                            alpha=float(alpha), eos_id=int(eos_id),
                            stopping=str(stopping), search=str(search),
                            chunk_length=int(chunk_length),
-                           beam_grouped_cache=bool(beam_grouped_cache))
+                           beam_grouped_cache=bool(beam_grouped_cache),
+                           beam_output_layer_in_loop=bool(beam_output_layer_in_loop))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "beam_size", "max_decode_length", "alpha",
                                              "eos_id", "stopping", "search", "chunk_length",
-                                             "beam_grouped_cache"))
+                                             "beam_grouped_cache",
+                                             "beam_output_layer_in_loop"))
 def _decode_batch_jit(model: Transformer, params: Any, encoder_input_tokens: Array,
                       constraint: Optional[decoding.LogitsConstraint], *, beam_size: int,
                       max_decode_length: int, alpha: float, eos_id: int,
                       stopping: str, search: str, chunk_length: int,
-                      beam_grouped_cache: bool) -> decoding.DecodeOutput:
+                      beam_grouped_cache: bool,
+                      beam_output_layer_in_loop: bool) -> decoding.DecodeOutput:
   output = _decode(model, params, encoder_input_tokens, constraint, beam_size=beam_size,
                    max_decode_length=max_decode_length, alpha=alpha, eos_id=eos_id,
                    stopping=stopping, search=search, chunk_length=chunk_length,
-                   beam_grouped_cache=beam_grouped_cache)
+                   beam_grouped_cache=beam_grouped_cache,
+                   beam_output_layer_in_loop=beam_output_layer_in_loop)
   if beam_size == 1:
     output = decoding.DecodeOutput(output.tokens[:, None, :], output.log_probs[:, None],
                                    output.scores[:, None], output.token_log_probs[:, None, :],

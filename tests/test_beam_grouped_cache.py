@@ -1,5 +1,6 @@
 """The beam-grouped self-attention cache (attention._beam_group_attention,
-generate.reorder_beam_cache / group_beam_cache) against the eager re-ordering it replaces.
+generate.reorder_beam_cache / group_beam_cache) against the eager re-ordering it replaces, and
+beam search with the output layer after the loop (decoding.beam_search's output_layer).
 
 The grouped cache is never copied when beams are re-ordered: only an ancestry table follows
 the beams.  It must give the decoder the same logits as the eagerly gathered cache for every
@@ -105,23 +106,37 @@ def test_group_beam_cache_layout_literal():
 
 
 @pytest.mark.parametrize("rows", [1, 2])
-def test_decode_batch_gives_the_same_beams_grouped_or_eager(params, rows, monkeypatch):
+@pytest.mark.parametrize("eos_allowed", [False, True])
+def test_decode_batch_gives_the_same_beams_as_the_old_search(params, rows, eos_allowed,
+                                                             monkeypatch):
+  """Old search (eager gather, output layer in the loop) against the grouped cache with the
+  output layer in the loop, and with it after the loop (the default): the same ids, scores
+  and the model's per-token log-probs."""
   # Short cache lengths (2, 4, 8, 9) so that the searches grow, and switch, within 9 steps.
   monkeypatch.setattr(generate, "FIRST_CACHE_LENGTH", 2)
   monkeypatch.setattr(generate, "GROUP_SINGLE_EXAMPLE_BEAMS_FROM", 4)
   inputs = jnp.concatenate([INPUTS, INPUTS[:, :1]], axis=1)[:rows]  # a shape of its own
-  # EOS (23) forbidden: every beam runs all 9 steps.
-  never_ends = decoding.AllowedTokensConstraint(jnp.arange(TINY.vocab_size)[None].repeat(rows, 0)
-                                                < 23)
-  outputs = [generate.decode_batch(NET, params, inputs, never_ends, beam_size=BEAM,
-                                   max_decode_length=9, eos_id=23,
-                                   beam_grouped_cache=grouped)
-             for grouped in (False, True)]
-  eager, grouped = outputs
-  assert (np.asarray(eager.tokens)[:, :, -1] > 0).all()  # every beam ran all 9 steps
-  np.testing.assert_array_equal(np.asarray(grouped.tokens), np.asarray(eager.tokens))
-  np.testing.assert_allclose(grouped.scores, eager.scores, atol=1e-5)
-  np.testing.assert_allclose(grouped.token_log_probs, eager.token_log_probs, atol=1e-5)
+  eos = 1 if eos_allowed else 23
+  # Token 23 never allowed: with eos 23 every beam runs all 9 steps; with eos 1 hypotheses
+  # end at different steps (the finished pool keeps where each token was scored).  Token 0 may
+  # be generated too: it still has a log-prob inside a hypothesis.
+  ids = jnp.arange(TINY.vocab_size)[None].repeat(rows, 0)
+  allowed = decoding.AllowedTokensConstraint(ids < 23)
+  outputs = [generate.decode_batch(NET, params, inputs, allowed, beam_size=BEAM,
+                                   max_decode_length=9, eos_id=eos,
+                                   beam_grouped_cache=grouped,
+                                   beam_output_layer_in_loop=in_loop)
+             for grouped, in_loop in ((False, True), (True, True), (True, False))]
+  old = outputs[0]
+  if eos_allowed:
+    lengths = (np.asarray(old.tokens) > 0).sum(-1)
+    assert len(np.unique(lengths)) > 1  # hypotheses of several lengths: the test can fail
+  else:
+    assert (np.asarray(old.tokens)[:, :, -1] > 0).all()  # every beam ran all 9 steps
+  for new in outputs[1:]:
+    np.testing.assert_array_equal(np.asarray(new.tokens), np.asarray(old.tokens))
+    np.testing.assert_allclose(new.scores, old.scores, atol=1e-5)
+    np.testing.assert_allclose(new.token_log_probs, old.token_log_probs, atol=1e-5)
 
 
 def test_grouped_cache_rejects_chunks(params):
