@@ -27,7 +27,7 @@ Re-ordering the cache.  By default (gather_beams) beam search copies every row o
 at every step, a cost that grows with the cache length.  `beam_search(reorder_cache=...)`
 lets the decoder do it more cheaply: generate's T5 decoder keeps a beam-grouped cache that is
 never copied, only an ancestry table follows the beams (generate.reorder_beam_cache; the
-same results, BENCHMARKS.md 2e).
+same results, BENCHMARKS.md 2f).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Beam search's self-attention cache is beam-grouped (reorder_beam_cache, group_be
 the beams' keys and values stay where their rows wrote them and only an ancestry table is
 re-ordered, instead of copying the whole cache at every step (gather_beams: the cost that
 grew with the cache length and made a long request's step 2x a short one's at 1 example, and
-most of a beam-4 step at 32 examples; BENCHMARKS.md 2e).  A single example switches to it at
+most of a beam-4 step at 32 examples; BENCHMARKS.md 2f).  A single example switches to it at
 GROUP_SINGLE_EXAMPLE_BEAMS_FROM positions; `decode_batch(beam_grouped_cache=False)` keeps
 the old eager copy (benchmarks/step_cost.py's A/B).
 """
@@ -238,7 +238,7 @@ def group_beam_cache(cache: Any, beam_size: int) -> Any:
 # Beam search of a single example re-orders its cache eagerly (decoding.gather_beams) while the
 # cache is shorter than this, and beam-grouped from there on (group_beam_cache at the growing
 # cache's boundary): at 1 example (4 rows) the copy is cheaper than the grouped attention at
-# 64 positions and dearer at 256 (benchmarks/step_cost.py, BENCHMARKS.md 2e).  Batches of
+# 64 positions and dearer at 256 (benchmarks/step_cost.py, BENCHMARKS.md 2f).  Batches of
 # several examples are grouped from the start (2x cheaper steps at 32 examples).
 GROUP_SINGLE_EXAMPLE_BEAMS_FROM = 128
 
