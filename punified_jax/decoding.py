@@ -22,6 +22,12 @@ Constraint hook.  A `LogitsConstraint` is called inside the loop at every step, 
 before the next token is chosen.  Its state is any pytree of arrays with leading axis `rows`
 (for the NER copy constraint, e.g. [rows, input_len] booleans plus small ints); beam search
 reorders it together with the KV cache whenever beams are reordered.
+
+Re-ordering the cache.  By default (gather_beams) beam search copies every row of the cache
+at every step, a cost that grows with the cache length.  `beam_search(reorder_cache=...)`
+lets the decoder do it more cheaply: generate's T5 decoder keeps a beam-grouped cache that is
+never copied, only an ancestry table follows the beams (generate.reorder_beam_cache; the
+same results, BENCHMARKS.md 2e).
 """
 
 from __future__ import annotations
@@ -225,6 +231,10 @@ def gather_beams(tree: PyTree, beam_indices: Array, batch: int, beam_size: int) 
     return jnp.take(x, rows, axis=0, mode="clip")
 
   return jax.tree_util.tree_map(gather, tree)
+
+
+# reorder_cache(cache, parent [batch, beam], batch, beam_size) -> cache (beam_search).
+ReorderFn = Callable[[PyTree, Array, int, int], PyTree]
 
 
 def _next_token_log_probs(step_fn: StepFn, constraint: Optional[LogitsConstraint],
@@ -611,7 +621,8 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
                 cache_lengths: Optional[tuple[int, ...]] = None,
                 grow_cache: Optional[GrowCacheFn] = None,
                 stopping: str = "all",
-                score_candidates: bool = False) -> DecodeOutput:
+                score_candidates: bool = False,
+                reorder_cache: Optional[ReorderFn] = None) -> DecodeOutput:
   """Beam search with T5's length penalty; returns every beam, best first.
 
   cache and encoder_input_tokens must already have batch * beam_size rows (`expand_to_beams`);
@@ -637,6 +648,9 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
 
   Returns tokens [batch, beam, len], log_probs [batch, beam], scores [batch, beam],
   decoder_calls [batch].  score_candidates: as greedy_decode's.
+  reorder_cache(cache, parent, batch, beam_size) -> cache: makes the cache follow the beams
+  (default gather_beams: a copy of every row, which grows with the cache length); a decoder
+  whose cache need not move passes a cheaper one (generate.reorder_beam_cache).
   """
   if not isinstance(beam_size, int) or beam_size < 1:
     raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
@@ -666,7 +680,7 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
                                      jnp.full((batch,), step), alpha=alpha, eos_id=eos_id,
                                      max_decode_length=length, stopping=stopping,
                                      candidate_ids=None if table is None else table.ids)
-    cache = gather_beams(cache, parent, batch, beam_size)
+    cache = (reorder_cache or gather_beams)(cache, parent, batch, beam_size)
     constraint_state = gather_beams(constraint_state, parent, batch, beam_size)
     return _BeamState(step + 1, pools, token.reshape(rows), calls, cache, constraint_state)
 

@@ -3,6 +3,14 @@
 `predict_batch` is one jitted function (encoder pass, cache set-up, search loop) used by the
 trainer's evaluation and by the extractor.  It compiles once per (model config, input shape,
 beam_size, max_decode_length, alpha, eos_id, constraint type) and is reused afterwards.
+
+Beam search's self-attention cache is beam-grouped (reorder_beam_cache, group_beam_cache):
+the beams' keys and values stay where their rows wrote them and only an ancestry table is
+re-ordered, instead of copying the whole cache at every step (gather_beams: the cost that
+grew with the cache length and made a long request's step 2x a short one's at 1 example, and
+most of a beam-4 step at 32 examples; BENCHMARKS.md 2e).  A single example switches to it at
+GROUP_SINGLE_EXAMPLE_BEAMS_FROM positions; `decode_batch(beam_grouped_cache=False)` keeps
+the old eager copy (benchmarks/step_cost.py's A/B).
 """
 
 from __future__ import annotations
@@ -24,8 +32,13 @@ Array = jax.Array
 
 
 def init_decoding(model: Transformer, params: Any, encoder_input_tokens: Array, *,
-                  beam_size: int, max_decode_length: int) -> tuple[decoding.StepFn, Any, Array]:
+                  beam_size: int, max_decode_length: int,
+                  beam_grouped_cache: bool = False) -> tuple[decoding.StepFn, Any, Array]:
   """Encode once and set up incremental decoding for batch * beam_size rows.
+
+  beam_grouped_cache (beam search, one token per call): a self-attention cache grouped per
+  example that the search never copies; it must then re-order with `reorder_beam_cache`
+  instead of decoding.gather_beams (see reorder_beam_cache).
 
   Returns (step_fn, cache, row_inputs): the `decoding.StepFn` that feeds one token per row to
   the model, the initial self-attention cache, and the encoder ids repeated per beam
@@ -45,6 +58,7 @@ def init_decoding(model: Transformer, params: Any, encoder_input_tokens: Array, 
   _, caches = model.apply(
       variables, row_encoded, row_inputs, jnp.zeros((rows, 1), jnp.int32),
       enable_dropout=False, decode=True, max_decode_length=max_decode_length,
+      beam_groups=beam_size if beam_grouped_cache else None,
       method=Transformer.decode, mutable=["cache", "encoder_cache"])
   # The encoder cache is constant for the whole search (never reordered by beams), so it is
   # closed over instead of being carried through the loop.
@@ -146,15 +160,87 @@ def trim_to_bucket(encoder_input_tokens: np.ndarray, buckets: tuple[int, ...]) -
 
 
 def grow_cache(cache: Any, length: int) -> Any:
-  """Pads the self-attention caches ([rows, heads, len, kv]) with zeros to `length` positions;
-  the scalar cache index is kept.  Positions past the index are masked, so zeros are inert."""
+  """Pads the self-attention caches ([rows, heads, len, kv], or beam-grouped [examples, heads,
+  beams * len, kv] with keys [examples, heads, kv, beams * len]: each slot's positions) and a beam_source table ([rows, len, beams]) with
+  zeros (False) to `length` positions; the scalar cache index is kept.  Positions past the
+  index are masked, so zeros are inert."""
+  beams = max([x.shape[-1] for path, x in jax.tree_util.tree_leaves_with_path(cache)
+               if _leaf_name(path) == "beam_source"] or [1])
 
-  def grow(x):
+  def grow(path, x):
     if jnp.ndim(x) == 0:
       return x
-    return jnp.pad(x, [(0, 0), (0, 0), (0, length - x.shape[2]), (0, 0)])
+    if _leaf_name(path) == "beam_source":
+      return jnp.pad(x, [(0, 0), (0, length - x.shape[1]), (0, 0)])
+    # Positions run along axis 2, or axis 3 for a beam-grouped cache's transposed keys.
+    axis = 3 if beams > 1 and _leaf_name(path) == "cached_key" else 2
+    shape = x.shape
+    x = x.reshape(shape[:axis] + (beams, shape[axis] // beams) + shape[axis + 1:])
+    x = jnp.pad(x, [(0, length - x.shape[i]) if i == axis + 1 else (0, 0)
+                    for i in range(x.ndim)])
+    return x.reshape(shape[:axis] + (beams * length,) + shape[axis + 1:])
 
-  return jax.tree_util.tree_map(grow, cache)
+  return jax.tree_util.tree_map_with_path(grow, cache)
+
+
+def _leaf_name(path) -> str:
+  return str(getattr(path[-1], "key", path[-1]))
+
+
+def is_beam_grouped(cache: Any) -> bool:
+  """Whether a decoding cache is beam-grouped (it has the "beam_source" ancestry table)."""
+  return "beam_source" in cache["decoder"]
+
+
+def reorder_beam_cache(cache: Any, parent: Array, batch: int, beam_size: int) -> Any:
+  """decoding.beam_search's reorder_cache.  A beam-grouped cache (init_decoding with
+  beam_grouped_cache=True, or group_beam_cache): only the ancestry table "beam_source"
+  ([rows, len, beams] bools) follows the beams; the keys and values stay where their rows
+  wrote them, and attention finds a hypothesis's own through the table
+  (attention._beam_group_attention): the eager re-ordering's result without copying the
+  cache every step.  Any other cache: decoding.gather_beams (every row copied)."""
+  if not is_beam_grouped(cache):
+    return decoding.gather_beams(cache, parent, batch, beam_size)
+
+  def reorder(path, x):
+    if _leaf_name(path) != "beam_source":
+      return x
+    return decoding.gather_beams(x, parent, batch, beam_size)
+
+  return jax.tree_util.tree_map_with_path(reorder, cache)
+
+
+def group_beam_cache(cache: Any, beam_size: int) -> Any:
+  """An eagerly re-ordered cache (row r holds hypothesis r's whole history) as the same cache
+  beam-grouped (attention._beam_group_attention's layout): every hypothesis's history sits in
+  its own slot, so the ancestry table starts as "own slot" at every position written."""
+  index = cache["decoder"]["cache_index"]
+
+  def convert(path, x):
+    name = _leaf_name(path)
+    if name not in ("cached_key", "cached_value"):
+      return x
+    rows, heads, length, kv = x.shape
+    x = x.reshape(rows // beam_size, beam_size, heads, length, kv)
+    if name == "cached_key":  # transposed: [examples, heads, kv, beams * len]
+      return x.transpose(0, 2, 4, 1, 3).reshape(rows // beam_size, heads, kv, -1)
+    return x.transpose(0, 2, 1, 3, 4).reshape(rows // beam_size, heads, -1, kv)
+
+  rows, _, length, _ = cache["decoder"]["layers_0"]["self_attention"]["cached_key"].shape
+  own_slot = jnp.arange(beam_size)[None, :] == (jnp.arange(rows) % beam_size)[:, None]
+  written = jnp.arange(length) < index
+  grouped = dict(jax.tree_util.tree_map_with_path(convert, cache))
+  grouped["decoder"] = dict(grouped["decoder"],
+                            beam_source=written[None, :, None] & own_slot[:, None, :])
+  return grouped
+
+
+# Beam search of a single example re-orders its cache eagerly (decoding.gather_beams) while the
+# cache is shorter than this, and beam-grouped from there on (group_beam_cache at the growing
+# cache's boundary): at 1 example (4 rows) the copy is cheaper than the grouped attention at
+# 64 positions and dearer at 256 (benchmarks/step_cost.py, BENCHMARKS.md 2e).  Batches of
+# several examples are grouped from the start (2x cheaper steps at 32 examples).
+GROUP_SINGLE_EXAMPLE_BEAMS_FROM = 128
 
 
 # decode_batch's `search` (constrained decoding; without a constraint all three are the plain
@@ -177,15 +263,23 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
             constraint: Optional[decoding.LogitsConstraint], *, beam_size: int,
             max_decode_length: int, alpha: float, eos_id: int,
             stopping: str, search: str = DEFAULT_SEARCH,
-            chunk_length: int = fast_decoding.DEFAULT_CHUNK_LENGTH) -> decoding.DecodeOutput:
+            chunk_length: int = fast_decoding.DEFAULT_CHUNK_LENGTH,
+            beam_grouped_cache: bool = True) -> decoding.DecodeOutput:
   lengths = cache_lengths(max_decode_length)
   fast = search == "fast" and constraint is not None
   allowed_only = search == "allowed" and hasattr(constraint, "candidate_table")
   # A chunk written at the last position of a cache length L reaches L + chunk - 1.
   slack = chunk_length if fast else 0
+  # Step-by-step beam search keeps its cache grouped by example, never copied
+  # (reorder_beam_cache), from the first cache length or GROUP_SINGLE_EXAMPLE_BEAMS_FROM on.
+  grouped = beam_grouped_cache and beam_size > 1 and not fast
+  group_from = (lengths[0] if encoder_input_tokens.shape[0] > 1
+                else GROUP_SINGLE_EXAMPLE_BEAMS_FROM)
   step_fn, cache, row_inputs = init_decoding(model, params, encoder_input_tokens,
                                              beam_size=beam_size,
-                                             max_decode_length=lengths[0] + slack)
+                                             max_decode_length=lengths[0] + slack,
+                                             beam_grouped_cache=grouped and
+                                             lengths[0] >= group_from)
   start = model.config.decoder_start_token_id
   common = dict(max_decode_length=max_decode_length, start_token_id=start, eos_id=eos_id,
                 alpha=alpha, constraint=constraint, cache_lengths=lengths,
@@ -209,8 +303,15 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
                     if allowed_only else None)
     return decoding.greedy_decode(step_fn, cache, row_inputs, score_candidates=allowed_only,
                                   output_layer=output_layer, **common)
+  if grouped:
+    def grow_beam_cache(cache: Any, length: int) -> Any:
+      if length >= group_from and not is_beam_grouped(cache):
+        cache = group_beam_cache(cache, beam_size)
+      return grow_cache(cache, length)
+    common.update(grow_cache=grow_beam_cache)
   return decoding.beam_search(step_fn, cache, row_inputs, beam_size=beam_size,
-                              stopping=stopping, score_candidates=allowed_only, **common)
+                              stopping=stopping, score_candidates=allowed_only,
+                              reorder_cache=reorder_beam_cache if grouped else None, **common)
 
 
 @functools.lru_cache(maxsize=None)
@@ -222,8 +323,8 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                  constraint: Optional[decoding.LogitsConstraint] = None, *, beam_size: int = 1,
                  max_decode_length: int, alpha: float = 0.6, eos_id: int = 1,
                  stopping: str = "all", search: str = DEFAULT_SEARCH,
-                 chunk_length: int = fast_decoding.DEFAULT_CHUNK_LENGTH
-                 ) -> decoding.DecodeOutput:
+                 chunk_length: int = fast_decoding.DEFAULT_CHUNK_LENGTH,
+                 beam_grouped_cache: bool = True) -> decoding.DecodeOutput:
   """Jitted decoding returning tokens, summed log-probs and length-normalised scores.
 
   Shapes: tokens and token_log_probs [batch, k, max_decode_length], log_probs and scores
@@ -236,6 +337,9 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
   vocabulary) or "fast" (chunks of `chunk_length` tokens per decoder call:
   punified_jax.fast_decoding).  All give the same outputs.  Without a constraint all are the
   step-by-step search.
+  `beam_grouped_cache`: the step-by-step beam searches keep a cache grouped per example that
+  is never copied (reorder_beam_cache); False re-orders it with decoding.gather_beams every
+  step, the old way (same results; kept for benchmarks/step_cost.py's A/B and the tests).
   """
   _validate(encoder_input_tokens, beam_size, max_decode_length, eos_id, model)
   if search not in SEARCHES:
@@ -249,18 +353,22 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                            beam_size=int(beam_size), max_decode_length=int(max_decode_length),
                            alpha=float(alpha), eos_id=int(eos_id),
                            stopping=str(stopping), search=str(search),
-                           chunk_length=int(chunk_length))
+                           chunk_length=int(chunk_length),
+                           beam_grouped_cache=bool(beam_grouped_cache))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "beam_size", "max_decode_length", "alpha",
-                                             "eos_id", "stopping", "search", "chunk_length"))
+                                             "eos_id", "stopping", "search", "chunk_length",
+                                             "beam_grouped_cache"))
 def _decode_batch_jit(model: Transformer, params: Any, encoder_input_tokens: Array,
                       constraint: Optional[decoding.LogitsConstraint], *, beam_size: int,
                       max_decode_length: int, alpha: float, eos_id: int,
-                      stopping: str, search: str, chunk_length: int) -> decoding.DecodeOutput:
+                      stopping: str, search: str, chunk_length: int,
+                      beam_grouped_cache: bool) -> decoding.DecodeOutput:
   output = _decode(model, params, encoder_input_tokens, constraint, beam_size=beam_size,
                    max_decode_length=max_decode_length, alpha=alpha, eos_id=eos_id,
-                   stopping=stopping, search=search, chunk_length=chunk_length)
+                   stopping=stopping, search=search, chunk_length=chunk_length,
+                   beam_grouped_cache=beam_grouped_cache)
   if beam_size == 1:
     output = decoding.DecodeOutput(output.tokens[:, None, :], output.log_probs[:, None],
                                    output.scores[:, None], output.token_log_probs[:, None, :],

@@ -1,0 +1,258 @@
+"""Milliseconds per decoder step of the default ("allowed") search, and where a step goes.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/step_cost.py --raw_dir ../shared/data/raw \
+        --model_dir /work/bench_model/ccks --dataset resume
+
+Why: a long request's step cost more than a short one's (0.77 against 0.32 ms at 1 row, beam
+4: issue 12's 1-client p99/p50), and issue 13 wants cheaper steps at 32 rows.  For each
+(rows, beam, input bucket, cache length) this runs the real search (decoding.greedy_decode /
+beam_search over the constraint's candidates, as generate.decode_batch's "allowed" does) on
+a cache of that fixed length for N1 and N2 steps and reports (T(N2) - T(N1)) / (N2 - N1):
+the cost of one step, setup excluded.  Rows never end (the constraint is wrapped so that one
+candidate is always allowed and the search's EOS id is one no row writes), so every row steps
+N times.  Beam search runs both cache re-orderings, interleaved in one process: "gather"
+(decoding.gather_beams copies every row's cache each step: the old way) and "grouped"
+(generate.reorder_beam_cache: the cache is never copied; the default now, from the first
+cache length for batches of several examples, from generate.GROUP_SINGLE_EXAMPLE_BEAMS_FROM
+for a single one).  Inputs are real
+prompted sentences of --dataset repeated to fill the bucket.
+
+--pieces adds a breakdown at the largest bucket and cache length: each piece alone, `repeats`
+times in one jitted fori_loop, per call:
+  decoder step         the model on 1 token per row (logits), cache re-ordered by gather
+  decoder step grouped the same on a beam-grouped cache (beam > 1)
+  gather cache         decoding.gather_beams of the whole self-attention cache
+  step_candidates      one constraint.step_candidates call
+  candidate log-probs  the vocabulary-wide logsumexp + the candidates' log-softmax
+Wall times are min over --passes; CPU time (process_time) is given too: on a shared machine
+the CPU time is disturbed far less.  Prints a table, writes JSON under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _ints(text: str) -> list[int]:
+  return [int(x) for x in text.split(",") if x]
+
+
+def _timed(fn, *args) -> tuple[float, float]:
+  """(wall, cpu) seconds of one call of fn(*args), result ready."""
+  import jax  # pylint: disable=g-import-not-at-top
+  start, start_cpu = time.perf_counter(), time.process_time()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--raw_dir", required=True)
+  parser.add_argument("--model_dir", required=True)
+  parser.add_argument("--dataset", default="resume")
+  parser.add_argument("--rows", default="1,32", help="examples per batch")
+  parser.add_argument("--beams", default="1,4")
+  parser.add_argument("--buckets", default="48,128,192")
+  parser.add_argument("--cache_lengths", default="64,128,256")
+  parser.add_argument("--steps", default="8,40", help="N1,N2")
+  parser.add_argument("--passes", type=int, default=3)
+  parser.add_argument("--pieces", action="store_true")
+  parser.add_argument("--repeats", type=int, default=32)
+  parser.add_argument("--name", default="step_cost")
+  args = parser.parse_args(argv)
+
+  import flax  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from punified_jax import constraints, decoding, entity_types, generate, model_info, prompts  # pylint: disable=g-import-not-at-top
+  from punified_jax.inference import Extractor  # pylint: disable=g-import-not-at-top
+  from punified_jax.model import Transformer  # pylint: disable=g-import-not-at-top
+
+  @flax.struct.dataclass
+  class Endless:
+    """The NER constraint with candidate 0 always allowed: rows never run out of tokens, at
+    the constraint's own cost."""
+    inner: constraints.NerCopyConstraint
+
+    def init(self, tokens):
+      return self.inner.init(tokens)
+
+    def candidate_table(self, tokens):
+      return self.inner.candidate_table(tokens)
+
+    def step_candidates(self, state, token_ids, step, table):
+      allowed, state = self.inner.step_candidates(state, token_ids, step, table)
+      return allowed | (jnp.arange(allowed.shape[1]) == 0)[None], state
+
+  config = common.configure_tasks(args.raw_dir, [args.dataset])
+  import tasks  # pylint: disable=g-import-not-at-top
+  examples = tasks.load_examples(config, args.dataset)["validation"][:64]
+  names = entity_types.prompt_names(args.dataset)
+  info = model_info.load_model_info(args.model_dir)
+  vocabulary = info.vocabulary()
+  sentences = [list(vocabulary.encode(prompts.format_input(ex.text, names))) for ex in examples]
+  params = Extractor.load(args.model_dir, beam_size=1).params
+  model = Transformer(info.t5_config)
+  inner = constraints.NerCopyConstraint.from_vocabulary(vocabulary)
+  constraint = Endless(inner)
+  never_eos = info.t5_config.vocab_size - 1  # an id past the tokenizer's: never written
+  eos = int(vocabulary.eos_id)
+
+  def batch_of(rows: int, bucket: int):
+    batch = np.zeros((rows, bucket), np.int32)
+    for r in range(rows):
+      ids = (sentences[r % len(sentences)] * (bucket // 8 + 1))[:bucket - 1] + [eos]
+      batch[r, :len(ids)] = ids
+    return jnp.asarray(batch)
+
+  def search(beam: int, cache_length: int, steps: int, grouped: bool):
+    @jax.jit
+    def run(params, batch):
+      step_fn, cache, row_inputs = generate.init_decoding(
+          model, params, batch, beam_size=beam, max_decode_length=cache_length,
+          beam_grouped_cache=grouped)
+      options = dict(max_decode_length=steps, eos_id=never_eos, constraint=constraint,
+                     score_candidates=True)
+      if beam == 1:
+        layer = decoding.OutputLayer(step_fn.hidden_step_fn,
+                                     generate.output_kernel(model.config, params))
+        return decoding.greedy_decode(step_fn, cache, row_inputs, output_layer=layer,
+                                      **options).tokens
+      return decoding.beam_search(
+          step_fn, cache, row_inputs, beam_size=beam,
+          reorder_cache=generate.reorder_beam_cache if grouped else None, **options).tokens
+    return run
+
+  n1, n2 = _ints(args.steps)
+  results = []
+  for rows in _ints(args.rows):
+    for beam in _ints(args.beams):
+      variants = ["grouped", "gather"] if beam > 1 else ["greedy"]
+      for bucket in _ints(args.buckets):
+        batch = batch_of(rows, bucket)
+        for length in _ints(args.cache_lengths):
+          fns = {(v, n): search(beam, length, n, v == "grouped") for v in variants
+                 for n in (n1, n2)}
+          for fn in fns.values():
+            jax.block_until_ready(fn(params, batch))  # compile
+          best = {key: (float("inf"), float("inf")) for key in fns}
+          for _ in range(args.passes):  # interleaved: the variants share the machine's state
+            for key, fn in fns.items():
+              wall, cpu = _timed(fn, params, batch)
+              best[key] = (min(best[key][0], wall), min(best[key][1], cpu))
+          for v in variants:
+            row = {"rows": rows, "beam": beam, "decoder_rows": rows * beam, "bucket": bucket,
+                   "cache": length, "variant": v,
+                   "ms_per_step": 1e3 * (best[(v, n2)][0] - best[(v, n1)][0]) / (n2 - n1),
+                   "cpu_ms_per_step": 1e3 * (best[(v, n2)][1] - best[(v, n1)][1]) / (n2 - n1)}
+            results.append(row)
+            print(row, flush=True)
+  for row in results:
+    if row["variant"] == "grouped":
+      old = next(r for r in results if r["variant"] == "gather" and all(
+          r[k] == row[k] for k in ("rows", "beam", "bucket", "cache")))
+      row["gather_over_grouped"] = old["ms_per_step"] / row["ms_per_step"]
+  common.print_table(results, ["rows", "beam", "bucket", "cache", "variant", "ms_per_step",
+                               "cpu_ms_per_step", "gather_over_grouped"],
+                     title=f"ms per decoder step (steps {n1}->{n2}, min of {args.passes})")
+
+  pieces = []
+  if args.pieces:
+    pieces = _pieces(args, model, params, inner, batch_of, jax, jnp, decoding, generate)
+  print("wrote", common.write_json(args.name, {
+      "command": common.command_line(), "machine": common.machine_info(),
+      "steps": [n1, n2], "results": results, "pieces": pieces}))
+  return 0
+
+
+def _pieces(args, model, params, constraint, batch_of, jax, jnp, decoding, generate) -> list:
+  """Each piece of a step alone, `repeats` times in one jitted fori_loop, ms per call."""
+  repeats = args.repeats
+  bucket, length = max(_ints(args.buckets)), max(_ints(args.cache_lengths))
+  out = []
+  for rows in _ints(args.rows):
+    for beam in _ints(args.beams):
+      batch = batch_of(rows, bucket)
+      decoder_rows = rows * beam
+
+      def timed(fn, *fn_args):
+        jax.block_until_ready(fn(*fn_args))
+        return min(_timed(fn, *fn_args)[0] for _ in range(args.passes))
+
+      def setup(params, batch, grouped=False):
+        return generate.init_decoding(model, params, batch, beam_size=beam,
+                                      max_decode_length=length, beam_grouped_cache=grouped)
+
+      base = timed(jax.jit(lambda p, b: setup(p, b)[1]), params, batch)
+
+      def decoder_loop(grouped, reorder):
+        @jax.jit
+        def run(params, batch):
+          step_fn, cache, _ = setup(params, batch, grouped)
+          parent = jnp.tile(jnp.arange(beam)[::-1][None], (rows, 1))
+          def body(i, carry):
+            token, cache, total = carry
+            logits, cache = step_fn(token, cache, i)
+            if reorder:
+              cache = (generate.reorder_beam_cache if grouped else decoding.gather_beams)(
+                  cache, parent, rows, beam)
+            return (token + 1) % 4000 + 5, cache, total + logits[:, 0]
+          return jax.lax.fori_loop(0, repeats, body, (jnp.full((decoder_rows,), 5, jnp.int32),
+                                                      cache, jnp.zeros((decoder_rows,))))[2]
+        return (timed(run, params, batch) - base) / repeats
+
+      def record(piece, seconds):
+        row = {"rows": rows, "beam": beam, "bucket": bucket, "cache": length, "piece": piece,
+               "ms_per_call": 1e3 * seconds}
+        out.append(row)
+        print(row, flush=True)
+
+      record("decoder step (logits)", decoder_loop(False, False))
+      if beam > 1:
+        record("decoder step + gather cache (old)", decoder_loop(False, True))
+        record("decoder step, grouped cache + reorder table (new)", decoder_loop(True, True))
+      row_inputs = decoding.expand_to_beams(batch, beam)
+      table = constraint.candidate_table(row_inputs)
+
+      @jax.jit
+      def step_cands(row_inputs):
+        state = constraint.init(row_inputs)
+        def body(i, carry):
+          state, token, total = carry
+          allowed, state = constraint.step_candidates(state, token, jnp.array(1, jnp.int32),
+                                                      table)
+          token = jnp.take_along_axis(table.ids, jnp.argmax(allowed, 1)[:, None], 1)[:, 0]
+          return state, token, total + jnp.sum(allowed, 1)
+        return jax.lax.fori_loop(0, repeats, body, (state, row_inputs[:, 0],
+                                                    jnp.zeros((decoder_rows,), jnp.int32)))[2]
+      record("constraint.step_candidates", timed(step_cands, row_inputs) / repeats)
+
+      @jax.jit
+      def log_probs(logits, allowed):
+        def body(i, total):
+          shifted = logits + i.astype(jnp.float32)
+          normaliser = jax.nn.logsumexp(shifted, axis=-1, keepdims=True)
+          candidates = jnp.take_along_axis(shifted, table.ids, axis=1)
+          search = decoding.masked_candidate_log_probs(candidates, allowed)
+          return total + search[:, 0] + (candidates - normaliser)[:, -1]
+        return jax.lax.fori_loop(0, repeats, body, jnp.zeros((decoder_rows,)))
+      logits = jax.random.normal(jax.random.PRNGKey(0),
+                                 (decoder_rows, model.config.vocab_size))
+      allowed = jnp.ones(table.ids.shape, bool)
+      record("candidate log-probs", timed(log_probs, logits, allowed) / repeats)
+  common.print_table(out, ["rows", "beam", "bucket", "cache", "piece", "ms_per_call"],
+                     title=f"pieces of a step, bucket {bucket}, cache {length}")
+  return out
+
+
+if __name__ == "__main__":
+  sys.exit(main())
