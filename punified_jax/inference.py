@@ -78,13 +78,10 @@ import bisect
 import collections
 import dataclasses
 import functools
-import json
 import logging
 import math
-import time
 from typing import Any, Iterable, Optional, Sequence
 
-import gin
 import jax
 import numpy as np
 import seqio
@@ -100,11 +97,8 @@ from punified_jax import prompts
 from punified_jax import request_validation
 from punified_jax import run_dir
 from punified_jax import sharded_decoding
-from punified_jax import storage
 from punified_jax import vocab as vocab_lib
 from punified_jax.model import T5Config, Transformer
-from punified_jax.tasks import names as task_names
-from punified_jax.tasks import registry
 
 logger = logging.getLogger(__name__)
 
@@ -783,56 +777,3 @@ def _check_texts(texts: Any) -> list[str]:
     if not isinstance(text, str):
       raise TypeError(f"texts[{index}] is a {type(text).__name__}, not a str")
   return texts
-
-
-@gin.configurable
-def infer_splits(*, model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
-          output_dir: str = gin.REQUIRED, split: str = "test", checkpoint: str = "auto",
-          beam_size: int = 4, constrained: bool = True, batch_size: int = 16,
-          max_examples: Optional[int] = None,
-          partitioner: Any = None) -> dict[str, str]:
-  """Writes predictions for `split` of each dataset of the task/mixture, one JSON line a sentence
-  ({"id", "text", "types", "entities", "gold"}) in `<output_dir>/<dataset>-<split>.jsonl`, each
-  sentence prompted with its dataset's types (punified_jax/infer.py is the command line).
-  Returns {dataset: path}.
-
-  `partitioner` (gin: a gin/partitioning/*.gin preset, data-parallel by default) is the mesh
-  the Extractor decodes on, over every process's devices; None = this process's devices.  On
-  several hosts every process runs the same extraction (each host's devices decode their rows
-  of every batch) and process 0 writes the files."""
-
-  config = registry.configure()
-  provider = seqio.get_mixture_or_task(mixture_or_task_name)
-  datasets = list(dict.fromkeys(
-      task_names.dataset_of_task(t.name) or t.name for t in getattr(provider, "tasks", [provider])))
-  extractor = Extractor.load(model_dir, checkpoint=checkpoint, beam_size=beam_size,
-                             constrained=constrained, batch_size=batch_size,
-                             partitioning=partitioner)
-  print(f"decoding on {extractor.decoder!r}, batch {extractor.batch_size}", flush=True)
-  writer = jax.process_index() == 0
-  if writer:
-    storage.makedirs(output_dir)
-  written = {}
-  for dataset in datasets:
-    splits = registry.load_examples(config, dataset)
-    if split not in splits:
-      logger.warning("%s has no %r split; skipped", dataset, split)
-      continue
-    examples = splits[split][:max_examples] if max_examples else splits[split]
-    types = entity_types.prompt_names(dataset)
-    start = time.time()
-    results = extractor.extract([ex.text for ex in examples], types)
-    path = storage.join(output_dir, f"{dataset}-{split}.jsonl")
-    lines = []
-    for index, (ex, entities) in enumerate(zip(examples, results)):
-      gold = [{"type": entity_types.prompt_name(dataset, s.type), "text": s.text_in(ex.text),
-               "start": s.start, "end": s.end} for s in ex.spans]
-      lines.append(json.dumps({"id": f"{dataset}-{split}-{index}", "text": ex.text,
-                               "types": list(types), "entities": entities, "gold": gold},
-                              ensure_ascii=False) + "\n")
-    if writer:  # every process holds the same results (sharded_decoding gathers them)
-      storage.write_text_atomic(path, "".join(lines))
-    written[dataset] = path
-    print(f"{dataset}/{split}: {len(examples)} sentences in {time.time() - start:.1f}s -> {path}",
-          flush=True)
-  return written
