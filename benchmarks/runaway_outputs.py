@@ -13,7 +13,7 @@ forbid_repeats, with forbid_repeats and follow_order) and reports:
            calls / (batch_size x the batch's longest), over all batches;
   at_limit outputs (best hypothesis) without EOS at --max_decode_length;
   repeats  outputs whose items include a repeated (type, span) pair;
-  mean/p90/max output tokens, and span macro F1 (metrics.span_macro_f1 on the parsed outputs,
+  mean/p90/p99/max output tokens, and span macro F1 (metrics.span_macro_f1 on the parsed outputs,
   spans not in the sentence dropped, as extract_throughput does).
 No timing: counts and F1 only (the machine is shared).
 """
@@ -124,7 +124,8 @@ def main(argv=None) -> int:
             "dataset": dataset, "beam": beam, "rules": rule,
             "sentences": len(texts), "useful": useful / paid, "at_limit": at_limit,
             "repeats": repeats, "mean_tokens": float(lengths.mean()),
-            "p90_tokens": float(np.percentile(lengths, 90)), "max_tokens": int(lengths.max()),
+            "p90_tokens": float(np.percentile(lengths, 90)),
+            "p99_tokens": float(np.percentile(lengths, 99)), "max_tokens": int(lengths.max()),
             "macro_f1": f1["macro_f1"], "micro_f1": f1.get("micro_f1"),
             "decoder_calls": int(sum(calls))})
         common.print_table(rows[-1:], list(rows[-1].keys()))

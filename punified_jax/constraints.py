@@ -26,7 +26,7 @@ Vectorised automaton.  `NerCopyConstraint` implements decoding.LogitsConstraint 
     phases int32 [rows]             a bit set of grammar phases (below)
     last_type int32 [rows]          input position of the last token of the most recently
                                     completed type copy (-1 before the first)
-    (and the fields of "No repeated items" below)
+    (and the fields of the two rules below)
 
 Spans may contain "(" ")" "," ":" themselves, so after e.g. a ")" that both closes an item and
 continues a span the automaton is in several phases at once; the allowed tokens are the union
@@ -41,8 +41,7 @@ to the output limit ("(景点:亚庇),(景点:亚庇),..."): one such row makes 
 
 No repeated items (`forbid_repeats`).  The training targets never hold the same
 (type, span) pair twice (prompts.format_target writes each pair once, and the parser drops a
-repeat), yet an unconstrained-length search can loop on one item until the output limit
-("(景点:亚庇),(景点:亚庇),...").  So an item equal to one already written in this output may not
+repeat).  So an item equal to one already written in this output may not
 be closed: its ")" does not close it (the SPAN_CLOSABLE / AFTER_NULL bit is cleared, so the
 mask and the transitions agree; a ")" that also continues the span stays allowed as a copy),
 and NULL is not allowed as the span of a type that already had (TYPE:NULL).  The model then
@@ -92,7 +91,9 @@ keep that order:
     keeps every occurrence for the span's identity); NULL may not follow it;
   * "," only while some type may still come (no dead end: a type is offered again only while
     a span can start after the bar).
-So a row can write at most one item per text position and type: no loop runs to the limit.
+Each surely closed span moves its type's bar forward, so a type gets at most one such item per
+text position: no loop runs to the limit (unless its closes are never sure: spans that contain
+")" followed by more of the text).
 Gold targets are accepted when no two mentions of one type start at the same character (flat
 NER: true of every tag-sequence dataset here; nested mentions of one type sharing a start
 would be refused).  Items not surely closed (see above) do not move the bar (it only lags,
@@ -291,6 +292,8 @@ class NerCopyConstraint:
                   & self._type_may_start(state))
     start_span = (_has(phases, AFTER_COLON)[:, None] & _role(roles, _SPAN_FIRST)
                   & self._span_may_start(state))
+    if not self.follow_order:
+      return state["copy"] | start_type | start_span
     return (state["copy"] & ~_role(roles, _TEXT)) | state["ordered"] | start_type | start_span
 
   # -- target order (module docstring) -------------------------------------------------------
@@ -326,15 +329,19 @@ class NerCopyConstraint:
     token = token_ids.astype(jnp.int32)
     same = state["ids"] == token[:, None]
     matched = self._copy_sources(state) & same
-    # Every occurrence of the span (also those the target order does not let the output
-    # follow), for the span's identity; `ordered`: those it may follow.
-    every_text = ((state["copy"] | (_has(phases, AFTER_COLON)[:, None]
-                                    & _role(roles, _SPAN_FIRST))) & _role(roles, _TEXT) & same)
     # A copy continues at the next position of the same region; markers separate the type
     # segments, so "next position is a type token" means "same segment".
-    copy = (_shift_right((matched & ~_role(roles, _TEXT)) | every_text, False)
-            & (_role(roles, _TYPE) | _role(roles, _TEXT)))
-    ordered = _shift_right(matched & _role(roles, _TEXT), False) & _role(roles, _TEXT)
+    in_region = _role(roles, _TYPE) | _role(roles, _TEXT)
+    ordered = state["ordered"]
+    if self.follow_order:
+      # `copy` follows every occurrence of the span (also those the target order does not
+      # let the output follow: the span's identity needs them all), `ordered` those it may.
+      every_text = ((state["copy"] | (_has(phases, AFTER_COLON)[:, None]
+                                      & _role(roles, _SPAN_FIRST))) & _role(roles, _TEXT) & same)
+      copy = _shift_right((matched & ~_role(roles, _TEXT)) | every_text, False) & in_region
+      ordered = _shift_right(matched & _role(roles, _TEXT), False) & _role(roles, _TEXT)
+    else:
+      copy = _shift_right(matched, False) & in_region
     is_ = lambda token_id: token == token_id
     has = lambda bit: _has(phases, bit)
     null_taken = self._null_allowed(state) & is_(self.null_id)
@@ -354,6 +361,8 @@ class NerCopyConstraint:
                           state["last_type"]).astype(jnp.int32)
     new = {**state, "copy": copy, "phases": new_phases, "last_type": last_type,
            "ordered": ordered}
+    if not (self.forbid_repeats or self.follow_order):
+      return new  # the grammar alone: the rules' fields stay as init made them
     new.update(self._track_items(state, token, same, null_taken, matched))
     return self._forbid_repeat_close(new)
 
@@ -361,7 +370,8 @@ class NerCopyConstraint:
 
   def _track_items(self, state: dict[str, Array], token: Array, same: Array,
                    null_taken: Array, matched: Array) -> dict[str, Array]:
-    """The no-repeat fields after `token`: the item being written and the written items."""
+    """The rules' fields after `token`: the item being written, the written items and the
+    last surely closed item (target order)."""
     roles, phases = state["roles"], state["phases"]
     length = roles.shape[1]
     # Text copies that go on (an older span) and spans that start here.
@@ -446,6 +456,8 @@ class NerCopyConstraint:
     in progress (type or span) at its first possible position: fast_decoding's draft of the
     next token inside a span.  A guess, verified by the model before it is kept."""
     copy = state["copy"]
+    if self.follow_order:  # only the occurrences the output may follow
+      copy = (copy & ~_role(state["roles"], _TEXT)) | state["ordered"]
     first = jnp.argmax(copy, axis=1)
     token = jnp.take_along_axis(state["ids"], first[:, None], axis=1)[:, 0]
     return token, jnp.any(copy, axis=1)
