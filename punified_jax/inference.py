@@ -186,6 +186,9 @@ class Extractor:
     first_pass: greedy `extract` decodes each batch to a first, shorter output limit and only
       the windows that did not end there again to max_decode_length (module docstring, "Long
       outputs"): the same entities, without a long output holding its whole batch.
+    forbid_repeats, follow_order: the constraint's optional rules, off by default (constraints
+      module docstring; BENCHMARKS.md 2e): no item closed twice / items in format_target's
+      order (then no output runs to the length limit, but it cost the bench model F1).
   """
 
   def __init__(self, model: Any, params: Any, vocabulary: Any, *, beam_size: int = 4,
@@ -194,7 +197,7 @@ class Extractor:
                max_decode_length: int = DEFAULT_FEATURE_LENGTH, alpha: float = 0.6,
                stopping: str = "best", known_types: Optional[Sequence[str]] = None,
                partitioning: sharded_decoding.PartitioningArg = None,
-               first_pass: bool = True):
+               first_pass: bool = True, forbid_repeats: bool = False, follow_order: bool = False):
     config = model if isinstance(model, T5Config) else getattr(model, "config", None)
     if not isinstance(config, T5Config):
       raise TypeError(f"model must be a model.Transformer or a T5Config, got "
@@ -233,7 +236,9 @@ class Extractor:
     self.eos_id = int(vocabulary.eos_id)
     # Built even when unconstrained: it checks that the syntax tokens are single tokens, and
     # the parser-side token ids come from it.
-    self._constraint = constraints_lib.NerCopyConstraint.from_vocabulary(vocabulary)
+    self._constraint = constraints_lib.NerCopyConstraint.from_vocabulary(
+        vocabulary, forbid_repeats=forbid_repeats, follow_order=follow_order)
+    self.forbid_repeats, self.follow_order = bool(forbid_repeats), bool(follow_order)
     self._text_id = int(self._constraint.text_id)
     self._open_id = int(self._constraint.open_id)
     self._close_id = int(self._constraint.close_id)
@@ -252,7 +257,8 @@ class Extractor:
            max_input_length: Optional[int] = None, max_decode_length: Optional[int] = None,
            alpha: float = 0.6, stopping: str = "best",
            partitioning: sharded_decoding.PartitioningArg = None,
-           first_pass: bool = True) -> "Extractor":
+           first_pass: bool = True, forbid_repeats: bool = False,
+           follow_order: bool = False) -> "Extractor":
     """An Extractor for the model in `model_dir` (written by the trainer or from_t5x).
 
     Reads `punified_model.json` (model_info), the vocabulary copy and one parameter checkpoint,
@@ -261,8 +267,8 @@ class Extractor:
     "best" and "latest" insist on one of them; a step number; any other value is a checkpoint
     path (run, step or state dir).  `model_dir` may be local or gs://.
     max_input_length / max_decode_length default to the run's task feature lengths (512 when
-    unrecorded).  `partitioning` as in the constructor; the parameters are restored straight
-    into its shardings (with 'fsdp' or '2d' no device holds the whole model).
+    unrecorded).  `partitioning` and the rest as in the constructor; the parameters are
+    restored straight into its shardings (with 'fsdp' or '2d' no device holds the whole model).
     """
     info = model_info_lib.load_model_info(model_dir)
     vocabulary = info.vocabulary()
@@ -277,7 +283,8 @@ class Extractor:
         max_input_length=max_input_length or lengths.get("inputs", DEFAULT_FEATURE_LENGTH),
         max_decode_length=max_decode_length or lengths.get("targets", DEFAULT_FEATURE_LENGTH),
         alpha=alpha, stopping=stopping, known_types=info.extra.get("prompt_names"),
-        partitioning=decoder, first_pass=first_pass)
+        partitioning=decoder, first_pass=first_pass, forbid_repeats=forbid_repeats,
+        follow_order=follow_order)
     extractor.checkpoint_path = chosen.item_dir
     logger.info("extractor: %s (beam %d, %s, %r)", extractor.checkpoint_path, beam_size,
                 "constrained" if constrained else "unconstrained", decoder)
