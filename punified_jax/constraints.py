@@ -26,7 +26,7 @@ Vectorised automaton.  `NerCopyConstraint` implements decoding.LogitsConstraint 
     phases int32 [rows]             a bit set of grammar phases (below)
     last_type int32 [rows]          input position of the last token of the most recently
                                     completed type copy (-1 before the first)
-    (and the fields of "No repeated items" below)
+    (and the fields of the two rules below)
 
 Spans may contain "(" ")" "," ":" themselves, so after e.g. a ")" that both closes an item and
 continues a span the automaton is in several phases at once; the allowed tokens are the union
@@ -35,10 +35,13 @@ afterwards.  EOS is allowed only after the closing "))".  Everything is elementw
 scatter over [rows, input_len], so it runs inside the jitted beam search and its state is
 reordered with the beams like the KV cache.
 
-No repeated items (`forbid_repeats`, on by default).  The training targets never hold the same
+Two optional rules (both off by default; benchmarks/runaway_outputs.py and BENCHMARKS.md 2e
+measure them).  A batch runs until its longest row ends, and a model can loop on one item up
+to the output limit ("(景点:亚庇),(景点:亚庇),..."): one such row makes its whole batch pay.
+
+No repeated items (`forbid_repeats`).  The training targets never hold the same
 (type, span) pair twice (prompts.format_target writes each pair once, and the parser drops a
-repeat), yet an unconstrained-length search can loop on one item until the output limit
-("(景点:亚庇),(景点:亚庇),...").  So an item equal to one already written in this output may not
+repeat).  So an item equal to one already written in this output may not
 be closed: its ")" does not close it (the SPAN_CLOSABLE / AFTER_NULL bit is cleared, so the
 mask and the transitions agree; a ")" that also continues the span stays allowed as a copy),
 and NULL is not allowed as the span of a type that already had (TYPE:NULL).  The model then
@@ -71,8 +74,32 @@ has to write something else there (continue the span, another span).
       end the row with log-prob -inf and the Extractor would drop its whole output.  So a
       repeat can still be written where it is the only way on; everywhere else it cannot.
   Gold targets (prompts.format_target: no repeated pair, no span containing "),(TYPE:") are
-  always accepted (property test in tests/test_no_repeat.py).  `forbid_repeats=False` gives the
-  grammar without this rule (the behaviour before it, for comparisons).
+  always accepted (property test in tests/test_no_repeat.py).
+  Measured (the CCKS/CLUENER/Resume bench model): it removes the repeats but not the runaways
+  (the model, kept from closing a repeat, writes ever longer spans of the same type instead),
+  and costs 0-2 points of F1: off by default.
+
+Target order (`follow_order`).  prompts.format_target writes the items in one order: types in
+prompt order, each type's items together, (TYPE:NULL) as its type's only item, and a type's
+spans in text order (the readers give mentions in text order).  With this rule the output must
+keep that order:
+  * an item's type is the last surely closed item's type or a later prompt type; after a
+    NULL item, a later type;
+  * a span of the same type as the last surely closed item (a span) must start at an input
+    position after that span's first occurrence that the output could follow (`order_start`;
+    its occurrences the rule let the output follow are `ordered`, a subset of `copy`, which
+    keeps every occurrence for the span's identity); NULL may not follow it;
+  * "," only while some type may still come (no dead end: a type is offered again only while
+    a span can start after the bar).
+Each surely closed span moves its type's bar forward, so a type gets at most one such item per
+text position: no loop runs to the limit (unless its closes are never sure: spans that contain
+")" followed by more of the text).
+Gold targets are accepted when no two mentions of one type start at the same character (flat
+NER: true of every tag-sequence dataset here; nested mentions of one type sharing a start
+would be refused).  Items not surely closed (see above) do not move the bar (it only lags,
+never forbids more).  Measured: no output reaches the limit any more, at a cost of F1 on
+Resume where this undertrained model writes correct items out of order (BENCHMARKS.md 2e):
+off by default.
 
 The syntax token ids come from the vocabulary (`NerCopyConstraint.from_vocabulary`): "(" ")"
 "," ":" "NULL" "<entity>" "<text>" must each encode as one token, else a ValueError.
@@ -165,17 +192,20 @@ class NerCopyConstraint:
   eos_id: Array
   pad_id: Array
   # Static: a different value compiles a different search.
-  forbid_repeats: bool = flax.struct.field(pytree_node=False, default=True)
+  forbid_repeats: bool = flax.struct.field(pytree_node=False, default=False)
   max_items: int = flax.struct.field(pytree_node=False, default=DEFAULT_MAX_ITEMS)
+  follow_order: bool = flax.struct.field(pytree_node=False, default=False)
 
   @classmethod
-  def from_vocabulary(cls, vocabulary: Any, *, forbid_repeats: bool = True,
-                      max_items: int = DEFAULT_MAX_ITEMS) -> "NerCopyConstraint":
+  def from_vocabulary(cls, vocabulary: Any, *, forbid_repeats: bool = False,
+                      max_items: int = DEFAULT_MAX_ITEMS,
+                      follow_order: bool = False) -> "NerCopyConstraint":
     """Reads the syntax token ids off a seqio vocabulary (SentencePiece or WordPiece).
 
     forbid_repeats: an item already written may not be written again (module docstring);
     False reproduces the grammar without that rule.  max_items: how many written items each
-    row remembers (int >= 1)."""
+    row remembers (int >= 1).  follow_order: items in format_target's order (module
+    docstring, "Target order")."""
     if not isinstance(max_items, int) or max_items < 1:
       raise ValueError(f"max_items must be an int >= 1, got {max_items!r}")
     ids = {name: _single_token(vocabulary, text) for name, text in (
@@ -189,6 +219,7 @@ class NerCopyConstraint:
     ids.update(eos_id=int(eos_id), pad_id=int(vocabulary.pad_id))
     return cls(continuation=jnp.asarray(continuation_byte_mask(vocabulary)),
                forbid_repeats=bool(forbid_repeats), max_items=max_items,
+               follow_order=bool(follow_order),
                **{name: jnp.asarray(value, jnp.int32) for name, value in ids.items()})
 
   # -- decoding.LogitsConstraint -------------------------------------------------------------
@@ -229,6 +260,18 @@ class NerCopyConstraint:
         "written_types": jnp.full((rows, self.max_items), -1, jnp.int32),
         "written_spans": jnp.full((rows, self.max_items), NULL_SPAN, jnp.int32),
         "written_count": jnp.zeros((rows,), jnp.int32),
+        # Target order (module docstring): the text copies of occurrences that may be written
+        # (`copy` keeps every occurrence: the span's identity needs them all), the current
+        # span's first closable such occurrence (its last position), the type segment of
+        # each prompt position (its last position), and the last surely closed item.
+        "ordered": jnp.zeros((rows, length), bool),
+        "item_first": jnp.full((rows,), -1, jnp.int32),
+        "segment_last": jax.lax.cummin(
+            jnp.where((roles & _TYPE_LAST) != 0, position, length).astype(jnp.int32),
+            axis=1, reverse=True),
+        "order_type": jnp.full((rows,), -1, jnp.int32),
+        "order_null": jnp.zeros((rows,), bool),
+        "order_start": jnp.full((rows,), -1, jnp.int32),
     }
 
   def step(self, state: dict[str, Array], token_ids: Array, logits: Array,
@@ -245,9 +288,40 @@ class NerCopyConstraint:
   def _copy_sources(self, state: dict[str, Array]) -> Array:
     """bool [rows, input_len]: input positions the next token may copy."""
     roles, phases = state["roles"], state["phases"]
-    start_type = _has(phases, AFTER_ITEM_OPEN)[:, None] & _role(roles, _TYPE_FIRST)
-    start_span = _has(phases, AFTER_COLON)[:, None] & _role(roles, _SPAN_FIRST)
-    return state["copy"] | start_type | start_span
+    start_type = (_has(phases, AFTER_ITEM_OPEN)[:, None] & _role(roles, _TYPE_FIRST)
+                  & self._type_may_start(state))
+    start_span = (_has(phases, AFTER_COLON)[:, None] & _role(roles, _SPAN_FIRST)
+                  & self._span_may_start(state))
+    if not self.follow_order:
+      return state["copy"] | start_type | start_span
+    return (state["copy"] & ~_role(roles, _TEXT)) | state["ordered"] | start_type | start_span
+
+  # -- target order (module docstring) -------------------------------------------------------
+
+  def _same_type_again(self, state: dict[str, Array]) -> Array:
+    """bool [rows]: is the type just written (`last_type`) the last surely closed item's, and
+    was that item a span?  Then the new span must start after that one."""
+    return (state["last_type"] == state["order_type"]) & ~state["order_null"]
+
+  def _span_may_start(self, state: dict[str, Array]) -> Array:
+    """bool [rows, input_len]: may a span start here (target order)?"""
+    if not self.follow_order:
+      return jnp.ones_like(state["copy"])
+    position = jnp.arange(state["copy"].shape[1])[None, :]
+    return ~self._same_type_again(state)[:, None] | (position > state["order_start"][:, None])
+
+  def _type_may_start(self, state: dict[str, Array]) -> Array:
+    """bool [rows, input_len]: may a type segment starting here come next (target order)?
+    A later segment than the last surely closed item's; the same one again only after a span
+    and while a span can start after that span."""
+    if not self.follow_order:
+      return jnp.ones_like(state["copy"])
+    segment, last = state["segment_last"], state["order_type"][:, None]
+    position = jnp.arange(segment.shape[1])[None, :]
+    span_later = jnp.any(_role(state["roles"], _SPAN_FIRST)
+                         & (position > state["order_start"][:, None]), axis=1)
+    again = ~state["order_null"] & span_later
+    return (segment > last) | ((segment == last) & again[:, None])
 
   def advance(self, state: dict[str, Array], token_ids: Array) -> dict[str, Array]:
     """The state after generating `token_ids` [rows] (no step-0 special case)."""
@@ -257,13 +331,24 @@ class NerCopyConstraint:
     matched = self._copy_sources(state) & same
     # A copy continues at the next position of the same region; markers separate the type
     # segments, so "next position is a type token" means "same segment".
-    copy = _shift_right(matched, False) & (_role(roles, _TYPE) | _role(roles, _TEXT))
+    in_region = _role(roles, _TYPE) | _role(roles, _TEXT)
+    ordered = state["ordered"]
+    if self.follow_order:
+      # `copy` follows every occurrence of the span (also those the target order does not
+      # let the output follow: the span's identity needs them all), `ordered` those it may.
+      every_text = ((state["copy"] | (_has(phases, AFTER_COLON)[:, None]
+                                      & _role(roles, _SPAN_FIRST))) & _role(roles, _TEXT) & same)
+      copy = _shift_right((matched & ~_role(roles, _TEXT)) | every_text, False) & in_region
+      ordered = _shift_right(matched & _role(roles, _TEXT), False) & _role(roles, _TEXT)
+    else:
+      copy = _shift_right(matched, False) & in_region
     is_ = lambda token_id: token == token_id
     has = lambda bit: _has(phases, bit)
     null_taken = self._null_allowed(state) & is_(self.null_id)
     new_phases = (
         _bit(has(EXPECT_TARGET_OPEN) & is_(self.open_id), EXPECT_ITEM_OPEN)
-        | _bit(has(AFTER_ITEM_CLOSE) & is_(self.comma_id), EXPECT_ITEM_OPEN)
+        | _bit(has(AFTER_ITEM_CLOSE) & self._item_may_follow(state) & is_(self.comma_id),
+               EXPECT_ITEM_OPEN)
         | _bit(has(EXPECT_ITEM_OPEN) & is_(self.open_id), AFTER_ITEM_OPEN)
         | _bit(jnp.any(matched & _role(roles, _TYPE_LAST), axis=1), TYPE_COMPLETE)
         | _bit(has(TYPE_COMPLETE) & is_(self.colon_id), AFTER_COLON)
@@ -274,16 +359,19 @@ class NerCopyConstraint:
     type_ends = matched & _role(roles, _TYPE_LAST)
     last_type = jnp.where(jnp.any(type_ends, axis=1), jnp.argmax(type_ends, axis=1),
                           state["last_type"]).astype(jnp.int32)
-    new = {"roles": roles, "ids": state["ids"], "copy": copy, "phases": new_phases,
-           "last_type": last_type}
-    new.update(self._track_items(state, token, same, null_taken))
+    new = {**state, "copy": copy, "phases": new_phases, "last_type": last_type,
+           "ordered": ordered}
+    if not (self.forbid_repeats or self.follow_order):
+      return new  # the grammar alone: the rules' fields stay as init made them
+    new.update(self._track_items(state, token, same, null_taken, matched))
     return self._forbid_repeat_close(new)
 
   # -- no repeated items (module docstring) --------------------------------------------------
 
   def _track_items(self, state: dict[str, Array], token: Array, same: Array,
-                   null_taken: Array) -> dict[str, Array]:
-    """The no-repeat fields after `token`: the item being written and the written items."""
+                   null_taken: Array, matched: Array) -> dict[str, Array]:
+    """The rules' fields after `token`: the item being written, the written items and the
+    last surely closed item (target order)."""
     roles, phases = state["roles"], state["phases"]
     length = roles.shape[1]
     # Text copies that go on (an older span) and spans that start here.
@@ -303,10 +391,16 @@ class NerCopyConstraint:
     item_type = jnp.where(fresh, state["last_type"], state["item_type"]).astype(jnp.int32)
     # Record the item a ")" surely closes: a unique reading, not a repeat, and the ")" is not
     # also a span copy going on (then the span may not have ended).
-    closes = ((_has(phases, SPAN_CLOSABLE) | _has(phases, AFTER_NULL))
-              & (token == self.close_id) & ~state["unsure"] & ~state["repeat"] & ~goes_on)
+    sure_close = ((_has(phases, SPAN_CLOSABLE) | _has(phases, AFTER_NULL))
+                  & (token == self.close_id) & ~state["unsure"] & ~goes_on)
     count = state["written_count"]
-    record = closes & (count < self.max_items)
+    record = sure_close & ~state["repeat"] & (count < self.max_items)
+    # The first occurrence the output may follow that can end the span here.
+    closable_ends = matched & _role(roles, _SPAN_LAST)
+    item_first = jnp.where(jnp.any(closable_ends, axis=1), jnp.argmax(closable_ends, axis=1),
+                           jnp.where(goes_on | starts | null_taken, -1, state["item_first"]))
+    closed_null = state["item_span"] == NULL_SPAN
+    closed_start = state["item_first"] - state["item_span"] % (length + 1) + 1
     slot = jax.nn.one_hot(count, self.max_items, dtype=bool) & record[:, None]
     return {
         "item_type": item_type,
@@ -315,6 +409,11 @@ class NerCopyConstraint:
         "written_types": jnp.where(slot, state["item_type"][:, None], state["written_types"]),
         "written_spans": jnp.where(slot, state["item_span"][:, None], state["written_spans"]),
         "written_count": count + record.astype(jnp.int32),
+        "item_first": item_first.astype(jnp.int32),
+        "order_type": jnp.where(sure_close, state["item_type"], state["order_type"]),
+        "order_null": jnp.where(sure_close, closed_null, state["order_null"]),
+        "order_start": jnp.where(sure_close & ~closed_null, closed_start,
+                                 state["order_start"]).astype(jnp.int32),
     }
 
   def _is_written(self, state: dict[str, Array], item_type: Array, item_span: Array) -> Array:
@@ -327,6 +426,8 @@ class NerCopyConstraint:
     """bool [rows]: may NULL come next as the span of the item (not as a text copy)?  Not
     when (TYPE:NULL) was written already and a span may start instead."""
     after_colon = _has(state["phases"], AFTER_COLON)
+    if self.follow_order:  # NULL is a type's only item
+      after_colon = after_colon & ~self._same_type_again(state)
     if not self.forbid_repeats:
       return after_colon
     written = self._is_written(state, state["last_type"], jnp.full_like(state["last_type"],
@@ -355,6 +456,8 @@ class NerCopyConstraint:
     in progress (type or span) at its first possible position: fast_decoding's draft of the
     next token inside a span.  A guess, verified by the model before it is kept."""
     copy = state["copy"]
+    if self.follow_order:  # only the occurrences the output may follow
+      copy = (copy & ~_role(state["roles"], _TEXT)) | state["ordered"]
     first = jnp.argmax(copy, axis=1)
     token = jnp.take_along_axis(state["ids"], first[:, None], axis=1)[:, 0]
     return token, jnp.any(copy, axis=1)
@@ -413,7 +516,13 @@ class NerCopyConstraint:
     return (has(EXPECT_TARGET_OPEN) | has(EXPECT_ITEM_OPEN), has(TYPE_COMPLETE),
             self._null_allowed(state),
             has(SPAN_CLOSABLE) | has(AFTER_NULL) | has(AFTER_ITEM_CLOSE),
-            has(AFTER_ITEM_CLOSE), has(AFTER_TARGET_CLOSE))
+            has(AFTER_ITEM_CLOSE) & self._item_may_follow(state), has(AFTER_TARGET_CLOSE))
+
+  def _item_may_follow(self, state: dict[str, Array]) -> Array:
+    """bool [rows]: may "," open another item (target order: some type may still come)?"""
+    if not self.follow_order:
+      return jnp.ones_like(state["phases"], bool)
+    return jnp.any(_role(state["roles"], _TYPE_FIRST) & self._type_may_start(state), axis=1)
 
   def candidate_table(self, encoder_input_tokens: Array) -> decoding.CandidateTable:
     """Every token this grammar can ever allow for a row: its input ids, then the syntax ids
@@ -466,9 +575,10 @@ def _shift_left(x: Array, fill) -> Array:
 
 
 
-def ner_copy_constraint(vocabulary: Any, forbid_repeats: bool = True) -> NerCopyConstraint:
+def ner_copy_constraint(vocabulary: Any, forbid_repeats: bool = False,
+                        follow_order: bool = False) -> NerCopyConstraint:
   """`NerCopyConstraint.from_vocabulary` as a plain function, for gin, e.g.
-  `evaluation.Evaluator.constraint_factory = @constraints.ner_copy_constraint` (and
-  `constraints.ner_copy_constraint.forbid_repeats = False` for the grammar without the
-  no-repeat rule)."""
-  return NerCopyConstraint.from_vocabulary(vocabulary, forbid_repeats=forbid_repeats)
+  `evaluation.Evaluator.constraint_factory = @constraints.ner_copy_constraint` (and its
+  `forbid_repeats` / `follow_order` for the rules of the module docstring)."""
+  return NerCopyConstraint.from_vocabulary(vocabulary, forbid_repeats=forbid_repeats,
+                                           follow_order=follow_order)

@@ -27,6 +27,7 @@ Beside each `step_<N>.json`, every task's per-example predictions are written as
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -110,6 +111,9 @@ class Evaluator:
       from the input text; GUIDE section 4). The paper decodes unconstrained (the default).
     constraint_factory: any other `vocabulary -> decoding.LogitsConstraint` (wins over
       `constrained`).
+    forbid_repeats, follow_order: with `constrained`, the constraint's optional rules
+      (constraints module docstring, BENCHMARKS.md 2e),
+      e.g. `--gin.evaluation.Evaluator.follow_order=True`.
     stopping: the beam search's stopping rule (decoding.beam_search). "best" (default) is
       exact for the best hypothesis, the only one evaluated: the same predictions as t5x's
       "all" in fewer steps; "early" is Hugging Face's early_stopping=True.
@@ -120,7 +124,7 @@ class Evaluator:
                beam_size: int = 4, alpha: float = 0.6, max_decode_length: int | None = None,
                feature_lengths: Mapping[str, int] | None = None, selection_metric: str = "macro_f1",
                constrained: bool = False, constraint_factory: Callable[[Any], Any] | None = None,
-               stopping: str = "best"):
+               stopping: str = "best", forbid_repeats: bool = False, follow_order: bool = False):
     import seqio  # pylint: disable=g-import-not-at-top
     if batch_size < 1:
       raise ValueError(f"Evaluator.batch_size must be >= 1, got {batch_size}")
@@ -128,6 +132,9 @@ class Evaluator:
       raise ValueError(f"Evaluator.beam_size must be >= 1, got {beam_size}")
     if max_examples is not None and max_examples < 1:
       raise ValueError(f"EVAL_MAX_EXAMPLES must be >= 1 or None, got {max_examples}")
+    if (forbid_repeats or follow_order) and (constraint_factory is not None or not constrained):
+      raise ValueError("Evaluator.forbid_repeats / follow_order need constrained=True and no "
+                       "constraint_factory")
     self.model = model
     self.partitioner = partitioner
     self.selection_metric = selection_metric
@@ -158,7 +165,9 @@ class Evaluator:
     self.max_decode_length = int(max_decode_length or target_shape[-1])
     if constraint_factory is None and constrained:
       from punified_jax import constraints  # pylint: disable=g-import-not-at-top
-      constraint_factory = constraints.NerCopyConstraint.from_vocabulary
+      constraint_factory = functools.partial(constraints.NerCopyConstraint.from_vocabulary,
+                                             forbid_repeats=forbid_repeats,
+                                             follow_order=follow_order)
     self.constraint = constraint_factory(vocabulary) if constraint_factory else None
     self.task_names = [task.name for task in self._seqio.eval_tasks]
     self.num_examples = {name: int(ds.cardinality().numpy())

@@ -19,8 +19,8 @@ from punified_jax import gin_utils
 
 def _infer() -> None:
   # Imported here, like every jax-heavy module of the commands: bad flags fail fast without jax.
-  from punified_jax import inference  # pylint: disable=g-import-not-at-top
-  inference.infer_splits()
+  from punified_jax import split_inference  # pylint: disable=g-import-not-at-top
+  split_inference.infer_splits()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,6 +35,17 @@ cut into windows of the full length at token boundaries; consecutive cut windows
 quarter of a window so that an entity cut by one window boundary is whole in the next one (an
 entity longer than the overlap can still be cut).  Windows holding only whitespace are skipped.
 
+Long outputs.  A greedy batch runs until its longest row ends, and a model that loops on one
+item runs to max_decode_length (BENCHMARKS.md 2e: one CLUENER dev sentence in 128 did, and
+its batch of 32 then paid 256 steps instead of ~90).  So `extract` decodes each greedy batch
+to a FIRST LIMIT, the shortest of the search's cache lengths (generate.cache_lengths: 64, 128,
+..., max_decode_length) that holds every window's all-NULL target plus one token per text
+token and EOS, and decodes only the windows that did not end there again, from the start, to
+max_decode_length, in a batch of the fewest rows that holds them (`stats["redecoded"]`).  A
+greedy row does not depend on the output limit or its batch-mates until it ends, so the
+entities are the same as in one pass; the cost is the re-decoded rows' first steps.  Beam
+search keeps one pass: its stopping bound depends on max_decode_length.
+
 Lossy vocabularies.  BERT's WordPiece decodes lower-cased and re-spaced text, so a decoded span
 is first realigned to the window's own characters: its tokens are looked up as a contiguous run
 of the window's text tokens (token offsets from vocab.encode_with_offsets), falling back to
@@ -67,13 +78,10 @@ import bisect
 import collections
 import dataclasses
 import functools
-import json
 import logging
 import math
-import time
 from typing import Any, Iterable, Optional, Sequence
 
-import gin
 import jax
 import numpy as np
 import seqio
@@ -89,16 +97,16 @@ from punified_jax import prompts
 from punified_jax import request_validation
 from punified_jax import run_dir
 from punified_jax import sharded_decoding
-from punified_jax import storage
 from punified_jax import vocab as vocab_lib
 from punified_jax.model import T5Config, Transformer
-from punified_jax.tasks import names as task_names
-from punified_jax.tasks import registry
 
 logger = logging.getLogger(__name__)
 
 # Characters after which a long text may be split into windows.
 SENTENCE_END_CHARS = "。！？!?；;\n"
+# A greedy batch's first output limit holds its windows' all-NULL targets plus this many tokens
+# per text token ("Long outputs" in the module docstring).
+FIRST_PASS_TEXT_FACTOR = 1.0
 # Used when a model directory does not record its feature lengths (t5x conversions): the
 # lengths of our gin run recipes.
 DEFAULT_FEATURE_LENGTH = 512
@@ -126,6 +134,9 @@ class _DecodeSettings:
   constrained: bool
   rows: int                # rows of every decoding batch (the compiled batch shape)
   max_decode_length: int
+  # Greedy only: decode each batch to a shorter first limit and re-decode the rows that did
+  # not end there (module docstring, "Long outputs").
+  first_pass: bool = False
 
 
 @functools.lru_cache(maxsize=None)
@@ -172,6 +183,12 @@ class Extractor:
       sharded by the same rules as training, for models that do not fit one device), a
       partitioning.Partitioner (any mesh, e.g. every host's devices) or a MeshDecoder.  The
       batch is split over the mesh's `data` axis: batch_size is rounded up to a multiple of it.
+    first_pass: greedy `extract` decodes each batch to a first, shorter output limit and only
+      the windows that did not end there again to max_decode_length (module docstring, "Long
+      outputs"): the same entities, without a long output holding its whole batch.
+    forbid_repeats, follow_order: the constraint's optional rules, off by default (constraints
+      module docstring; BENCHMARKS.md 2e): no item closed twice / items in format_target's
+      order (then no output runs to the length limit, but it cost the bench model F1).
   """
 
   def __init__(self, model: Any, params: Any, vocabulary: Any, *, beam_size: int = 4,
@@ -179,7 +196,8 @@ class Extractor:
                batch_size: int = 8, max_input_length: int = DEFAULT_FEATURE_LENGTH,
                max_decode_length: int = DEFAULT_FEATURE_LENGTH, alpha: float = 0.6,
                stopping: str = "best", known_types: Optional[Sequence[str]] = None,
-               partitioning: sharded_decoding.PartitioningArg = None):
+               partitioning: sharded_decoding.PartitioningArg = None,
+               first_pass: bool = True, forbid_repeats: bool = False, follow_order: bool = False):
     config = model if isinstance(model, T5Config) else getattr(model, "config", None)
     if not isinstance(config, T5Config):
       raise TypeError(f"model must be a model.Transformer or a T5Config, got "
@@ -212,12 +230,15 @@ class Extractor:
     self.alpha = float(alpha)
     decoding_lib.check_stopping(stopping)  # at construction, not at the first extract()
     self.stopping = stopping
+    self.first_pass = bool(first_pass)
     self.known_types: tuple[str, ...] = tuple(known_types or entity_types.ALL_PROMPT_NAMES)
     self.buckets = generate.input_buckets(self.max_input_length)
     self.eos_id = int(vocabulary.eos_id)
     # Built even when unconstrained: it checks that the syntax tokens are single tokens, and
     # the parser-side token ids come from it.
-    self._constraint = constraints_lib.NerCopyConstraint.from_vocabulary(vocabulary)
+    self._constraint = constraints_lib.NerCopyConstraint.from_vocabulary(
+        vocabulary, forbid_repeats=forbid_repeats, follow_order=follow_order)
+    self.forbid_repeats, self.follow_order = bool(forbid_repeats), bool(follow_order)
     self._text_id = int(self._constraint.text_id)
     self._open_id = int(self._constraint.open_id)
     self._close_id = int(self._constraint.close_id)
@@ -225,6 +246,7 @@ class Extractor:
     self._lossy = isinstance(vocabulary, vocab_lib.WordPieceVocabulary)
     self._stats: collections.Counter = collections.Counter()
     self._written_types: dict[str, str] = {}
+    self._null_lengths: dict[tuple[str, ...], int] = {}
     self.checkpoint_path: Optional[str] = None
 
   # -- construction from a model directory ---------------------------------------------------
@@ -234,7 +256,9 @@ class Extractor:
            constrained: bool = True, allow_unseen_types: bool = False, batch_size: int = 8,
            max_input_length: Optional[int] = None, max_decode_length: Optional[int] = None,
            alpha: float = 0.6, stopping: str = "best",
-           partitioning: sharded_decoding.PartitioningArg = None) -> "Extractor":
+           partitioning: sharded_decoding.PartitioningArg = None,
+           first_pass: bool = True, forbid_repeats: bool = False,
+           follow_order: bool = False) -> "Extractor":
     """An Extractor for the model in `model_dir` (written by the trainer or from_t5x).
 
     Reads `punified_model.json` (model_info), the vocabulary copy and one parameter checkpoint,
@@ -243,8 +267,8 @@ class Extractor:
     "best" and "latest" insist on one of them; a step number; any other value is a checkpoint
     path (run, step or state dir).  `model_dir` may be local or gs://.
     max_input_length / max_decode_length default to the run's task feature lengths (512 when
-    unrecorded).  `partitioning` as in the constructor; the parameters are restored straight
-    into its shardings (with 'fsdp' or '2d' no device holds the whole model).
+    unrecorded).  `partitioning` and the rest as in the constructor; the parameters are
+    restored straight into its shardings (with 'fsdp' or '2d' no device holds the whole model).
     """
     info = model_info_lib.load_model_info(model_dir)
     vocabulary = info.vocabulary()
@@ -259,7 +283,8 @@ class Extractor:
         max_input_length=max_input_length or lengths.get("inputs", DEFAULT_FEATURE_LENGTH),
         max_decode_length=max_decode_length or lengths.get("targets", DEFAULT_FEATURE_LENGTH),
         alpha=alpha, stopping=stopping, known_types=info.extra.get("prompt_names"),
-        partitioning=decoder)
+        partitioning=decoder, first_pass=first_pass, forbid_repeats=forbid_repeats,
+        follow_order=follow_order)
     extractor.checkpoint_path = chosen.item_dir
     logger.info("extractor: %s (beam %d, %s, %r)", extractor.checkpoint_path, beam_size,
                 "constrained" if constrained else "unconstrained", decoder)
@@ -348,7 +373,8 @@ class Extractor:
     for index, (text, names) in enumerate(requests):
       windows.extend(self._windows(index, text, names))
     found: list[dict[tuple[str, int, int], dict]] = [{} for _ in requests]
-    for window, entities in zip(windows, self.decode_windows(windows)):
+    for window, entities in zip(windows, self.decode_windows(windows,
+                                                             first_pass=self.first_pass)):
       for entity in entities:
         key = (entity["type"], entity["start"], entity["end"])
         previous = found[window.request].get(key)
@@ -387,13 +413,16 @@ class Extractor:
 
   def decode_windows(self, windows: Sequence[Window], *, beam_size: Optional[int] = None,
                      constrained: Optional[bool] = None, rows: Optional[int] = None,
-                     max_decode_length: Optional[int] = None) -> list[list[dict]]:
+                     max_decode_length: Optional[int] = None,
+                     first_pass: bool = False) -> list[list[dict]]:
     """Entities of each window (offsets in its request's text), in the order given.
 
     The windows are decoded as `extract` does (length-sorted, in batches of `rows` rows, each
     padded to the bucket of its longest window, missing rows repeating the last one); the
     keyword arguments override this Extractor's beam_size, constrained, batch_size and
     max_decode_length for this call only (each distinct value compiles its own program).
+    first_pass: greedy in two passes ("Long outputs"; `extract` passes the Extractor's
+    `first_pass`; off here, so that a service compiles only the shapes it warms up).
     Merging the windows of one text is the caller's (`extract_requests` keeps a duplicate
     entity once, with its best score).
     """
@@ -408,7 +437,8 @@ class Extractor:
         constrained=self.constrained if constrained is None else bool(constrained),
         rows=rows,
         max_decode_length=(self.max_decode_length if max_decode_length is None
-                           else int(max_decode_length)))
+                           else int(max_decode_length)),
+        first_pass=bool(first_pass))
     found: dict[int, list[dict]] = {}
     position = {id(window): index for index, window in enumerate(windows)}
     for window, output, log_probs in self._decode(list(windows), settings):
@@ -532,11 +562,11 @@ class Extractor:
 
   def _decode(self, windows: list[_Window], settings: Optional["_DecodeSettings"] = None):
     """Yields (window, best output ids up to EOS, their log-probs) for every window that has
-    a hypothesis; `settings` default to this Extractor's."""
+    a hypothesis; `settings` default to this Extractor's.  Yields in decoding order (windows
+    re-decoded to the full limit come last), not in the order given."""
     if settings is None:
       settings = _DecodeSettings(self.beam_size, self.constrained, self.batch_size,
                                  self.max_decode_length)
-    batch_size = settings.rows
     self._stats["windows"] += len(windows)
     # Consecutive chunks of the length-sorted windows, each padded to the bucket of its
     # longest: ceil(windows / batch_size) decodes (batching per bucket instead would leave a
@@ -545,29 +575,77 @@ class Extractor:
     longest = len(windows[order[-1]].input_ids) if order else 0
     if longest > self.max_input_length:
       raise AssertionError(f"window of {longest} tokens exceeds {self.max_input_length}")
-    constraint = self._constraint if settings.constrained else None
-    for begin in range(0, len(order), batch_size):
-      chunk = order[begin:begin + batch_size]
-      bucket = self.buckets[bisect.bisect_left(self.buckets, len(windows[chunk[-1]].input_ids))]
-      rows = np.zeros((batch_size, bucket), np.int32)
-      for row in range(batch_size):
-        ids = windows[chunk[min(row, len(chunk) - 1)]].input_ids  # padding repeats the last
-        rows[row, :len(ids)] = ids
-      decoded = self.decoder.decode(
-          self.model, self.params, rows, constraint, beam_size=settings.beam_size,
-          max_decode_length=settings.max_decode_length, alpha=self.alpha, eos_id=self.eos_id,
-          stopping=self.stopping)
-      tokens = decoded.tokens[:, 0, :]
-      log_probs = decoded.token_log_probs[:, 0, :]
-      exists = np.isfinite(decoded.scores[:, 0])
-      for row, index in enumerate(chunk):
-        self._stats["outputs"] += 1
-        if not exists[row]:
-          self._stats["no_hypothesis"] += 1
+    two_pass = settings.first_pass and settings.beam_size == 1
+    unfinished: list[int] = []
+    for begin in range(0, len(order), settings.rows):
+      chunk = order[begin:begin + settings.rows]
+      limit = (self._first_pass_limit([windows[i] for i in chunk], settings.max_decode_length)
+               if two_pass else settings.max_decode_length)
+      for index, output in zip(chunk, self._decode_rows(windows, chunk, settings.rows,
+                                                        limit, settings)):
+        if limit < settings.max_decode_length and output is not None \
+            and self.eos_id not in output[0]:
+          unfinished.append(index)  # ran into the first limit: decoded again below
           continue
-        ids = tokens[row].tolist()
-        length = ids.index(self.eos_id) + 1 if self.eos_id in ids else len(ids)
-        yield windows[index], ids[:length], log_probs[row, :length]
+        yield from self._yield_output(windows[index], output)
+    if unfinished:
+      self._stats["redecoded"] += len(unfinished)
+    # The windows that ran into the first limit, in batches of the fewest compiled rows that
+    # hold them (often one: a long output no longer holds a whole batch).
+    for begin in range(0, len(unfinished), settings.rows):
+      chunk = unfinished[begin:begin + settings.rows]
+      rows = min(settings.rows, self.decoder.padded_size(1 << (len(chunk) - 1).bit_length()))
+      for index, output in zip(chunk, self._decode_rows(windows, chunk, rows,
+                                                        settings.max_decode_length, settings)):
+        yield from self._yield_output(windows[index], output)
+
+  def _decode_rows(self, windows: list[_Window], chunk: list[int], batch_size: int,
+                   max_decode_length: int, settings: "_DecodeSettings"):
+    """Decodes windows[chunk] (length-sorted) as one batch of `batch_size` rows (missing rows
+    repeat the last window) padded to the bucket of the longest; yields per window its
+    (output ids up to and with EOS, their log-probs), or None without a hypothesis."""
+    bucket = self.buckets[bisect.bisect_left(self.buckets, len(windows[chunk[-1]].input_ids))]
+    rows = np.zeros((batch_size, bucket), np.int32)
+    for row in range(batch_size):
+      ids = windows[chunk[min(row, len(chunk) - 1)]].input_ids  # padding repeats the last
+      rows[row, :len(ids)] = ids
+    decoded = self.decoder.decode(
+        self.model, self.params, rows, self._constraint if settings.constrained else None,
+        beam_size=settings.beam_size, max_decode_length=max_decode_length, alpha=self.alpha,
+        eos_id=self.eos_id, stopping=self.stopping)
+    tokens = decoded.tokens[:, 0, :]
+    log_probs = decoded.token_log_probs[:, 0, :]
+    exists = np.isfinite(decoded.scores[:, 0])
+    for row in range(len(chunk)):
+      if not exists[row]:
+        yield None
+        continue
+      ids = tokens[row].tolist()
+      length = ids.index(self.eos_id) + 1 if self.eos_id in ids else len(ids)
+      yield ids[:length], log_probs[row, :length]
+
+  def _yield_output(self, window: _Window, output):
+    self._stats["outputs"] += 1
+    if output is None:
+      self._stats["no_hypothesis"] += 1
+      return
+    yield (window, *output)
+
+  def _first_pass_limit(self, batch: list[_Window], max_decode_length: int) -> int:
+    """The first output limit of a greedy batch ("Long outputs"): the shortest cache length
+    (generate.cache_lengths) that holds, for every window, the all-NULL target of its types
+    plus one token per text token and EOS; max_decode_length when none is shorter."""
+    longest = max(self._null_target_length(w.types)
+                  + math.ceil(FIRST_PASS_TEXT_FACTOR * len(w.text_ids)) + 1 for w in batch)
+    return next((length for length in generate.cache_lengths(max_decode_length)
+                 if length >= longest), max_decode_length)
+
+  def _null_target_length(self, names: tuple[str, ...]) -> int:
+    length = self._null_lengths.get(names)
+    if length is None:
+      length = len(self.vocabulary.encode(prompts.format_target([], names)))
+      self._null_lengths[names] = length
+    return length
 
   # -- output -> entities --------------------------------------------------------------------
 
@@ -706,56 +784,3 @@ def _check_texts(texts: Any) -> list[str]:
     if not isinstance(text, str):
       raise TypeError(f"texts[{index}] is a {type(text).__name__}, not a str")
   return texts
-
-
-@gin.configurable
-def infer_splits(*, model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
-          output_dir: str = gin.REQUIRED, split: str = "test", checkpoint: str = "auto",
-          beam_size: int = 4, constrained: bool = True, batch_size: int = 16,
-          max_examples: Optional[int] = None,
-          partitioner: Any = None) -> dict[str, str]:
-  """Writes predictions for `split` of each dataset of the task/mixture, one JSON line a sentence
-  ({"id", "text", "types", "entities", "gold"}) in `<output_dir>/<dataset>-<split>.jsonl`, each
-  sentence prompted with its dataset's types (punified_jax/infer.py is the command line).
-  Returns {dataset: path}.
-
-  `partitioner` (gin: a gin/partitioning/*.gin preset, data-parallel by default) is the mesh
-  the Extractor decodes on, over every process's devices; None = this process's devices.  On
-  several hosts every process runs the same extraction (each host's devices decode their rows
-  of every batch) and process 0 writes the files."""
-
-  config = registry.configure()
-  provider = seqio.get_mixture_or_task(mixture_or_task_name)
-  datasets = list(dict.fromkeys(
-      task_names.dataset_of_task(t.name) or t.name for t in getattr(provider, "tasks", [provider])))
-  extractor = Extractor.load(model_dir, checkpoint=checkpoint, beam_size=beam_size,
-                             constrained=constrained, batch_size=batch_size,
-                             partitioning=partitioner)
-  print(f"decoding on {extractor.decoder!r}, batch {extractor.batch_size}", flush=True)
-  writer = jax.process_index() == 0
-  if writer:
-    storage.makedirs(output_dir)
-  written = {}
-  for dataset in datasets:
-    splits = registry.load_examples(config, dataset)
-    if split not in splits:
-      logger.warning("%s has no %r split; skipped", dataset, split)
-      continue
-    examples = splits[split][:max_examples] if max_examples else splits[split]
-    types = entity_types.prompt_names(dataset)
-    start = time.time()
-    results = extractor.extract([ex.text for ex in examples], types)
-    path = storage.join(output_dir, f"{dataset}-{split}.jsonl")
-    lines = []
-    for index, (ex, entities) in enumerate(zip(examples, results)):
-      gold = [{"type": entity_types.prompt_name(dataset, s.type), "text": s.text_in(ex.text),
-               "start": s.start, "end": s.end} for s in ex.spans]
-      lines.append(json.dumps({"id": f"{dataset}-{split}-{index}", "text": ex.text,
-                               "types": list(types), "entities": entities, "gold": gold},
-                              ensure_ascii=False) + "\n")
-    if writer:  # every process holds the same results (sharded_decoding gathers them)
-      storage.write_text_atomic(path, "".join(lines))
-    written[dataset] = path
-    print(f"{dataset}/{split}: {len(examples)} sentences in {time.time() - start:.1f}s -> {path}",
-          flush=True)
-  return written

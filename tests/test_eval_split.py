@@ -87,3 +87,16 @@ def test_prediction_record_is_literal(raw_dir):
   assert list(record["per_type"])[:len(types)] == list(types)
   assert record["per_type"]["地点"] == {"gold": [], "predicted": ["北京"]} and "地点" not in types
   assert record["generation"] == "((名称:李四),(学历:本科),(地点:北京))"
+
+
+def test_grammar_rules_reach_the_evaluation_constraint(raw_dir):
+  ruled = evaluation.Evaluator(mixture_or_task_name="punified_ner_resume", model=None,
+                               partitioner=partitioning.Partitioner(), feature_lengths=LENGTHS,
+                               constrained=True, follow_order=True)
+  try:
+    assert ruled.constraint.follow_order is True and ruled.constraint.forbid_repeats is False
+  finally:
+    ruled.close()
+  with pytest.raises(ValueError, match="follow_order need constrained=True"):
+    evaluation.Evaluator(mixture_or_task_name="punified_ner_resume", model=None,
+                         partitioner=partitioning.Partitioner(), follow_order=True)

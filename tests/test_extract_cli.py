@@ -11,6 +11,7 @@ import json
 import jax
 import pytest
 
+from punified_jax import inference
 from punified_jax.__main__ import main
 
 import test_inference as shared
@@ -225,3 +226,20 @@ def test_unknown_partitioning_is_a_usage_error(model_dir, capsys):
     _run(["--model_dir", model_dir, "--types", "地点", "--text", TEXT0, "--partitioning", "pp"])
   assert exit_info.value.code == 2
   assert "--partitioning" in capsys.readouterr().err
+
+
+def test_grammar_rule_flags_reach_the_extractor(model_dir, capsys, monkeypatch):
+  loaded = []
+  load = inference.Extractor.load
+
+  def recording_load(*args, **kwargs):
+    loaded.append(load(*args, **kwargs))
+    return loaded[-1]
+
+  monkeypatch.setattr(inference.Extractor, "load", recording_load)
+  status = _run(["--model_dir", model_dir, "--types", "地点, 组织", "--text", TEXT0,
+                 "--forbid_repeats", "--follow_order"] + ARGS)
+  assert status == 0
+  assert _without_scores(json.loads(capsys.readouterr().out)["entities"]) == ANSWER0
+  assert loaded[0]._constraint.forbid_repeats is True
+  assert loaded[0]._constraint.follow_order is True

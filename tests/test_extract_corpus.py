@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from punified_jax import inference
 from punified_jax.__main__ import main
 from punified_jax.commands import extract_corpus
 
@@ -98,3 +99,20 @@ def test_argument_errors(model_dir, tmp_path, capsys):
   assert "not found" in capsys.readouterr().err
   assert main(["extract_corpus", "--model_dir", model_dir, "--input", "x", "--output", "o"]) == 2
   assert "give --types or --dataset" in capsys.readouterr().err
+
+
+def test_grammar_rule_flags_reach_the_shard_extractor(model_dir, tmp_path, monkeypatch, capsys):
+  loaded = []
+  load = inference.Extractor.load
+
+  def recording_load(*args, **kwargs):
+    loaded.append(load(*args, **kwargs))
+    return loaded[-1]
+
+  monkeypatch.setattr(inference.Extractor, "load", recording_load)
+  corpus, output = tmp_path / "corpus.jsonl", tmp_path / "out"
+  write_corpus(corpus)
+  assert main(corpus_args(model_dir, corpus, output, "--forbid_repeats", "--follow_order")) == 3
+  check_outputs(read_outputs(output))  # the same entities as without the rules
+  assert [(e._constraint.forbid_repeats, e._constraint.follow_order) for e in loaded] == [
+      (True, True)]

@@ -670,3 +670,78 @@ def test_stopping_rules_of_the_extractor(config, trained_params, sp_vocab):
   assert extract("early") != EXPECTED
   with pytest.raises(ValueError, match="stopping must be one of"):
     extract("sometimes")
+
+
+# ------------------------------------------------------------------------------------------
+# Long outputs: greedy in two passes gives the entities of one pass.
+# ------------------------------------------------------------------------------------------
+
+def _two_pass_pair(config, sp_vocab, params):
+  """The same greedy Extractor with and without the first pass; a 128-token limit, so the
+  first limit is 64 (generate.cache_lengths) for short texts and two types."""
+  make = lambda first_pass: inference.Extractor(
+      model_lib.Transformer(config), params, sp_vocab, beam_size=1, batch_size=BATCH_SIZE,
+      max_input_length=64, max_decode_length=128, first_pass=first_pass)
+  return make(True), make(False)
+
+
+@pytest.fixture(scope="module")
+def two_pass_extractors(config, sp_vocab):
+  # Seed 1 runs away on one of the literal texts below and ends on the others.
+  return _two_pass_pair(config, sp_vocab, random_params(config, seed=1))
+
+
+def test_first_pass_limit_is_the_shortest_cache_length_that_holds_the_null_target(
+    two_pass_extractors, sp_vocab):
+  two_pass, _ = two_pass_extractors
+  window = two_pass.plan_windows("北京大学", TYPES)[0]
+  null_target = len(sp_vocab.encode(prompts.format_target([], TYPES)))
+  assert two_pass._null_target_length(TYPES) == null_target
+  assert null_target + len(window.text_ids) + 1 <= 64
+  assert two_pass._first_pass_limit([window], 128) == 64
+  long_window = two_pass.plan_windows("北京" * 40, TYPES)[0]
+  assert null_target + len(long_window.text_ids) + 1 > 64
+  assert two_pass._first_pass_limit([window, long_window], 128) == 128
+  assert two_pass._first_pass_limit([window], 64) == 64  # no shorter cache length: one pass
+
+
+def test_random_model_runs_away_and_two_passes_give_the_same_entities(two_pass_extractors):
+  """A random model under the constraint often writes items until the limit: those windows
+  are decoded again in full, and every entity (offsets and scores) equals one pass's."""
+  two_pass, one_pass = two_pass_extractors
+  texts = ["北京大学在北京。", "上海", "Apple（苹果）在上海：北京", "", "张三去了北京大学", "组织"]
+  before = two_pass.stats.get("redecoded", 0)
+  first = two_pass.extract(texts, types=list(TYPES))
+  assert two_pass.stats.get("redecoded", 0) > before  # the case under test happened
+  expected = one_pass.extract(texts, types=list(TYPES))
+  assert [_plain(e) for e in first] == [_plain(e) for e in expected]
+  for got, want in zip(first, expected):
+    np.testing.assert_allclose([e["score"] for e in got], [e["score"] for e in want],
+                               rtol=1e-5)
+
+
+@hypothesis.settings(max_examples=8, deadline=None)
+@hypothesis.given(texts=st.lists(st.text(alphabet=st.sampled_from(_ALPHABET), max_size=20),
+                                 min_size=1, max_size=6))
+def test_two_passes_equal_one_pass_on_any_texts(two_pass_extractors, texts):
+  two_pass, one_pass = two_pass_extractors
+  assert ([_plain(e) for e in two_pass.extract(texts, types=list(TYPES))]
+          == [_plain(e) for e in one_pass.extract(texts, types=list(TYPES))])
+
+
+def test_grammar_rules_reach_the_constraint_and_keep_the_literal_entities(config, trained_params,
+                                                                          sp_vocab):
+  """forbid_repeats / follow_order (off by default) build the Extractor's constraint; the
+  overfit model's outputs already follow format_target's order, so they change nothing."""
+  default = inference.Extractor(model_lib.Transformer(config), None, sp_vocab)
+  assert (default._constraint.forbid_repeats, default._constraint.follow_order) == (False, False)
+  texts = [text for text, _ in TRAIN_EXAMPLES]
+  for beam_size in (1, 4):
+    ruled = inference.Extractor(model_lib.Transformer(config), trained_params, sp_vocab,
+                                beam_size=beam_size, batch_size=BATCH_SIZE,
+                                max_input_length=FEATURE_LENGTHS["inputs"],
+                                max_decode_length=FEATURE_LENGTHS["targets"],
+                                forbid_repeats=True, follow_order=True)
+    assert ruled._constraint.forbid_repeats is True and ruled._constraint.follow_order is True
+    assert (ruled.forbid_repeats, ruled.follow_order) == (True, True)
+    assert [_plain(entities) for entities in ruled.extract(texts, types=list(TYPES))] == EXPECTED

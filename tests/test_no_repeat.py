@@ -26,6 +26,8 @@ from punified_jax import model as model_lib
 from punified_jax import prompts
 
 import test_inference as shared
+from test_candidate_decoding import _masks  # the vocabulary and candidate routes of one step
+from test_fast_decoding import _assert_same  # same ids, scores within 1e-5
 from test_inference import config, sp_vocab, trained_params, vocab_path  # pylint: disable=unused-import
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
@@ -47,9 +49,10 @@ def _step(c, state, token, step, *, vocab_size):
   return masked > decoding.FORBIDDEN_LOGIT / 2, state
 
 
-def _allowed_after(vocab, text, types, prefix, forbid_repeats=True):
+def _allowed_after(vocab, text, types, prefix, forbid_repeats=True, follow_order=False):
   """The set of token strings allowed after the output `prefix` (a string)."""
-  c = constraints.NerCopyConstraint.from_vocabulary(vocab, forbid_repeats=forbid_repeats)
+  c = constraints.NerCopyConstraint.from_vocabulary(vocab, forbid_repeats=forbid_repeats,
+                                                    follow_order=follow_order)
   inputs = jnp.asarray([_encode(vocab, text, types)], jnp.int32)
   state = c.init(inputs)
   token = jnp.zeros((1,), jnp.int32)  # the decoder start token
@@ -123,7 +126,7 @@ def test_a_close_that_is_also_a_copy_is_not_recorded(sp_vocab):
 
 
 def test_overflow_of_the_written_items_only_forbids_less(sp_vocab):
-  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab, max_items=1)
+  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab, forbid_repeats=True, max_items=1)
   inputs = jnp.asarray([_encode(sp_vocab, "北京和上海", ["地点"])], jnp.int32)
   state = c.init(inputs)
   token = jnp.zeros((1,), jnp.int32)
@@ -137,6 +140,34 @@ def test_overflow_of_the_written_items_only_forbids_less(sp_vocab):
   assert int(state["written_count"][0]) == 1
   with pytest.raises(ValueError, match="max_items"):
     constraints.NerCopyConstraint.from_vocabulary(sp_vocab, max_items=0)
+
+
+def test_target_order_types_in_prompt_order_and_null_alone(sp_vocab):
+  after = functools.partial(_allowed_after, sp_vocab, "北京和上海", ["地点", "组织"],
+                            follow_order=True)
+  assert after("((组织:北京),(") == {"组"}  # no going back to an earlier type
+  assert after("((地点:北京),(") == {"地", "组"}
+  assert after("((地点:NULL),(") == {"组"}  # NULL is its type's only item
+  assert after("((地点:NULL),(组织:NULL)") == {")"}  # no type left: no ","
+  # Without the rule, any order.
+  assert _allowed_after(sp_vocab, "北京和上海", ["地点", "组织"], "((组织:北京),(") == {"地", "组"}
+
+
+def test_target_order_spans_of_a_type_in_text_order(sp_vocab):
+  after = functools.partial(_allowed_after, sp_vocab, "北京和上海北京", ["地点", "组织"],
+                            follow_order=True)
+  assert after("((地点:北京),(地点:") == {"京", "和", "上", "海", "北"}  # no NULL after a span
+  assert after("((地点:上海),(地点:") == {"海", "北", "京"}  # only after "上海"
+  assert after("((地点:上海),(地点:北") == {"京", ")"}  # the "北" after it
+  # "北京" occurs at 0 and 5: its first occurrence sets the bar, "和" (2) may follow.
+  assert after("((地点:北京),(地点:和") == {"上", ")"}
+  # A span at the end of the text: nothing may start after it, so no "," for its type...
+  only = functools.partial(_allowed_after, sp_vocab, "北京和上海", ["地点"], follow_order=True)
+  assert only("((地点:海)") == {")"}
+  # ... and with a later type, "," opens that one only.
+  later = functools.partial(_allowed_after, sp_vocab, "北京和上海", ["地点", "组织"],
+                            follow_order=True)
+  assert later("((地点:海),(") == {"组"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -199,10 +230,13 @@ def _gold_requests(draw):
 
 
 @hypothesis.settings(max_examples=150, deadline=None)
-@hypothesis.given(request=_gold_requests())
-def test_every_gold_target_is_accepted(sp_vocab, request):
+@hypothesis.given(request=_gold_requests(), follow_order=st.booleans())
+def test_every_gold_target_is_accepted(sp_vocab, request, follow_order):
+  """Any mentions without the order rule; with it, mentions as the readers give them: in text
+  order, no two of one type starting at the same token (flat NER)."""
   text, types, data = request
-  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab)
+  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab, forbid_repeats=True,
+                                                    follow_order=follow_order)
   input_ids = _encode(sp_vocab, text, types)
   length = len(_text_tokens(c, input_ids))
   runs = st.tuples(st.integers(0, len(types) - 1), st.integers(0, max(length - 1, 0)),
@@ -214,6 +248,11 @@ def test_every_gold_target_is_accepted(sp_vocab, request):
     # continues the longer span could be mistaken for the close of the shorter one.
     if data.draw(st.booleans()):
       mentions.append((t, s, s + data.draw(st.integers(1, max(1, min(s + n, length) - s)))))
+  if follow_order:
+    first = {}
+    for t, s, e in sorted(mentions, key=lambda m: m[1]):
+      first.setdefault((t, s), (t, s, e))
+    mentions = list(first.values())
   try:
     target = gold_target_ids(sp_vocab, c, input_ids, types, mentions)
   except ValueError:
@@ -229,7 +268,7 @@ def test_every_gold_target_is_accepted(sp_vocab, request):
 
 def test_gold_targets_with_repeated_mentions_literal(sp_vocab):
   # The same text at two places, a span with ")" that also closes, NULL, every type.
-  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab)
+  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab, forbid_repeats=True)
   text, types = "北京)上海北京)", ["地点", "组织"]
   input_ids = _encode(sp_vocab, text, types)
   mentions = [(0, 0, 2), (0, 0, 5), (0, 5, 7), (0, 5, 8), (0, 3, 5)]
@@ -361,7 +400,7 @@ def test_random_logit_searches_never_repeat(sp_vocab, requests, seed, beam_size)
 def test_the_tiny_trained_t5_never_repeats(config, trained_params, sp_vocab, requests,
                                            beam_size, search):
   net = model_lib.Transformer(config)
-  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab)
+  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab, forbid_repeats=True)
   texts, types = zip(*requests)
   inputs = [_encode(sp_vocab, text, t, shared.FEATURE_LENGTHS["inputs"])
             for text, t in zip(texts, types)]
@@ -373,3 +412,59 @@ def test_the_tiny_trained_t5_never_repeats(config, trained_params, sp_vocab, req
     for k in range(beam_size):
       if np.isfinite(scores[e, k]):
         assert_no_repeats(c, inputs[e], tokens[e, k])
+
+
+# ------------------------------------------------------------------------------------------
+# With both rules on, every search gives the same result (the contract of
+# tests/test_fast_decoding.py and tests/test_candidate_decoding.py).
+# ------------------------------------------------------------------------------------------
+
+
+@hypothesis.settings(max_examples=6, deadline=None)
+@hypothesis.given(requests=_plain_requests(), beam_size=st.sampled_from([1, 4]))
+def test_fast_and_allowed_searches_equal_stepwise_with_the_rules(config, trained_params,
+                                                                  sp_vocab, requests,
+                                                                  beam_size):
+  net = model_lib.Transformer(config)
+  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab, forbid_repeats=True,
+                                                    follow_order=True)
+  inputs = jnp.asarray([_encode(sp_vocab, text, t, shared.FEATURE_LENGTHS["inputs"])
+                        for text, t in requests], jnp.int32)
+  run = lambda search: generate.decode_batch(
+      net, trained_params, inputs, c, beam_size=beam_size, max_decode_length=DECODE_LEN,
+      eos_id=sp_vocab.eos_id, stopping="best", search=search)
+  reference = run("stepwise")
+  _assert_same(reference, run("allowed"))
+  _assert_same(reference, run("fast"))
+
+
+@hypothesis.settings(max_examples=10, deadline=None)
+@hypothesis.given(requests=st.lists(
+    st.tuples(st.text(alphabet=st.sampled_from(_GOLD_ALPHABET), max_size=12),
+              st.lists(st.sampled_from(TYPE_POOL), min_size=1, max_size=2, unique=True)),
+    min_size=ROWS, max_size=ROWS), seed=st.integers(0, 2**16))
+def test_candidate_masks_equal_vocabulary_masks_with_the_rules(sp_vocab, requests, seed):
+  """Random walks through the grammar with both rules: the candidate route allows exactly the
+  vocabulary route's tokens, and the states agree (as test_candidate_decoding checks without
+  the rules)."""
+  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab, forbid_repeats=True,
+                                                    follow_order=True)
+  inputs = jnp.asarray([_encode(sp_vocab, t, types) for t, types in requests], jnp.int32)
+  table = c.candidate_table(inputs)
+  ids = np.asarray(table.ids)
+  state = c.init(inputs)
+  token = jnp.zeros((ROWS,), jnp.int32)
+  rng = np.random.default_rng(seed)
+  for step in range(DECODE_LEN):
+    vocab_mask, candidate_mask, state, same_state = _masks(
+        c, state, token, jnp.asarray(step), table, vocab_size=sp_vocab.vocab_size)
+    assert bool(same_state)
+    vocab_mask, candidate_mask = np.asarray(vocab_mask), np.asarray(candidate_mask)
+    for row in range(ROWS):
+      chosen = ids[row][candidate_mask[row]]
+      assert sorted(chosen.tolist()) == np.flatnonzero(vocab_mask[row]).tolist(), (row, step)
+      # Never a dead end: a row that has not ended (EOS) always has a way on.
+      if int(token[row]) not in (sp_vocab.eos_id, 0):
+        assert vocab_mask[row].any(), (row, step)
+    token = jnp.asarray([rng.choice(np.flatnonzero(m)) if m.any() else 0 for m in vocab_mask],
+                        jnp.int32)

@@ -6,6 +6,7 @@ A gate on the engine's decode step makes queueing, overload, deadlines and readi
 deterministic (no timing assertions). The real-process SIGTERM test is test_serving_process.py.
 """
 
+import argparse
 import concurrent.futures
 import json
 import threading
@@ -19,6 +20,7 @@ from punified_jax import prompts
 from punified_jax import request_validation as validation
 from punified_jax.serving import app as app_lib
 from punified_jax.serving import engine as engine_lib
+from punified_jax.serving import options as options_lib
 from punified_jax.serving import trace as trace_lib
 
 import test_inference as shared
@@ -428,3 +430,17 @@ def test_tracing_decoder_records_only_inside_recording(extractor):
     extractor.extract([TEXT0], types=["地点"])
   assert len(calls) == 1 and calls[0].inputs.shape[0] == extractor.batch_size
   assert calls[0].max_decode_length == extractor.max_decode_length and calls[0].seconds > 0
+
+
+def test_serve_grammar_rule_flags_reach_the_extractor_and_info(model_dir, client):
+  assert client.get("/info").json()["decoding"]["follow_order"] is False  # the default
+  parser = argparse.ArgumentParser()
+  options_lib.add_arguments(parser)
+  args = parser.parse_args(["--model_dir", model_dir, "--batch_size", str(shared.BATCH_SIZE),
+                            "--no_warm_up", "--no_gc_freeze", "--forbid_repeats",
+                            "--follow_order"])
+  with TestClient(options_lib.build_app(args)) as ruled:
+    decoding = ruled.get("/info").json()["decoding"]
+    extractor = ruled.app.state.service.engine.extractor
+  assert (decoding["forbid_repeats"], decoding["follow_order"]) == (True, True)
+  assert extractor._constraint.forbid_repeats is True and extractor._constraint.follow_order

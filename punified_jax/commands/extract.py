@@ -46,6 +46,17 @@ EXIT_OK, EXIT_CRASH, EXIT_USAGE, EXIT_SOME_LINES_FAILED = 0, 1, 2, 3
 PARTITIONING_PRESETS = ("data_parallel", "fsdp", "tensor_parallel", "2d")
 
 
+def add_grammar_rule_arguments(parser: argparse.ArgumentParser) -> None:
+  """--forbid_repeats / --follow_order: the constraint's optional rules (extract, extract_corpus
+  and serve; constraints module docstring, BENCHMARKS.md 2e)."""
+  parser.add_argument("--forbid_repeats", action="store_true",
+                      help="constrained decoding may not close an item already written")
+  parser.add_argument("--follow_order", action="store_true",
+                      help="constrained decoding keeps the training targets' item order (types "
+                           "in prompt order, NULL alone, spans in text order): no runaway "
+                           "outputs, but it cost the bench model 1.6-3 macro F1 (BENCHMARKS 2e)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--model_dir", required=True,
                       help="a run directory (punified_model.json + checkpoints) or a from_t5x "
@@ -66,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "(Hugging Face's early_stopping=True)")
   parser.add_argument("--allow_unseen_types", action="store_true",
                       help="accept type names the model was not trained on (zero-shot)")
+  add_grammar_rule_arguments(parser)
   parser.add_argument("--checkpoint", default="auto",
                       help="auto (best if kept, else latest), best, latest, or a checkpoint path")
   parser.add_argument("--batch_size", type=int, default=8, help="windows per decoding batch")
@@ -230,7 +242,8 @@ def run(args: argparse.Namespace) -> int:
         constrained=not args.unconstrained, allow_unseen_types=args.allow_unseen_types,
         batch_size=args.batch_size, max_input_length=args.max_input_length,
         max_decode_length=args.max_decode_length, stopping=args.stopping,
-        partitioning=args.partitioning)
+        partitioning=args.partitioning, forbid_repeats=args.forbid_repeats,
+        follow_order=args.follow_order)
   except (OSError, ValueError, TypeError) as error:
     print(f"error: --model_dir {args.model_dir}: {error}", file=sys.stderr)
     return EXIT_USAGE

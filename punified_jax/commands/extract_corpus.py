@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--max_text_chars", type=int, default=validation.Limits().max_text_chars)
   parser.add_argument("--max_windows", type=int, default=validation.Limits().max_windows)
   parser.add_argument("--max_oov_chars", type=int, default=validation.Limits().max_oov_chars)
+  extract_command.add_grammar_rule_arguments(parser)
   parser.add_argument("--ray", action="store_true", help="run the shards on Ray Data")
   parser.add_argument("--ray_address", default=None, help="Ray cluster address (default: local)")
   parser.add_argument("--ray_actors", type=int, default=2, help="model actors (one model each)")
@@ -100,6 +101,8 @@ class JobOptions:
   batch_size: int
   checkpoint: str
   limits: validation.Limits
+  forbid_repeats: bool = False
+  follow_order: bool = False
 
 
 def load_extractor(options: JobOptions):
@@ -107,7 +110,9 @@ def load_extractor(options: JobOptions):
   from punified_jax import xla_cache  # pylint: disable=g-import-not-at-top
   xla_cache.enable_persistent_compilation_cache()
   return inference.Extractor.load(options.model_dir, checkpoint=options.checkpoint,
-                                  beam_size=options.beam_size, batch_size=options.batch_size)
+                                  beam_size=options.beam_size, batch_size=options.batch_size,
+                                  forbid_repeats=options.forbid_repeats,
+                                  follow_order=options.follow_order)
 
 
 def process_shard(extractor, options: JobOptions, shard: Shard) -> dict[str, int]:
@@ -198,7 +203,8 @@ def run(args: argparse.Namespace) -> int:
                                max_oov_chars=args.max_oov_chars or None)
   types = tuple(extract_command._split_types(args.types)) if args.types else None  # pylint: disable=protected-access
   options = JobOptions(args.model_dir, args.input, args.output, types, args.dataset,
-                       args.beam_size, args.batch_size, args.checkpoint, limits)
+                       args.beam_size, args.batch_size, args.checkpoint, limits,
+                       args.forbid_repeats, args.follow_order)
   storage.makedirs(args.output)
   shards = plan_shards(args.input, args.shard_docs)
   existing = set(storage.listdir(args.output))

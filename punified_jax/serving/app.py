@@ -108,6 +108,8 @@ class Service:
                      "constrained": True,
                      "allow_unconstrained": self.engine.allow_unconstrained,
                      "stopping": extractor.stopping,
+                     "forbid_repeats": extractor.forbid_repeats,
+                     "follow_order": extractor.follow_order,
                      "max_input_length": extractor.max_input_length,
                      "max_decode_length": extractor.max_decode_length,
                      "buckets": list(self.engine.buckets),

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 
 from punified_jax import request_validation as validation
+from punified_jax.commands import extract as extract_command
 
 # Request limits that are also command-line options (0 on the command line = unlimited).
 LIMIT_FIELDS = ("max_body_bytes", "max_texts", "max_text_chars", "max_total_chars", "max_types",
@@ -52,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="accept type names the model was not trained on (zero-shot)")
   parser.add_argument("--stopping", choices=("best", "all", "early"), default="best",
                       help="beam-search stopping rule (see `extract --help`)")
+  extract_command.add_grammar_rule_arguments(parser)
   parser.add_argument("--batch_size", type=int, default=16,
                       help="the largest decoding batch, in rows (windows)")
   parser.add_argument("--batch_sizes", type=_sizes, default=[],
@@ -108,7 +110,8 @@ def build_app(args: argparse.Namespace):
       args.model_dir, checkpoint=args.checkpoint, beam_size=args.beam_size,
       allow_unseen_types=args.allow_unseen_types, batch_size=max(sizes),
       max_input_length=args.max_input_length, max_decode_length=args.max_decode_length,
-      stopping=args.stopping)
+      stopping=args.stopping, forbid_repeats=args.forbid_repeats,
+      follow_order=args.follow_order)
   engine = engine_lib.Engine(extractor, beam_sizes=args.beam_sizes or [args.beam_size],
                              allow_unconstrained=args.allow_unconstrained,
                              limits=limits_from_args(args), batch_sizes=sizes,
