@@ -407,7 +407,8 @@ def main(argv=None) -> int:
   parser.add_argument("--port", type=int, default=0)
   parser.add_argument("--servers", default="ours,ours_batch1,hf",
                       help="which runs to make (comma-separated): ours (with the overload "
-                           "run), ours_no_gc_freeze, ours_batch1, hf, ray_kill (two Ray Serve replicas, one "
+                           "run), ours_no_gc_freeze, ours_follow_order (serve --follow_order), "
+                           "ours_batch1, hf, ray_kill (two Ray Serve replicas, one "
                            "killed under load; needs the ray extra)")
   parser.add_argument("--ray_clients", type=int, default=8)
   parser.add_argument("--torch_python", default=os.environ.get(
@@ -523,6 +524,12 @@ def main(argv=None) -> int:
   if "ours_no_gc_freeze" in servers:
     timed_server("ours_no_gc_freeze", serve + ["--batch_size", str(args.batch_size),
                                                "--no_gc_freeze"], "/ready", levels)
+
+  # 1c. Ours with the constraint's target-order rule (no output runs to the limit; costs F1 on
+  # Resume with the bench model: BENCHMARKS.md 2e): what the rule does to the latency tail.
+  if "ours_follow_order" in servers:
+    timed_server("ours_follow_order", serve + ["--batch_size", str(args.batch_size),
+                                               "--follow_order"], "/ready", levels)
 
   # 2. Ours without cross-request batching (one window per decode).
   if "ours_batch1" in servers:
