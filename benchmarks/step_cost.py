@@ -27,6 +27,11 @@ times in one jitted fori_loop, per call:
   gather cache         decoding.gather_beams of the whole self-attention cache
   step_candidates      one constraint.step_candidates call
   candidate log-probs  the vocabulary-wide logsumexp + the candidates' log-softmax
+--requests N: N dev sentences decoded one at a time as the server does (beam 4, stopping
+"best"), old beam step against the new default, per-request mean / p50 / p99 (what a step
+table leaves out: costs paid once per request).  --log_prob_blocks: the model's per-token
+log-probs after a loop (decoding.model_token_log_probs) with the old fixed block of 512 tokens
+against the current one.
 Wall times are min over --passes; CPU time (process_time) is given too: on a shared machine
 the CPU time is disturbed far less.  Prints a table, writes JSON under benchmarks/results/.
 """
@@ -70,6 +75,12 @@ def main(argv=None) -> int:
   parser.add_argument("--passes", type=int, default=3)
   parser.add_argument("--pieces", action="store_true")
   parser.add_argument("--repeats", type=int, default=32)
+  parser.add_argument("--requests", type=int, default=0,
+                      help="also decode this many dev sentences one at a time (beam --beams' "
+                           "largest, real constraint, generate.decode_batch), old vs new")
+  parser.add_argument("--log_prob_blocks", action="store_true",
+                      help="time decoding.model_token_log_probs (after a loop) with the old "
+                           "fixed block of 512 tokens against the block that shrinks with rows")
   parser.add_argument("--name", default="step_cost")
   args = parser.parse_args(argv)
 
@@ -171,13 +182,98 @@ def main(argv=None) -> int:
                                "cpu_ms_per_step", "old_over_this", "old_over_this_cpu"],
                      title=f"ms per decoder step (steps {n1}->{n2}, min of {args.passes})")
 
+  requests = []
+  if args.requests:
+    requests = _requests(args, model, params, inner, sentences, eos, jax, np, generate)
+  if args.log_prob_blocks:
+    requests = requests + _log_prob_blocks(args, model, decoding, jax, jnp, np)
   pieces = []
   if args.pieces:
     pieces = _pieces(args, model, params, inner, batch_of, jax, jnp, decoding, generate)
   print("wrote", common.write_json(args.name, {
       "command": common.command_line(), "machine": common.machine_info(),
-      "steps": [n1, n2], "results": results, "pieces": pieces}))
+      "steps": [n1, n2], "results": results, "pieces": pieces, "requests": requests}))
   return 0
+
+
+def _requests(args, model, params, constraint, sentences, eos, jax, np, generate) -> list:
+  """Single-example requests as the server decodes them (1 example, its input bucket, max 256
+  output tokens, stopping "best"), old beam step (eager copy, output layer in the loop) against
+  the new default, interleaved per request, min of --passes; per-request wall and CPU ms."""
+  beam = max(_ints(args.beams))
+  buckets = generate.input_buckets(512)
+  batches = []
+  for ids in sentences[:args.requests]:
+    ids = ids + [eos]
+    batch = np.zeros((1, next(b for b in buckets if b >= len(ids))), np.int32)
+    batch[0, :len(ids)] = ids
+    batches.append(batch)
+  variants = {"old": dict(beam_grouped_cache=False, beam_output_layer_in_loop=True), "new": {}}
+  if max(_ints(args.beams)) == 1:  # greedy: no beam options; the A/B is across code versions
+    variants = {"old": {}, "new": {}}
+
+  def run(batch, options):
+    return generate.decode_batch(model, params, batch, constraint, beam_size=beam,
+                                 max_decode_length=256, eos_id=eos, stopping="best", **options)
+
+  times = {v: np.full((len(batches), 2), np.inf) for v in variants}
+  lengths = []
+  for i, batch in enumerate(batches):
+    outs = {v: run(batch, o) for v, o in variants.items()}  # compile / warm
+    if not np.array_equal(np.asarray(outs["old"].tokens), np.asarray(outs["new"].tokens)):
+      raise AssertionError(f"request {i}: old and new searches disagree")
+    lengths.append(int((np.asarray(outs["new"].tokens)[0, 0] != 0).sum()))
+    for _ in range(args.passes):
+      for v, o in variants.items():
+        wall, cpu = _timed(lambda b, o=o: run(b, o).tokens, batch)
+        times[v][i] = np.minimum(times[v][i], (wall, cpu))
+  out = []
+  for v in variants:
+    for column, what in ((0, "wall"), (1, "cpu")):
+      ms = 1e3 * times[v][:, column]
+      out.append({"variant": v, "time": what, "requests": len(batches), "beam": beam,
+                  "mean_ms": float(ms.mean()), "p50_ms": float(np.median(ms)),
+                  "p99_ms": float(np.percentile(ms, 99)),
+                  "p99_over_p50": float(np.percentile(ms, 99) / np.median(ms)),
+                  "ms_per_token_longest": float(ms[int(np.argmax(lengths))] / max(lengths)),
+                  "ms_per_token_median": float(np.median(ms / np.maximum(lengths, 1)))})
+  for row in out:
+    old = next(r for r in out if r["variant"] == "old" and r["time"] == row["time"])
+    row["old_over_this_mean"] = old["mean_ms"] / row["mean_ms"]
+  common.print_table(out, ["variant", "time", "mean_ms", "p50_ms", "p99_ms", "p99_over_p50",
+                           "ms_per_token_median", "ms_per_token_longest", "old_over_this_mean"],
+                     title=f"{len(batches)} single-example requests, beam {beam}, same ids")
+  return out
+
+
+def _log_prob_blocks(args, model, decoding, jax, jnp, np) -> list:
+  """decoding.model_token_log_probs on [rows, 256] outputs with `real` tokens per row, block
+  512 (the old constant) against the current rule, same process, min CPU ms of --passes + 2."""
+  rng = np.random.default_rng(0)
+  kernel = jnp.asarray(rng.normal(size=(model.config.emb_dim, model.config.vocab_size)) / 11,
+                       jnp.float32)
+  out = []
+  saved = decoding._MIN_PACKED_BLOCK, decoding._PACKED_BLOCK  # pylint: disable=protected-access
+  for rows, real in ((1, 64), (4, 64), (4, 140), (32, 76), (128, 70)):
+    hidden = jnp.asarray(rng.normal(size=(rows, 256, model.config.emb_dim)), jnp.float32)
+    tokens = np.zeros((rows, 256), np.int32)
+    tokens[:, :real] = rng.integers(2, 4000, size=(rows, real))
+    row = {"piece": "model_token_log_probs", "rows": rows, "real_tokens_per_row": real}
+    values = {}
+    for name, blocks in (("block_512_ms", (512, 512)), ("block_now_ms", saved)):
+      decoding._MIN_PACKED_BLOCK, decoding._PACKED_BLOCK = blocks  # pylint: disable=protected-access
+      fn = jax.jit(lambda h, t: decoding.model_token_log_probs(h, t, kernel))
+      values[name] = np.asarray(fn(hidden, jnp.asarray(tokens)))
+      row[name] = 1e3 * min(_timed(fn, hidden, jnp.asarray(tokens))[1]
+                            for _ in range(args.passes + 2))
+    decoding._MIN_PACKED_BLOCK, decoding._PACKED_BLOCK = saved  # pylint: disable=protected-access
+    row["ratio"] = row["block_512_ms"] / row["block_now_ms"]
+    row["max_abs_diff"] = float(np.max(np.abs(values["block_512_ms"] - values["block_now_ms"])))
+    out.append(row)
+  common.print_table(out, ["rows", "real_tokens_per_row", "block_512_ms", "block_now_ms",
+                           "ratio", "max_abs_diff"],
+                     title="model log-probs after the loop: CPU ms, old block vs now")
+  return out
 
 
 def _pieces(args, model, params, constraint, batch_of, jax, jnp, decoding, generate) -> list:

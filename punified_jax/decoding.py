@@ -141,7 +141,13 @@ class OutputLayer(NamedTuple):
 # Output positions per matrix product when the model log-probs are computed after the loop.
 LOG_PROB_BLOCK = 32
 # Output tokens per matrix product there: the tokens of all rows are packed together first.
+# 512 suits batches (32 rows x ~76 tokens on CLUENER); a search of a few rows writes far fewer
+# tokens, and one block of 512 ([512, d] x [d, vocab], ~7 ms on the mini model) cost more
+# than its whole loop, so the block shrinks with the rows: _PACKED_TOKENS_PER_ROW per row,
+# between _MIN_PACKED_BLOCK and _PACKED_BLOCK (BENCHMARKS.md 2f).
 _PACKED_BLOCK = 512
+_MIN_PACKED_BLOCK = 64
+_PACKED_TOKENS_PER_ROW = 16
 
 
 def model_token_log_probs(hidden: Array, tokens: Array, kernel: Array,
@@ -156,7 +162,7 @@ def model_token_log_probs(hidden: Array, tokens: Array, kernel: Array,
   computes ~60% of the [rows, longest] positions on CLUENER, BENCHMARKS.md 2c).
   """
   rows, length = tokens.shape
-  block = _PACKED_BLOCK
+  block = min(_PACKED_BLOCK, max(_MIN_PACKED_BLOCK, _PACKED_TOKENS_PER_ROW * rows))
   flat_tokens = tokens.reshape(-1)
   flat_hidden = hidden[:, :length].reshape(rows * length, -1)
   total = rows * length
