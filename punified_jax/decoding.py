@@ -297,16 +297,19 @@ def masked_candidate_log_probs(candidate_logits: Array, allowed: Array) -> Array
 def _hidden_candidate_log_probs(output_layer: OutputLayer, constraint: LogitsConstraint,
                                 table: CandidateTable, candidate_columns: Array,
                                 token_ids: Array, cache: PyTree, constraint_state: PyTree,
-                                step: Array) -> tuple[Array, Array, PyTree, PyTree]:
-  """_candidate_log_probs without the output layer: (search log_probs [rows, C], the hidden
-  state [rows, d], cache, constraint_state).  candidate_columns [rows, C, d]: the output
-  layer's columns of each row's candidates."""
+                                step: Array,
+                                states: Array) -> tuple[Array, Array, PyTree, PyTree]:
+  """_candidate_log_probs without the output layer: (search log_probs [rows, C], `states`
+  [rows, len, d] with this step's hidden state written at `step`, cache, constraint_state);
+  the searches compute the model's log-probs from `states` after the loop.
+  candidate_columns [rows, C, d]: the output layer's columns of each row's candidates."""
   hidden, cache = output_layer.hidden_step_fn(token_ids, cache, step)
   hidden = hidden.astype(jnp.float32)
   candidate_logits = jnp.einsum("rd,rcd->rc", hidden, candidate_columns)
   allowed, constraint_state = constraint.step_candidates(constraint_state, token_ids, step,
                                                          table)
-  return (masked_candidate_log_probs(candidate_logits, allowed), hidden, cache,
+  states = jax.lax.dynamic_update_slice_in_dim(states, hidden[:, None], step, axis=1)
+  return (masked_candidate_log_probs(candidate_logits, allowed), states, cache,
           constraint_state)
 
 
@@ -410,10 +413,9 @@ def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *
     step, done = state.step, state.done
     hidden = state.hidden
     if output_layer is not None:
-      log_probs, step_hidden, cache, constraint_state = _hidden_candidate_log_probs(
+      log_probs, hidden, cache, constraint_state = _hidden_candidate_log_probs(
           output_layer, constraint, table, candidate_columns, state.current, state.cache,
-          state.constraint_state, step)
-      hidden = jax.lax.dynamic_update_slice_in_dim(hidden, step_hidden[:, None], step, axis=1)
+          state.constraint_state, step, hidden)
       choice = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
       model_log_prob = jnp.zeros((rows, 1), jnp.float32)  # computed after the loop
     else:
@@ -693,10 +695,9 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
     step = state.step
     hidden = state.hidden
     if output_layer is not None:
-      log_probs, step_hidden, cache, constraint_state = _hidden_candidate_log_probs(
+      log_probs, hidden, cache, constraint_state = _hidden_candidate_log_probs(
           output_layer, constraint, table, candidate_columns, state.current, state.cache,
-          state.constraint_state, step)
-      hidden = jax.lax.dynamic_update_slice_in_dim(hidden, step_hidden[:, None], step, axis=1)
+          state.constraint_state, step, hidden)
       model_log_probs = row_slot
     elif score_candidates:
       log_probs, model_log_probs, cache, constraint_state = _candidate_log_probs(
