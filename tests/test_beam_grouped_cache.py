@@ -21,6 +21,8 @@ from punified_jax import decoding
 from punified_jax import generate
 from punified_jax import model as model_lib
 
+import test_inference as shared
+
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 TINY = model_lib.T5Config(vocab_size=24, emb_dim=32, num_heads=2, head_dim=8, mlp_dim=64,
@@ -34,17 +36,7 @@ GROW_AT = (3, 6)
 
 @pytest.fixture(scope="module")
 def params():
-  rng = np.random.default_rng(5)
-
-  def draw(path, shape):
-    name = path[-1].key
-    if name == "scale":
-      return jnp.ones(shape.shape, jnp.float32)
-    if name in ("embedding", "rel_embedding"):
-      return jnp.asarray(rng.normal(size=shape.shape), jnp.float32)
-    return jnp.asarray(rng.normal(size=shape.shape) / np.sqrt(shape.shape[0]), jnp.float32)
-
-  return jax.tree_util.tree_map_with_path(draw, model_lib.param_shapes(TINY))
+  return shared.random_params(TINY, seed=5)
 
 
 @functools.partial(jax.jit, static_argnames=("mode",))

@@ -22,6 +22,8 @@ from punified_jax import decoding
 from punified_jax import generate
 from punified_jax import model as model_lib
 
+import test_inference as shared
+
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
@@ -279,22 +281,9 @@ MAX_LEN = 6
 
 @pytest.fixture(scope="module")
 def random_params():
-  """Random parameters drawn with numpy (no init program to compile: test_model covers it).
-
-  Scales follow T5's initialisation: unit-variance embeddings, 1/sqrt(fan_in) kernels, unit
-  norm scales.
-  """
-  rng = np.random.default_rng(3)
-
-  def draw(path, shape):
-    name = path[-1].key
-    if name == "scale":
-      return jnp.ones(shape.shape, jnp.float32)
-    if name in ("embedding", "rel_embedding"):
-      return jnp.asarray(rng.normal(size=shape.shape), jnp.float32)
-    return jnp.asarray(rng.normal(size=shape.shape) / np.sqrt(shape.shape[0]), jnp.float32)
-
-  return jax.tree_util.tree_map_with_path(draw, model_lib.param_shapes(TINY))
+  """Random parameters drawn with numpy (no init program to compile: test_model covers it),
+  scaled as T5 initialises them (test_inference.random_params)."""
+  return shared.random_params(TINY, seed=3)
 
 
 @pytest.fixture(scope="module")
