@@ -58,29 +58,39 @@ def _masks(c, state, token, step, table, *, vocab_size):
   return masked > decoding.FORBIDDEN_LOGIT / 2, allowed, vocab_state, same_state
 
 
+def check_random_walk(c, inputs, *, seed: int, steps: int, vocab_size: int,
+                      check_step=None) -> None:
+  """Walks every row of `inputs` through `c`'s grammar for `steps` steps by a random allowed
+  token (EOS once it is the only way on), asserting at each step that the candidate route
+  allows every allowed token exactly once and nothing else, and that both routes reach the
+  same state; check_step(step, token, vocab_mask) adds the caller's own assertions (token:
+  the tokens just consumed, vocab_mask: numpy bool [rows, vocab])."""
+  table = c.candidate_table(inputs)
+  ids = np.asarray(table.ids)
+  state = c.init(inputs)
+  token = jnp.zeros((inputs.shape[0],), jnp.int32)  # the decoder start token
+  rng = np.random.default_rng(seed)
+  for step in range(steps):
+    vocab_mask, candidate_mask, state, same_state = _masks(
+        c, state, token, jnp.asarray(step), table, vocab_size=vocab_size)
+    assert bool(same_state)
+    vocab_mask, candidate_mask = np.asarray(vocab_mask), np.asarray(candidate_mask)
+    for row in range(inputs.shape[0]):
+      chosen = ids[row][candidate_mask[row]]
+      assert sorted(chosen.tolist()) == np.flatnonzero(vocab_mask[row]).tolist(), (row, step)
+    if check_step is not None:
+      check_step(step, token, vocab_mask)
+    token = jnp.asarray([rng.choice(np.flatnonzero(m)) if m.any() else 0 for m in vocab_mask],
+                        jnp.int32)
+
+
 @hypothesis.settings(max_examples=15, deadline=None)
 @hypothesis.given(requests=_requests(), seed=st.integers(0, 2**16))
 def test_candidates_are_the_allowed_tokens_along_random_walks(sp_vocab, requests, seed):
   c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab)
   inputs = jnp.asarray([_encode_input(sp_vocab, t, types) for t, types in requests], jnp.int32)
-  table = c.candidate_table(inputs)
-  ids = np.asarray(table.ids)
-  assert ids.shape == (ROWS, INPUT_LEN + 6)
-  state = c.init(inputs)
-  token = jnp.zeros((ROWS,), jnp.int32)  # the decoder start token
-  rng = np.random.default_rng(seed)
-  for step in range(DECODE_LEN):
-    vocab_mask, candidate_mask, state, same_state = _masks(
-        c, state, token, jnp.asarray(step), table, vocab_size=sp_vocab.vocab_size)
-    assert bool(same_state)
-    vocab_mask, candidate_mask = np.asarray(vocab_mask), np.asarray(candidate_mask)
-    for row in range(ROWS):
-      chosen = ids[row][candidate_mask[row]]
-      # Every allowed token exactly once, nothing else.
-      assert sorted(chosen.tolist()) == np.flatnonzero(vocab_mask[row]).tolist(), (row, step)
-    # Walk on by a random allowed token (EOS once it is the only way on).
-    token = jnp.asarray([rng.choice(np.flatnonzero(m)) if m.any() else 0 for m in vocab_mask],
-                        jnp.int32)
+  assert c.candidate_table(inputs).ids.shape == (ROWS, INPUT_LEN + 6)
+  check_random_walk(c, inputs, seed=seed, steps=DECODE_LEN, vocab_size=sp_vocab.vocab_size)
 
 
 @functools.partial(jax.jit, static_argnames=("beam_size", "stopping", "score_candidates"))

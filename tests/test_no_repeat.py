@@ -26,7 +26,7 @@ from punified_jax import model as model_lib
 from punified_jax import prompts
 
 import test_inference as shared
-from test_candidate_decoding import _masks  # the vocabulary and candidate routes of one step
+from test_candidate_decoding import check_random_walk  # candidate == vocabulary masks
 from test_fast_decoding import _assert_same  # same ids, scores within 1e-5
 from test_inference import config, sp_vocab, trained_params, vocab_path  # pylint: disable=unused-import
 
@@ -450,21 +450,12 @@ def test_candidate_masks_equal_vocabulary_masks_with_the_rules(sp_vocab, request
   c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab, forbid_repeats=True,
                                                     follow_order=True)
   inputs = jnp.asarray([_encode(sp_vocab, t, types) for t, types in requests], jnp.int32)
-  table = c.candidate_table(inputs)
-  ids = np.asarray(table.ids)
-  state = c.init(inputs)
-  token = jnp.zeros((ROWS,), jnp.int32)
-  rng = np.random.default_rng(seed)
-  for step in range(DECODE_LEN):
-    vocab_mask, candidate_mask, state, same_state = _masks(
-        c, state, token, jnp.asarray(step), table, vocab_size=sp_vocab.vocab_size)
-    assert bool(same_state)
-    vocab_mask, candidate_mask = np.asarray(vocab_mask), np.asarray(candidate_mask)
+
+  def never_a_dead_end(step, token, vocab_mask):
+    # A row that has not ended (EOS) always has a way on.
     for row in range(ROWS):
-      chosen = ids[row][candidate_mask[row]]
-      assert sorted(chosen.tolist()) == np.flatnonzero(vocab_mask[row]).tolist(), (row, step)
-      # Never a dead end: a row that has not ended (EOS) always has a way on.
       if int(token[row]) not in (sp_vocab.eos_id, 0):
         assert vocab_mask[row].any(), (row, step)
-    token = jnp.asarray([rng.choice(np.flatnonzero(m)) if m.any() else 0 for m in vocab_mask],
-                        jnp.int32)
+
+  check_random_walk(c, inputs, seed=seed, steps=DECODE_LEN, vocab_size=sp_vocab.vocab_size,
+                    check_step=never_a_dead_end)
