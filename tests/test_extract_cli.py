@@ -11,7 +11,6 @@ import json
 import jax
 import pytest
 
-from punified_jax import inference
 from punified_jax.__main__ import main
 
 import test_inference as shared
@@ -229,14 +228,7 @@ def test_unknown_partitioning_is_a_usage_error(model_dir, capsys):
 
 
 def test_grammar_rule_flags_reach_the_extractor(model_dir, capsys, monkeypatch):
-  loaded = []
-  load = inference.Extractor.load
-
-  def recording_load(*args, **kwargs):
-    loaded.append(load(*args, **kwargs))
-    return loaded[-1]
-
-  monkeypatch.setattr(inference.Extractor, "load", recording_load)
+  loaded = shared.record_extractor_loads(monkeypatch)
   status = _run(["--model_dir", model_dir, "--types", "地点, 组织", "--text", TEXT0,
                  "--forbid_repeats", "--follow_order"] + ARGS)
   assert status == 0

@@ -6,7 +6,6 @@ import os
 
 import pytest
 
-from punified_jax import inference
 from punified_jax.__main__ import main
 from punified_jax.commands import extract_corpus
 
@@ -102,14 +101,7 @@ def test_argument_errors(model_dir, tmp_path, capsys):
 
 
 def test_grammar_rule_flags_reach_the_shard_extractor(model_dir, tmp_path, monkeypatch, capsys):
-  loaded = []
-  load = inference.Extractor.load
-
-  def recording_load(*args, **kwargs):
-    loaded.append(load(*args, **kwargs))
-    return loaded[-1]
-
-  monkeypatch.setattr(inference.Extractor, "load", recording_load)
+  loaded = shared.record_extractor_loads(monkeypatch)
   corpus, output = tmp_path / "corpus.jsonl", tmp_path / "out"
   write_corpus(corpus)
   assert main(corpus_args(model_dir, corpus, output, "--forbid_repeats", "--follow_order")) == 3

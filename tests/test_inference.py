@@ -150,6 +150,20 @@ def extract_given_output(extractor, text: str, types, output) -> list[dict]:
   return entities
 
 
+def record_extractor_loads(monkeypatch) -> list:
+  """Makes Extractor.load append every Extractor it returns to the list returned here (what a
+  command built from its flags)."""
+  loaded = []
+  load = inference.Extractor.load
+
+  def recording_load(*args, **kwargs):
+    loaded.append(load(*args, **kwargs))
+    return loaded[-1]
+
+  monkeypatch.setattr(inference.Extractor, "load", recording_load)
+  return loaded
+
+
 def check_entities(text: str, types, entities) -> None:
   """The extraction guarantees for one text."""
   seen = set()
