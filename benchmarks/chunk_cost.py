@@ -144,16 +144,7 @@ def main(argv=None) -> int:
   record(f"chunk K={max_k} (shared start)", chunk_bench(max_k, True), k=max_k)
 
   table = constraint.candidate_table(batch)
-
-  @jax.jit
-  def step_cands(batch):
-    state = constraint.init(batch)
-    def body(i, carry):
-      state, token, total = carry
-      allowed, state = constraint.step_candidates(state, token, jnp.array(1, jnp.int32), table)
-      token = jnp.take_along_axis(table.ids, jnp.argmax(allowed, 1)[:, None], 1)[:, 0]
-      return state, token, total + jnp.sum(allowed, 1)
-    return jax.lax.fori_loop(0, repeats, body, (state, batch[:, 0], jnp.zeros((rows,), jnp.int32)))[2]
+  step_cands = common.constraint_step_loop(constraint, table, repeats)
   record("constraint.step_candidates", _timed(step_cands, batch, passes=args.passes))
 
   for k in chunks:

@@ -77,6 +77,26 @@ def jax_versions() -> dict:
   return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__}
 
 
+def constraint_step_loop(constraint, table, repeats: int):
+  """A jitted fn(inputs [rows, len]) that runs constraint.step_candidates `repeats` times from
+  constraint.init(inputs), each step consuming the first allowed candidate: the constraint's
+  per-step cost alone (chunk_cost.py and step_cost.py time it)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  @jax.jit
+  def run(inputs):
+    def body(i, carry):
+      state, token, total = carry
+      allowed, state = constraint.step_candidates(state, token, jnp.array(1, jnp.int32), table)
+      token = jnp.take_along_axis(table.ids, jnp.argmax(allowed, 1)[:, None], 1)[:, 0]
+      return state, token, total + jnp.sum(allowed, 1)
+    return jax.lax.fori_loop(0, repeats, body, (constraint.init(inputs), inputs[:, 0],
+                                                jnp.zeros((inputs.shape[0],), jnp.int32)))[2]
+
+  return run
+
+
 def write_json(name: str, payload: Mapping, results_dir: Optional[str] = None) -> str:
   """Writes benchmarks/results/<name>.json (pretty, UTF-8) and returns the path."""
   directory = results_dir or RESULTS_DIR

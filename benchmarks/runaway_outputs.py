@@ -43,9 +43,9 @@ RULES = {
 def repeated_items(vocabulary, output: list[int], names) -> bool:
   """Does the output name one (type, span) pair twice (NULL items included)?"""
   from punified_jax import parsing  # pylint: disable=g-import-not-at-top
-  details = parsing.parse_generation_details(vocabulary.decode(output), names)
-  null_items = {}
   generation = vocabulary.decode(output)
+  details = parsing.parse_generation_details(generation, names)
+  null_items = {}
   for name in names:  # (TYPE:NULL) twice is a repeat too
     null_items[name] = generation.count(f"({name}:NULL)")
   return details.duplicates > 0 or max(null_items.values(), default=0) > 1

@@ -325,18 +325,7 @@ def _pieces(args, model, params, constraint, batch_of, jax, jnp, decoding, gener
         record("decoder step, grouped cache + reorder table (new)", decoder_loop(True, True))
       row_inputs = decoding.expand_to_beams(batch, beam)
       table = constraint.candidate_table(row_inputs)
-
-      @jax.jit
-      def step_cands(row_inputs):
-        state = constraint.init(row_inputs)
-        def body(i, carry):
-          state, token, total = carry
-          allowed, state = constraint.step_candidates(state, token, jnp.array(1, jnp.int32),
-                                                      table)
-          token = jnp.take_along_axis(table.ids, jnp.argmax(allowed, 1)[:, None], 1)[:, 0]
-          return state, token, total + jnp.sum(allowed, 1)
-        return jax.lax.fori_loop(0, repeats, body, (state, row_inputs[:, 0],
-                                                    jnp.zeros((decoder_rows,), jnp.int32)))[2]
+      step_cands = common.constraint_step_loop(constraint, table, repeats)
       record("constraint.step_candidates", timed(step_cands, row_inputs) / repeats)
 
       @jax.jit
