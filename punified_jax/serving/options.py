@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 
 from punified_jax import request_validation as validation
 from punified_jax.commands import extract as extract_command
@@ -34,6 +35,35 @@ def batch_sizes(args: argparse.Namespace) -> list[int]:
     sizes.append(size)
     size *= 4
   return sizes + [args.batch_size]
+
+
+# The most decoding threads `serve` starts by default: beyond a few, concurrent searches only
+# share the same cores (and each holds its batch's memory).
+MAX_DEFAULT_DECODE_WORKERS = 4
+
+
+def _positive(value: str) -> int:
+  try:
+    number = int(value)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}")
+  if number < 1:
+    raise argparse.ArgumentTypeError(f"must be >= 1, got {value!r}")
+  return number
+
+
+def default_decode_workers(backend: str) -> int:
+  """One decoding thread per CPU core this process may use, at most
+  MAX_DEFAULT_DECODE_WORKERS, on the CPU backend (XLA:CPU runs one search on about one core,
+  so concurrent searches use the others); 1 on GPU/TPU (one device runs one program at a time;
+  batching, not threads, fills it)."""
+  if backend != "cpu":
+    return 1
+  try:
+    cores = len(os.sched_getaffinity(0))
+  except AttributeError:  # not Linux
+    cores = os.cpu_count() or 1
+  return max(1, min(cores, MAX_DEFAULT_DECODE_WORKERS))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "0 = max_decode_length for all")
   parser.add_argument("--max_wait_ms", type=float, default=10.0,
                       help="how long the oldest queued window may wait for batch-mates")
+  parser.add_argument("--decode_workers", type=_positive, default=None,
+                      help="threads that decode batches concurrently, taking them from the "
+                           "same queue (default: on CPU the cores this process may use, at "
+                           f"most {MAX_DEFAULT_DECODE_WORKERS}, since XLA:CPU runs one search "
+                           "on about one core; on GPU/TPU 1, the device being the shared "
+                           "resource); answers do not depend on it")
   parser.add_argument("--max_queue_windows", type=int, default=512,
                       help="windows queued before requests get 429")
   parser.add_argument("--request_timeout", type=float, default=30.0,
@@ -100,6 +136,7 @@ def limits_from_args(args: argparse.Namespace) -> validation.Limits:
 
 def build_app(args: argparse.Namespace):
   """Loads the model and returns the ASGI app (also used by tests and Ray Serve)."""
+  import jax  # pylint: disable=g-import-not-at-top
   from punified_jax import inference  # pylint: disable=g-import-not-at-top
   from punified_jax import xla_cache  # pylint: disable=g-import-not-at-top
   from punified_jax.serving import app as app_lib  # pylint: disable=g-import-not-at-top
@@ -119,6 +156,8 @@ def build_app(args: argparse.Namespace):
   settings = app_lib.Settings(max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000,
                               max_queue_windows=args.max_queue_windows,
                               request_timeout=args.request_timeout,
+                              decode_workers=(args.decode_workers or default_decode_workers(
+                                  jax.default_backend())),
                               warm_up=not args.no_warm_up, model_dir=args.model_dir,
                               gc_freeze=not args.no_gc_freeze)
   return app_lib.create_app(engine, settings)
