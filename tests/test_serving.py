@@ -543,4 +543,9 @@ def test_serve_grammar_rule_flags_reach_the_extractor_and_info(model_dir, client
     decoding = ruled.get("/info").json()["decoding"]
     extractor = ruled.app.state.service.engine.extractor
   assert (decoding["forbid_repeats"], decoding["follow_order"]) == (True, True)
+  # Decode workers default to the decoder's concurrent decodes (the usable cores on CPU).
+  assert decoding["decode_workers"] == extractor.decoder.concurrent_decodes() >= 1
+  assert parser.parse_args(["--model_dir", model_dir, "--decode_workers", "3"]).decode_workers == 3
+  with pytest.raises(SystemExit):
+    parser.parse_args(["--model_dir", model_dir, "--decode_workers", "0"])
   assert extractor._constraint.forbid_repeats is True and extractor._constraint.follow_order

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 
 from punified_jax import request_validation as validation
 from punified_jax.commands import extract as extract_command
@@ -37,11 +36,6 @@ def batch_sizes(args: argparse.Namespace) -> list[int]:
   return sizes + [args.batch_size]
 
 
-# The most decoding threads `serve` starts by default: beyond a few, concurrent searches only
-# share the same cores (and each holds its batch's memory).
-MAX_DEFAULT_DECODE_WORKERS = 4
-
-
 def _positive(value: str) -> int:
   try:
     number = int(value)
@@ -50,20 +44,6 @@ def _positive(value: str) -> int:
   if number < 1:
     raise argparse.ArgumentTypeError(f"must be >= 1, got {value!r}")
   return number
-
-
-def default_decode_workers(backend: str) -> int:
-  """One decoding thread per CPU core this process may use, at most
-  MAX_DEFAULT_DECODE_WORKERS, on the CPU backend (XLA:CPU runs one search on about one core,
-  so concurrent searches use the others); 1 on GPU/TPU (one device runs one program at a time;
-  batching, not threads, fills it)."""
-  if backend != "cpu":
-    return 1
-  try:
-    cores = len(os.sched_getaffinity(0))
-  except AttributeError:  # not Linux
-    cores = os.cpu_count() or 1
-  return max(1, min(cores, MAX_DEFAULT_DECODE_WORKERS))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,10 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="how long the oldest queued window may wait for batch-mates")
   parser.add_argument("--decode_workers", type=_positive, default=None,
                       help="threads that decode batches concurrently, taking them from the "
-                           "same queue (default: on CPU the cores this process may use, at "
-                           f"most {MAX_DEFAULT_DECODE_WORKERS}, since XLA:CPU runs one search "
-                           "on about one core; on GPU/TPU 1, the device being the shared "
-                           "resource); answers do not depend on it")
+                           "same queue (default: the decoder's concurrent_decodes: on a CPU "
+                           "mesh of this process the cores it may use, at most 4, since "
+                           "XLA:CPU runs one search on about one core; on GPU/TPU or a mesh "
+                           "spanning processes 1, the device being busy with one program); "
+                           "answers do not depend on it")
   parser.add_argument("--max_queue_windows", type=int, default=512,
                       help="windows queued before requests get 429")
   parser.add_argument("--request_timeout", type=float, default=30.0,
@@ -136,7 +117,6 @@ def limits_from_args(args: argparse.Namespace) -> validation.Limits:
 
 def build_app(args: argparse.Namespace):
   """Loads the model and returns the ASGI app (also used by tests and Ray Serve)."""
-  import jax  # pylint: disable=g-import-not-at-top
   from punified_jax import inference  # pylint: disable=g-import-not-at-top
   from punified_jax import xla_cache  # pylint: disable=g-import-not-at-top
   from punified_jax.serving import app as app_lib  # pylint: disable=g-import-not-at-top
@@ -156,8 +136,8 @@ def build_app(args: argparse.Namespace):
   settings = app_lib.Settings(max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000,
                               max_queue_windows=args.max_queue_windows,
                               request_timeout=args.request_timeout,
-                              decode_workers=(args.decode_workers or default_decode_workers(
-                                  jax.default_backend())),
+                              decode_workers=(args.decode_workers
+                                              or extractor.decoder.concurrent_decodes()),
                               warm_up=not args.no_warm_up, model_dir=args.model_dir,
                               gc_freeze=not args.no_gc_freeze)
   return app_lib.create_app(engine, settings)
