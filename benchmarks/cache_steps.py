@@ -114,7 +114,9 @@ def main(argv=None) -> int:
   def decode(rows, beam, cache_steps):
     return generate.decode_batch(model, params, jax.numpy.asarray(rows), constraint,
                                  beam_size=beam, max_decode_length=max_decode, eos_id=eos,
-                                 stopping="best", search="allowed", cache_steps=cache_steps)
+                                 stopping="best", search="allowed", cache_steps=cache_steps,
+                                 # as the Extractor: only the best beam's per-token log-probs
+                                 log_prob_beams=1 if beam > 1 else None)
 
   def padded(batch):
     width = next(b for b in buckets if b >= batch.shape[1])
@@ -216,7 +218,8 @@ def _compile_times(args, steps, beams, model, params, constraint, max_decode: in
               generate._shared_transformer(model.config), params, inputs, constraint,  # pylint: disable=protected-access
               beam_size=beam, max_decode_length=max_decode, alpha=0.6, eos_id=eos,
               stopping="best", search="allowed", chunk_length=8, beam_grouped_cache=True,
-              beam_output_layer_in_loop=False, cache_steps=variant).compile()
+              beam_output_layer_in_loop=False, log_prob_beams=1 if beam > 1 else None,
+              cache_steps=variant).compile()
           jax.clear_caches()  # no in-memory trace or executable reused between passes
           wall, cpu, _ = _timed(lower)
           times[variant][0].append(wall)

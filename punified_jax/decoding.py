@@ -634,7 +634,8 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
                 stopping: str = "all",
                 score_candidates: bool = False,
                 reorder_cache: Optional[ReorderFn] = None,
-                output_layer: Optional[OutputLayer] = None) -> DecodeOutput:
+                output_layer: Optional[OutputLayer] = None,
+                log_prob_beams: Optional[int] = None) -> DecodeOutput:
   """Beam search with T5's length penalty; returns every beam, best first.
 
   cache and encoder_input_tokens must already have batch * beam_size rows (`expand_to_beams`);
@@ -668,6 +669,10 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
   computed it; the pools' token_log_probs carry, in the loop, the slot (row within the
   example) whose state scored each token, and the model's per-token log-probs are computed
   after the loop from those states (model_token_log_probs).  The same result.
+  log_prob_beams: the model's per-token log-probs of only the best `log_prob_beams`
+  hypotheses of each example (None: all); the others' are NaN.  With an output_layer this
+  saves their output-layer products after the loop (a caller that keeps the best beam only,
+  as the Extractor does, passes 1).
   """
   if not isinstance(beam_size, int) or beam_size < 1:
     raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
@@ -726,28 +731,45 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
                         grow_cache=grow_cache)
   output = finish_beams(state.pools, jnp.full((batch,), state.step), alpha, state.calls)
   if output_layer is None:
-    return output
+    return keep_token_log_probs(output, log_prob_beams)
   return output._replace(token_log_probs=_beam_token_log_probs(
-      state.hidden, output, kernel, eos_id))
+      state.hidden, output, kernel, eos_id, log_prob_beams))
+
+
+def keep_token_log_probs(output: DecodeOutput, log_prob_beams: Optional[int]) -> DecodeOutput:
+  """`output` with the per-token log-probs of beams past the best `log_prob_beams` set to NaN
+  (beam_search's log_prob_beams; None keeps all)."""
+  if log_prob_beams is None or log_prob_beams >= output.token_log_probs.shape[1]:
+    return output
+  beam = jnp.arange(output.token_log_probs.shape[1])[None, :, None]
+  return output._replace(token_log_probs=jnp.where(
+      beam < max(1, int(log_prob_beams)), output.token_log_probs, jnp.nan))
 
 
 def _beam_token_log_probs(hidden: Array, output: DecodeOutput, kernel: Array,
-                          eos_id: int) -> Array:
+                          eos_id: int, log_prob_beams: Optional[int] = None) -> Array:
   """The model's per-token log-probs [batch, beam, len] of beam_search's returned hypotheses
   from the hidden states [batch * beam, len, d] the loop kept: position t of a hypothesis was
   scored by row (example, slot) at step t, slot = output.token_log_probs[b, k, t] (what the
   loop filed there).  A hypothesis's tokens run up to its first EOS (all of them without
-  one; a generated 0 counts); empty slots have none."""
-  tokens = output.tokens
-  batch, beam_size, length = tokens.shape
+  one; a generated 0 counts); empty slots have none.  Only the best `log_prob_beams`
+  hypotheses are scored (all when None); the others' log-probs are NaN."""
+  batch, beam_size, length = output.tokens.shape
+  scored = beam_size if log_prob_beams is None else max(1, min(int(log_prob_beams), beam_size))
+  tokens = output.tokens[:, :scored]
   rows = (jnp.arange(batch)[:, None, None] * beam_size
-          + output.token_log_probs.astype(jnp.int32))
-  states = hidden[rows, jnp.arange(length)[None, None, :]]  # [batch, beam, len, d]
+          + output.token_log_probs[:, :scored].astype(jnp.int32))
+  states = hidden[rows, jnp.arange(length)[None, None, :]]  # [batch, scored, len, d]
   is_eos = tokens == eos_id
   ends = jnp.where(jnp.any(is_eos, axis=-1), jnp.argmax(is_eos, axis=-1) + 1, length)
   real = ((jnp.arange(length)[None, None, :] < ends[..., None])
-          & (output.scores > -jnp.inf)[..., None])
-  log_probs = model_token_log_probs(states.reshape(batch * beam_size, length, -1),
-                                    tokens.reshape(batch * beam_size, length), kernel,
-                                    real.reshape(batch * beam_size, length))
-  return log_probs.reshape(batch, beam_size, length)
+          & (output.scores[:, :scored] > -jnp.inf)[..., None])
+  log_probs = model_token_log_probs(states.reshape(batch * scored, length, -1),
+                                    tokens.reshape(batch * scored, length), kernel,
+                                    real.reshape(batch * scored, length))
+  log_probs = log_probs.reshape(batch, scored, length)
+  if scored == beam_size:
+    return log_probs
+  return jnp.concatenate(
+      [log_probs, jnp.full((batch, beam_size - scored, length), jnp.nan, log_probs.dtype)],
+      axis=1)

@@ -289,6 +289,7 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
             chunk_length: int = fast_decoding.DEFAULT_CHUNK_LENGTH,
             beam_grouped_cache: bool = True,
             beam_output_layer_in_loop: bool = False,
+            log_prob_beams: Optional[int] = None,
             cache_steps: Optional[str] = None) -> decoding.DecodeOutput:
   lengths = cache_lengths(max_decode_length, cache_steps)
   fast = search == "fast" and constraint is not None
@@ -318,8 +319,9 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
                                                     output_kernel(model.config, params))
       return fast_decoding.fast_greedy_decode(step_fn.chunk_fn, cache, row_inputs,
                                               output_layer=output_layer, **fast_args)
-    return fast_decoding.fast_beam_search(step_fn.chunk_fn, cache, row_inputs,
-                                          beam_size=beam_size, stopping=stopping, **fast_args)
+    return decoding.keep_token_log_probs(fast_decoding.fast_beam_search(
+        step_fn.chunk_fn, cache, row_inputs, beam_size=beam_size, stopping=stopping,
+        **fast_args), log_prob_beams)
   if beam_size == 1:
     # Greedy keeps each step's hidden state and applies the output layer after the loop
     # (decoding.OutputLayer); beam search would have to re-order those states with the beams.
@@ -342,7 +344,8 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
   return decoding.beam_search(step_fn, cache, row_inputs, beam_size=beam_size,
                               stopping=stopping, score_candidates=allowed_only,
                               reorder_cache=reorder_beam_cache if grouped else None,
-                              output_layer=output_layer, **common)
+                              output_layer=output_layer, log_prob_beams=log_prob_beams,
+                              **common)
 
 
 @functools.lru_cache(maxsize=None)
@@ -357,6 +360,7 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                  chunk_length: int = fast_decoding.DEFAULT_CHUNK_LENGTH,
                  beam_grouped_cache: bool = True,
                  beam_output_layer_in_loop: bool = False,
+                 log_prob_beams: Optional[int] = None,
                  cache_steps: Optional[str] = None) -> decoding.DecodeOutput:
   """Jitted decoding returning tokens, summed log-probs and length-normalised scores.
 
@@ -375,6 +379,9 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
   step, the old way (same results; kept for benchmarks/step_cost.py's A/B and the tests).
   `beam_output_layer_in_loop`: True runs the output layer at every step of the "allowed" beam
   search (the old way) instead of after the loop (decoding.beam_search's output_layer).
+  `log_prob_beams`: per-token log-probs of only the best `log_prob_beams` beams (the others'
+  are NaN); None: all.  Keeping the best beam only (1) saves most of the work after a
+  beam-4 loop (decoding.beam_search).
   `cache_steps`: how the self-attention cache grows (cache_lengths: "half", "double" or
   "whole"; default DEFAULT_CACHE_STEPS, read at call time): the same results, less or more
   work.
@@ -384,6 +391,9 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
     raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
   if not isinstance(chunk_length, numbers.Integral) or chunk_length < 2:
     raise ValueError(f"chunk_length must be an int >= 2, got {chunk_length!r}")
+  if log_prob_beams is not None and (isinstance(log_prob_beams, bool) or not isinstance(
+      log_prob_beams, numbers.Integral) or log_prob_beams < 1):
+    raise ValueError(f"log_prob_beams must be None or an int >= 1, got {log_prob_beams!r}")
   cache_steps = DEFAULT_CACHE_STEPS if cache_steps is None else cache_steps
   if cache_steps not in CACHE_STEPS:
     raise ValueError(f"cache_steps must be one of {CACHE_STEPS}, got {cache_steps!r}")
@@ -397,25 +407,30 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                            chunk_length=int(chunk_length),
                            beam_grouped_cache=bool(beam_grouped_cache),
                            beam_output_layer_in_loop=bool(beam_output_layer_in_loop),
+                           log_prob_beams=(None if log_prob_beams is None
+                                           else int(log_prob_beams)),
                            cache_steps=str(cache_steps))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "beam_size", "max_decode_length", "alpha",
                                              "eos_id", "stopping", "search", "chunk_length",
                                              "beam_grouped_cache",
-                                             "beam_output_layer_in_loop", "cache_steps"))
+                                             "beam_output_layer_in_loop",
+                                             "log_prob_beams", "cache_steps"))
 def _decode_batch_jit(model: Transformer, params: Any, encoder_input_tokens: Array,
                       constraint: Optional[decoding.LogitsConstraint], *, beam_size: int,
                       max_decode_length: int, alpha: float, eos_id: int,
                       stopping: str, search: str, chunk_length: int,
                       beam_grouped_cache: bool,
                       beam_output_layer_in_loop: bool,
+                      log_prob_beams: Optional[int],
                       cache_steps: str) -> decoding.DecodeOutput:
   output = _decode(model, params, encoder_input_tokens, constraint, beam_size=beam_size,
                    max_decode_length=max_decode_length, alpha=alpha, eos_id=eos_id,
                    stopping=stopping, search=search, chunk_length=chunk_length,
                    beam_grouped_cache=beam_grouped_cache,
                    beam_output_layer_in_loop=beam_output_layer_in_loop,
+                   log_prob_beams=log_prob_beams,
                    cache_steps=cache_steps)
   if beam_size == 1:
     output = decoding.DecodeOutput(output.tokens[:, None, :], output.log_probs[:, None],

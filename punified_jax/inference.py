@@ -612,7 +612,8 @@ class Extractor:
     decoded = self.decoder.decode(
         self.model, self.params, rows, self._constraint if settings.constrained else None,
         beam_size=settings.beam_size, max_decode_length=max_decode_length, alpha=self.alpha,
-        eos_id=self.eos_id, stopping=self.stopping)
+        eos_id=self.eos_id, stopping=self.stopping,
+        log_prob_beams=1)  # only the best beam is used: skip the others' output layer
     tokens = decoded.tokens[:, 0, :]
     log_probs = decoded.token_log_probs[:, 0, :]
     exists = np.isfinite(decoded.scores[:, 0])

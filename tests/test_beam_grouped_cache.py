@@ -131,6 +131,31 @@ def test_decode_batch_gives_the_same_beams_as_the_old_search(params, rows, eos_a
     np.testing.assert_allclose(new.token_log_probs, old.token_log_probs, atol=1e-5)
 
 
+@pytest.mark.parametrize("in_loop", [False, True])
+@pytest.mark.parametrize("kept", [1, 2])
+def test_log_prob_beams_keeps_the_best_beams_log_probs(params, in_loop, kept):
+  """log_prob_beams=k: the same search, the same per-token log-probs for the best k beams
+  (computed after the loop, or taken from the loop), NaN for the others."""
+  allowed = decoding.AllowedTokensConstraint(jnp.arange(TINY.vocab_size)[None].repeat(2, 0) < 23)
+  kwargs = dict(beam_size=BEAM, max_decode_length=9, beam_output_layer_in_loop=in_loop)
+  every = generate.decode_batch(NET, params, INPUTS, allowed, **kwargs)
+  best = generate.decode_batch(NET, params, INPUTS, allowed, log_prob_beams=kept, **kwargs)
+  np.testing.assert_array_equal(np.asarray(best.tokens), np.asarray(every.tokens))
+  np.testing.assert_array_equal(np.asarray(best.scores), np.asarray(every.scores))
+  got = np.asarray(best.token_log_probs)
+  np.testing.assert_allclose(got[:, :kept], np.asarray(every.token_log_probs)[:, :kept],
+                             atol=1e-6)
+  assert np.isnan(got[:, kept:]).all()
+  assert np.isfinite(got[:, :kept]).all()
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5])
+def test_log_prob_beams_must_be_a_positive_int(params, bad):
+  with pytest.raises(ValueError, match="log_prob_beams"):
+    generate.decode_batch(NET, params, INPUTS, beam_size=BEAM, max_decode_length=4,
+                          log_prob_beams=bad)
+
+
 def test_grouped_cache_rejects_chunks(params):
   step_fn, cache, _ = generate.init_decoding(NET, params, INPUTS, beam_size=BEAM,
                                              max_decode_length=4, beam_grouped_cache=True)
