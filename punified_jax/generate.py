@@ -121,15 +121,17 @@ def output_kernel(config: T5Config, params: Any) -> Array:
 FIRST_CACHE_LENGTH = 64
 # The shortest padded input length of a decoding batch; buckets double up to the maximum.
 FIRST_INPUT_BUCKET = 32
-# How a search's cache lengths grow (cache_lengths): "half" (64, 96, 128, 192, 256, ...: half
-# steps between the doublings), "double" (64, 128, 256, ...: the old set, kept for the A/B of
-# benchmarks/cache_steps.py) or "whole" (one cache of max_decode_length: the reference the
-# growing ones are tested against).  A 32-row step is bound by reading its caches
-# (BENCHMARKS.md 2h), so with half steps a batch whose longest output ends at 150 runs its last
-# steps on 192 positions instead of 256 (BENCHMARKS.md 2i), for one more compiled loop body
-# per doubling.
-CACHE_STEPS = ("half", "double", "whole")
-DEFAULT_CACHE_STEPS = "half"
+# How a search's cache lengths grow (cache_lengths): "double" (64, 128, 256, ...: the default),
+# "half" (64, 96, 128, 192, 256, ...: half steps between the doublings) or "whole" (one cache
+# of max_decode_length: the reference the growing ones are tested against).  A 32-row step is
+# bound by reading its caches (BENCHMARKS.md 2h), so with half steps a batch whose longest
+# output ends at 140 runs its last steps on 192 positions instead of 256; but the cache-bound
+# part of a step is small, and on 64 dev sentences of each of CLUENER, CCKS2021 and Resume
+# (benchmarks/cache_steps.py, BENCHMARKS.md 2i) "half" measured 0.95-1.11x the CPU time of
+# "double" (within this shared machine's noise) while each program took 1.2-1.5x as long to
+# compile (two more loop bodies): "double" stays the default.
+CACHE_STEPS = ("double", "half", "whole")
+DEFAULT_CACHE_STEPS = "double"
 
 
 def doubling_lengths(maximum: int, first: int) -> tuple[int, ...]:
@@ -153,8 +155,8 @@ def half_step_lengths(maximum: int, first: int) -> tuple[int, ...]:
 
 
 def cache_lengths(max_decode_length: int, steps: Optional[str] = None) -> tuple[int, ...]:
-  """The growing self-attention cache of a search, up to max_decode_length: (64, 96, 128, 192,
-  ...) with steps "half", (64, 128, ...) with "double", (max_decode_length,) with "whole";
+  """The growing self-attention cache of a search, up to max_decode_length: (64, 128, ...) with
+  steps "double", (64, 96, 128, 192, ...) with "half", (max_decode_length,) with "whole";
   default DEFAULT_CACHE_STEPS (read at call time)."""
   steps = DEFAULT_CACHE_STEPS if steps is None else steps
   if steps not in CACHE_STEPS:
@@ -382,7 +384,7 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
   `log_prob_beams`: per-token log-probs of only the best `log_prob_beams` beams (the others'
   are NaN); None: all.  Keeping the best beam only (1) saves most of the work after a
   beam-4 loop (decoding.beam_search).
-  `cache_steps`: how the self-attention cache grows (cache_lengths: "half", "double" or
+  `cache_steps`: how the self-attention cache grows (cache_lengths: "double", "half" or
   "whole"; default DEFAULT_CACHE_STEPS, read at call time): the same results, less or more
   work.
   """

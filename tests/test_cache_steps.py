@@ -1,4 +1,5 @@
-"""Half-step growing caches (generate.cache_lengths, CACHE_STEPS): 64, 96, 128, 192, 256, ...
+"""Growing caches in half steps (generate.cache_lengths, CACHE_STEPS "half": 64, 96, 128, 192,
+256, ...) and in doublings (the default "double": 64, 128, 256, ...).
 
 The cache lengths change only the work: a search whose cache grows in half steps, or in
 doublings, must return what one cache of max_decode_length returns (same ids; scores, log-probs
@@ -38,16 +39,18 @@ TYPES = [["地点", "组织"], ["名称"], ["公司", "地点", "组织"], ["组
 
 
 def test_cache_lengths_literals():
-  assert generate.DEFAULT_CACHE_STEPS == "half"
-  assert generate.cache_lengths(6) == (6,)
-  assert generate.cache_lengths(64) == (64,)
-  assert generate.cache_lengths(65) == (64, 65)
-  assert generate.cache_lengths(96) == (64, 96)
-  assert generate.cache_lengths(100) == (64, 96, 100)
-  assert generate.cache_lengths(200) == (64, 96, 128, 192, 200)
-  assert generate.cache_lengths(256) == (64, 96, 128, 192, 256)
-  assert generate.cache_lengths(512) == (64, 96, 128, 192, 256, 384, 512)
-  assert generate.cache_lengths(256, "double") == (64, 128, 256)
+  # The default stays the doublings (BENCHMARKS.md 2i); tests/test_decoding.py has their
+  # literals.
+  assert generate.DEFAULT_CACHE_STEPS == "double"
+  assert generate.cache_lengths(256) == (64, 128, 256)
+  assert generate.cache_lengths(6, "half") == (6,)
+  assert generate.cache_lengths(64, "half") == (64,)
+  assert generate.cache_lengths(65, "half") == (64, 65)
+  assert generate.cache_lengths(96, "half") == (64, 96)
+  assert generate.cache_lengths(100, "half") == (64, 96, 100)
+  assert generate.cache_lengths(200, "half") == (64, 96, 128, 192, 200)
+  assert generate.cache_lengths(256, "half") == (64, 96, 128, 192, 256)
+  assert generate.cache_lengths(512, "half") == (64, 96, 128, 192, 256, 384, 512)
   assert generate.cache_lengths(256, "whole") == (256,)
   assert generate.half_step_lengths(100, 32) == generate.input_buckets(100)
   with pytest.raises(ValueError, match="cache steps must be one of"):
@@ -85,7 +88,7 @@ def _decode_all(config, params, vocab, inputs, *, beam_size, stopping):
   return {steps: generate.decode_batch(net, params, inputs, constraint, beam_size=beam_size,
                                        max_decode_length=DECODE_LEN, eos_id=vocab.eos_id,
                                        stopping=stopping, cache_steps=steps)
-          for steps in generate.CACHE_STEPS}
+          for steps in GROWTHS}
 
 
 def _assert_same(whole, grown, steps):
@@ -118,7 +121,7 @@ def test_growing_caches_give_the_search_of_one_whole_cache(
   inputs = [_encode(sp_vocab, text, types) for text, types in zip(TEXTS, TYPES)]
   outputs = _decode_all(config, random_params, sp_vocab, inputs, beam_size=beam_size,
                         stopping=stopping)
-  assert grown_to == GROWTHS["half"] + GROWTHS["double"] + GROWTHS["whole"]
+  assert grown_to == [length for steps in GROWTHS for length in GROWTHS[steps]]
   whole = outputs["whole"]
   best = np.asarray(whole.tokens)[:, 0]
   lengths = np.where((best == sp_vocab.eos_id).any(-1),

@@ -480,12 +480,11 @@ def test_predict_batch_rejects_bad_arguments(random_params, inputs, kwargs, erro
 
 
 def test_cache_lengths_double_from_64_up_to_the_maximum():
-  # The old set (generate.CACHE_STEPS "double"); the default half steps: test_cache_steps.py.
-  assert generate.cache_lengths(6, "double") == (6,)
-  assert generate.cache_lengths(64, "double") == (64,)
-  assert generate.cache_lengths(65, "double") == (64, 65)
-  assert generate.cache_lengths(200, "double") == (64, 128, 200)
-  assert generate.cache_lengths(512, "double") == (64, 128, 256, 512)
+  assert generate.cache_lengths(6) == (6,)
+  assert generate.cache_lengths(64) == (64,)
+  assert generate.cache_lengths(65) == (64, 65)
+  assert generate.cache_lengths(200) == (64, 128, 200)
+  assert generate.cache_lengths(512) == (64, 128, 256, 512)
 
 
 @pytest.mark.parametrize("params_name", ["random_params", "trained_params"])
