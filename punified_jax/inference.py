@@ -17,9 +17,11 @@ Pipeline for one call:
 1. Requests are validated (texts are strings; types given, known, writable) and each text is
    cut into WINDOWS that fit the model's input length together with the prompt (below).
 2. Windows are encoded (`<entity>T1<entity>T2<text>` + window + EOS, as the training tasks do),
-   sorted by length and cut into consecutive fixed-size batches (missing rows repeat the last
-   one), each padded to the bucket length of its longest window (32, 48, 64, 96, 128, ...: generate.input_buckets, capped
-   at the input length), so only a handful of shapes ever compile.  Beam search (or greedy at beam_size=1) keeps the best beam.
+   sorted by length and partitioned into batches of least estimated cost (batch_plan: one long
+   window no longer pads a batch of short ones; rows 1, 2, 4, ... batch_size, missing rows
+   repeat the last window), each padded to the bucket of its longest window (32, 48, 64, 96,
+   ...: generate.input_buckets), so a bounded set of shapes compiles.  Beam search (greedy at
+   beam_size=1) keeps the best beam.
 3. Each output is parsed (parsing.parse_generation_details, with the requested types) and its
    (type, span) pairs are mapped to offsets with parsing.locate_mentions on the window's text:
    THE repeated-mention rule (longest span first; a mention takes every free occurrence of its
@@ -86,6 +88,7 @@ import jax
 import numpy as np
 import seqio
 
+from punified_jax import batch_plan
 from punified_jax import checkpoints as checkpoints_lib
 from punified_jax import constraints as constraints_lib
 from punified_jax import decoding as decoding_lib
@@ -107,6 +110,8 @@ SENTENCE_END_CHARS = "。！？!?；;\n"
 # A greedy batch's first output limit holds its windows' all-NULL targets plus this many tokens
 # per text token ("Long outputs" in the module docstring).
 FIRST_PASS_TEXT_FACTOR = 1.0
+# How windows are cut into decoding batches (Extractor's `batching`).
+BATCHING = ("cost", "consecutive")
 # Used when a model directory does not record its feature lengths (t5x conversions): the
 # lengths of our gin run recipes.
 DEFAULT_FEATURE_LENGTH = 512
@@ -132,11 +137,13 @@ class _DecodeSettings:
   """What one decode call uses (Extractor.decode_windows may override the Extractor's)."""
   beam_size: int
   constrained: bool
-  rows: int                # rows of every decoding batch (the compiled batch shape)
+  rows: int                # the most rows of a decoding batch
   max_decode_length: int
   # Greedy only: decode each batch to a shorter first limit and re-decode the rows that did
   # not end there (module docstring, "Long outputs").
   first_pass: bool = False
+  # "cost": batch_plan's partition; "consecutive": chunks of `rows` windows in `rows` rows.
+  batching: str = "consecutive"
 
 
 @functools.lru_cache(maxsize=None)
@@ -164,7 +171,9 @@ class Extractor:
     constrained: NerCopyConstraint decoding (types only from the request, spans only copies of
       the input); False decodes freely (for comparisons).
     allow_unseen_types: let type names the model does not know through (module docstring).
-    batch_size: windows per decoding batch (fixed; the last batch is padded).
+    batch_size: the most windows per decoding batch.
+    batching: "cost" (default): batch_plan's batches (module docstring); "consecutive": chunks
+      of batch_size windows in batch_size rows (the old plan).
     max_input_length: encoder length a window (prompt + text + EOS) must fit; also the largest
       bucket.
     max_decode_length: the output limit; an output cut there loses its unfinished last item
@@ -197,7 +206,8 @@ class Extractor:
                max_decode_length: int = DEFAULT_FEATURE_LENGTH, alpha: float = 0.6,
                stopping: str = "best", known_types: Optional[Sequence[str]] = None,
                partitioning: sharded_decoding.PartitioningArg = None,
-               first_pass: bool = True, forbid_repeats: bool = False, follow_order: bool = False):
+               first_pass: bool = True, forbid_repeats: bool = False, follow_order: bool = False,
+               batching: str = "cost"):
     config = model if isinstance(model, T5Config) else getattr(model, "config", None)
     if not isinstance(config, T5Config):
       raise TypeError(f"model must be a model.Transformer or a T5Config, got "
@@ -231,6 +241,9 @@ class Extractor:
     decoding_lib.check_stopping(stopping)  # at construction, not at the first extract()
     self.stopping = stopping
     self.first_pass = bool(first_pass)
+    if batching not in BATCHING:
+      raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
+    self.batching = batching
     self.known_types: tuple[str, ...] = tuple(known_types or entity_types.ALL_PROMPT_NAMES)
     self.buckets = generate.input_buckets(self.max_input_length)
     self.eos_id = int(vocabulary.eos_id)
@@ -258,7 +271,7 @@ class Extractor:
            alpha: float = 0.6, stopping: str = "best",
            partitioning: sharded_decoding.PartitioningArg = None,
            first_pass: bool = True, forbid_repeats: bool = False,
-           follow_order: bool = False) -> "Extractor":
+           follow_order: bool = False, batching: str = "cost") -> "Extractor":
     """An Extractor for the model in `model_dir` (written by the trainer or from_t5x).
 
     Reads `punified_model.json` (model_info), the vocabulary copy and one parameter checkpoint,
@@ -284,7 +297,7 @@ class Extractor:
         max_decode_length=max_decode_length or lengths.get("targets", DEFAULT_FEATURE_LENGTH),
         alpha=alpha, stopping=stopping, known_types=info.extra.get("prompt_names"),
         partitioning=decoder, first_pass=first_pass, forbid_repeats=forbid_repeats,
-        follow_order=follow_order)
+        follow_order=follow_order, batching=batching)
     extractor.checkpoint_path = chosen.item_dir
     logger.info("extractor: %s (beam %d, %s, %r)", extractor.checkpoint_path, beam_size,
                 "constrained" if constrained else "unconstrained", decoder)
@@ -373,8 +386,8 @@ class Extractor:
     for index, (text, names) in enumerate(requests):
       windows.extend(self._windows(index, text, names))
     found: list[dict[tuple[str, int, int], dict]] = [{} for _ in requests]
-    for window, entities in zip(windows, self.decode_windows(windows,
-                                                             first_pass=self.first_pass)):
+    for window, entities in zip(windows, self.decode_windows(
+        windows, first_pass=self.first_pass, batching=self.batching)):
       for entity in entities:
         key = (entity["type"], entity["start"], entity["end"])
         previous = found[window.request].get(key)
@@ -414,11 +427,13 @@ class Extractor:
   def decode_windows(self, windows: Sequence[Window], *, beam_size: Optional[int] = None,
                      constrained: Optional[bool] = None, rows: Optional[int] = None,
                      max_decode_length: Optional[int] = None,
-                     first_pass: bool = False) -> list[list[dict]]:
+                     first_pass: bool = False,
+                     batching: str = "consecutive") -> list[list[dict]]:
     """Entities of each window (offsets in its request's text), in the order given.
 
-    The windows are decoded as `extract` does (length-sorted, in batches of `rows` rows, each
-    padded to the bucket of its longest window, missing rows repeating the last one); the
+    The windows are decoded as `extract` does (length-sorted, in batches of at most `rows`
+    rows, each padded to the bucket of its longest window; `batching` as the constructor's,
+    "consecutive" here so that a service's batch is one decode of `rows` rows); the
     keyword arguments override this Extractor's beam_size, constrained, batch_size and
     max_decode_length for this call only (each distinct value compiles its own program).
     first_pass: greedy in two passes ("Long outputs"; `extract` passes the Extractor's
@@ -431,6 +446,8 @@ class Extractor:
       if value is not None and (isinstance(value, bool) or
                                 not isinstance(value, (int, np.integer)) or value < low):
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if batching not in BATCHING:
+      raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
     rows = self.batch_size if rows is None else self.decoder.padded_size(int(rows))
     settings = _DecodeSettings(
         beam_size=self.beam_size if beam_size is None else int(beam_size),
@@ -438,7 +455,7 @@ class Extractor:
         rows=rows,
         max_decode_length=(self.max_decode_length if max_decode_length is None
                            else int(max_decode_length)),
-        first_pass=bool(first_pass))
+        first_pass=bool(first_pass), batching=batching)
     found: dict[int, list[dict]] = {}
     position = {id(window): index for index, window in enumerate(windows)}
     for window, output, log_probs in self._decode(list(windows), settings):
@@ -560,29 +577,21 @@ class Extractor:
 
   # -- decoding ------------------------------------------------------------------------------
 
-  def _decode(self, windows: list[_Window], settings: Optional["_DecodeSettings"] = None):
+  def _decode(self, windows: list[_Window], settings: "_DecodeSettings"):
     """Yields (window, best output ids up to EOS, their log-probs) for every window that has
-    a hypothesis; `settings` default to this Extractor's.  Yields in decoding order (windows
-    re-decoded to the full limit come last), not in the order given."""
-    if settings is None:
-      settings = _DecodeSettings(self.beam_size, self.constrained, self.batch_size,
-                                 self.max_decode_length)
+    a hypothesis.  Yields in decoding order (windows re-decoded to the full limit come last),
+    not in the order given."""
     self._stats["windows"] += len(windows)
-    # Consecutive chunks of the length-sorted windows, each padded to the bucket of its
-    # longest: ceil(windows / batch_size) decodes (batching per bucket instead would leave a
-    # partly empty batch in every bucket).
     order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
     longest = len(windows[order[-1]].input_ids) if order else 0
     if longest > self.max_input_length:
       raise AssertionError(f"window of {longest} tokens exceeds {self.max_input_length}")
     two_pass = settings.first_pass and settings.beam_size == 1
     unfinished: list[int] = []
-    for begin in range(0, len(order), settings.rows):
-      chunk = order[begin:begin + settings.rows]
+    for chunk, rows in self._batches(windows, order, settings, redecode=False):
       limit = (self._first_pass_limit([windows[i] for i in chunk], settings.max_decode_length)
                if two_pass else settings.max_decode_length)
-      for index, output in zip(chunk, self._decode_rows(windows, chunk, settings.rows,
-                                                        limit, settings)):
+      for index, output in zip(chunk, self._decode_rows(windows, chunk, rows, limit, settings)):
         if limit < settings.max_decode_length and output is not None \
             and self.eos_id not in output[0]:
           unfinished.append(index)  # ran into the first limit: decoded again below
@@ -590,14 +599,31 @@ class Extractor:
         yield from self._yield_output(windows[index], output)
     if unfinished:
       self._stats["redecoded"] += len(unfinished)
-    # The windows that ran into the first limit, in batches of the fewest compiled rows that
-    # hold them (often one: a long output no longer holds a whole batch).
-    for begin in range(0, len(unfinished), settings.rows):
-      chunk = unfinished[begin:begin + settings.rows]
-      rows = min(settings.rows, self.decoder.padded_size(1 << (len(chunk) - 1).bit_length()))
+    # The windows that ran into the first limit, to max_decode_length (often one batch of few
+    # rows: a long output no longer holds a whole batch).
+    unfinished.sort(key=lambda i: len(windows[i].input_ids))
+    for chunk, rows in self._batches(windows, unfinished, settings, redecode=True):
       for index, output in zip(chunk, self._decode_rows(windows, chunk, rows,
                                                         settings.max_decode_length, settings)):
         yield from self._yield_output(windows[index], output)
+
+  def _batches(self, windows: list[_Window], order: list[int], settings: "_DecodeSettings",
+               redecode: bool) -> list[tuple[list[int], int]]:
+    """(window indices, rows) of each decoding batch of windows[order] (length-sorted), by
+    settings.batching: batch_plan.plan_batches, each output estimated from its window's
+    all-NULL target and text (re-decoded ones: max_decode_length), or consecutive chunks."""
+    limit = settings.max_decode_length
+    if settings.batching == "consecutive":
+      plan = batch_plan.consecutive_plan(len(order), settings.rows,
+                                         self.decoder.padded_size if redecode else None)
+    else:
+      steps = [limit if redecode else batch_plan.estimated_steps(
+          self._null_target_length(windows[i].types), len(windows[i].text_ids), limit)
+               for i in order]
+      plan = batch_plan.plan_batches(
+          [len(windows[i].input_ids) for i in order], steps, self.buckets,
+          batch_plan.row_options(settings.rows, self.decoder.padded_size), beam_size=settings.beam_size)
+    return [(order[batch.begin:batch.end], batch.rows) for batch in plan]
 
   def _decode_rows(self, windows: list[_Window], chunk: list[int], batch_size: int,
                    max_decode_length: int, settings: "_DecodeSettings"):

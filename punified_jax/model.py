@@ -375,6 +375,12 @@ class Decoder(nn.Module):
     else:
       query_positions = _positions_or_arange(positions, tokens.shape[1])
       self_bias = relpos(query_positions, query_positions, bidirectional=False)
+    if decode and initialised:
+      # Materialise the step's mask and bias once.  Left alone, XLA fuses their computation
+      # (relative-position buckets with a log, the ancestry table's transpose) into every
+      # layer's masked-scores select, recomputed per head and query: at 1 example, beam 4,
+      # cache 256 that fusion was the largest op of a step (BENCHMARKS.md 2k).
+      self_mask, self_bias = jax.lax.optimization_barrier((self_mask, self_bias))
 
     y = _dropout(cfg, self.embedder(tokens), deterministic)
     layer_cls = _maybe_remat(DecoderLayer, cfg, decode)
