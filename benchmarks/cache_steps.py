@@ -8,7 +8,9 @@ Why: a 32-row decoder step is bound by reading its caches (BENCHMARKS.md 2h), an
 until its longest row ends, so a batch whose longest output ends at 150 tokens spent its last
 steps on a 256-position cache with doublings and spends them on 192 with half steps
 (generate.cache_lengths, generate.CACHE_STEPS).  The cost: one more compiled loop body per
-doubling, paid at warm-up for every (input bucket, batch size, beam) program.
+doubling, paid at warm-up for every (input bucket, batch size, beam) program.  Result
+(BENCHMARKS.md 2i): within the shared machine's noise, for 1.2-1.4x the compile time, so the
+doublings stay the default (generate.DEFAULT_CACHE_STEPS).
 
 For each dataset and beam, the first --max_sentences dev sentences are sorted by length and cut
 into batches of --batch_size (each padded to its input bucket, as extract_throughput.py does),
