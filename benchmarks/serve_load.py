@@ -6,6 +6,8 @@
 Three servers on 127.0.0.1, each loaded with the same weights, run one after the other:
 * `ours`: `python -m punified_jax serve --batch_size 16` (cross-request dynamic batching in
   compiled batch sizes 1, 4 and 16, chosen per batch by the queued windows);
+* `ours_1worker` (optional): the same as `ours` with --decode_workers 1 (one decoding thread:
+  the A/B of serve's concurrent decode workers, whose default is one per core, at most 4);
 * `ours_batch1`: the same command with --batch_sizes 1 (each window decoded alone: our
   Extractor per request, no cross-request batching);
 * `hf_one_at_a_time`: this script's `hf_server` mode under the torch venv: a single-threaded
@@ -407,7 +409,8 @@ def main(argv=None) -> int:
   parser.add_argument("--port", type=int, default=0)
   parser.add_argument("--servers", default="ours,ours_batch1,hf",
                       help="which runs to make (comma-separated): ours (with the overload "
-                           "run), ours_no_gc_freeze, ours_follow_order (serve --follow_order), "
+                           "run), ours_1worker (serve --decode_workers 1), ours_no_gc_freeze, "
+                           "ours_follow_order (serve --follow_order), "
                            "ours_batch1, hf, ray_kill (two Ray Serve replicas, one "
                            "killed under load; needs the ray extra)")
   parser.add_argument("--ray_clients", type=int, default=8)
@@ -520,6 +523,11 @@ def main(argv=None) -> int:
           f"{overload['lost']}, admitted p50 {overload['p50_s']} p99 {overload['p99_s']}",
           flush=True)
 
+  # 1a. Ours with one decoding thread (the A/B of --decode_workers).
+  if "ours_1worker" in servers:
+    timed_server("ours_1worker", serve + ["--batch_size", str(args.batch_size),
+                                          "--decode_workers", "1"], "/ready", levels)
+
   # 1b. Ours without gc.freeze() after warm-up (A/B of GC pauses; diagnosis).
   if "ours_no_gc_freeze" in servers:
     timed_server("ours_no_gc_freeze", serve + ["--batch_size", str(args.batch_size),
@@ -556,7 +564,7 @@ def main(argv=None) -> int:
   ratios = {}
   for clients in baseline_levels:
     ours = results["servers"].get("ours", {}).get(str(clients), {}).get("sentences_per_second")
-    for baseline in ("hf_one_at_a_time", "ours_batch1"):
+    for baseline in ("hf_one_at_a_time", "ours_batch1", "ours_1worker"):
       other = results["servers"].get(baseline, {}).get(str(clients), {}).get(
           "sentences_per_second")
       if ours and other:

@@ -16,7 +16,9 @@ subprocess and read back one JSON object. Nothing here imports the project.
       REQUEST: {"model_dir", "inputs": NPZ with input_ids_<i> (0 = padding), "beams": [..],
                 "max_new_tokens", "dtype", "threads", "output", "passes": 1,
                 "warmup_batches": [indices decoded first, untimed in the passes],
-                "stopping": ["exact", "early"]}
+                "stopping": ["exact", "early"],
+                "shard": [k, n] (optional: batches k, k + n, ...), "barrier": {"dir", "parties",
+                "id"} (optional: n such workers start every timed section together)}
       HF `generate` (greedy at beam 1) per beam size and stopping rule ("exact" is HF's
       early_stopping="never", the canonical beam search; "early" is early_stopping=True): the
       warm-up batches, then `passes` passes over every batch; results keyed "<beam>_<rule>"
@@ -26,8 +28,10 @@ subprocess and read back one JSON object. Nothing here imports the project.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from typing import Optional
 
 import numpy as np
 import torch
@@ -83,6 +87,20 @@ def train(request: dict) -> dict:
 
 
 @torch.no_grad()
+def _barrier(barrier: Optional[dict], name: str) -> None:
+  """Waits until all `parties` workers of a split run reached `name` (a file per worker in
+  barrier["dir"]), so that their timed passes start together; no-op without a barrier."""
+  if not barrier:
+    return
+  directory, parties = barrier["dir"], int(barrier["parties"])
+  open(os.path.join(directory, f"{name}.{barrier['id']}"), "w").close()
+  deadline = time.monotonic() + 900
+  while sum(f.startswith(f"{name}.") for f in os.listdir(directory)) < parties:
+    if time.monotonic() > deadline:
+      raise TimeoutError(f"barrier {name}: the other workers did not arrive in 900 s")
+    time.sleep(0.002)
+
+
 def generate(request: dict) -> dict:
   torch.set_num_threads(int(request.get("threads", 2)))
   model = _load(request["model_dir"])
@@ -90,6 +108,11 @@ def generate(request: dict) -> dict:
   if request.get("dtype") == "bf16":
     model = model.to(torch.bfloat16)
   batches = _batches(request["inputs"], ("input_ids",))
+  # A split run: this worker takes batches shard[0], shard[0] + shard[1], ... (see
+  # extract_throughput --hf_processes) and starts each timed section with the others.
+  shard, barrier = request.get("shard"), request.get("barrier")
+  if shard:
+    batches = batches[int(shard[0])::int(shard[1])]
   results = {}
   def run(batch, beams, rule):
     input_ids = batch["input_ids"]
@@ -103,12 +126,15 @@ def generate(request: dict) -> dict:
 
   for beams in request["beams"]:
     for rule in (["greedy"] if beams == 1 else request.get("stopping", ["early"])):
+      _barrier(barrier, f"{beams}_{rule}_warmup")
       start = time.perf_counter()
       for index in request.get("warmup_batches", []):
-        run(batches[index], beams, rule)
+        if -len(batches) <= index < len(batches):
+          run(batches[index], beams, rule)
       seconds, outputs = [time.perf_counter() - start], []
-      for _ in range(int(request.get("passes", 1))):
+      for number in range(int(request.get("passes", 1))):
         outputs = []
+        _barrier(barrier, f"{beams}_{rule}_{number}")
         start = time.perf_counter()
         for batch in batches:
           outputs.append(run(batch, beams, rule))

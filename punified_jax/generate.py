@@ -116,11 +116,22 @@ def output_kernel(config: T5Config, params: Any) -> Array:
   return jnp.asarray(params["decoder"]["logits_dense"]["kernel"], jnp.float32)
 
 
-# The first self-attention cache length of a search; it doubles while rows are still going.
+# The first self-attention cache length of a search; it grows while rows are still going.
 # 64 holds most NER targets of the small datasets; shorter searches use a single length.
 FIRST_CACHE_LENGTH = 64
 # The shortest padded input length of a decoding batch; buckets double up to the maximum.
 FIRST_INPUT_BUCKET = 32
+# How a search's cache lengths grow (cache_lengths): "double" (64, 128, 256, ...: the default),
+# "half" (64, 96, 128, 192, 256, ...: half steps between the doublings) or "whole" (one cache
+# of max_decode_length: the reference the growing ones are tested against).  A 32-row step is
+# bound by reading its caches (BENCHMARKS.md 2h), so with half steps a batch whose longest
+# output ends at 140 runs its last steps on 192 positions instead of 256; but the cache-bound
+# part of a step is small, and on 64 dev sentences of each of CLUENER, CCKS2021 and Resume
+# (benchmarks/cache_steps.py, BENCHMARKS.md 2i) "half" measured 0.95-1.11x the CPU time of
+# "double" (within this shared machine's noise) while each program took 1.2-1.5x as long to
+# compile (two more loop bodies): "double" stays the default.
+CACHE_STEPS = ("double", "half", "whole")
+DEFAULT_CACHE_STEPS = "double"
 
 
 def doubling_lengths(maximum: int, first: int) -> tuple[int, ...]:
@@ -134,9 +145,26 @@ def doubling_lengths(maximum: int, first: int) -> tuple[int, ...]:
   return tuple(lengths) + (maximum,)
 
 
-def cache_lengths(max_decode_length: int) -> tuple[int, ...]:
-  """(64, 128, ..., max_decode_length): the growing self-attention cache of a search."""
-  return doubling_lengths(max_decode_length, FIRST_CACHE_LENGTH)
+def half_step_lengths(maximum: int, first: int) -> tuple[int, ...]:
+  """(first, 1.5 * first, 2 * first, 3 * first, 4 * first, ...) below `maximum`, then
+  `maximum`: the doublings with a half step between each two, never padding more than 1.5x."""
+  lengths = []
+  for length in doubling_lengths(maximum, first)[:-1]:
+    lengths += [length] + ([length * 3 // 2] if length * 3 // 2 < maximum else [])
+  return tuple(lengths) + (maximum,)
+
+
+def cache_lengths(max_decode_length: int, steps: Optional[str] = None) -> tuple[int, ...]:
+  """The growing self-attention cache of a search, up to max_decode_length: (64, 128, ...) with
+  steps "double", (64, 96, 128, 192, ...) with "half", (max_decode_length,) with "whole";
+  default DEFAULT_CACHE_STEPS (read at call time)."""
+  steps = DEFAULT_CACHE_STEPS if steps is None else steps
+  if steps not in CACHE_STEPS:
+    raise ValueError(f"cache steps must be one of {CACHE_STEPS}, got {steps!r}")
+  if steps == "whole":
+    return (max_decode_length,)
+  grow = half_step_lengths if steps == "half" else doubling_lengths
+  return grow(max_decode_length, FIRST_CACHE_LENGTH)
 
 
 def input_buckets(max_input_length: int) -> tuple[int, ...]:
@@ -146,10 +174,7 @@ def input_buckets(max_input_length: int) -> tuple[int, ...]:
   cost grow with the padded input length, and with doublings alone a batch pads up to 2x
   (CLUENER's prompted sentences, up to ~85 tokens, went to 128); at most 1.5x now, for a few
   more compiled shapes."""
-  lengths = []
-  for length in doubling_lengths(max_input_length, FIRST_INPUT_BUCKET)[:-1]:
-    lengths += [length] + ([length * 3 // 2] if length * 3 // 2 < max_input_length else [])
-  return tuple(lengths) + (max_input_length,)
+  return half_step_lengths(max_input_length, FIRST_INPUT_BUCKET)
 
 
 def trim_to_bucket(encoder_input_tokens: np.ndarray, buckets: tuple[int, ...]) -> np.ndarray:
@@ -266,8 +291,9 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
             chunk_length: int = fast_decoding.DEFAULT_CHUNK_LENGTH,
             beam_grouped_cache: bool = True,
             beam_output_layer_in_loop: bool = False,
-            log_prob_beams: Optional[int] = None) -> decoding.DecodeOutput:
-  lengths = cache_lengths(max_decode_length)
+            log_prob_beams: Optional[int] = None,
+            cache_steps: Optional[str] = None) -> decoding.DecodeOutput:
+  lengths = cache_lengths(max_decode_length, cache_steps)
   fast = search == "fast" and constraint is not None
   allowed_only = search == "allowed" and hasattr(constraint, "candidate_table")
   # A chunk written at the last position of a cache length L reaches L + chunk - 1.
@@ -336,7 +362,8 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                  chunk_length: int = fast_decoding.DEFAULT_CHUNK_LENGTH,
                  beam_grouped_cache: bool = True,
                  beam_output_layer_in_loop: bool = False,
-                 log_prob_beams: Optional[int] = None) -> decoding.DecodeOutput:
+                 log_prob_beams: Optional[int] = None,
+                 cache_steps: Optional[str] = None) -> decoding.DecodeOutput:
   """Jitted decoding returning tokens, summed log-probs and length-normalised scores.
 
   Shapes: tokens and token_log_probs [batch, k, max_decode_length], log_probs and scores
@@ -357,6 +384,9 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
   `log_prob_beams`: per-token log-probs of only the best `log_prob_beams` beams (the others'
   are NaN); None: all.  Keeping the best beam only (1) saves most of the work after a
   beam-4 loop (decoding.beam_search).
+  `cache_steps`: how the self-attention cache grows (cache_lengths: "double", "half" or
+  "whole"; default DEFAULT_CACHE_STEPS, read at call time): the same results, less or more
+  work.
   """
   _validate(encoder_input_tokens, beam_size, max_decode_length, eos_id, model)
   if search not in SEARCHES:
@@ -366,6 +396,9 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
   if log_prob_beams is not None and (isinstance(log_prob_beams, bool) or not isinstance(
       log_prob_beams, numbers.Integral) or log_prob_beams < 1):
     raise ValueError(f"log_prob_beams must be None or an int >= 1, got {log_prob_beams!r}")
+  cache_steps = DEFAULT_CACHE_STEPS if cache_steps is None else cache_steps
+  if cache_steps not in CACHE_STEPS:
+    raise ValueError(f"cache_steps must be one of {CACHE_STEPS}, got {cache_steps!r}")
   if type(model) is Transformer:
     model = _shared_transformer(model.config)
   # Plain python scalars as static arguments (numpy ints hash differently and would recompile).
@@ -377,27 +410,30 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                            beam_grouped_cache=bool(beam_grouped_cache),
                            beam_output_layer_in_loop=bool(beam_output_layer_in_loop),
                            log_prob_beams=(None if log_prob_beams is None
-                                           else int(log_prob_beams)))
+                                           else int(log_prob_beams)),
+                           cache_steps=str(cache_steps))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "beam_size", "max_decode_length", "alpha",
                                              "eos_id", "stopping", "search", "chunk_length",
                                              "beam_grouped_cache",
                                              "beam_output_layer_in_loop",
-                                             "log_prob_beams"))
+                                             "log_prob_beams", "cache_steps"))
 def _decode_batch_jit(model: Transformer, params: Any, encoder_input_tokens: Array,
                       constraint: Optional[decoding.LogitsConstraint], *, beam_size: int,
                       max_decode_length: int, alpha: float, eos_id: int,
                       stopping: str, search: str, chunk_length: int,
                       beam_grouped_cache: bool,
                       beam_output_layer_in_loop: bool,
-                      log_prob_beams: Optional[int]) -> decoding.DecodeOutput:
+                      log_prob_beams: Optional[int],
+                      cache_steps: str) -> decoding.DecodeOutput:
   output = _decode(model, params, encoder_input_tokens, constraint, beam_size=beam_size,
                    max_decode_length=max_decode_length, alpha=alpha, eos_id=eos_id,
                    stopping=stopping, search=search, chunk_length=chunk_length,
                    beam_grouped_cache=beam_grouped_cache,
                    beam_output_layer_in_loop=beam_output_layer_in_loop,
-                   log_prob_beams=log_prob_beams)
+                   log_prob_beams=log_prob_beams,
+                   cache_steps=cache_steps)
   if beam_size == 1:
     output = decoding.DecodeOutput(output.tokens[:, None, :], output.log_probs[:, None],
                                    output.scores[:, None], output.token_log_probs[:, None, :],

@@ -198,6 +198,9 @@ class Extractor:
     forbid_repeats, follow_order: the constraint's optional rules, off by default (constraints
       module docstring; BENCHMARKS.md 2e): no item closed twice / items in format_target's
       order (then no output runs to the length limit, but it cost the bench model F1).
+    decode_threads: decoding batches run at once (threads); None: the decoder's
+      `concurrent_decodes()` (sharded_decoding: the CPU cores on a process-local CPU mesh,
+      else 1).  Results do not depend on it.
   """
 
   def __init__(self, model: Any, params: Any, vocabulary: Any, *, beam_size: int = 4,
@@ -207,7 +210,7 @@ class Extractor:
                stopping: str = "best", known_types: Optional[Sequence[str]] = None,
                partitioning: sharded_decoding.PartitioningArg = None,
                first_pass: bool = True, forbid_repeats: bool = False, follow_order: bool = False,
-               batching: str = "cost"):
+               batching: str = "cost", decode_threads: Optional[int] = None):
     config = model if isinstance(model, T5Config) else getattr(model, "config", None)
     if not isinstance(config, T5Config):
       raise TypeError(f"model must be a model.Transformer or a T5Config, got "
@@ -241,6 +244,11 @@ class Extractor:
     decoding_lib.check_stopping(stopping)  # at construction, not at the first extract()
     self.stopping = stopping
     self.first_pass = bool(first_pass)
+    if decode_threads is not None and (isinstance(decode_threads, bool) or not isinstance(
+        decode_threads, (int, np.integer)) or decode_threads < 1):
+      raise ValueError(f"decode_threads must be None or an int >= 1, got {decode_threads!r}")
+    self.decode_threads = (self.decoder.concurrent_decodes() if decode_threads is None
+                           else int(decode_threads))
     if batching not in BATCHING:
       raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
     self.batching = batching
@@ -271,7 +279,8 @@ class Extractor:
            alpha: float = 0.6, stopping: str = "best",
            partitioning: sharded_decoding.PartitioningArg = None,
            first_pass: bool = True, forbid_repeats: bool = False,
-           follow_order: bool = False, batching: str = "cost") -> "Extractor":
+           follow_order: bool = False, batching: str = "cost",
+           decode_threads: Optional[int] = None) -> "Extractor":
     """An Extractor for the model in `model_dir` (written by the trainer or from_t5x).
 
     Reads `punified_model.json` (model_info), the vocabulary copy and one parameter checkpoint,
@@ -297,7 +306,7 @@ class Extractor:
         max_decode_length=max_decode_length or lengths.get("targets", DEFAULT_FEATURE_LENGTH),
         alpha=alpha, stopping=stopping, known_types=info.extra.get("prompt_names"),
         partitioning=decoder, first_pass=first_pass, forbid_repeats=forbid_repeats,
-        follow_order=follow_order, batching=batching)
+        follow_order=follow_order, batching=batching, decode_threads=decode_threads)
     extractor.checkpoint_path = chosen.item_dir
     logger.info("extractor: %s (beam %d, %s, %r)", extractor.checkpoint_path, beam_size,
                 "constrained" if constrained else "unconstrained", decoder)
@@ -588,10 +597,13 @@ class Extractor:
       raise AssertionError(f"window of {longest} tokens exceeds {self.max_input_length}")
     two_pass = settings.first_pass and settings.beam_size == 1
     unfinished: list[int] = []
-    for chunk, rows in self._batches(windows, order, settings, redecode=False):
-      limit = (self._first_pass_limit([windows[i] for i in chunk], settings.max_decode_length)
-               if two_pass else settings.max_decode_length)
-      for index, output in zip(chunk, self._decode_rows(windows, chunk, rows, limit, settings)):
+    batches = [(chunk, rows, self._first_pass_limit([windows[i] for i in chunk],
+                                                    settings.max_decode_length)
+                if two_pass else settings.max_decode_length)
+               for chunk, rows in self._batches(windows, order, settings, redecode=False)]
+    for (chunk, _, limit), outputs in zip(batches, self._decode_batches(windows, batches,
+                                                                        settings)):
+      for index, output in zip(chunk, outputs):
         if limit < settings.max_decode_length and output is not None \
             and self.eos_id not in output[0]:
           unfinished.append(index)  # ran into the first limit: decoded again below
@@ -602,10 +614,19 @@ class Extractor:
     # The windows that ran into the first limit, to max_decode_length (often one batch of few
     # rows: a long output no longer holds a whole batch).
     unfinished.sort(key=lambda i: len(windows[i].input_ids))
-    for chunk, rows in self._batches(windows, unfinished, settings, redecode=True):
-      for index, output in zip(chunk, self._decode_rows(windows, chunk, rows,
-                                                        settings.max_decode_length, settings)):
+    batches = [(chunk, rows, settings.max_decode_length)
+               for chunk, rows in self._batches(windows, unfinished, settings, redecode=True)]
+    for (chunk, _, _), outputs in zip(batches, self._decode_batches(windows, batches, settings)):
+      for index, output in zip(chunk, outputs):
         yield from self._yield_output(windows[index], output)
+
+  def _decode_batches(self, windows: list[_Window], batches: list[tuple[list[int], int, int]],
+                      settings: "_DecodeSettings"):
+    """The outputs of each batch (window indices, rows, output limit), in order, decoded
+    `decode_threads` at a time (sharded_decoding.map_in_order)."""
+    return sharded_decoding.map_in_order(
+        lambda batch: list(self._decode_rows(windows, batch[0], batch[1], batch[2], settings)),
+        batches, self.decode_threads)
 
   def _batches(self, windows: list[_Window], order: list[int], settings: "_DecodeSettings",
                redecode: bool) -> list[tuple[list[int], int]]:

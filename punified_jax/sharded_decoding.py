@@ -24,14 +24,25 @@ data, as `evaluation.Evaluator` does); each device receives only its rows
 and the replicated outputs come back to every host.  A mesh over `jax.local_devices()` (the
 Extractor's default) is process-local and needs no coordination.
 
+Concurrent decodes.  XLA:CPU runs one search (a while loop of small ops) on about one core, so
+two batches decoded from two threads at once take about the time of one on a 2-core machine
+(BENCHMARKS.md 2k).  `MeshDecoder.concurrent_decodes` says how many decodes may run at once:
+the usable CPU cores (capped at MAX_CONCURRENT_DECODES) on a process-local CPU mesh, else 1
+(an accelerator is busy with one program; on a mesh spanning processes every process must
+launch the same programs in the same order, which concurrent threads would not keep), and
+`map_in_order` runs a function over batches with that many threads, results in input order.
+
 `Extractor` and `evaluation.Evaluator` decode through this module; `python -m punified_jax.infer`
 goes through the Extractor with the gin partitioning preset (gin/partitioning/*.gin).
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import os
 import threading
-from typing import Any, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar, Union
 
 import jax
 import numpy as np
@@ -50,6 +61,32 @@ PartitioningArg = Union[None, str, partitioning.Partitioner, "MeshDecoder"]
 # every MeshDecoder on the same mesh (several Extractors reuse one compiled program).
 _JITTED: dict[tuple, Any] = {}
 _JITTED_LOCK = threading.Lock()
+# The most decodes MeshDecoder.concurrent_decodes allows at once, whatever the core count (each
+# holds its batch's caches in memory).
+MAX_CONCURRENT_DECODES = 4
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+
+
+def map_in_order(fn: Callable[[_Item], _Result], items: Iterable[_Item],
+                 workers: int) -> Iterator[_Result]:
+  """fn(item) for every item, in order, with up to `workers` calls running at once in threads;
+  at most `workers` results are computed ahead of the consumer.  With workers <= 1 or a single
+  item, fn runs in the caller's thread (thread-local state, such as the service's decode
+  traces, then sees the call).  An exception in a call is raised when its result is reached."""
+  items = list(items)
+  if workers <= 1 or len(items) <= 1:
+    yield from map(fn, items)
+    return
+  with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+    pending: collections.deque = collections.deque()
+    for item in items:
+      pending.append(pool.submit(fn, item))
+      if len(pending) >= workers:
+        yield pending.popleft().result()
+    while pending:
+      yield pending.popleft().result()
 
 
 class MeshDecoder:
@@ -138,6 +175,16 @@ class MeshDecoder:
     return jax.tree.map(place, params, shardings)
 
   # -- decoding ------------------------------------------------------------------------------
+
+  def concurrent_decodes(self) -> int:
+    """How many `decode` calls may run at once (module docstring, "Concurrent decodes"): the
+    CPU cores this process may use, at most MAX_CONCURRENT_DECODES, when every device of the
+    mesh is a CPU device of this process; else 1."""
+    devices = list(self.mesh.devices.flat)
+    if any(d.platform != "cpu" or d.process_index != jax.process_index() for d in devices):
+      return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(MAX_CONCURRENT_DECODES, cores or 1))
 
   def padded_size(self, batch: int) -> int:
     """`batch` rounded up to a multiple of the `data` axis size."""

@@ -104,7 +104,8 @@ def test_grammar_rule_flags_reach_the_shard_extractor(model_dir, tmp_path, monke
   loaded = shared.record_extractor_loads(monkeypatch)
   corpus, output = tmp_path / "corpus.jsonl", tmp_path / "out"
   write_corpus(corpus)
-  assert main(corpus_args(model_dir, corpus, output, "--forbid_repeats", "--follow_order")) == 3
+  assert main(corpus_args(model_dir, corpus, output, "--forbid_repeats", "--follow_order",
+                          "--decode_threads", "3")) == 3
   check_outputs(read_outputs(output))  # the same entities as without the rules
-  assert [(e._constraint.forbid_repeats, e._constraint.follow_order) for e in loaded] == [
-      (True, True)]
+  assert [(e._constraint.forbid_repeats, e._constraint.follow_order, e.decode_threads)
+          for e in loaded] == [(True, True, 3)]

@@ -149,6 +149,90 @@ def test_answer_never_depends_on_batch_mates(extractor):
   assert shared_batches, engine.batches
 
 
+WORKER_REQUESTS = [{"texts": [TEXT0, shared.TRAIN_EXAMPLES[1][0]], "types": ["地点", "组织"]},
+                   {"text": shared.TRAIN_EXAMPLES[2][0], "types": ["地点"]},
+                   {"text": "李四在深圳。", "types": ["组织", "名称", "地点"]},
+                   {"texts": ["北京和上海。" * 12], "types": ["地点", "组织"]},  # windowed
+                   {"text": TEXT0, "types": ["地点", "组织"], "beam_size": 1}]
+
+
+def answers_with_workers(extractor, workers, batch_sizes):
+  """WORKER_REQUESTS sent together to a server with `workers` decoding threads, all queued
+  while the workers are held at the gate; with 2 workers, asserts that two batches were being
+  decoded at once (both threads inside decode)."""
+  test_client, engine = make_client(extractor, batch_sizes=batch_sizes, decode_workers=workers)
+  with test_client:
+    wait_ready(test_client)
+    service = test_client.app.state.service
+    assert service.info()["decoding"]["decode_workers"] == workers
+    while engine.entered.acquire(blocking=False):
+      pass
+    engine.gate.clear()
+    with concurrent.futures.ThreadPoolExecutor(len(WORKER_REQUESTS)) as pool:
+      futures = [pool.submit(test_client.post, "/v1/extract", json=body)
+                 for body in WORKER_REQUESTS]
+      for _ in range(workers):  # every worker is inside decode (held at the gate) at once
+        assert engine.entered.acquire(timeout=60)
+      assert service.batcher.busy_workers == workers
+      while service.batcher.submitted_jobs < len(WORKER_REQUESTS):
+        threading.Event().wait(0.01)
+      engine.gate.set()
+      responses = [future.result() for future in futures]
+    metrics = test_client.get("/metrics").text
+    assert f"punified_decode_workers {float(workers)}" in metrics
+  assert [response.status_code for response in responses] == [200] * len(WORKER_REQUESTS)
+  return [response.json() for response in responses]
+
+
+@pytest.mark.parametrize("batch_sizes", [None, (1, 4)])
+def test_answers_do_not_depend_on_the_number_of_decode_workers(extractor, batch_sizes):
+  """The same requests, queued together, answered by 1 and by 2 decoding threads: the same
+  entities; with one compiled batch size (None: the extractor's) bit-identical scores, with
+  several the batch sizes chosen may differ (scores within float rounding)."""
+  one = answers_with_workers(extractor, 1, batch_sizes)
+  two = answers_with_workers(extractor, 2, batch_sizes)
+  assert without_scores([dict(e) for e in one[0]["results"][0]["entities"]]) == ANSWER0
+  assert len(one[3]["results"][0]["windows"]) > 1  # the long text's windows: several batches
+  if batch_sizes is None:
+    assert one == two
+    return
+  for answer_one, answer_two in zip(one, two):
+    for result_one, result_two in zip(answer_one["results"], answer_two["results"]):
+      assert result_one["windows"] == result_two["windows"]
+      entities_one, entities_two = result_one["entities"], result_two["entities"]
+      assert [{k: v for k, v in e.items() if k != "score"} for e in entities_one] == \
+          [{k: v for k, v in e.items() if k != "score"} for e in entities_two]
+      assert all(abs(a["score"] - b["score"]) < 1e-5 for a, b in zip(entities_one, entities_two))
+
+
+def test_batcher_drains_every_worker_and_answers_a_job_split_across_them(extractor):
+  """A job whose windows are decoded by two workers at once is answered once, with every
+  window's entities merged; close() returns after both workers have exited."""
+  test_client, engine = make_client(extractor, batch_sizes=(1,), decode_workers=2,
+                                    max_wait=0.0)
+  body = {"texts": ["北京和上海。" * 12], "types": ["地点", "组织"]}
+  with test_client:
+    wait_ready(test_client)
+    expected = test_client.post("/v1/extract", json=body).json()
+    while engine.entered.acquire(blocking=False):
+      pass
+    engine.batches.clear()
+    engine.gate.clear()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      future = pool.submit(test_client.post, "/v1/extract", json=body)
+      for _ in range(2):  # two 1-row batches of the same job, one per worker
+        assert engine.entered.acquire(timeout=60)
+      engine.gate.set()
+      split = future.result()
+    batcher = test_client.app.state.service.batcher
+  # Leaving the client ran the lifespan's drain: every worker thread has exited.
+  assert not any(thread.is_alive() for thread in batcher._threads)  # pylint: disable=protected-access
+  assert split.status_code == 200 and split.json() == expected
+  windows = len(expected["results"][0]["windows"])
+  assert windows >= 2 and len(engine.batches) == windows
+  assert len(json.loads(split.headers["x-punified-windows"])) == windows
+
+
 def test_light_load_runs_the_small_program_and_answers_match(extractor):
   """With batch sizes 1 and 4, a lone request runs in the 1-row program and four queued ones
   share one 4-row batch; the entities are the same either way, the scores equal to float
@@ -197,6 +281,16 @@ def test_engine_chooses_batch_sizes_and_output_limits(extractor):
   assert [engine.take(key, n) for n in (1, 2, 3, 4)] == [1, 1, 3, 4]
   engine.batch_seconds.update({(key, 1): 1.0, (key, 4): 3.6})  # measured: 0.9 s a window
   assert [engine.take(key, n) for n in (1, 2, 3, 4)] == [1, 1, 1, 4]
+  # Idle workers share the queued windows out first: two idle workers and two windows run two
+  # 1-row batches side by side; eight windows, two 4-row batches; four windows, a share of two
+  # each, run 1 row at a time (a half-padded 4-row batch costs more per window).
+  assert [engine.take(key, n, workers=2) for n in (1, 2, 4, 8)] == [1, 1, 1, 4]
+  assert engine.full(key, 2, workers=2)
+  engine.batch_seconds[(key, 4)] = 1.2  # a 4-row batch now costs 0.3 s a window
+  assert [engine.take(key, n) for n in (2, 3, 4)] == [2, 3, 4]
+  assert [engine.take(key, n, workers=2) for n in (2, 3, 4, 8)] == [1, 2, 2, 4]
+  assert not engine.full(key, 4, workers=2)  # two windows would be padded to four rows
+  engine.batch_seconds.update({(key, 1): 1.0, (key, 4): 3.6})
   # A warm-up figure is provisional: the first real batch replaces it, later ones average.
   window = engine.warm_up_windows(32, 1)
   engine.batch_seconds[(key, 1)] = 1000.0
@@ -334,8 +428,9 @@ def test_not_ready_until_warm_up_has_compiled(extractor):
     assert test_client.get("/ready").status_code == 200
 
 
-def test_overload_gets_429_with_retry_after_and_everything_is_answered(extractor):
-  test_client, engine = make_client(extractor, max_queue_windows=3)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_overload_gets_429_with_retry_after_and_everything_is_answered(extractor, workers):
+  test_client, engine = make_client(extractor, max_queue_windows=3, decode_workers=workers)
   with test_client:
     wait_ready(test_client)
     while engine.entered.acquire(blocking=False):
@@ -343,23 +438,27 @@ def test_overload_gets_429_with_retry_after_and_everything_is_answered(extractor
     engine.gate.clear()
     body = {"text": TEXT0, "types": ["地点", "组织"]}
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-      first = pool.submit(test_client.post, "/v1/extract", json=body)
-      assert engine.entered.acquire(timeout=60)  # the worker holds one batch at the gate
+      # Every worker holds one batch at the gate.
+      held = []
+      for _ in range(workers):
+        held.append(pool.submit(test_client.post, "/v1/extract", json=body))
+        assert engine.entered.acquire(timeout=60)
       queued = [pool.submit(test_client.post, "/v1/extract", json=body) for _ in range(3)]
       while test_client.app.state.service.batcher.queued_windows < 3:
         threading.Event().wait(0.01)
       refused = test_client.post("/v1/extract", json=body)
       engine.gate.set()
-      answered = [first.result()] + [future.result() for future in queued]
+      answered = [future.result() for future in held + queued]
   assert refused.status_code == 429
   assert int(refused.headers["retry-after"]) >= 1
   assert refused.json()["error"]["message"].startswith("the queue holds 3 of 3 windows")
-  assert [r.status_code for r in answered] == [200] * 4
+  assert [r.status_code for r in answered] == [200] * (workers + 3)
   assert all(without_scores(r.json()["results"][0]["entities"]) == ANSWER0 for r in answered)
 
 
-def test_deadline_gives_504_and_drops_the_queued_work(extractor):
-  test_client, engine = make_client(extractor, request_timeout=0.5)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_deadline_gives_504_and_drops_the_queued_work(extractor, workers):
+  test_client, engine = make_client(extractor, request_timeout=0.5, decode_workers=workers)
   with test_client:
     wait_ready(test_client)
     engine.gate.clear()
@@ -370,7 +469,7 @@ def test_deadline_gives_504_and_drops_the_queued_work(extractor):
     assert "deadline" in late.json()["error"]["message"]
     again = test_client.post("/v1/extract", json={"text": TEXT0, "types": ["地点", "组织"]})
     assert again.status_code == 200
-  # The timed-out request's window had been taken by the worker (it was at the gate) or was
+  # The timed-out request's window had been taken by a worker (it was at the gate) or was
   # dropped; nothing else was decoded for it afterwards.
   assert len(engine.batches) <= decoded_before + 2
 
@@ -428,7 +527,8 @@ def test_tracing_decoder_records_only_inside_recording(extractor):
   extractor.extract([TEXT0], types=["地点"])  # outside a block: timed, not kept
   with tracer.recording() as calls:
     extractor.extract([TEXT0], types=["地点"])
-  assert len(calls) == 1 and calls[0].inputs.shape[0] == extractor.batch_size
+  # One window: the Extractor's cost plan decodes it in a 1-row batch (batch_plan).
+  assert len(calls) == 1 and calls[0].inputs.shape[0] == 1
   assert calls[0].max_decode_length == extractor.max_decode_length and calls[0].seconds > 0
 
 
@@ -443,4 +543,9 @@ def test_serve_grammar_rule_flags_reach_the_extractor_and_info(model_dir, client
     decoding = ruled.get("/info").json()["decoding"]
     extractor = ruled.app.state.service.engine.extractor
   assert (decoding["forbid_repeats"], decoding["follow_order"]) == (True, True)
+  # Decode workers default to the decoder's concurrent decodes (the usable cores on CPU).
+  assert decoding["decode_workers"] == extractor.decoder.concurrent_decodes() >= 1
+  assert parser.parse_args(["--model_dir", model_dir, "--decode_workers", "3"]).decode_workers == 3
+  with pytest.raises(SystemExit):
+    parser.parse_args(["--model_dir", model_dir, "--decode_workers", "0"])
   assert extractor._constraint.forbid_repeats is True and extractor._constraint.follow_order

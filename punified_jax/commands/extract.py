@@ -57,6 +57,14 @@ def add_grammar_rule_arguments(parser: argparse.ArgumentParser) -> None:
                            "outputs, but it cost the bench model 1.6-3 macro F1 (BENCHMARKS 2e)")
 
 
+def add_decode_threads_argument(parser: argparse.ArgumentParser) -> None:
+  """--decode_threads: decoding batches run at once (extract, extract_corpus)."""
+  parser.add_argument("--decode_threads", type=int, default=None,
+                      help="decoding batches run at once, in threads (default: the CPU cores, "
+                           "up to 4, on CPU; 1 on accelerators): XLA:CPU runs one batch's search "
+                           "on about one core; results do not depend on it")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--model_dir", required=True,
                       help="a run directory (punified_model.json + checkpoints) or a from_t5x "
@@ -78,6 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--allow_unseen_types", action="store_true",
                       help="accept type names the model was not trained on (zero-shot)")
   add_grammar_rule_arguments(parser)
+  add_decode_threads_argument(parser)
   parser.add_argument("--checkpoint", default="auto",
                       help="auto (best if kept, else latest), best, latest, or a checkpoint path")
   parser.add_argument("--batch_size", type=int, default=8, help="windows per decoding batch")
@@ -243,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, max_input_length=args.max_input_length,
         max_decode_length=args.max_decode_length, stopping=args.stopping,
         partitioning=args.partitioning, forbid_repeats=args.forbid_repeats,
-        follow_order=args.follow_order)
+        follow_order=args.follow_order, decode_threads=args.decode_threads)
   except (OSError, ValueError, TypeError) as error:
     print(f"error: --model_dir {args.model_dir}: {error}", file=sys.stderr)
     return EXIT_USAGE

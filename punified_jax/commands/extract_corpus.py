@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--max_windows", type=int, default=validation.Limits().max_windows)
   parser.add_argument("--max_oov_chars", type=int, default=validation.Limits().max_oov_chars)
   extract_command.add_grammar_rule_arguments(parser)
+  extract_command.add_decode_threads_argument(parser)
   parser.add_argument("--ray", action="store_true", help="run the shards on Ray Data")
   parser.add_argument("--ray_address", default=None, help="Ray cluster address (default: local)")
   parser.add_argument("--ray_actors", type=int, default=2, help="model actors (one model each)")
@@ -103,6 +104,7 @@ class JobOptions:
   limits: validation.Limits
   forbid_repeats: bool = False
   follow_order: bool = False
+  decode_threads: Optional[int] = None
 
 
 def load_extractor(options: JobOptions):
@@ -112,7 +114,8 @@ def load_extractor(options: JobOptions):
   return inference.Extractor.load(options.model_dir, checkpoint=options.checkpoint,
                                   beam_size=options.beam_size, batch_size=options.batch_size,
                                   forbid_repeats=options.forbid_repeats,
-                                  follow_order=options.follow_order)
+                                  follow_order=options.follow_order,
+                                  decode_threads=options.decode_threads)
 
 
 def process_shard(extractor, options: JobOptions, shard: Shard) -> dict[str, int]:
@@ -204,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
   types = tuple(extract_command._split_types(args.types)) if args.types else None  # pylint: disable=protected-access
   options = JobOptions(args.model_dir, args.input, args.output, types, args.dataset,
                        args.beam_size, args.batch_size, args.checkpoint, limits,
-                       args.forbid_repeats, args.follow_order)
+                       args.forbid_repeats, args.follow_order, args.decode_threads)
   storage.makedirs(args.output)
   shards = plan_shards(args.input, args.shard_docs)
   existing = set(storage.listdir(args.output))

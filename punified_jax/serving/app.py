@@ -51,6 +51,7 @@ class Settings:
   max_wait: float = 0.01               # seconds the oldest window may wait for batch-mates
   max_queue_windows: int = 512         # queued windows before 429
   request_timeout: float = 30.0        # per-request deadline (504)
+  decode_workers: int = 1              # threads decoding batches concurrently (batcher.py)
   warm_up: bool = True                 # compile every bucket before /ready
   gc_freeze: bool = True               # gc.freeze() after warm-up (see Service.warm_up)
   model_dir: Optional[str] = None      # shown by /info
@@ -65,7 +66,9 @@ class Service:
     self.metrics = metrics_lib.ServiceMetrics(engine.batch_size)
     self.batcher = batcher_lib.Batcher(
         engine, max_batch=settings.max_batch or engine.batch_size, max_wait=settings.max_wait,
-        max_queue_windows=settings.max_queue_windows, metrics=self.metrics)
+        max_queue_windows=settings.max_queue_windows, metrics=self.metrics,
+        workers=settings.decode_workers)
+    self.metrics.workers.set(settings.decode_workers)
     self.ready = threading.Event()
     self.warm_up_error: Optional[str] = None
     self.warm_up_seconds: Optional[float] = None
@@ -86,7 +89,7 @@ class Service:
     if self.settings.gc_freeze:
       # Everything alive after warm-up (model, compiled programs, tokenizer) lives as long as
       # the process: frozen, later full collections do not walk it again (shorter pauses of
-      # the whole process, event loop and decoding thread alike; punified_gc_pause_seconds).
+      # the whole process, event loop and decoding threads alike; punified_gc_pause_seconds).
       gc.collect()
       gc.freeze()
     self.metrics.watch_gc()
@@ -118,7 +121,8 @@ class Service:
                      "output_limits": {str(bucket): self.engine.output_limit(bucket)
                                        for bucket in self.engine.buckets},
                      "max_batch": self.batcher.max_batch,
-                     "max_wait_seconds": self.settings.max_wait},
+                     "max_wait_seconds": self.settings.max_wait,
+                     "decode_workers": self.batcher.workers},
         "types": list(extractor.known_types),
         "allow_unseen_types": extractor.allow_unseen_types,
         "datasets": {name: list(entity_types.prompt_names(name))

@@ -26,6 +26,12 @@ batch SIZE (how many windows were queued) can change: different sizes are differ
 programs, whose float arithmetic may differ in the last bits (scores differ by ~1e-6; with a
 single --batch_sizes value answers are bit-identical).
 
+Threads.  Several decoding threads may call `decode` at once (the batcher's decode workers: on
+CPU one search runs on about one core, so two run side by side).  `decode` returns its windows'
+traces with their entities (no per-engine "last batch" state), the tracer records per thread,
+and the shared per-shape averages (`batch_seconds`) are updated under a lock.  A compiled
+program is shared by the threads; its result does not depend on which thread runs it.
+
 This module uses only the Extractor's public window API (`plan_windows`, `decode_windows`,
 `text_budget`): the windowing, parsing, offsets and scores are the Extractor's own.
 """
@@ -37,6 +43,7 @@ import dataclasses
 import itertools
 import logging
 import math
+import threading
 import time
 from typing import Any, Optional, Sequence
 
@@ -87,11 +94,11 @@ class Engine:
     self.coverage = validation.VocabularyCoverage(extractor.vocabulary)
     # Times the model's search and keeps its outputs for the per-window traces (trace.py).
     self.tracer = trace_lib.install(extractor)
-    # The traces of the last `decode` call, one per window (decoding thread only).
-    self.last_traces: list[trace_lib.WindowTrace] = []
     self._batch_ids = itertools.count()  # tells the batches of one request's windows apart
-    # Average seconds of one batch, per (key, rows): written by the decoding thread (and the
-    # warm-up before it), read by the batcher under its lock; a stale read is harmless.
+    # Guards batch_seconds, _from_warm_up and _batch_ids against concurrent decoding threads.
+    self._lock = threading.Lock()
+    # Average seconds of one batch, per (key, rows): written by the decoding threads (and the
+    # warm-up before them) under _lock, read by the batcher; a stale read is harmless.
     self.batch_seconds: dict[tuple[BatchKey, int], float] = {}
     # Shapes whose figure is still the warm-up's (synthetic rows, no runaway outputs: often
     # optimistic for big batches): the first real batch replaces it instead of averaging.
@@ -138,30 +145,37 @@ class Engine:
     """The smallest compiled batch size that holds `windows` windows."""
     return self.batch_sizes[bisect.bisect_left(self.batch_sizes, windows)]
 
-  def full(self, key: BatchKey, queued: int) -> bool:
+  def full(self, key: BatchKey, queued: int, workers: int = 1) -> bool:
     """Whether the batch `take` would form now has no padding rows (waiting for more windows
     could not fill it better)."""
-    count = self.take(key, queued)
+    count = self.take(key, queued, workers)
     return self.rows_for(count) == count
 
-  def take(self, key: BatchKey, queued: int) -> int:
-    """How many of `queued` (>= 1) windows of `key` the next batch should take: those of the
-    size with the least estimated seconds per real window (module docstring).  Until every
-    size of the key has been measured, the sizes are compared by the guess that a batch of
-    n rows costs sqrt(n) times one row."""
+  def take(self, key: BatchKey, queued: int, workers: int = 1) -> int:
+    """How many of `queued` (>= 1) windows of `key` the next batch should take.
+
+    `workers`: the idle decoding threads (this one included).  Batches on different threads
+    run side by side (on CPU each search uses about one core), so the queued windows are first
+    shared out among them: this batch serves ceil(queued / workers) of them.  Of that share it
+    takes the size with the least estimated seconds per real window (module docstring).  Until
+    every size of the key has been measured, the sizes are compared by the guess that a batch
+    of n rows costs sqrt(n) times one row."""
+    share = -(-queued // max(1, workers))
     measured = [self.batch_seconds.get((key, rows)) for rows in self.batch_sizes]
     if None in measured:
       measured = [rows ** 0.5 for rows in self.batch_sizes]
     best = min(range(len(self.batch_sizes)),
-               key=lambda i: (measured[i] / min(queued, self.batch_sizes[i]), i))
-    return min(queued, self.batch_sizes[best])
+               key=lambda i: (measured[i] / min(share, self.batch_sizes[i]), i))
+    return min(share, self.batch_sizes[best])
 
-  # -- decoding (worker thread only) -----------------------------------------------------------
+  # -- decoding (any number of decoding threads) -----------------------------------------------
 
-  def decode(self, key: BatchKey, windows: list[Any], record: Any = True) -> list[list[dict]]:
-    """Entities (text offsets) of each window; all windows share `key`, at most batch_size,
-    decoded in the smallest compiled batch size that holds them.  `record`: count the time in
-    the shape's average (False for a run that compiles; "warm-up" for a provisional figure)."""
+  def decode(self, key: BatchKey, windows: list[Any], record: Any = True
+             ) -> tuple[list[list[dict]], list[trace_lib.WindowTrace]]:
+    """(entities (text offsets) of each window, one trace per window); all windows share
+    `key`, at most batch_size, decoded in the smallest compiled batch size that holds them.
+    `record`: count the time in the shape's average (False for a run that compiles;
+    "warm-up" for a provisional figure).  Safe to call from several threads at once."""
     assert 0 < len(windows) <= self.batch_size, len(windows)
     beam_size, constrained, bucket = key
     rows = self.rows_for(len(windows))
@@ -171,26 +185,33 @@ class Engine:
           windows, beam_size=beam_size, constrained=constrained, rows=rows,
           max_decode_length=self.output_limit(bucket))
     seconds = time.monotonic() - started
-    self.last_traces = self._traces(key, windows, rows, calls, seconds)
+    traces = self._traces(key, windows, rows, calls, seconds)
     if record:
-      shape = (key, rows)
+      self._record(key, rows, seconds, provisional=record == "warm-up")
+    return entities, traces
+
+  def _record(self, key: BatchKey, rows: int, seconds: float, provisional: bool) -> None:
+    """Adds a batch's time to its shape's average (a provisional warm-up figure is
+    replaced by the first real batch)."""
+    shape = (key, rows)
+    with self._lock:
       previous = self.batch_seconds.get(shape)
       if previous is None or shape in self._from_warm_up:
         self.batch_seconds[shape] = seconds
       else:
         self.batch_seconds[shape] = previous + _SECONDS_WEIGHT * (seconds - previous)
-      if record == "warm-up":
+      if provisional:
         self._from_warm_up.add(shape)
       else:
         self._from_warm_up.discard(shape)
-    return entities
 
   def _traces(self, key: BatchKey, windows: list[Any], rows: int,
               calls: list[trace_lib.DecoderCall], seconds: float) -> list[trace_lib.WindowTrace]:
     """One trace per window of a decoded batch: its output length, whether it hit the output
     limit, and the batch's search / other time (trace.py)."""
     search = sum(call.seconds for call in calls)
-    batch_id = next(self._batch_ids)
+    with self._lock:
+      batch_id = next(self._batch_ids)
     traces = [trace_lib.WindowTrace(input_tokens=len(w.input_ids), bucket=key[2], rows=rows,
                                     batch_windows=len(windows), decode_seconds=search,
                                     parse_seconds=max(0.0, seconds - search),

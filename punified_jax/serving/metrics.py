@@ -33,6 +33,10 @@ class ServiceMetrics:
                                          registry=registry)
     self.queue_windows = prom.Gauge("punified_queue_windows",
                                     "windows waiting to be decoded", registry=registry)
+    self.busy_workers = prom.Gauge("punified_decode_workers_busy",
+                                   "decoding threads decoding a batch now", registry=registry)
+    self.workers = prom.Gauge("punified_decode_workers", "decoding threads (serve "
+                              "--decode_workers)", registry=registry)
     self.in_flight = prom.Gauge("punified_requests_in_flight",
                                 "/v1/extract requests being answered", registry=registry)
     self.texts = prom.Counter("punified_texts", "texts processed", registry=registry)
@@ -44,7 +48,7 @@ class ServiceMetrics:
 
     self.gc_pauses = prom.Histogram(
         "punified_gc_pause_seconds", "Python garbage-collection pauses (the whole process "
-        "stops: event loop and decoding thread) by generation",
+        "stops: event loop and decoding threads) by generation",
         ["generation"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
         registry=registry)
     self._gc_started = None

@@ -36,6 +36,16 @@ def batch_sizes(args: argparse.Namespace) -> list[int]:
   return sizes + [args.batch_size]
 
 
+def _positive(value: str) -> int:
+  try:
+    number = int(value)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}")
+  if number < 1:
+    raise argparse.ArgumentTypeError(f"must be >= 1, got {value!r}")
+  return number
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   limits = validation.Limits()
   parser.add_argument("--model_dir", required=True, help="a run directory or a from_t5x output")
@@ -69,6 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "0 = max_decode_length for all")
   parser.add_argument("--max_wait_ms", type=float, default=10.0,
                       help="how long the oldest queued window may wait for batch-mates")
+  parser.add_argument("--decode_workers", type=_positive, default=None,
+                      help="threads that decode batches concurrently, taking them from the "
+                           "same queue (default: the decoder's concurrent_decodes: on a CPU "
+                           "mesh of this process the cores it may use, at most 4, since "
+                           "XLA:CPU runs one search on about one core; on GPU/TPU or a mesh "
+                           "spanning processes 1, the device being busy with one program); "
+                           "answers do not depend on it")
   parser.add_argument("--max_queue_windows", type=int, default=512,
                       help="windows queued before requests get 429")
   parser.add_argument("--request_timeout", type=float, default=30.0,
@@ -119,6 +136,8 @@ def build_app(args: argparse.Namespace):
   settings = app_lib.Settings(max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000,
                               max_queue_windows=args.max_queue_windows,
                               request_timeout=args.request_timeout,
+                              decode_workers=(args.decode_workers
+                                              or extractor.decoder.concurrent_decodes()),
                               warm_up=not args.no_warm_up, model_dir=args.model_dir,
                               gc_freeze=not args.no_gc_freeze)
   return app_lib.create_app(engine, settings)

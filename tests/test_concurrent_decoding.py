@@ -1,0 +1,102 @@
+"""Concurrent decoding batches (sharded_decoding.map_in_order, MeshDecoder.concurrent_decodes,
+Extractor(decode_threads=...)): the same results in the same order, whatever the threads."""
+
+import threading
+import time
+
+import jax
+import pytest
+
+from punified_jax import inference
+from punified_jax import model as model_lib
+from punified_jax import sharded_decoding
+
+import test_inference as shared
+
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
+
+def test_map_in_order_keeps_the_order_and_bounds_the_lookahead():
+  running, started = [0], []
+  lock = threading.Lock()
+  peak = [0]
+
+  def work(item):
+    with lock:
+      running[0] += 1
+      peak[0] = max(peak[0], running[0])
+      started.append(item)
+    time.sleep(0.01 * (5 - item % 5))  # later items finish first
+    with lock:
+      running[0] -= 1
+    return item * item
+
+  results = []
+  for result in sharded_decoding.map_in_order(work, range(10), workers=3):
+    results.append(result)
+    # Never more than `workers` calls submitted beyond what the consumer has taken.
+    assert len(started) <= len(results) + 3
+  assert results == [i * i for i in range(10)]
+  assert 1 < peak[0] <= 3
+
+
+@pytest.mark.parametrize("items, workers", [([1, 2, 3], 1), ([1], 4)])
+def test_map_in_order_with_one_worker_or_item_uses_the_callers_thread(items, workers):
+  threads = []
+  results = list(sharded_decoding.map_in_order(
+      lambda item: threads.append(threading.current_thread()) or item + 1, items, workers))
+  assert results == [item + 1 for item in items]
+  assert set(threads) == {threading.current_thread()}
+
+
+def test_map_in_order_raises_a_calls_error_at_its_result():
+  def work(item):
+    if item == 2:
+      raise ValueError("batch 2 failed")
+    return item
+
+  results = sharded_decoding.map_in_order(work, range(5), workers=2)
+  assert [next(results), next(results)] == [0, 1]
+  with pytest.raises(ValueError, match="batch 2 failed"):
+    next(results)
+
+
+def test_concurrent_decodes_on_this_cpu_mesh(monkeypatch):
+  decoder = sharded_decoding.MeshDecoder.create(None)
+  assert all(d.platform == "cpu" for d in jax.local_devices())
+  monkeypatch.setattr(sharded_decoding.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+  assert decoder.concurrent_decodes() == 2
+  monkeypatch.setattr(sharded_decoding.os, "sched_getaffinity", lambda pid: set(range(64)),
+                      raising=False)
+  assert decoder.concurrent_decodes() == sharded_decoding.MAX_CONCURRENT_DECODES
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_extractor_results_do_not_depend_on_decode_threads(shared_model, beam_size):
+  config, params, vocab = shared_model
+  make = lambda threads: inference.Extractor(
+      model_lib.Transformer(config), params, vocab, beam_size=beam_size, batch_size=2,
+      max_input_length=64, max_decode_length=64, decode_threads=threads)
+  texts = ["北京大学在北京。", "上海", "Apple（苹果）在上海：北京", "", "张三去了北京大学", "组织",
+           "北京" * 9, "上海大学"]
+  one, three = make(1), make(3)
+  assert (one.decode_threads, three.decode_threads) == (1, 3)
+  expected = one.extract(texts, types=list(shared.TYPES))
+  got = three.extract(texts, types=list(shared.TYPES))
+  assert sum(map(len, expected)) > 0  # entities to compare (the random model finds some)
+  assert one.stats["windows"] >= 7 and three.stats["windows"] >= 7
+  assert got == expected  # entities, offsets and scores, bit for bit: the same programs
+
+
+def test_extractor_rejects_bad_decode_threads(shared_model):
+  config, params, vocab = shared_model
+  for bad in (0, -1, True, 1.5):
+    with pytest.raises(ValueError, match="decode_threads"):
+      inference.Extractor(model_lib.Transformer(config), params, vocab, decode_threads=bad)
+
+
+@pytest.fixture(scope="module")
+def shared_model(tmp_path_factory):
+  vocab = shared.vocab_lib.get_vocabulary(shared.train_vocab(tmp_path_factory.mktemp("vocab")))
+  config = shared.tiny_config(vocab.vocab_size)
+  return config, shared.random_params(config, seed=1), vocab
