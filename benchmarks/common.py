@@ -97,6 +97,30 @@ def constraint_step_loop(constraint, table, repeats: int):
   return run
 
 
+def endless_constraint(inner):
+  """`inner` (a NerCopyConstraint) with candidate 0 always allowed as well: rows never run out
+  of tokens, at the constraint's own cost; with an EOS id no row writes, a search then runs
+  exactly its max_decode_length steps (step_cost.py and batch_cost.py time fixed steps)."""
+  import flax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  @flax.struct.dataclass
+  class Endless:
+    inner: object
+
+    def init(self, tokens):
+      return self.inner.init(tokens)
+
+    def candidate_table(self, tokens):
+      return self.inner.candidate_table(tokens)
+
+    def step_candidates(self, state, token_ids, step, table):
+      allowed, state = self.inner.step_candidates(state, token_ids, step, table)
+      return allowed | (jnp.arange(allowed.shape[1]) == 0)[None], state
+
+  return Endless(inner)
+
+
 def write_json(name: str, payload: Mapping, results_dir: Optional[str] = None) -> str:
   """Writes benchmarks/results/<name>.json (pretty, UTF-8) and returns the path."""
   directory = results_dir or RESULTS_DIR

@@ -84,28 +84,11 @@ def main(argv=None) -> int:
   parser.add_argument("--name", default="step_cost")
   args = parser.parse_args(argv)
 
-  import flax  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from punified_jax import constraints, decoding, entity_types, generate, model_info, prompts  # pylint: disable=g-import-not-at-top
   from punified_jax.inference import Extractor  # pylint: disable=g-import-not-at-top
   from punified_jax.model import Transformer  # pylint: disable=g-import-not-at-top
-
-  @flax.struct.dataclass
-  class Endless:
-    """The NER constraint with candidate 0 always allowed: rows never run out of tokens, at
-    the constraint's own cost."""
-    inner: constraints.NerCopyConstraint
-
-    def init(self, tokens):
-      return self.inner.init(tokens)
-
-    def candidate_table(self, tokens):
-      return self.inner.candidate_table(tokens)
-
-    def step_candidates(self, state, token_ids, step, table):
-      allowed, state = self.inner.step_candidates(state, token_ids, step, table)
-      return allowed | (jnp.arange(allowed.shape[1]) == 0)[None], state
 
   config = common.configure_tasks(args.raw_dir, [args.dataset])
   import tasks  # pylint: disable=g-import-not-at-top
@@ -117,7 +100,7 @@ def main(argv=None) -> int:
   params = Extractor.load(args.model_dir, beam_size=1).params
   model = Transformer(info.t5_config)
   inner = constraints.NerCopyConstraint.from_vocabulary(vocabulary)
-  constraint = Endless(inner)
+  constraint = common.endless_constraint(inner)
   never_eos = info.t5_config.vocab_size - 1  # an id past the tokenizer's: never written
   eos = int(vocabulary.eos_id)
 

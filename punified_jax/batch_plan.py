@@ -49,20 +49,28 @@ class Batch:
 
 @dataclasses.dataclass(frozen=True)
 class CostModel:
-  """Milliseconds of one decode call (module docstring); the defaults are greedy on the
-  `mini` bench model on this project's 2-core CPU VM (BENCHMARKS.md 2j)."""
-  call: float = 2.6
-  encoder: float = 0.022
-  step: float = 0.038
-  row_step: float = 0.013
-  position: float = 1.4e-4
+  """CPU milliseconds of one decode call (module docstring)."""
+  call: float
+  encoder: float
+  step: float
+  row_step: float
+  position: float
 
   def batch_cost(self, rows: int, bucket: int, steps: int, beam_size: int = 1) -> float:
     return self.call + self.encoder * rows * bucket + steps * (self.step + rows * beam_size * (
         self.row_step + self.position * (bucket + mean_cache_length(steps))))
 
 
-DEFAULT_COST_MODEL = CostModel()
+# Fitted by benchmarks/batch_cost.py on the `mini` bench model on this project's shared 2-core
+# CPU VM (BENCHMARKS.md 2j; rounded).  A beam hypothesis' step costs ~2.7x a greedy row's (the
+# beam bookkeeping, top-k over beams x candidates).  Other models and machines differ in the
+# constants, but the plan only depends on their ratios.
+GREEDY_COST = CostModel(call=2.0, encoder=0.023, step=0.05, row_step=0.011, position=1.3e-4)
+BEAM_COST = CostModel(call=4.6, encoder=0.024, step=0.0, row_step=0.029, position=1.7e-4)
+
+
+def default_cost(beam_size: int) -> CostModel:
+  return GREEDY_COST if beam_size == 1 else BEAM_COST
 
 # A window's output is estimated as its types' all-NULL target plus this share of its text
 # tokens (the entities' characters and their items' syntax); only the relative cost of
@@ -125,26 +133,29 @@ def bucket_of(length: int, buckets: Sequence[int]) -> int:
 
 
 def plan_cost(plan: Sequence[Batch], lengths: Sequence[int], steps: Sequence[int],
-              buckets: Sequence[int], cost: CostModel = DEFAULT_COST_MODEL,
+              buckets: Sequence[int], cost: Optional[CostModel] = None,
               beam_size: int = 1) -> float:
   """The cost model's estimate of decoding `plan` (lengths sorted, as for plan_batches)."""
   _check(lengths, steps, buckets)
+  cost = cost or default_cost(beam_size)
   return sum(cost.batch_cost(batch.rows, bucket_of(lengths[batch.end - 1], buckets),
                              max(steps[batch.begin:batch.end]), beam_size) for batch in plan)
 
 
 def plan_batches(lengths: Sequence[int], steps: Sequence[int], buckets: Sequence[int],
-                 rows: Sequence[int], cost: CostModel = DEFAULT_COST_MODEL,
+                 rows: Sequence[int], cost: Optional[CostModel] = None,
                  beam_size: int = 1) -> list[Batch]:
   """The partition of sorted windows into batches of least estimated cost.
 
   lengths: the windows' input lengths, sorted (non-decreasing); steps: each window's
   estimated output steps (estimated_steps); buckets: the input buckets (increasing, the last
-  one holds every window); rows: the allowed row counts (row_options).  A batch of n windows
+  one holds every window); rows: the allowed row counts (row_options); cost: default_cost of
+  the beam size.  A batch of n windows
   gets the fewest allowed rows >= n.  Ties go to fewer batches, then to the later cut, so
   the plan is deterministic.  O(len(lengths) x max(rows)).
   """
   _check(lengths, steps, buckets)
+  cost = cost or default_cost(beam_size)
   rows = sorted(set(rows))
   if not rows or rows[0] < 1:
     raise ValueError(f"rows must be positive row counts, got {rows}")

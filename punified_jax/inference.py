@@ -30,9 +30,9 @@ Pipeline for one call:
 4. Entities of all windows of a text are shifted back to text offsets; an entity found twice
    (same type, start, end: overlapping windows) is kept once with its best score.
 
-Windows.  A text whose prompt + tokens + EOS fit `max_input_length` is one window.  A longer
-text is split after sentence-ending characters (。！？!?；; and newlines) and consecutive
-sentences are packed greedily into windows that fit.  A single sentence longer than a window is
+Windows (punified_jax.windows).  A text whose prompt + tokens + EOS fit `max_input_length` is
+one window.  A longer text is split after sentence-ending characters (。！？!?；; and newlines)
+and consecutive sentences are packed greedily into windows that fit.  A single sentence longer than a window is
 cut into windows of the full length at token boundaries; consecutive cut windows overlap by a
 quarter of a window so that an entity cut by one window boundary is whole in the next one (an
 entity longer than the overlap can still be cut).  Windows holding only whitespace are skipped.
@@ -101,12 +101,11 @@ from punified_jax import request_validation
 from punified_jax import run_dir
 from punified_jax import sharded_decoding
 from punified_jax import vocab as vocab_lib
+from punified_jax import windows as windows_lib
 from punified_jax.model import T5Config, Transformer
 
 logger = logging.getLogger(__name__)
 
-# Characters after which a long text may be split into windows.
-SENTENCE_END_CHARS = "。！？!?；;\n"
 # A greedy batch's first output limit holds its windows' all-NULL targets plus this many tokens
 # per text token ("Long outputs" in the module docstring).
 FIRST_PASS_TEXT_FACTOR = 1.0
@@ -117,19 +116,11 @@ BATCHING = ("cost", "consecutive")
 DEFAULT_FEATURE_LENGTH = 512
 
 
-@dataclasses.dataclass
-class Window:
-  """One piece of one request, ready to be decoded (`Extractor.plan_windows`)."""
-  request: int           # index of the text in the call
-  offset: int            # where `text` starts in the request's text
-  text: str
-  types: tuple[str, ...]
-  input_ids: list[int]   # prompt + text + EOS
-  text_ids: list[int]    # the text region's ids (after the <text> marker)
-  text_spans: list[tuple[int, int]]  # their character spans in `text`
-
-
+# The windows of a request (punified_jax.windows), under the names this module always had.
+Window = windows_lib.Window
 _Window = Window  # the name the private methods below were written with
+sentence_ends = windows_lib.sentence_ends
+SENTENCE_END_CHARS = windows_lib.SENTENCE_END_CHARS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,14 +141,6 @@ class _DecodeSettings:
 def _transformer(config: T5Config) -> Transformer:
   # One module per config, so jit caches keyed on the (identity-hashed) module are shared.
   return Transformer(config)
-
-
-def sentence_ends(text: str) -> list[int]:
-  """Positions just after each sentence-ending character (and len(text)), increasing."""
-  ends = [i + 1 for i, char in enumerate(text) if char in SENTENCE_END_CHARS]
-  if not ends or ends[-1] != len(text):
-    ends.append(len(text))
-  return ends
 
 
 class Extractor:
@@ -418,7 +401,7 @@ class Extractor:
     whitespace-only ranges are listed here but skipped by `extract`)."""
     names = self.resolve_types(types)
     (text,) = _check_texts([text])
-    return self._split(text, self._text_budget(names))
+    return windows_lib.split_text(self.vocabulary, text, self._text_budget(names))
 
   # -- window-level batch API (the HTTP service's engine batches windows of many requests) ---
 
@@ -491,7 +474,7 @@ class Extractor:
     budget = self._text_budget(names)  # checked even for an empty text: the request is bad
     if not text.strip():
       return []
-    pieces = self._split(text, budget)
+    pieces = windows_lib.split_text(self.vocabulary, text, budget)
     if len(pieces) > 1:
       self._stats["split_texts"] += 1
     windows = []
@@ -502,87 +485,10 @@ class Extractor:
       windows.append(self._encode_window(request, start, piece, names))
     return windows
 
-  def _split(self, text: str, budget: int) -> list[tuple[int, int]]:
-    """Character ranges of `text` whose tokens each fit `budget` (module docstring)."""
-    _, spans = vocab_lib.encode_with_offsets(self.vocabulary, text)
-    if len(spans) <= budget:
-      return [(0, len(text))]
-    token_starts = [start for start, _ in spans]  # non-decreasing
-
-    def count(start: int, end: int) -> int:
-      return bisect.bisect_left(token_starts, end) - bisect.bisect_left(token_starts, start)
-
-    pieces: list[tuple[int, int]] = []
-    window_start = 0
-    previous_end = 0
-    for end in sentence_ends(text):
-      if count(window_start, end) <= budget:
-        previous_end = end
-        continue
-      if previous_end > window_start:  # close the window before this sentence
-        pieces.append((window_start, previous_end))
-        window_start = previous_end
-      if count(window_start, end) <= budget:
-        previous_end = end
-        continue
-      pieces.extend(self._cut(token_starts, window_start, end, budget))
-      window_start = previous_end = end
-    if previous_end > window_start:
-      pieces.append((window_start, previous_end))
-    # Tokenizing a piece alone can differ from its tokens inside the whole text (a WordPiece
-    # word cut in two): halve any piece that does not fit after all.
-    fitted: list[tuple[int, int]] = []
-    stack = list(reversed(pieces))
-    while stack:
-      start, end = stack.pop()
-      if end - start > 1 and len(self.vocabulary.encode(text[start:end])) > budget:
-        middle = (start + end) // 2
-        stack.extend([(middle, end), (start, middle)])
-      else:
-        fitted.append((start, end))
-    return fitted
-
-  @staticmethod
-  def _cut(token_starts: list[int], start: int, end: int,
-           budget: int) -> list[tuple[int, int]]:
-    """Cuts [start, end) at token starts into windows of at most `budget` tokens, each
-    starting a quarter window before the previous one ends.  Cuts fall on character
-    boundaries (byte-fallback tokens of one character share its start)."""
-    first = bisect.bisect_left(token_starts, start)
-    last = bisect.bisect_left(token_starts, end)  # one past the range's last token
-
-    def boundary_before(k: int) -> int:  # the largest character-initial token index <= k
-      while k > first and token_starts[k] == token_starts[k - 1]:
-        k -= 1
-      return k
-
-    def boundary_after(k: int) -> int:  # the smallest character-initial token index >= k
-      while first < k < last and token_starts[k] == token_starts[k - 1]:
-        k += 1
-      return k
-
-    stride = max(1, budget - budget // 4)
-    pieces = []
-    index = first
-    while index + budget < last:
-      stop = boundary_before(index + budget)
-      if stop <= index:
-        stop = boundary_after(index + 1)
-      pieces.append((token_starts[index], token_starts[stop]))
-      following = boundary_before(min(index + stride, stop))
-      index = following if following > index else stop
-    pieces.append((token_starts[index], end))
-    return pieces
-
   def _encode_window(self, request: int, offset: int, text: str,
-                     names: tuple[str, ...]) -> _Window:
-    prompt = prompts.format_input(text, names)
-    ids, spans = vocab_lib.encode_with_offsets(self.vocabulary, prompt)
-    text_marker = ids.index(self._text_id)
-    shift = len(prompt) - len(text)
-    text_ids = ids[text_marker + 1:]
-    text_spans = [(start - shift, end - shift) for start, end in spans[text_marker + 1:]]
-    return _Window(request, offset, text, names, ids + [self.eos_id], text_ids, text_spans)
+                     names: tuple[str, ...]) -> Window:
+    return windows_lib.encode_window(self.vocabulary, self._text_id, self.eos_id, request,
+                                     offset, text, names)
 
   # -- decoding ------------------------------------------------------------------------------
 

@@ -100,7 +100,9 @@ def _assert_same(whole, grown, steps):
     want, got = np.asarray(getattr(whole, name)), np.asarray(getattr(grown, name))
     np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want), err_msg=name)
     finite = np.isfinite(want)
-    np.testing.assert_allclose(got[finite], want[finite], atol=1e-6, rtol=0,
+    # Issue 13's tolerance: a longer cache sums attention over more (masked, zero-weight)
+    # positions, which moves float32 sums of magnitude ~10 by a few 1e-6 (seen: 1.9e-6).
+    np.testing.assert_allclose(got[finite], want[finite], atol=1e-5, rtol=1e-6,
                                err_msg=f"{steps} {name}")
 
 

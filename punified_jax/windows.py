@@ -1,0 +1,129 @@
+"""The windows of a request: a text cut into pieces that fit the model's input next to the
+prompt, each encoded with its character offsets (the Extractor's step 1; "Windows" in
+punified_jax.inference's module docstring says the rule).
+
+A text whose tokens fit the budget is one window.  A longer one is split after sentence-ending
+characters (SENTENCE_END_CHARS) and consecutive sentences are packed greedily into windows
+that fit; a single sentence longer than a window is cut at token boundaries into windows of
+the full length, consecutive ones overlapping by a quarter of a window.  Cuts fall on
+character boundaries, and a piece whose own tokenization does not fit after all (a WordPiece
+word cut in two) is halved until it does.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from typing import Any
+
+from punified_jax import prompts
+from punified_jax import vocab as vocab_lib
+
+# Characters after which a long text may be split into windows.
+SENTENCE_END_CHARS = "。！？!?；;\n"
+
+
+@dataclasses.dataclass
+class Window:
+  """One piece of one request, ready to be decoded (`Extractor.plan_windows`)."""
+  request: int           # index of the text in the call
+  offset: int            # where `text` starts in the request's text
+  text: str
+  types: tuple[str, ...]
+  input_ids: list[int]   # prompt + text + EOS
+  text_ids: list[int]    # the text region's ids (after the <text> marker)
+  text_spans: list[tuple[int, int]]  # their character spans in `text`
+
+
+def sentence_ends(text: str) -> list[int]:
+  """Positions just after each sentence-ending character (and len(text)), increasing."""
+  ends = [i + 1 for i, char in enumerate(text) if char in SENTENCE_END_CHARS]
+  if not ends or ends[-1] != len(text):
+    ends.append(len(text))
+  return ends
+
+
+def split_text(vocabulary: Any, text: str, budget: int) -> list[tuple[int, int]]:
+  """Character ranges of `text` whose tokens each fit `budget` (module docstring)."""
+  _, spans = vocab_lib.encode_with_offsets(vocabulary, text)
+  if len(spans) <= budget:
+    return [(0, len(text))]
+  token_starts = [start for start, _ in spans]  # non-decreasing
+
+  def count(start: int, end: int) -> int:
+    return bisect.bisect_left(token_starts, end) - bisect.bisect_left(token_starts, start)
+
+  pieces: list[tuple[int, int]] = []
+  window_start = 0
+  previous_end = 0
+  for end in sentence_ends(text):
+    if count(window_start, end) <= budget:
+      previous_end = end
+      continue
+    if previous_end > window_start:  # close the window before this sentence
+      pieces.append((window_start, previous_end))
+      window_start = previous_end
+    if count(window_start, end) <= budget:
+      previous_end = end
+      continue
+    pieces.extend(_cut(token_starts, window_start, end, budget))
+    window_start = previous_end = end
+  if previous_end > window_start:
+    pieces.append((window_start, previous_end))
+  # Tokenizing a piece alone can differ from its tokens inside the whole text (a WordPiece
+  # word cut in two): halve any piece that does not fit after all.
+  fitted: list[tuple[int, int]] = []
+  stack = list(reversed(pieces))
+  while stack:
+    start, end = stack.pop()
+    if end - start > 1 and len(vocabulary.encode(text[start:end])) > budget:
+      middle = (start + end) // 2
+      stack.extend([(middle, end), (start, middle)])
+    else:
+      fitted.append((start, end))
+  return fitted
+
+
+def _cut(token_starts: list[int], start: int, end: int, budget: int) -> list[tuple[int, int]]:
+  """Cuts [start, end) at token starts into windows of at most `budget` tokens, each
+  starting a quarter window before the previous one ends.  Cuts fall on character
+  boundaries (byte-fallback tokens of one character share its start)."""
+  first = bisect.bisect_left(token_starts, start)
+  last = bisect.bisect_left(token_starts, end)  # one past the range's last token
+
+  def boundary_before(k: int) -> int:  # the largest character-initial token index <= k
+    while k > first and token_starts[k] == token_starts[k - 1]:
+      k -= 1
+    return k
+
+  def boundary_after(k: int) -> int:  # the smallest character-initial token index >= k
+    while first < k < last and token_starts[k] == token_starts[k - 1]:
+      k += 1
+    return k
+
+  stride = max(1, budget - budget // 4)
+  pieces = []
+  index = first
+  while index + budget < last:
+    stop = boundary_before(index + budget)
+    if stop <= index:
+      stop = boundary_after(index + 1)
+    pieces.append((token_starts[index], token_starts[stop]))
+    following = boundary_before(min(index + stride, stop))
+    index = following if following > index else stop
+  pieces.append((token_starts[index], end))
+  return pieces
+
+
+def encode_window(vocabulary: Any, text_id: int, eos_id: int, request: int, offset: int,
+                  text: str, names: tuple[str, ...]) -> Window:
+  """The window of `text` (starting at `offset` in request `request`) under the prompt for
+  `names`: its input ids (prompt + text + EOS) and the text region's ids and character spans
+  (`text_id`: the <text> marker's id)."""
+  prompt = prompts.format_input(text, names)
+  ids, spans = vocab_lib.encode_with_offsets(vocabulary, prompt)
+  text_marker = ids.index(text_id)
+  shift = len(prompt) - len(text)
+  text_ids = ids[text_marker + 1:]
+  text_spans = [(start - shift, end - shift) for start, end in spans[text_marker + 1:]]
+  return Window(request, offset, text, names, ids + [eos_id], text_ids, text_spans)
