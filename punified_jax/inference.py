@@ -82,6 +82,7 @@ import dataclasses
 import functools
 import logging
 import math
+import threading
 from typing import Any, Iterable, Optional, Sequence
 
 import jax
@@ -135,6 +136,35 @@ class _DecodeSettings:
   first_pass: bool = False
   # "cost": batch_plan's partition; "consecutive": chunks of `rows` windows in `rows` rows.
   batching: str = "consecutive"
+
+
+class _ThreadCounters:
+  """Counters that threads update without a lock: each thread adds to its own Counter
+  (`current`), and `total` sums them.  The Extractor's statistics are bumped from every
+  thread that decodes (the service's decode workers call decode_windows at once), and
+  `counter[key] += n` on one shared Counter could lose updates between threads."""
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._local = threading.local()
+    self._all: list[collections.Counter] = []
+
+  def current(self) -> collections.Counter:
+    counter = getattr(self._local, "counter", None)
+    if counter is None:
+      counter = self._local.counter = collections.Counter()
+      with self._lock:
+        self._all.append(counter)
+    return counter
+
+  def total(self) -> collections.Counter:
+    with self._lock:
+      return sum((collections.Counter(dict(c)) for c in self._all), collections.Counter())
+
+  def clear(self) -> None:
+    with self._lock:
+      for counter in self._all:
+        counter.clear()
 
 
 @functools.lru_cache(maxsize=None)
@@ -248,7 +278,7 @@ class Extractor:
     self._close_id = int(self._constraint.close_id)
     self._colon_id = int(self._constraint.colon_id)
     self._lossy = isinstance(vocabulary, vocab_lib.WordPieceVocabulary)
-    self._stats: collections.Counter = collections.Counter()
+    self._counters = _ThreadCounters()
     self._written_types: dict[str, str] = {}
     self._null_lengths: dict[tuple[str, ...], int] = {}
     self.checkpoint_path: Optional[str] = None
@@ -305,10 +335,15 @@ class Extractor:
     (returned occurrences, before merging across windows), duplicates_merged,
     score_fallback, unrequested_type_items (items naming a type that was not requested, read
     by the type-agnostic parser: only possible without the constraint)."""
-    return dict(self._stats)
+    return dict(self._counters.total())
 
   def reset_stats(self) -> None:
-    self._stats.clear()
+    self._counters.clear()
+
+  @property
+  def _stats(self) -> collections.Counter:
+    """This thread's counters (`stats` sums every thread's)."""
+    return self._counters.current()
 
   def resolve_types(self, types: Optional[Sequence[str]] = None,
                     dataset: Optional[str] = None) -> tuple[str, ...]:

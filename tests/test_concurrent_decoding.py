@@ -100,3 +100,26 @@ def shared_model(tmp_path_factory):
   vocab = shared.vocab_lib.get_vocabulary(shared.train_vocab(tmp_path_factory.mktemp("vocab")))
   config = shared.tiny_config(vocab.vocab_size)
   return config, shared.random_params(config, seed=1), vocab
+
+
+def test_extractor_stats_count_every_threads_work(shared_model):
+  """The statistics are bumped from several threads at once (the service's decode workers):
+  none is lost, and reset_stats clears every thread's."""
+  config, params, vocab = shared_model
+  extractor = inference.Extractor(model_lib.Transformer(config), params, vocab, beam_size=1,
+                                  batch_size=2, max_input_length=64, max_decode_length=64,
+                                  decode_threads=1)
+  windows = [extractor.plan_windows(text, shared.TYPES, request=i)[0]
+             for i, text in enumerate(["北京", "上海大学", "张三"])]
+  extractor.decode_windows(windows)  # compiles
+  extractor.reset_stats()
+  threads = [threading.Thread(target=lambda: [extractor.decode_windows(windows)
+                                              for _ in range(5)]) for _ in range(4)]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  assert extractor.stats["windows"] == 4 * 5 * 3
+  assert extractor.stats["outputs"] == 4 * 5 * 3
+  extractor.reset_stats()
+  assert extractor.stats.get("windows", 0) == 0

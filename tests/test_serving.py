@@ -116,7 +116,15 @@ def test_same_answer_as_the_python_api(client, extractor):
   texts = [text for text, _ in shared.TRAIN_EXAMPLES] + ["北京和上海。" * 12]  # a long one
   expected = extractor.extract(texts, types=list(shared.TYPES))
   answer = client.post("/v1/extract", json={"texts": texts, "types": list(shared.TYPES)}).json()
-  assert [r["entities"] for r in answer["results"]] == expected
+  got = [r["entities"] for r in answer["results"]]
+  # The API batches by cost (batch_plan) and the service in its warmed row counts: other
+  # batch shapes, so the scores may differ in float rounding (seen: 1e-7).
+  np.testing.assert_allclose([x["score"] for e in got for x in e],
+                             [x["score"] for e in expected for x in e], rtol=1e-5)
+  assert sum(map(len, expected)) > 0
+  unscored = lambda results: [[{k: v for k, v in x.items() if k != "score"} for x in e]
+                               for e in results]
+  assert unscored(got) == unscored(expected)
   assert len(answer["results"][-1]["windows"]) > 1  # windowed, not cut
 
 
