@@ -52,16 +52,11 @@ def main(argv=None) -> int:
   parser.add_argument("--name", default="batch_cost")
   args = parser.parse_args(argv)
 
-  from punified_jax import batch_plan, constraints, entity_types, model_info, prompts  # pylint: disable=g-import-not-at-top
+  from punified_jax import batch_plan, constraints  # pylint: disable=g-import-not-at-top
   from punified_jax.inference import Extractor  # pylint: disable=g-import-not-at-top
 
-  config = common.configure_tasks(args.raw_dir, [args.dataset])
-  import tasks  # pylint: disable=g-import-not-at-top
-  examples = tasks.load_examples(config, args.dataset)["validation"][:64]
-  names = entity_types.prompt_names(args.dataset)
-  info = model_info.load_model_info(args.model_dir)
-  vocabulary = info.vocabulary()
-  sentences = [list(vocabulary.encode(prompts.format_input(ex.text, names))) for ex in examples]
+  prompted = common.prompted_sentences(args.raw_dir, args.model_dir, args.dataset, 64)
+  info, vocabulary, sentences = prompted.info, prompted.vocabulary, prompted.ids
   extractor = Extractor.load(args.model_dir, beam_size=args.beam)
   constraint = common.endless_constraint(
       constraints.NerCopyConstraint.from_vocabulary(vocabulary))

@@ -61,17 +61,13 @@ def main(argv=None) -> int:
 
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from punified_jax import constraints, entity_types, fast_decoding, generate, model_info, prompts  # pylint: disable=g-import-not-at-top
+  from punified_jax import constraints, fast_decoding, generate  # pylint: disable=g-import-not-at-top
   from punified_jax.inference import Extractor  # pylint: disable=g-import-not-at-top
   from punified_jax.model import Transformer  # pylint: disable=g-import-not-at-top
-  config = common.configure_tasks(args.raw_dir, [args.dataset])
-  import tasks  # pylint: disable=g-import-not-at-top
-  examples = tasks.load_examples(config, args.dataset)["validation"][:args.batch_size]
-  names = entity_types.prompt_names(args.dataset)
-  info = model_info.load_model_info(args.model_dir)
-  vocabulary = info.vocabulary()
-  ids = [list(vocabulary.encode(prompts.format_input(ex.text, names))) + [int(vocabulary.eos_id)]
-         for ex in examples]
+  prompted = common.prompted_sentences(args.raw_dir, args.model_dir, args.dataset,
+                                       args.batch_size)
+  info, vocabulary = prompted.info, prompted.vocabulary
+  ids = [row + [prompted.eos_id] for row in prompted.ids]
   width = next(b for b in generate.input_buckets(512) if b >= max(map(len, ids)))
   batch = np.zeros((args.batch_size, width), np.int32)
   for r, row in enumerate(ids):

@@ -207,6 +207,36 @@ def configure_tasks(raw_dir: str, datasets: Optional[Sequence[str]] = None,
   return config
 
 
+@dataclasses.dataclass
+class PromptedSentences:
+  """Real sentences of one split with a model's vocabulary: `ids` are each example's prompted
+  input (the dataset's types, then the text), without EOS."""
+  examples: list
+  names: tuple
+  info: object        # model_info.ModelInfo of model_dir
+  vocabulary: object
+  ids: list
+
+  @property
+  def eos_id(self) -> int:
+    return int(self.vocabulary.eos_id)
+
+
+def prompted_sentences(raw_dir: str, model_dir: str, dataset: str, count: int,
+                       split: str = "validation") -> PromptedSentences:
+  """The first `count` examples of `dataset`'s `split`, prompted with its types and encoded
+  with `model_dir`'s vocabulary (what the decoding benchmarks feed the model)."""
+  config = configure_tasks(raw_dir, [dataset])
+  import tasks  # pylint: disable=g-import-not-at-top
+  from punified_jax import entity_types, model_info, prompts  # pylint: disable=g-import-not-at-top
+  examples = tasks.load_examples(config, dataset)[split][:count]
+  names = entity_types.prompt_names(dataset)
+  info = model_info.load_model_info(model_dir)
+  vocabulary = info.vocabulary()
+  ids = [list(vocabulary.encode(prompts.format_input(ex.text, names))) for ex in examples]
+  return PromptedSentences(examples, names, info, vocabulary, ids)
+
+
 def mixture_datasets(mixture: str = task_names.JOINT_MIXTURE) -> list[str]:
   """The datasets of a registered mixture (those that have a train split)."""
   import seqio  # pylint: disable=g-import-not-at-top

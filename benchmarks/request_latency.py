@@ -34,22 +34,19 @@ def main(argv=None) -> int:
   parser.add_argument("--label", default="", help="a name for this checkout in the output")
   parser.add_argument("--name", default="request_latency")
   args = parser.parse_args(argv)
-  config = common.configure_tasks(args.raw_dir, [args.dataset])
-  import tasks  # pylint: disable=g-import-not-at-top
-  from punified_jax import constraints, entity_types, generate, model_info, prompts  # pylint: disable=g-import-not-at-top
+  from punified_jax import constraints, generate  # pylint: disable=g-import-not-at-top
   from punified_jax.inference import Extractor  # pylint: disable=g-import-not-at-top
   from punified_jax.model import Transformer  # pylint: disable=g-import-not-at-top
 
-  examples = tasks.load_examples(config, args.dataset)["validation"][:args.sentences]
-  names = entity_types.prompt_names(args.dataset)
-  info = model_info.load_model_info(args.model_dir)
-  vocabulary = info.vocabulary()
+  prompted = common.prompted_sentences(args.raw_dir, args.model_dir, args.dataset,
+                                       args.sentences)
+  info, vocabulary = prompted.info, prompted.vocabulary
   params = Extractor.load(args.model_dir, beam_size=1).params
   model = Transformer(info.t5_config)
   constraint = constraints.ner_copy_constraint(vocabulary)
   requests = []
-  for example in examples:
-    ids = list(vocabulary.encode(prompts.format_input(example.text, names))) + [1]
+  for sentence in prompted.ids:
+    ids = sentence + [prompted.eos_id]
     bucket = next(b for b in generate.input_buckets(512) if b >= len(ids))
     row = np.zeros((1, bucket), np.int32)
     row[0, :len(ids)] = ids
