@@ -105,6 +105,35 @@ def row_options(batch_size: int, padded_size: Callable[[int], int] = lambda n: n
   return tuple(sorted(option for option in options if option <= batch_size))
 
 
+# A plan of fewer batches than this per decoding thread is split into smaller ones (`spread_rows`).
+BATCHES_PER_THREAD = 4
+
+
+def spread_rows(rows: Sequence[int], count: int, threads: int = 1) -> tuple[int, ...]:
+  """The row options (row_options) a plan of `count` windows decoded `threads` batches at a
+  time may use: those that still leave BATCHES_PER_THREAD batches per thread, at least the
+  smallest option.
+
+  Why: plan_batches minimises the summed cost of the batches, which is the wall time of one
+  thread decoding a long stream of them.  A short input (64 sentences: two batches of 32) is
+  different: its wall time is the slower of the threads' shares, and a batch runs until its
+  longest output is done, which the per-window step estimates under-guess more the more rows
+  a batch has.  More, smaller batches even out the threads' shares and cut those tails.
+  Measured on 64 dev sentences (BENCHMARKS.md 2l): batches of 8 rows against 32 with two
+  threads, 283 vs 344 ms (CLUENER) and 300 vs 341 ms (CCKS2021) greedy, 785 vs 974 ms
+  (CLUENER) and 1275 vs 1514 ms (CCKS2021) at beam 4; with one thread, 16 rows beat 32 and 8
+  (CCKS2021 greedy: 409 vs 457 and 440 ms).  Long inputs (count >= BATCHES_PER_THREAD x threads
+  x the largest option) keep every option.
+  """
+  if threads < 1:
+    raise ValueError(f"threads must be >= 1, got {threads}")
+  rows = sorted(set(rows))
+  if not rows:
+    raise ValueError("no row options")
+  kept = tuple(option for option in rows if option * BATCHES_PER_THREAD * threads <= count)
+  return kept or (rows[0],)
+
+
 def consecutive_plan(count: int, batch_size: int,
                      padded_size: Optional[Callable[[int], int]] = None) -> list[Batch]:
   """The old plan: consecutive chunks of batch_size windows, each of batch_size rows; with

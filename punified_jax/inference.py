@@ -582,9 +582,11 @@ class Extractor:
       steps = [limit if redecode else batch_plan.estimated_steps(
           self._null_target_length(windows[i].types), len(windows[i].text_ids), limit)
                for i in order]
-      plan = batch_plan.plan_batches(
-          [len(windows[i].input_ids) for i in order], steps, self.buckets,
-          batch_plan.row_options(settings.rows, self.decoder.padded_size), beam_size=settings.beam_size)
+      rows = batch_plan.row_options(settings.rows, self.decoder.padded_size)
+      if not redecode:  # re-decoded windows are few: they keep every option
+        rows = batch_plan.spread_rows(rows, len(order), self.decode_threads)
+      plan = batch_plan.plan_batches([len(windows[i].input_ids) for i in order], steps,
+                                     self.buckets, rows, beam_size=settings.beam_size)
     return [(order[batch.begin:batch.end], batch.rows) for batch in plan]
 
   def _decode_rows(self, windows: list[_Window], chunk: list[int], batch_size: int,

@@ -56,6 +56,18 @@ def test_row_options_and_mean_cache_length_literal():
   assert batch_plan.estimated_steps(null_target_length=20, text_tokens=300, limit=64) == 64
 
 
+def test_spread_rows_leaves_batches_for_every_thread_literal():
+  options = batch_plan.row_options(32)
+  # 64 windows: 4 batches of 16 for one thread, 8 batches of 8 for two.
+  assert batch_plan.spread_rows(options, 64, threads=1) == (1, 2, 4, 8, 16)
+  assert batch_plan.spread_rows(options, 64, threads=2) == (1, 2, 4, 8)
+  assert batch_plan.spread_rows(options, 256, threads=2) == options  # long inputs keep all
+  assert batch_plan.spread_rows(options, 3, threads=2) == (1,)  # at least the smallest
+  assert batch_plan.spread_rows((8, 16, 32), 40, threads=2) == (8,)  # 8-way data axis
+  with pytest.raises(ValueError, match="threads"):
+    batch_plan.spread_rows(options, 64, threads=0)
+
+
 def test_bad_inputs_are_refused():
   with pytest.raises(ValueError, match="sorted"):
     _plan([50, 40])
