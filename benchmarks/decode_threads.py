@@ -99,8 +99,8 @@ def main(argv=None) -> int:
   common.print_table(rows, ["dataset", "beam", "side", "decode_threads", "batches_per_thread",
                             "sentences_per_s",
                             "wall_s", "cpu_s", "speedup", "same_entities"],
-                     title=("Extractor: one decoding thread against concurrent batches, with and without "
-                            "spreading a short input (batch_plan.spread_rows)"))
+                     title=("Extractor: one decoding thread against concurrent batches, "
+                            "with and without spreading a short input (spread_rows)"))
   print("wrote", common.write_json(args.name, {
       "command": common.command_line(), "machine": common.machine_info(),
       "versions": common.jax_versions(), "settings": vars(args), "results": rows}))

@@ -105,7 +105,8 @@ def row_options(batch_size: int, padded_size: Callable[[int], int] = lambda n: n
   return tuple(sorted(option for option in options if option <= batch_size))
 
 
-# A plan of fewer batches than this per decoding thread is split into smaller ones (`spread_rows`).
+# A plan of fewer batches than this per decoding thread is split into smaller ones
+# (`spread_rows`; read at call time, 0 turns spreading off: benchmarks/decode_threads.py).
 BATCHES_PER_THREAD = 4
 
 
@@ -119,10 +120,10 @@ def spread_rows(rows: Sequence[int], count: int, threads: int = 1) -> tuple[int,
   different: its wall time is the slower of the threads' shares, and a batch runs until its
   longest output is done, which the per-window step estimates under-guess more the more rows
   a batch has.  More, smaller batches even out the threads' shares and cut those tails.
-  Measured on 64 dev sentences (BENCHMARKS.md 2l): batches of 8 rows against 32 with two
-  threads, 283 vs 344 ms (CLUENER) and 300 vs 341 ms (CCKS2021) greedy, 785 vs 974 ms
-  (CLUENER) and 1275 vs 1514 ms (CCKS2021) at beam 4; with one thread, 16 rows beat 32 and 8
-  (CCKS2021 greedy: 409 vs 457 and 440 ms).  Long inputs (count >= BATCHES_PER_THREAD x threads
+  Measured on 64 dev sentences with two threads (BENCHMARKS.md 2l, decode_threads.py):
+  1.19x / 1.30x / 1.06x faster greedy and 1.31x / 1.12x / 1.23x at beam 4 (CLUENER /
+  CCKS2021 / Resume) than the unspread plan, with less CPU time; with one thread 1.08-1.15x
+  greedy, about even at beam 4.  Long inputs (count >= BATCHES_PER_THREAD x threads
   x the largest option) keep every option.
   """
   if threads < 1:
