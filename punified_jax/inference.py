@@ -262,9 +262,7 @@ class Extractor:
       raise ValueError(f"decode_threads must be None or an int >= 1, got {decode_threads!r}")
     self.decode_threads = (self.decoder.concurrent_decodes() if decode_threads is None
                            else int(decode_threads))
-    if batching not in BATCHING:
-      raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
-    self.batching = batching
+    self.batching = _checked_batching(batching)
     self.known_types: tuple[str, ...] = tuple(known_types or entity_types.ALL_PROMPT_NAMES)
     self.buckets = generate.input_buckets(self.max_input_length)
     self.eos_id = int(vocabulary.eos_id)
@@ -473,8 +471,7 @@ class Extractor:
       if value is not None and (isinstance(value, bool) or
                                 not isinstance(value, (int, np.integer)) or value < low):
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if batching not in BATCHING:
-      raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
+    _checked_batching(batching)
     rows = self.batch_size if rows is None else self.decoder.padded_size(int(rows))
     settings = _DecodeSettings(
         beam_size=self.beam_size if beam_size is None else int(beam_size),
@@ -512,18 +509,9 @@ class Extractor:
     pieces = windows_lib.split_text(self.vocabulary, text, budget)
     if len(pieces) > 1:
       self._stats["split_texts"] += 1
-    windows = []
-    for start, end in pieces:
-      piece = text[start:end]
-      if not piece.strip():
-        continue
-      windows.append(self._encode_window(request, start, piece, names))
-    return windows
-
-  def _encode_window(self, request: int, offset: int, text: str,
-                     names: tuple[str, ...]) -> Window:
-    return windows_lib.encode_window(self.vocabulary, self._text_id, self.eos_id, request,
-                                     offset, text, names)
+    return [windows_lib.encode_window(self.vocabulary, self._text_id, self.eos_id, request,
+                                      start, text[start:end], names)
+            for start, end in pieces if text[start:end].strip()]
 
   # -- decoding ------------------------------------------------------------------------------
 
@@ -764,6 +752,12 @@ def _geometric_mean(log_probs: np.ndarray) -> float:
     return 0.0
   value = float(np.exp(np.mean(log_probs)))
   return min(1.0, value) if math.isfinite(value) else 0.0
+
+
+def _checked_batching(batching: str) -> str:
+  if batching not in BATCHING:
+    raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
+  return batching
 
 
 def _check_texts(texts: Any) -> list[str]:
