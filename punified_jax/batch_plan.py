@@ -124,7 +124,8 @@ def spread_rows(rows: Sequence[int], count: int, threads: int = 1) -> tuple[int,
   1.19x / 1.30x / 1.06x faster greedy and 1.31x / 1.12x / 1.23x at beam 4 (CLUENER /
   CCKS2021 / Resume) than the unspread plan, with less CPU time; with one thread 1.08-1.15x
   greedy, about even at beam 4.  Long inputs (count >= BATCHES_PER_THREAD x threads
-  x the largest option) keep every option.
+  x the largest option) keep every option.  The Extractor spreads on a process-local CPU mesh
+  only: on an accelerator one wide batch costs about what a narrow one does.
   """
   if threads < 1:
     raise ValueError(f"threads must be >= 1, got {threads}")

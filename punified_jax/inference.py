@@ -571,7 +571,9 @@ class Extractor:
           self._null_target_length(windows[i].types), len(windows[i].text_ids), limit)
                for i in order]
       rows = batch_plan.row_options(settings.rows, self.decoder.padded_size)
-      if not redecode:  # re-decoded windows are few: they keep every option
+      # Spread a short input over more batches (measured on CPU only: on an accelerator
+      # one wide batch is the cheap one); re-decoded windows are few: they keep every option.
+      if not redecode and self.decoder.on_local_cpu():
         rows = batch_plan.spread_rows(rows, len(order), self.decode_threads)
       plan = batch_plan.plan_batches([len(windows[i].input_ids) for i in order], steps,
                                      self.buckets, rows, beam_size=settings.beam_size)

@@ -176,12 +176,16 @@ class MeshDecoder:
 
   # -- decoding ------------------------------------------------------------------------------
 
+  def on_local_cpu(self) -> bool:
+    """Whether every device of the mesh is a CPU device of this process."""
+    return all(d.platform == "cpu" and d.process_index == jax.process_index()
+               for d in self.mesh.devices.flat)
+
   def concurrent_decodes(self) -> int:
     """How many `decode` calls may run at once (module docstring, "Concurrent decodes"): the
     CPU cores this process may use, at most MAX_CONCURRENT_DECODES, when every device of the
     mesh is a CPU device of this process; else 1."""
-    devices = list(self.mesh.devices.flat)
-    if any(d.platform != "cpu" or d.process_index != jax.process_index() for d in devices):
+    if not self.on_local_cpu():
       return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(MAX_CONCURRENT_DECODES, cores or 1))

@@ -7,6 +7,7 @@ import time
 import jax
 import pytest
 
+from punified_jax import batch_plan
 from punified_jax import inference
 from punified_jax import model as model_lib
 from punified_jax import sharded_decoding
@@ -72,7 +73,11 @@ def test_concurrent_decodes_on_this_cpu_mesh(monkeypatch):
 
 
 @pytest.mark.parametrize("beam_size", [1, 3])
-def test_extractor_results_do_not_depend_on_decode_threads(shared_model, beam_size):
+def test_extractor_results_do_not_depend_on_decode_threads(shared_model, beam_size,
+                                                           monkeypatch):
+  # Spreading (batch_plan.spread_rows) plans by the thread count: off here, so that both
+  # run the same batches (test_extractor_spreads_a_short_input_over_the_threads covers it).
+  monkeypatch.setattr(batch_plan, "BATCHES_PER_THREAD", 0)
   config, params, vocab = shared_model
   make = lambda threads: inference.Extractor(
       model_lib.Transformer(config), params, vocab, beam_size=beam_size, batch_size=2,
@@ -123,3 +128,41 @@ def test_extractor_stats_count_every_threads_work(shared_model):
   assert extractor.stats["outputs"] == 4 * 5 * 3
   extractor.reset_stats()
   assert extractor.stats.get("windows", 0) == 0
+
+
+def test_extractor_spreads_a_short_input_over_the_threads(shared_model, monkeypatch):
+  """16 windows, batch_size 8, 2 threads: batches of at most 2 rows (4 per thread); the same
+  entities as the unspread plan (8-row batches), scores within float rounding; no spreading
+  off a local CPU mesh."""
+  config, params, vocab = shared_model
+  extractor = inference.Extractor(model_lib.Transformer(config), params, vocab, beam_size=1,
+                                  batch_size=8, max_input_length=64, max_decode_length=64,
+                                  decode_threads=2)
+  texts = ["北京", "上海大学", "张三去了北京大学", "组织", "北京大学在北京。", "上海", "李四",
+           "南京", "北京" * 3, "苹果公司", "王五在上海", "天津", "大学", "张三", "深圳", "广州"]
+  rows_seen = []
+  decode = extractor.decoder.decode
+  monkeypatch.setattr(extractor.decoder, "decode",
+                      lambda model, params, rows, *a, **k: rows_seen.append(len(rows)) or
+                      decode(model, params, rows, *a, **k))
+
+  def run(batches_per_thread, local_cpu=True):
+    monkeypatch.setattr(batch_plan, "BATCHES_PER_THREAD", batches_per_thread)
+    monkeypatch.setattr(extractor.decoder, "on_local_cpu", lambda: local_cpu)
+    rows_seen.clear()
+    found = extractor.extract(texts, types=list(shared.TYPES))
+    return found, list(rows_seen)
+
+  spread, spread_rows = run(4)
+  one_plan, one_plan_rows = run(0)
+  _, accelerator_rows = run(4, local_cpu=False)
+  assert max(spread_rows) == 2 and sum(spread_rows) >= 16
+  assert max(one_plan_rows) == 8
+  assert accelerator_rows == one_plan_rows
+  strip = lambda found: [[{k: v for k, v in e.items() if k != "score"} for e in text]
+                         for text in found]
+  assert sum(map(len, spread)) > 0
+  assert strip(spread) == strip(one_plan)
+  for a, b in zip(spread, one_plan):
+    for x, y in zip(a, b):
+      assert x["score"] == pytest.approx(y["score"], abs=1e-5)

@@ -125,6 +125,9 @@ class GivenOutputDecoder:
   def padded_size(self, batch: int) -> int:  # one device: no data axis to round up to
     return batch
 
+  def on_local_cpu(self) -> bool:
+    return True
+
   def decode(self, model, params, rows, constraint, *, max_decode_length, **unused):
     assert len(self.output) <= max_decode_length
     batch = rows.shape[0]
