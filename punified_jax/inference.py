@@ -706,9 +706,10 @@ class Extractor:
     """
     syntax = (self._open_id, self._colon_id, self._close_id)
     token_at: dict[tuple[int, int], int] = {}  # (token id, character position) -> index
-    for index, token in enumerate(output):
-      if token in syntax:
-        token_at[(token, len(self.vocabulary.decode(output[:index])))] = index
+    at_syntax = [index for index, token in enumerate(output) if token in syntax]
+    for index, position in zip(at_syntax, vocab_lib.decoded_prefix_lengths(
+        self.vocabulary, output, at_syntax)):
+      token_at[(output[index], position)] = index
     items: list[Optional[tuple[int, int, int]]] = []
     cursor = 0
     for type_name, span in mentions:

@@ -177,6 +177,27 @@ def test_sentencepiece_round_trip_python_and_tf(sp_vocab, parts):
 
 
 @hypothesis.settings(max_examples=100, deadline=None)
+@hypothesis.given(st.data())
+def test_decoded_prefix_lengths_match_seqio_decode(sp_vocab, data):
+  """The batched prefix lengths equal seqio's decode of each prefix: byte-fallback pieces cut
+  mid-character, EOS inside (a prefix stops after it), ids past the vocabulary (UNK)."""
+  ids = data.draw(st.lists(st.one_of(
+      st.integers(0, sp_vocab.vocab_size + 5),
+      st.sampled_from(sp_vocab.encode("张三（北京）😀 ab,:"))), max_size=24))
+  ends = data.draw(st.lists(st.integers(0, len(ids)), max_size=8))
+  expected = [len(sp_vocab.decode(ids[:end])) for end in ends]
+  assert vocab_lib.decoded_prefix_lengths(sp_vocab, ids, ends) == expected
+
+
+def test_decoded_prefix_lengths_literal(sp_vocab):
+  ids = sp_vocab.encode("北京(上海)")
+  assert vocab_lib.decoded_prefix_lengths(sp_vocab, ids, [0, 1, len(ids)]) == [0, 1, 6]
+  eos = sp_vocab.eos_id
+  assert vocab_lib.decoded_prefix_lengths(sp_vocab, ids + [eos] + ids, [len(ids) * 2 + 1]) == [6]
+  assert vocab_lib.decoded_prefix_lengths(sp_vocab, ids, []) == []
+
+
+@hypothesis.settings(max_examples=100, deadline=None)
 @hypothesis.given(st.text(alphabet=st.sampled_from("张三北京大学上海（，：）() ,:ab12😀\t"), max_size=20),
                   st.data())
 def test_a_span_tokenizes_alone_as_in_its_sentence(sp_vocab, text, data):
