@@ -19,7 +19,8 @@ Pipeline for one call:
 2. Windows are encoded (`<entity>T1<entity>T2<text>` + window + EOS, as the training tasks do),
    sorted by length and partitioned into batches of least estimated cost (batch_plan: one long
    window no longer pads a batch of short ones; rows 1, 2, 4, ... batch_size, missing rows
-   repeat the last window), each padded to the bucket of its longest window (32, 48, 64, 96,
+   repeat the last window; on a CPU a short input is spread over at least 4 batches per
+   decode thread: batch_plan.spread_rows), each padded to the bucket of its longest window (32, 48, 64, 96,
    ...: generate.input_buckets), so a bounded set of shapes compiles.  Beam search (greedy at
    beam_size=1) keeps the best beam.
 3. Each output is parsed (parsing.parse_generation_details, with the requested types) and its
