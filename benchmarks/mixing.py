@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import sys
@@ -217,6 +218,19 @@ def collect(parts: list[tuple[Part, list[dict]]], summaries: dict) -> dict:
           "compare": summaries}
 
 
+def merged_with_file(path: str, results: dict) -> dict:
+  """`results` merged into the results already at `path` (if any): a run of some parts keeps
+  the other parts' stages and comparisons (a `--parts seed` report no longer drops the mixing
+  part's record); this run's parts replace their own entries."""
+  if not os.path.exists(path):
+    return results
+  with open(path) as handle:
+    old = json.load(handle)
+  stages = {**old.get("stages", {}), **results["stages"]}
+  return dict(results, stages=stages, compare={**old.get("compare", {}), **results["compare"]},
+              total_stage_seconds=sum(s.get("seconds") or 0 for s in stages.values()))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
@@ -246,8 +260,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                        if part.name == "seed" else ())
                for part, _ in parts}
   results = collect(parts, summaries)
-  quality._write_json(os.path.join(os.path.abspath(args.work_dir), "mixing.json"),  # pylint: disable=protected-access
-                      results)
+  path = os.path.join(os.path.abspath(args.work_dir), "mixing.json")
+  results = merged_with_file(path, results)
+  quality._write_json(path, results)  # pylint: disable=protected-access
   if args.results_dir:
     copy_results(args.results_dir, results)
   print(f"\nstage time so far: {results['total_stage_seconds'] / 3600:.2f} h; results: "
@@ -259,7 +274,8 @@ def copy_results(results_dir: str, results: dict) -> None:
   """mixing.json and each part's comparison (JSON, PNG) into `results_dir` (for BENCHMARKS.md)."""
   import shutil  # pylint: disable=g-import-not-at-top
   os.makedirs(results_dir, exist_ok=True)
-  quality._write_json(os.path.join(results_dir, "mixing.json"), results)  # pylint: disable=protected-access
+  path = os.path.join(results_dir, "mixing.json")
+  quality._write_json(path, merged_with_file(path, results))  # pylint: disable=protected-access
   for part, summary in results["compare"].items():
     if summary:
       shutil.copyfile(summary["png"], os.path.join(results_dir, f"mixing_{part}.png"))

@@ -142,3 +142,25 @@ def test_seed_comparison_includes_the_quality_runs_of_seed_0(tmp_path):
   mixing.copy_results(str(tmp_path / "results"), {"compare": {"seed": summary, "mixing": None}})
   assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
       "mixing.json", "mixing_seed.json", "mixing_seed.png"]
+
+
+def test_mixing_results_of_one_part_keep_the_other_parts(tmp_path):
+  """A `--parts seed` report merges into mixing.json instead of dropping the mixing part."""
+  import json  # pylint: disable=g-import-not-at-top
+  from benchmarks import mixing  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "mixing.json"
+  assert mixing.merged_with_file(str(path), {"stages": {}, "compare": {}}) == {
+      "stages": {}, "compare": {}}  # no file yet: this run's results as they are
+  path.write_text(json.dumps({
+      "date": "2026-12-01", "stages": {"mixing/adapt": {"seconds": 10.0},
+                                       "seed/adapt": {"seconds": 1.0}},
+      "total_stage_seconds": 11.0, "compare": {"mixing": {"mean": 19.3}, "seed": {"old": 1}}}))
+  merged = mixing.merged_with_file(str(path), {
+      "date": "2026-12-05", "stages": {"seed/adapt": {"seconds": 5.0},
+                                       "seed/joint": {"seconds": None}},
+      "total_stage_seconds": 5.0, "compare": {"seed": {"new": 2}}})
+  assert merged == {
+      "date": "2026-12-05",
+      "stages": {"mixing/adapt": {"seconds": 10.0}, "seed/adapt": {"seconds": 5.0},
+                 "seed/joint": {"seconds": None}},
+      "total_stage_seconds": 15.0, "compare": {"mixing": {"mean": 19.3}, "seed": {"new": 2}}}
