@@ -84,7 +84,7 @@ import functools
 import logging
 import math
 import threading
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -116,6 +116,9 @@ BATCHING = ("cost", "consecutive")
 # Used when a model directory does not record its feature lengths (t5x conversions): the
 # lengths of our gin run recipes.
 DEFAULT_FEATURE_LENGTH = 512
+# Type lists whose encoded prompt and all-NULL target length an Extractor keeps (a service sees
+# arbitrary type lists: the oldest entry goes first).
+PROMPT_CACHE_SIZE = 1024
 
 
 # The windows of a request (punified_jax.windows), under the names this module always had.
@@ -280,6 +283,7 @@ class Extractor:
     self._counters = _ThreadCounters()
     self._written_types: dict[str, str] = {}
     self._null_lengths: dict[tuple[str, ...], int] = {}
+    self._prompts: dict[tuple[str, ...], list[int]] = {}
     self.checkpoint_path: Optional[str] = None
 
   # -- construction from a model directory ---------------------------------------------------
@@ -435,7 +439,8 @@ class Extractor:
     whitespace-only ranges are listed here but skipped by `extract`)."""
     names = self.resolve_types(types)
     (text,) = _check_texts([text])
-    return windows_lib.split_text(self.vocabulary, text, self._text_budget(names))
+    return windows_lib.split_text(self.vocabulary, self._text_id, text,
+                                  self._text_budget(names))
 
   # -- window-level batch API (the HTTP service's engine batches windows of many requests) ---
 
@@ -501,18 +506,27 @@ class Extractor:
     return budget
 
   def _prompt_length(self, names: tuple[str, ...]) -> int:
-    return len(self.vocabulary.encode(prompts.format_input("", names)))
+    return len(self._prompt_ids(names))
+
+  def _prompt_ids(self, names: tuple[str, ...]) -> list[int]:
+    """The encoded prompt for `names` (`<entity>T1...<text>`), once per type list (the cache
+    is bounded: a service sees arbitrary type lists)."""
+    def encode():
+      ids = list(self.vocabulary.encode(prompts.format_input("", names)))
+      if not ids or ids[-1] != self._text_id:
+        raise AssertionError(f"the prompt for {list(names)} does not end with the text marker")
+      return ids
+    return _cached(self._prompts, names, encode)
 
   def _windows(self, request: int, text: str, names: tuple[str, ...]) -> list[_Window]:
     budget = self._text_budget(names)  # checked even for an empty text: the request is bad
     if not text.strip():
       return []
-    pieces = windows_lib.split_text(self.vocabulary, text, budget)
-    if len(pieces) > 1:
+    windows = windows_lib.plan_windows(self.vocabulary, self._text_id, self.eos_id,
+                                       self._prompt_ids(names), request, text, names, budget)
+    if len(windows) > 1 or (windows and len(windows[0].text) < len(text)):
       self._stats["split_texts"] += 1
-    return [windows_lib.encode_window(self.vocabulary, self._text_id, self.eos_id, request,
-                                      start, text[start:end], names)
-            for start, end in pieces if text[start:end].strip()]
+    return windows
 
   # -- decoding ------------------------------------------------------------------------------
 
@@ -623,11 +637,8 @@ class Extractor:
                  if length >= longest), max_decode_length)
 
   def _null_target_length(self, names: tuple[str, ...]) -> int:
-    length = self._null_lengths.get(names)
-    if length is None:
-      length = len(self.vocabulary.encode(prompts.format_target([], names)))
-      self._null_lengths[names] = length
-    return length
+    return _cached(self._null_lengths, names,
+                   lambda: len(self.vocabulary.encode(prompts.format_target([], names))))
 
   # -- output -> entities --------------------------------------------------------------------
 
@@ -748,6 +759,17 @@ class Extractor:
         if window.text_ids[start:start + width] == ids:
           return window.text[window.text_spans[start][0]:window.text_spans[start + width - 1][1]]
     return parsing.align_span(window.text, span)
+
+
+def _cached(cache: dict, key: Any, compute: Callable[[], Any]) -> Any:
+  """cache[key], computed on first use; at PROMPT_CACHE_SIZE entries the oldest goes."""
+  value = cache.get(key)
+  if value is None:
+    value = compute()
+    if len(cache) >= PROMPT_CACHE_SIZE:
+      cache.pop(next(iter(cache)))
+    cache[key] = value
+  return value
 
 
 def _geometric_mean(log_probs: np.ndarray) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 from punified_jax import prompts
 from punified_jax import vocab as vocab_lib
@@ -43,9 +43,29 @@ def sentence_ends(text: str) -> list[int]:
   return ends
 
 
-def split_text(vocabulary: Any, text: str, budget: int) -> list[tuple[int, int]]:
-  """Character ranges of `text` whose tokens each fit `budget` (module docstring)."""
-  _, spans = vocab_lib.encode_with_offsets(vocabulary, text)
+def encode_text(vocabulary: Any, text_id: int,
+                text: str) -> tuple[list[int], list[tuple[int, int]]]:
+  """The ids of `text` as it is tokenized after a prompt's <text> marker (`text_id`), and their
+  character spans in `text`.
+
+  Only `TEXT_MARKER + text` is encoded, not the whole prompt: the marker is one atomic token
+  (a user-defined piece of SentencePiece, a reserved token of WordPiece), so what follows it
+  tokenizes the same whatever precedes it (a property test checks this against the whole
+  prompt).  The prompt's type names are most of a prompt's tokens, and the Extractor encodes
+  them once per type list instead of once per window.
+  """
+  ids, spans = vocab_lib.encode_with_offsets(vocabulary, prompts.TEXT_MARKER + text)
+  marker = ids.index(text_id)
+  shift = len(prompts.TEXT_MARKER)
+  return ids[marker + 1:], [(start - shift, end - shift) for start, end in spans[marker + 1:]]
+
+
+def split_text(vocabulary: Any, text_id: int, text: str, budget: int,
+               spans: Optional[list[tuple[int, int]]] = None) -> list[tuple[int, int]]:
+  """Character ranges of `text` whose tokens each fit `budget` (module docstring).  `spans`:
+  the text's token spans from `encode_text` when the caller has them."""
+  if spans is None:
+    _, spans = encode_text(vocabulary, text_id, text)
   if len(spans) <= budget:
     return [(0, len(text))]
   token_starts = [start for start, _ in spans]  # non-decreasing
@@ -76,7 +96,7 @@ def split_text(vocabulary: Any, text: str, budget: int) -> list[tuple[int, int]]
   stack = list(reversed(pieces))
   while stack:
     start, end = stack.pop()
-    if end - start > 1 and len(vocabulary.encode(text[start:end])) > budget:
+    if end - start > 1 and len(encode_text(vocabulary, text_id, text[start:end])[0]) > budget:
       middle = (start + end) // 2
       stack.extend([(middle, end), (start, middle)])
     else:
@@ -115,15 +135,28 @@ def _cut(token_starts: list[int], start: int, end: int, budget: int) -> list[tup
   return pieces
 
 
-def encode_window(vocabulary: Any, text_id: int, eos_id: int, request: int, offset: int,
-                  text: str, names: tuple[str, ...]) -> Window:
+def encode_window(prompt_ids: list[int], eos_id: int, request: int, offset: int, text: str,
+                  names: tuple[str, ...], text_ids: list[int],
+                  text_spans: list[tuple[int, int]]) -> Window:
   """The window of `text` (starting at `offset` in request `request`) under the prompt for
-  `names`: its input ids (prompt + text + EOS) and the text region's ids and character spans
-  (`text_id`: the <text> marker's id)."""
-  prompt = prompts.format_input(text, names)
-  ids, spans = vocab_lib.encode_with_offsets(vocabulary, prompt)
-  text_marker = ids.index(text_id)
-  shift = len(prompt) - len(text)
-  text_ids = ids[text_marker + 1:]
-  text_spans = [(start - shift, end - shift) for start, end in spans[text_marker + 1:]]
-  return Window(request, offset, text, names, ids + [eos_id], text_ids, text_spans)
+  `names`: `prompt_ids` (the encoded `format_input("", names)`, ending with the <text>
+  marker) + the text's ids and spans from `encode_text` + EOS."""
+  return Window(request, offset, text, names, prompt_ids + text_ids + [eos_id], text_ids,
+                text_spans)
+
+
+def plan_windows(vocabulary: Any, text_id: int, eos_id: int, prompt_ids: list[int],
+                 request: int, text: str, names: tuple[str, ...], budget: int) -> list[Window]:
+  """The encoded windows of `text` (not blank) under the prompt `prompt_ids` for `names`, each
+  holding at most `budget` text tokens; whitespace-only pieces are dropped.  A text that fits
+  is encoded once (the common case); a longer one once to split it, then piece by piece."""
+  text_ids, text_spans = encode_text(vocabulary, text_id, text)
+  if len(text_ids) <= budget:
+    return [encode_window(prompt_ids, eos_id, request, 0, text, names, text_ids, text_spans)]
+  windows = []
+  for start, end in split_text(vocabulary, text_id, text, budget, text_spans):
+    piece = text[start:end]
+    if piece.strip():
+      windows.append(encode_window(prompt_ids, eos_id, request, start, piece, names,
+                                   *encode_text(vocabulary, text_id, piece)))
+  return windows

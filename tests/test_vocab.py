@@ -10,10 +10,13 @@ import hypothesis
 from hypothesis import strategies as st
 import pytest
 import seqio
+import sentencepiece
 import tensorflow as tf
 from sentencepiece import sentencepiece_model_pb2
 
+from punified_jax import prompts
 from punified_jax import vocab as vocab_lib
+from punified_jax import windows as windows_lib
 from punified_jax.__main__ import main as cli_main
 from punified_jax.data.example import DataFormatError, Example
 from punified_jax.vocab import (MARKERS, WordPieceVocabulary, encode_with_offsets, get_vocabulary,
@@ -505,3 +508,50 @@ def test_vocab_command_reads_release_files(tmp_path, capsys):
   assert "trained on resume (2 sentences)" in capsys.readouterr().out
   vocab = get_vocabulary(str(output))
   assert [len(vocab.encode(c)) for c in "张三是工程师李（A）"] == [1] * 10
+
+
+# ------------------------------------------------------------ text after the prompt's marker
+
+
+@pytest.fixture(scope="module")
+def sp_unigram(tmp_path_factory) -> seqio.SentencePieceVocabulary:
+  """A T5-style SentencePiece model (unigram pieces of several characters, NFKC, a dummy
+  prefix, extra whitespace removed) with the markers as user-defined pieces: what an imported
+  checkpoint's vocabulary looks like, unlike our own character model."""
+  prefix = str(tmp_path_factory.mktemp("spu") / "unigram")
+  sentencepiece.SentencePieceTrainer.train(
+      sentence_iterator=iter(CORPUS * 4), model_prefix=prefix, model_type="unigram",
+      vocab_size=420, hard_vocab_limit=False, user_defined_symbols=list(MARKERS), byte_fallback=True,
+      normalization_rule_name="nmt_nfkc", add_dummy_prefix=True, remove_extra_whitespaces=True,
+      pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+  return seqio.SentencePieceVocabulary(prefix + ".model")
+
+
+_PROMPT_TEXT = st.lists(st.sampled_from(
+    list("张三北京大学上海（），：。 \t\u3000ＡＢ１ab12😀é\u0301\u0338>") + ["<text>", "NULL"]),
+    max_size=24).map("".join)
+
+
+@pytest.mark.parametrize("kind", ["sp_vocab", "sp_unigram", "wp"])
+@hypothesis.settings(max_examples=60, deadline=None,
+                     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+@hypothesis.given(text=_PROMPT_TEXT, names=st.lists(st.sampled_from(["地点", "人名", "品牌"]),
+                                                    min_size=1, max_size=3, unique=True))
+def test_window_encoding_equals_the_whole_prompts(kind, request, text, names):
+  """windows.plan_windows encodes `<text>` + text and reuses the prompt's ids: the window must
+  be exactly what encoding the whole prompt gives (ids, and the text tokens' spans)."""
+  vocab = request.getfixturevalue(kind)
+  text_id = encode_with_offsets(vocab, prompts.TEXT_MARKER)[0][-1]
+  full_ids, full_spans = encode_with_offsets(vocab, prompts.format_input(text, names))
+  marker = full_ids.index(text_id)
+  shift = len(prompts.format_input("", names))
+  prompt_ids = list(vocab.encode(prompts.format_input("", names)))
+  assert prompt_ids == full_ids[:marker + 1]
+  ids, spans = windows_lib.encode_text(vocab, text_id, text)
+  assert ids == full_ids[marker + 1:]
+  assert spans == [(a - shift, b - shift) for a, b in full_spans[marker + 1:]]
+  if text.strip():
+    (window,) = windows_lib.plan_windows(vocab, text_id, 1, prompt_ids, 7, text, tuple(names),
+                                         budget=len(ids))
+    assert window.input_ids == full_ids + [1] and window.text_ids == ids
+    assert (window.request, window.offset, window.text) == (7, 0, text)
