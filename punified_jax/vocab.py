@@ -690,24 +690,54 @@ def decoded_prefix_lengths(vocab: seqio.Vocabulary, ids: Sequence[int],
                            ends: Sequence[int]) -> list[int]:
   """len(vocab.decode(ids[:end])) for each end, exactly.
 
-  A SentencePiece vocabulary decodes all the prefixes in one batched call of the tokenizer
+  A SentencePiece vocabulary decodes the output once, with each piece's place in the decoded
+  text (the tokenizer's DecodeIdsAsProto), after seqio's own clean-up (ids past the base
+  vocabulary and past the tokenizer's pieces become UNK, and the output stops after its first
+  EOS).  A prefix that ends before a piece that is not a byte ends exactly where that piece
+  begins in the whole decode: a run of byte-fallback pieces cut by a prefix decodes as it does
+  when the next piece (not a byte) cuts it.  A prefix that ends inside a run of bytes (the rest
+  of the character is cut off) is decoded on its own, all such prefixes in one batched call.
   (seqio's decode, one prefix at a time, spends most of its time in per-call Python: the
-  Extractor asks for ~50 prefixes per CCKS2021 output), with seqio's own clean-up first: ids
-  past the base vocabulary and past the tokenizer's pieces become UNK, and a prefix stops
-  after its first EOS.  Other vocabularies decode each prefix.
+  Extractor asks for ~50 prefixes per CCKS2021 output.)  Other vocabularies decode each prefix.
   """
   if not isinstance(vocab, seqio.SentencePieceVocabulary):
     return [len(vocab.decode(ids[:end])) for end in ends]
+  if not len(ends):
+    return []
   tokenizer = vocab.tokenizer
   unk, pieces, base = vocab.unk_id, tokenizer.GetPieceSize(), vocab._base_vocab_size  # pylint: disable=protected-access
   clean = [int(i) for i in ids]
-  if unk is not None:
-    clean = [unk if i >= base else i for i in clean]
-  clean = [tokenizer.unk_id() if i >= pieces else i for i in clean]
+  if clean and max(clean) >= min(base, pieces):
+    if unk is not None:
+      clean = [unk if i >= base else i for i in clean]
+    clean = [tokenizer.unk_id() if i >= pieces else i for i in clean]
   eos = vocab.eos_id
-  cut = clean.index(eos) + 1 if eos is not None and eos in clean else len(clean)
-  prefixes = [clean[:min(end, cut)] for end in ends]
-  return [len(text) for text in tokenizer.Decode(prefixes)] if prefixes else []
+  if eos is not None and eos in clean:
+    clean = clean[:clean.index(eos) + 1]
+  decoded = tokenizer.DecodeIdsAsProto(clean)
+  begins = [piece.begin for piece in decoded.pieces]
+  if len(begins) != len(clean):  # not one piece per id: decode every prefix
+    return [len(text) for text in tokenizer.Decode([clean[:end] for end in ends])]
+  text = decoded.text
+  raw = text.encode("utf-8")
+  lengths: list[Optional[int]] = []
+  inside_bytes: list[int] = []
+  for end in ends:
+    end = min(end, len(clean))
+    if end == len(clean):
+      lengths.append(len(text))
+    elif end == 0:
+      lengths.append(0)
+    elif not tokenizer.IsByte(clean[end]):
+      # A piece begins on a character boundary of the decoded text.
+      lengths.append(len(raw[:begins[end]].decode("utf-8")))
+    else:
+      lengths.append(None)
+      inside_bytes.append(end)
+  if inside_bytes:
+    own = iter(len(text) for text in tokenizer.Decode([clean[:end] for end in inside_bytes]))
+    lengths = [next(own) if length is None else length for length in lengths]
+  return lengths
 
 
 def vocab_info(vocab: seqio.Vocabulary) -> dict:

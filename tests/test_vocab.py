@@ -179,14 +179,18 @@ def test_sentencepiece_round_trip_python_and_tf(sp_vocab, parts):
   assert sp_vocab.decode_tf(tf.constant(ids, tf.int32)).numpy().decode("utf-8") == text
 
 
-@hypothesis.settings(max_examples=100, deadline=None)
-@hypothesis.given(st.data())
-def test_decoded_prefix_lengths_match_seqio_decode(sp_vocab, data):
-  """The batched prefix lengths equal seqio's decode of each prefix: byte-fallback pieces cut
-  mid-character, EOS inside (a prefix stops after it), ids past the vocabulary (UNK)."""
+@pytest.mark.parametrize("kind", ["sp_vocab", "sp_unigram"])
+@hypothesis.settings(max_examples=100, deadline=None,
+                     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+@hypothesis.given(data=st.data())
+def test_decoded_prefix_lengths_match_seqio_decode(kind, request, data):
+  """The prefix lengths equal seqio's decode of each prefix: byte-fallback pieces cut
+  mid-character, EOS inside (a prefix stops after it), ids past the vocabulary (UNK), and for
+  the T5-style model "▁" pieces and the dummy prefix."""
+  sp_vocab = request.getfixturevalue(kind)
   ids = data.draw(st.lists(st.one_of(
       st.integers(0, sp_vocab.vocab_size + 5),
-      st.sampled_from(sp_vocab.encode("张三（北京）😀 ab,:"))), max_size=24))
+      st.sampled_from(sp_vocab.encode("张三（北京）😀 ab,: é"))), max_size=24))
   ends = data.draw(st.lists(st.integers(0, len(ids)), max_size=8))
   expected = [len(sp_vocab.decode(ids[:end])) for end in ends]
   assert vocab_lib.decoded_prefix_lengths(sp_vocab, ids, ends) == expected
@@ -198,6 +202,10 @@ def test_decoded_prefix_lengths_literal(sp_vocab):
   eos = sp_vocab.eos_id
   assert vocab_lib.decoded_prefix_lengths(sp_vocab, ids + [eos] + ids, [len(ids) * 2 + 1]) == [6]
   assert vocab_lib.decoded_prefix_lengths(sp_vocab, ids, []) == []
+  # A prefix cut inside a character's bytes decodes each byte it holds as U+FFFD.
+  ids = sp_vocab.encode("😀a")
+  assert len(ids) == 5
+  assert vocab_lib.decoded_prefix_lengths(sp_vocab, ids, range(6)) == [0, 1, 2, 3, 1, 2]
 
 
 @hypothesis.settings(max_examples=100, deadline=None)
