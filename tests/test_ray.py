@@ -147,10 +147,16 @@ def test_call_asgi_runs_the_service_app_in_process():
 def test_ray_serve_replicas_behind_one_endpoint(model_dir, local_ray):
   from punified_jax.serving import ray_serve  # pylint: disable=g-import-not-at-top
   port = corpus_tests_free_port()
-  ray_serve.run(model_dir=model_dir, num_replicas=2, port=port, num_cpus_per_replica=0.5,
-                batch_size=shared.BATCH_SIZE, max_wait_ms=5.0)
+  ray_serve.run(model_dir=model_dir, num_replicas=2, router_replicas=2, port=port,
+                num_cpus_per_replica=0.5, batch_size=shared.BATCH_SIZE, max_wait_ms=5.0)
   base = f"http://127.0.0.1:{port}"
   try:
+    deployments = serve.status().applications["punified"].deployments
+    running = {name: {str(getattr(state, "value", state)): count
+                      for state, count in deployments[name].replica_states.items()}
+               for name in (ray_serve.ROUTER_NAME, ray_serve.REPLICA_NAME)}
+    assert running == {ray_serve.ROUTER_NAME: {"RUNNING": 2},
+                       ray_serve.REPLICA_NAME: {"RUNNING": 2}}, running
     text = shared.TRAIN_EXAMPLES[0][0]
     status, answer = http("POST", base + "/v1/extract", {"text": text, "types": ["地点", "组织"]})
     assert status == 200

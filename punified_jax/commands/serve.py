@@ -37,8 +37,12 @@ def run(args: argparse.Namespace) -> int:
     from punified_jax.serving import ray_serve  # pylint: disable=g-import-not-at-top
     options = {key: value for key, value in vars(args).items()
                if not key.startswith("ray_") and key not in ("host", "port", "log_level")}
-    ray_serve.run(num_replicas=args.ray_replicas, host=args.host, port=args.port,
-                  address=args.ray_address, blocking=True, **options)
+    if args.ray_router_replicas < 1:
+      print("error: --ray_router_replicas must be >= 1", file=sys.stderr)
+      return 2
+    ray_serve.run(num_replicas=args.ray_replicas, router_replicas=args.ray_router_replicas,
+                  host=args.host, port=args.port, address=args.ray_address, blocking=True,
+                  **options)
     return 0
   try:
     app = build_app(args)

@@ -106,6 +106,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--ray_replicas", type=int, default=0,
                       help="serve N replicas (one model each) behind one endpoint on Ray Serve "
                            "(needs the `ray` extra)")
+  parser.add_argument("--ray_router_replicas", type=int, default=1,
+                      help="with --ray_replicas: replicas of the failover router in front of "
+                           "them (no model, no CPU reserved; 2 = no single router process)")
   parser.add_argument("--ray_address", default=None,
                       help="join this Ray cluster (default: start a local Ray instance)")
 

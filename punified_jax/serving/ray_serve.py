@@ -1,6 +1,6 @@
 """Replicas behind one endpoint on Ray Serve (the optional `ray` extra).
 
-    HTTP --> Ray Serve proxy --> punified_router (1 replica) --handle--> punified_ner (N replicas)
+    HTTP --> Ray Serve proxy --> punified_router (R replicas) --handle--> punified_ner (N replicas)
 
 Each `punified_ner` replica is the same Starlette app as `serve` (engine, dynamic batcher,
 limits, metrics, demo page), built inside the replica with its own model (one model per
@@ -17,7 +17,9 @@ ONCE (Serve's handle router marks the dead replica and picks another); if that f
 replica answers within the deadline, the caller gets 503 with Retry-After, never 500 or a hang.
 Retrying is safe: an extraction request has no side effects (the same text gives the same
 answer).  The router does no model work (num_cpus 0); it is one more process, not a bottleneck
-at the request rates one CPU model serves.
+at the request rates one CPU model serves.  `router_replicas` (`--ray_router_replicas`) runs
+more than one, so that no single router process stands between the proxy and the replicas;
+the proxy spreads requests over them.
 
     python -m punified_jax serve --model_dir M --ray_replicas 2      # or, from Python:
     from punified_jax.serving import ray_serve
@@ -161,9 +163,10 @@ class NerReplica:
     return await call_asgi(self.app, method, path, query, headers, body)
 
 
-def deployment(serve_args: dict[str, Any], *, num_replicas: int = 2,
+def deployment(serve_args: dict[str, Any], *, num_replicas: int = 2, router_replicas: int = 1,
                num_cpus_per_replica: float = 1.0, max_ongoing_requests: int = 256):
-  """The bound Ray Serve application: the router in front of `num_replicas` replicas."""
+  """The bound Ray Serve application: `router_replicas` routers in front of `num_replicas`
+  replicas."""
   from ray import serve  # pylint: disable=g-import-not-at-top
   from punified_jax import request_validation as validation  # pylint: disable=g-import-not-at-top
   replica = serve.deployment(
@@ -171,7 +174,10 @@ def deployment(serve_args: dict[str, Any], *, num_replicas: int = 2,
       ray_actor_options={"num_cpus": num_cpus_per_replica},
       max_ongoing_requests=max_ongoing_requests, health_check_period_s=5,
       health_check_timeout_s=30)
-  router = serve.deployment(FailoverRouter, name=ROUTER_NAME, num_replicas=1,
+  if router_replicas < 1 or num_replicas < 1:
+    raise ValueError(f"router_replicas and num_replicas must be >= 1, got {router_replicas}, "
+                     f"{num_replicas}")
+  router = serve.deployment(FailoverRouter, name=ROUTER_NAME, num_replicas=router_replicas,
                             ray_actor_options={"num_cpus": 0},
                             max_ongoing_requests=max_ongoing_requests * num_replicas)
   # The router's deadline per attempt: the replica's own deadline (504) plus a margin.
@@ -180,7 +186,8 @@ def deployment(serve_args: dict[str, Any], *, num_replicas: int = 2,
   return router.bind(replica.bind(serve_args), deadline=deadline, max_body_bytes=max_body)
 
 
-def run(*, model_dir: str, num_replicas: int = 2, host: str = "127.0.0.1", port: int = 8000,
+def run(*, model_dir: str, num_replicas: int = 2, router_replicas: int = 1,
+        host: str = "127.0.0.1", port: int = 8000,
         address: Optional[str] = None, num_cpus_per_replica: float = 1.0,
         blocking: bool = False, **serve_args: Any):
   """Starts (or joins) Ray, deploys the router and replicas at http://host:port/ and returns
@@ -192,6 +199,7 @@ def run(*, model_dir: str, num_replicas: int = 2, host: str = "127.0.0.1", port:
              runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
   serve.start(http_options={"host": host, "port": port})
   application = deployment({"model_dir": model_dir, **serve_args}, num_replicas=num_replicas,
+                           router_replicas=router_replicas,
                            num_cpus_per_replica=num_cpus_per_replica)
   handle = serve.run(application, name="punified", route_prefix="/")
   if blocking:
