@@ -372,6 +372,7 @@ class Extractor:
           "requests", f"requests must be a list of (text, types) pairs, got "
           f"{type(requests).__name__}")
     checked = []
+    valid: dict[tuple, tuple[str, ...]] = {}  # type lists already checked in this call
     for index, pair in enumerate(requests):
       field = f"requests[{index}]"
       if not isinstance(pair, (tuple, list)) or len(pair) != 2:
@@ -379,9 +380,16 @@ class Extractor:
             field, f"{field} must be a (text, types) pair, got {type(pair).__name__}")
       text, types = pair
       text = request_validation.check_text(text, limits, f"{field}.text")
-      names = request_validation.check_types(
-          types, known_types=self.known_types, allow_unseen_types=self.allow_unseen_types,
-          limits=limits, field=f"{field}.types")
+      # `extract` passes one type list with every text: check it once.
+      key = tuple(types) if isinstance(types, (tuple, list)) and all(
+          type(name) is str for name in types) else None
+      names = valid.get(key) if key is not None else None
+      if names is None:
+        names = request_validation.check_types(
+            types, known_types=self.known_types, allow_unseen_types=self.allow_unseen_types,
+            limits=limits, field=f"{field}.types")
+        if key is not None:
+          valid[key] = names
       checked.append((text, names))
     return checked
 
