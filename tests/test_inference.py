@@ -504,6 +504,19 @@ def test_window_ranges_literal(random_extractor):
   assert random_extractor.window_ranges("", TYPES) == [(0, 0)]
 
 
+def test_prompt_cache_is_bounded_and_exact(random_extractor, monkeypatch, sp_vocab):
+  monkeypatch.setattr(inference, "PROMPT_CACHE_SIZE", 2)
+  random_extractor._prompts.clear()  # pylint: disable=protected-access
+  lists = [("地点",), ("组织",), ("地点", "组织")]
+  for names in lists:
+    ids = random_extractor._prompt_ids(names)  # pylint: disable=protected-access
+    assert ids == sp_vocab.encode(prompts.format_input("", names))
+  assert list(random_extractor._prompts) == lists[1:]  # the oldest went  # pylint: disable=protected-access
+  (window,) = random_extractor.plan_windows("北京大学", ("地点", "组织"))
+  assert window.input_ids == sp_vocab.encode(prompts.format_input("北京大学", ("地点", "组织"))) + [
+      sp_vocab.eos_id]
+
+
 def test_overlapping_windows_merge_duplicates(trained_extractor):
   # 北京大学 in a 40-character run without sentence ends: the cut windows overlap, and the
   # entity found in two windows is returned once.
