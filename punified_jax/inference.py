@@ -84,7 +84,7 @@ import functools
 import logging
 import math
 import threading
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -116,9 +116,6 @@ BATCHING = ("cost", "consecutive")
 # Used when a model directory does not record its feature lengths (t5x conversions): the
 # lengths of our gin run recipes.
 DEFAULT_FEATURE_LENGTH = 512
-# Type lists whose encoded prompt and all-NULL target length an Extractor keeps (a service sees
-# arbitrary type lists: the oldest entry goes first).
-PROMPT_CACHE_SIZE = 1024
 
 
 # The windows of a request (punified_jax.windows), under the names this module always had.
@@ -524,7 +521,7 @@ class Extractor:
       if not ids or ids[-1] != self._text_id:
         raise AssertionError(f"the prompt for {list(names)} does not end with the text marker")
       return ids
-    return _cached(self._prompts, names, encode)
+    return windows_lib.cached(self._prompts, names, encode)
 
   def _windows(self, request: int, text: str, names: tuple[str, ...]) -> list[_Window]:
     budget = self._text_budget(names)  # checked even for an empty text: the request is bad
@@ -645,8 +642,8 @@ class Extractor:
                  if length >= longest), max_decode_length)
 
   def _null_target_length(self, names: tuple[str, ...]) -> int:
-    return _cached(self._null_lengths, names,
-                   lambda: len(self.vocabulary.encode(prompts.format_target([], names))))
+    return windows_lib.cached(self._null_lengths, names,
+                              lambda: len(self.vocabulary.encode(prompts.format_target([], names))))
 
   # -- output -> entities --------------------------------------------------------------------
 
@@ -767,17 +764,6 @@ class Extractor:
         if window.text_ids[start:start + width] == ids:
           return window.text[window.text_spans[start][0]:window.text_spans[start + width - 1][1]]
     return parsing.align_span(window.text, span)
-
-
-def _cached(cache: dict, key: Any, compute: Callable[[], Any]) -> Any:
-  """cache[key], computed on first use; at PROMPT_CACHE_SIZE entries the oldest goes."""
-  value = cache.get(key)
-  if value is None:
-    value = compute()
-    if len(cache) >= PROMPT_CACHE_SIZE:
-      cache.pop(next(iter(cache)))
-    cache[key] = value
-  return value
 
 
 def _geometric_mean(log_probs: np.ndarray) -> float:

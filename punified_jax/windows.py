@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from punified_jax import prompts
 from punified_jax import vocab as vocab_lib
 
 # Characters after which a long text may be split into windows.
 SENTENCE_END_CHARS = "。！？!?；;\n"
+# Type lists whose encoded prompt and all-NULL target length an Extractor keeps (a service sees
+# arbitrary type lists: the oldest entry goes first).
+PROMPT_CACHE_SIZE = 1024
 
 
 @dataclasses.dataclass
@@ -160,3 +163,14 @@ def plan_windows(vocabulary: Any, text_id: int, eos_id: int, prompt_ids: list[in
       windows.append(encode_window(prompt_ids, eos_id, request, start, piece, names,
                                    *encode_text(vocabulary, text_id, piece)))
   return windows
+
+
+def cached(cache: dict, key: Any, compute: Callable[[], Any]) -> Any:
+  """cache[key], computed on first use; at PROMPT_CACHE_SIZE entries the oldest goes."""
+  value = cache.get(key)
+  if value is None:
+    value = compute()
+    if len(cache) >= PROMPT_CACHE_SIZE:
+      cache.pop(next(iter(cache)))
+    cache[key] = value
+  return value

@@ -30,6 +30,7 @@ from punified_jax import model_info
 from punified_jax import prompts
 from punified_jax import run_dir
 from punified_jax import vocab as vocab_lib
+from punified_jax import windows as windows_lib
 
 # ------------------------------------------------------------------------------------------
 # Helpers shared with test_constraints.py and test_extract_cli.py.
@@ -505,7 +506,7 @@ def test_window_ranges_literal(random_extractor):
 
 
 def test_prompt_cache_is_bounded_and_exact(random_extractor, monkeypatch, sp_vocab):
-  monkeypatch.setattr(inference, "PROMPT_CACHE_SIZE", 2)
+  monkeypatch.setattr(windows_lib, "PROMPT_CACHE_SIZE", 2)
   random_extractor._prompts.clear()  # pylint: disable=protected-access
   lists = [("地点",), ("组织",), ("地点", "组织")]
   for names in lists:
