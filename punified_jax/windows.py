@@ -63,14 +63,22 @@ def encode_text(vocabulary: Any, text_id: int,
   return ids[marker + 1:], [(start - shift, end - shift) for start, end in spans[marker + 1:]]
 
 
-def split_text(vocabulary: Any, text_id: int, text: str, budget: int,
-               spans: Optional[list[tuple[int, int]]] = None) -> list[tuple[int, int]]:
-  """Character ranges of `text` whose tokens each fit `budget` (module docstring).  `spans`:
-  the text's token spans from `encode_text` when the caller has them."""
-  if spans is None:
-    _, spans = encode_text(vocabulary, text_id, text)
-  if len(spans) <= budget:
+_Encoded = tuple[list[int], list[tuple[int, int]]]  # encode_text's (ids, spans)
+
+
+def split_text(vocabulary: Any, text_id: int, text: str, budget: int) -> list[tuple[int, int]]:
+  """Character ranges of `text` whose tokens each fit `budget` (module docstring)."""
+  encoded = encode_text(vocabulary, text_id, text)
+  if len(encoded[0]) <= budget:
     return [(0, len(text))]
+  return [(start, end) for start, end, _ in _split(vocabulary, text_id, text, budget, encoded)]
+
+
+def _split(vocabulary: Any, text_id: int, text: str, budget: int,
+           encoded: _Encoded) -> list[tuple[int, int, Optional[_Encoded]]]:
+  """split_text's ranges of a text longer than `budget` (`encoded`: its encode_text), each
+  with its own encode_text when the fit check made it (None for a one-character piece)."""
+  spans = encoded[1]
   token_starts = [start for start, _ in spans]  # non-decreasing
 
   def count(start: int, end: int) -> int:
@@ -95,15 +103,16 @@ def split_text(vocabulary: Any, text_id: int, text: str, budget: int,
     pieces.append((window_start, previous_end))
   # Tokenizing a piece alone can differ from its tokens inside the whole text (a WordPiece
   # word cut in two): halve any piece that does not fit after all.
-  fitted: list[tuple[int, int]] = []
+  fitted: list[tuple[int, int, Optional[_Encoded]]] = []
   stack = list(reversed(pieces))
   while stack:
     start, end = stack.pop()
-    if end - start > 1 and len(encode_text(vocabulary, text_id, text[start:end])[0]) > budget:
+    piece = encode_text(vocabulary, text_id, text[start:end]) if end - start > 1 else None
+    if piece is not None and len(piece[0]) > budget:
       middle = (start + end) // 2
       stack.extend([(middle, end), (start, middle)])
     else:
-      fitted.append((start, end))
+      fitted.append((start, end, piece))
   return fitted
 
 
@@ -138,30 +147,23 @@ def _cut(token_starts: list[int], start: int, end: int, budget: int) -> list[tup
   return pieces
 
 
-def encode_window(prompt_ids: list[int], eos_id: int, request: int, offset: int, text: str,
-                  names: tuple[str, ...], text_ids: list[int],
-                  text_spans: list[tuple[int, int]]) -> Window:
-  """The window of `text` (starting at `offset` in request `request`) under the prompt for
-  `names`: `prompt_ids` (the encoded `format_input("", names)`, ending with the <text>
-  marker) + the text's ids and spans from `encode_text` + EOS."""
-  return Window(request, offset, text, names, prompt_ids + text_ids + [eos_id], text_ids,
-                text_spans)
-
-
 def plan_windows(vocabulary: Any, text_id: int, eos_id: int, prompt_ids: list[int],
                  request: int, text: str, names: tuple[str, ...], budget: int) -> list[Window]:
-  """The encoded windows of `text` (not blank) under the prompt `prompt_ids` for `names`, each
-  holding at most `budget` text tokens; whitespace-only pieces are dropped.  A text that fits
-  is encoded once (the common case); a longer one once to split it, then piece by piece."""
-  text_ids, text_spans = encode_text(vocabulary, text_id, text)
-  if len(text_ids) <= budget:
-    return [encode_window(prompt_ids, eos_id, request, 0, text, names, text_ids, text_spans)]
+  """The encoded windows of `text` (not blank) under the prompt `prompt_ids` (the encoded
+  `format_input("", names)`, ending with the <text> marker), each holding at most `budget`
+  text tokens; whitespace-only pieces are dropped.  Every piece is encoded once: a text that
+  fits (the common case) as a whole; a longer one as a whole to split it, then each piece
+  (split_text's fit check)."""
+  encoded = encode_text(vocabulary, text_id, text)
+  pieces = ([(0, len(text), encoded)] if len(encoded[0]) <= budget
+            else _split(vocabulary, text_id, text, budget, encoded))
   windows = []
-  for start, end in split_text(vocabulary, text_id, text, budget, text_spans):
+  for start, end, piece_encoded in pieces:
     piece = text[start:end]
     if piece.strip():
-      windows.append(encode_window(prompt_ids, eos_id, request, start, piece, names,
-                                   *encode_text(vocabulary, text_id, piece)))
+      ids, spans = piece_encoded or encode_text(vocabulary, text_id, piece)
+      windows.append(Window(request, start, piece, names, prompt_ids + ids + [eos_id], ids,
+                            spans))
   return windows
 
 

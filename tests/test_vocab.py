@@ -563,3 +563,14 @@ def test_window_encoding_equals_the_whole_prompts(kind, request, text, names):
                                          budget=len(ids))
     assert window.input_ids == full_ids + [1] and window.text_ids == ids
     assert (window.request, window.offset, window.text) == (7, 0, text)
+    # Split into small windows: each is split_text's piece, encoded as its whole prompt.
+    windows = windows_lib.plan_windows(vocab, text_id, 1, prompt_ids, 7, text, tuple(names),
+                                       budget=4)
+    pieces = [(a, b) for a, b in windows_lib.split_text(vocab, text_id, text, 4)
+              if text[a:b].strip()]
+    assert [(w.offset, w.offset + len(w.text)) for w in windows] == pieces
+    for window in windows:
+      assert window.text == text[window.offset:window.offset + len(window.text)]
+      piece_ids, piece_spans = encode_with_offsets(vocab, prompts.format_input(window.text, names))
+      assert window.input_ids == piece_ids + [1]
+      assert window.text_spans == [(a - shift, b - shift) for a, b in piece_spans[marker + 1:]]
