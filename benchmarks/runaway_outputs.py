@@ -12,6 +12,7 @@ forbid_repeats, with forbid_repeats and follow_order) and reports:
   useful   share of the batches' row-steps a row really needed: sum of every example's decoder
            calls / (batch_size x the batch's longest), over all batches;
   at_limit outputs (best hypothesis) without EOS at --max_decode_length;
+  at_budget outputs that end at their output budget (rule "budget": EOS forced there);
   repeats  outputs whose items include a repeated (type, span) pair;
   mean/p90/p99/max output tokens, and span macro F1 (metrics.span_macro_f1 on the parsed outputs,
   spans not in the sentence dropped, as extract_throughput does).
@@ -37,6 +38,8 @@ RULES = {
     "no_repeat": dict(forbid_repeats=True, follow_order=False),
     "order": dict(forbid_repeats=False, follow_order=True),
     "no_repeat+order": dict(forbid_repeats=True, follow_order=True),
+    # The output budget (constraints module docstring), the Extractor's default since 2n.
+    "budget": dict(budget_factor=2.0),
 }
 
 
@@ -95,6 +98,7 @@ def main(argv=None) -> int:
       for rule in rules:
         constraint = constraints.NerCopyConstraint.from_vocabulary(vocabulary, **RULES[rule])
         outputs, calls, useful, paid = [None] * len(texts), [], 0, 0
+        budgets = [None] * len(texts)
         k = 0
         for batch in batches:
           width = next(b for b in buckets if b >= batch.shape[1])
@@ -108,14 +112,17 @@ def main(argv=None) -> int:
           useful += int(used.sum())
           paid += args.batch_size * int(used.max())
           tokens = np.asarray(out.tokens)[:batch.shape[0], 0]
-          for row in tokens.tolist():
+          budget = np.asarray(constraint.init(padded)["budget"])
+          for index, row in enumerate(tokens.tolist()):
             outputs[order[k]] = row[:row.index(eos) + 1] if eos in row else row
+            budgets[order[k]] = int(budget[index])
             k += 1
           calls += used.tolist()
           print(f"{dataset} beam {beam} rules={rule}: batch {k}/{len(texts)}",
                 flush=True)
         lengths = np.asarray([len(o) for o in outputs])
         at_limit = int(sum(eos not in o for o in outputs))
+        at_budget = int(sum(len(o) == b for o, b in zip(outputs, budgets)))
         repeats = int(sum(repeated_items(vocabulary, o, names) for o in outputs))
         pairs = [sorted({(t, s) for t, s in parsing.parse_generation(vocabulary.decode(o), names)
                          if s and s in text}) for o, text in zip(outputs, texts)]
@@ -123,13 +130,14 @@ def main(argv=None) -> int:
         rows.append({
             "dataset": dataset, "beam": beam, "rules": rule,
             "sentences": len(texts), "useful": useful / paid, "at_limit": at_limit,
+            "at_budget": at_budget,
             "repeats": repeats, "mean_tokens": float(lengths.mean()),
             "p90_tokens": float(np.percentile(lengths, 90)),
             "p99_tokens": float(np.percentile(lengths, 99)), "max_tokens": int(lengths.max()),
             "macro_f1": f1["macro_f1"], "micro_f1": f1.get("micro_f1"),
             "decoder_calls": int(sum(calls))})
         common.print_table(rows[-1:], list(rows[-1].keys()))
-  columns = ["dataset", "beam", "rules", "useful", "at_limit", "repeats",
+  columns = ["dataset", "beam", "rules", "useful", "at_limit", "at_budget", "repeats",
              "mean_tokens", "p90_tokens", "max_tokens", "macro_f1", "decoder_calls"]
   common.print_table(rows, columns, title="runaway outputs, before / after the no-repeat rule")
   path = common.write_json(args.name, {"command": common.command_line(),

@@ -410,7 +410,8 @@ def main(argv=None) -> int:
   parser.add_argument("--servers", default="ours,ours_batch1,hf",
                       help="which runs to make (comma-separated): ours (with the overload "
                            "run), ours_1worker (serve --decode_workers 1), ours_no_gc_freeze, "
-                           "ours_follow_order (serve --follow_order), "
+                           "ours_follow_order (serve --follow_order), ours_no_budget (serve "
+                           "--output_budget 0), "
                            "ours_batch1, hf, ray_kill (two Ray Serve replicas, one "
                            "killed under load; needs the ray extra)")
   parser.add_argument("--ray_clients", type=int, default=8)
@@ -538,6 +539,11 @@ def main(argv=None) -> int:
   if "ours_follow_order" in servers:
     timed_server("ours_follow_order", serve + ["--batch_size", str(args.batch_size),
                                                "--follow_order"], "/ready", levels)
+
+  # 1d. Ours without the constraint's output budget (BENCHMARKS.md 2n): the budget's A/B.
+  if "ours_no_budget" in servers:
+    timed_server("ours_no_budget", serve + ["--batch_size", str(args.batch_size),
+                                            "--output_budget", "0"], "/ready", levels)
 
   # 2. Ours without cross-request batching (one window per decode).
   if "ours_batch1" in servers:

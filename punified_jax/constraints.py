@@ -101,6 +101,23 @@ never forbids more).  Measured: no output reaches the limit any more, at a cost 
 Resume where this undertrained model writes correct items out of order (BENCHMARKS.md 2e):
 off by default.
 
+Output budget (`budget_factor` > 0; the Extractor's default, constraints.OUTPUT_BUDGET_FACTOR).
+A grammar-abiding output can still be as long as the search lets it (a loop of new spans).  The
+budget bounds each row by its own input: with k requested types of T type tokens in all and n
+text tokens, the all-NULL target is NULL_LENGTH = T + 5k + 2 tokens with EOS ("(" and ")"
+around, per type "(" TYPE ":" NULL ")", k - 1 commas, EOS; under the constraint a type is
+always its prompt tokens), and a row may write at most
+
+    budget = NULL_LENGTH + ceil(budget_factor * n) + budget_slack      (`output_budget`)
+
+tokens, EOS included: once only one token is left, EOS is the only token allowed (the output
+is cut there and loses its unfinished last item, as at the output limit).  So a short sentence
+that loops stops after about its own length instead of running to max_decode_length and
+holding its batch.  The factor and slack come from the data: benchmarks/output_budget.py
+measures, on every split of the real datasets, how many gold targets a budget would cut
+(BENCHMARKS.md 2n).  The state counts the output tokens (`length`) and holds each row's
+`budget`; `length` is counted whether or not the budget is on.
+
 The syntax token ids come from the vocabulary (`NerCopyConstraint.from_vocabulary`): "(" ")"
 "," ":" "NULL" "<entity>" "<text>" must each encode as one token, else a ValueError.
 """
@@ -139,6 +156,11 @@ _TYPE_LAST = 4   # the last token of a type segment
 _TEXT = 8        # a token of the text region
 _SPAN_FIRST = 16  # a span may start at this token
 _SPAN_LAST = 32   # a span may end with this token
+
+# The output budget (module docstring): factor per text token and slack, the Extractor's default.
+OUTPUT_BUDGET_FACTOR = 2.0
+OUTPUT_BUDGET_SLACK = 8
+_NO_BUDGET = np.iinfo(np.int32).max
 
 # Items each row remembers for the no-repeat rule (module docstring).
 DEFAULT_MAX_ITEMS = 64
@@ -195,19 +217,24 @@ class NerCopyConstraint:
   forbid_repeats: bool = flax.struct.field(pytree_node=False, default=False)
   max_items: int = flax.struct.field(pytree_node=False, default=DEFAULT_MAX_ITEMS)
   follow_order: bool = flax.struct.field(pytree_node=False, default=False)
+  budget_factor: float = flax.struct.field(pytree_node=False, default=0.0)
+  budget_slack: int = flax.struct.field(pytree_node=False, default=OUTPUT_BUDGET_SLACK)
 
   @classmethod
   def from_vocabulary(cls, vocabulary: Any, *, forbid_repeats: bool = False,
-                      max_items: int = DEFAULT_MAX_ITEMS,
-                      follow_order: bool = False) -> "NerCopyConstraint":
+                      max_items: int = DEFAULT_MAX_ITEMS, follow_order: bool = False,
+                      budget_factor: float = 0.0,
+                      budget_slack: int = OUTPUT_BUDGET_SLACK) -> "NerCopyConstraint":
     """Reads the syntax token ids off a seqio vocabulary (SentencePiece or WordPiece).
 
     forbid_repeats: an item already written may not be written again (module docstring);
     False reproduces the grammar without that rule.  max_items: how many written items each
     row remembers (int >= 1).  follow_order: items in format_target's order (module
-    docstring, "Target order")."""
+    docstring, "Target order").  budget_factor, budget_slack: the output budget (module
+    docstring, "Output budget"; factor 0 = no budget)."""
     if not isinstance(max_items, int) or max_items < 1:
       raise ValueError(f"max_items must be an int >= 1, got {max_items!r}")
+    check_budget(budget_factor, budget_slack)
     ids = {name: _single_token(vocabulary, text) for name, text in (
         ("open_id", "("), ("close_id", ")"), ("comma_id", ","), ("colon_id", ":"),
         ("null_id", NULL), ("entity_id", ENTITY_MARKER), ("text_id", TEXT_MARKER))}
@@ -219,7 +246,8 @@ class NerCopyConstraint:
     ids.update(eos_id=int(eos_id), pad_id=int(vocabulary.pad_id))
     return cls(continuation=jnp.asarray(continuation_byte_mask(vocabulary)),
                forbid_repeats=bool(forbid_repeats), max_items=max_items,
-               follow_order=bool(follow_order),
+               follow_order=bool(follow_order), budget_factor=float(budget_factor),
+               budget_slack=int(budget_slack),
                **{name: jnp.asarray(value, jnp.int32) for name, value in ids.items()})
 
   # -- decoding.LogitsConstraint -------------------------------------------------------------
@@ -272,6 +300,12 @@ class NerCopyConstraint:
         "order_type": jnp.full((rows,), -1, jnp.int32),
         "order_null": jnp.zeros((rows,), bool),
         "order_start": jnp.full((rows,), -1, jnp.int32),
+        # The output budget (module docstring).
+        "length": jnp.zeros((rows,), jnp.int32),
+        "budget": (output_budget(jnp.sum(is_type, axis=1), jnp.sum(is_type & ~before, axis=1),
+                                 jnp.sum(is_text, axis=1), self.budget_factor,
+                                 self.budget_slack)
+                   if self.budget_factor else jnp.full((rows,), _NO_BUDGET)).astype(jnp.int32),
     }
 
   def step(self, state: dict[str, Array], token_ids: Array, logits: Array,
@@ -293,8 +327,15 @@ class NerCopyConstraint:
     start_span = (_has(phases, AFTER_COLON)[:, None] & _role(roles, _SPAN_FIRST)
                   & self._span_may_start(state))
     if not self.follow_order:
-      return state["copy"] | start_type | start_span
-    return (state["copy"] & ~_role(roles, _TEXT)) | state["ordered"] | start_type | start_span
+      sources = state["copy"] | start_type | start_span
+    else:
+      sources = ((state["copy"] & ~_role(roles, _TEXT)) | state["ordered"] | start_type
+                 | start_span)
+    return sources & ~self._spent(state)[:, None] if self.budget_factor else sources
+
+  def _spent(self, state: dict[str, Array]) -> Array:
+    """bool [rows]: is only EOS left of the row's output budget?"""
+    return state["length"] >= state["budget"] - 1
 
   # -- target order (module docstring) -------------------------------------------------------
 
@@ -360,7 +401,7 @@ class NerCopyConstraint:
     last_type = jnp.where(jnp.any(type_ends, axis=1), jnp.argmax(type_ends, axis=1),
                           state["last_type"]).astype(jnp.int32)
     new = {**state, "copy": copy, "phases": new_phases, "last_type": last_type,
-           "ordered": ordered}
+           "ordered": ordered, "length": state["length"] + 1}
     if not (self.forbid_repeats or self.follow_order):
       return new  # the grammar alone: the rules' fields stay as init made them
     new.update(self._track_items(state, token, same, null_taken, matched))
@@ -513,10 +554,14 @@ class NerCopyConstraint:
   def _syntax_flags(self, state: dict[str, Array]) -> tuple[Array, ...]:
     """bool [rows] per syntax token (order of `_syntax_ids`): may it come next?"""
     has = lambda bit: _has(state["phases"], bit)
-    return (has(EXPECT_TARGET_OPEN) | has(EXPECT_ITEM_OPEN), has(TYPE_COMPLETE),
-            self._null_allowed(state),
-            has(SPAN_CLOSABLE) | has(AFTER_NULL) | has(AFTER_ITEM_CLOSE),
-            has(AFTER_ITEM_CLOSE) & self._item_may_follow(state), has(AFTER_TARGET_CLOSE))
+    flags = (has(EXPECT_TARGET_OPEN) | has(EXPECT_ITEM_OPEN), has(TYPE_COMPLETE),
+             self._null_allowed(state),
+             has(SPAN_CLOSABLE) | has(AFTER_NULL) | has(AFTER_ITEM_CLOSE),
+             has(AFTER_ITEM_CLOSE) & self._item_may_follow(state), has(AFTER_TARGET_CLOSE))
+    if not self.budget_factor:
+      return flags
+    spent = self._spent(state)  # only EOS (the last of _syntax_ids)
+    return tuple(flag & ~spent for flag in flags[:-1]) + (flags[-1] | spent,)
 
   def _item_may_follow(self, state: dict[str, Array]) -> Array:
     """bool [rows]: may "," open another item (target order: some type may still come)?"""
@@ -552,6 +597,25 @@ class NerCopyConstraint:
     return allowed, state
 
 
+def check_budget(factor: float, slack: int) -> None:
+  """ValueError unless (factor, slack) is an output budget: factor 0 (off) or > 0, slack >= 1."""
+  if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (
+      factor == 0 or 0 < factor <= 1000):
+    raise ValueError(f"budget_factor must be 0 (no budget) or a number in (0, 1000], got "
+                     f"{factor!r}")
+  if isinstance(slack, bool) or not isinstance(slack, int) or slack < 1:
+    raise ValueError(f"budget_slack must be an int >= 1, got {slack!r}")
+
+
+def output_budget(type_tokens, types, text_tokens, factor: float, slack: int):
+  """The output budget in tokens, EOS included (module docstring): the all-NULL target of
+  `types` requested types of `type_tokens` tokens in all, plus ceil(factor * text_tokens),
+  plus slack.  Integer arithmetic (the factor in thousandths), so that plain ints and int
+  arrays (numpy or jax) give the same numbers."""
+  thousandths = int(round(factor * 1000))
+  return (type_tokens + 5 * types + 2 + (thousandths * text_tokens + 999) // 1000 + slack)
+
+
 def _has(phases: Array, bit: int) -> Array:
   return (phases & bit) != 0
 
@@ -576,9 +640,12 @@ def _shift_left(x: Array, fill) -> Array:
 
 
 def ner_copy_constraint(vocabulary: Any, forbid_repeats: bool = False,
-                        follow_order: bool = False) -> NerCopyConstraint:
+                        follow_order: bool = False, budget_factor: float = 0.0,
+                        budget_slack: int = OUTPUT_BUDGET_SLACK) -> NerCopyConstraint:
   """`NerCopyConstraint.from_vocabulary` as a plain function, for gin, e.g.
   `evaluation.Evaluator.constraint_factory = @constraints.ner_copy_constraint` (and its
-  `forbid_repeats` / `follow_order` for the rules of the module docstring)."""
+  `forbid_repeats` / `follow_order` / `budget_factor` for the rules of the module docstring)."""
   return NerCopyConstraint.from_vocabulary(vocabulary, forbid_repeats=forbid_repeats,
-                                           follow_order=follow_order)
+                                           follow_order=follow_order,
+                                           budget_factor=budget_factor,
+                                           budget_slack=budget_slack)

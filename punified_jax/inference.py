@@ -47,7 +47,10 @@ token and EOS, and decodes only the windows that did not end there again, from t
 max_decode_length, in a batch of the fewest rows that holds them (`stats["redecoded"]`).  A
 greedy row does not depend on the output limit or its batch-mates until it ends, so the
 entities are the same as in one pass; the cost is the re-decoded rows' first steps.  Beam
-search keeps one pass: its stopping bound depends on max_decode_length.
+search keeps one pass: its stopping bound depends on max_decode_length.  And with constrained
+decoding every output also has a budget of its own (constraints module docstring, "Output
+budget": the all-NULL target + `output_budget` x the window's text tokens + slack), so a short
+window that loops ends after about its own length, not at max_decode_length.
 
 Lossy vocabularies.  BERT's WordPiece decodes lower-cased and re-spaced text, so a decoded span
 is first realigned to the window's own characters: its tokens are looked up as a contiguous run
@@ -212,6 +215,9 @@ class Extractor:
     forbid_repeats, follow_order: the constraint's optional rules, off by default (constraints
       module docstring; BENCHMARKS.md 2e): no item closed twice / items in format_target's
       order (then no output runs to the length limit, but it cost the bench model F1).
+    output_budget: the constraint's output budget factor (constraints module docstring: at
+      most the all-NULL target + output_budget x text tokens + slack, `stats["budget_cut"]`
+      counts outputs that reached it); 0 = none (only max_decode_length).
     decode_threads: decoding batches run at once (threads); None: the decoder's
       `concurrent_decodes()` (sharded_decoding: the CPU cores on a process-local CPU mesh,
       else 1).  Results do not depend on it.
@@ -224,7 +230,8 @@ class Extractor:
                stopping: str = "best", known_types: Optional[Sequence[str]] = None,
                partitioning: sharded_decoding.PartitioningArg = None,
                first_pass: bool = True, forbid_repeats: bool = False, follow_order: bool = False,
-               batching: str = "cost", decode_threads: Optional[int] = None):
+               batching: str = "cost", decode_threads: Optional[int] = None,
+               output_budget: float = constraints_lib.OUTPUT_BUDGET_FACTOR):
     config = model if isinstance(model, T5Config) else getattr(model, "config", None)
     if not isinstance(config, T5Config):
       raise TypeError(f"model must be a model.Transformer or a T5Config, got "
@@ -270,7 +277,9 @@ class Extractor:
     # Built even when unconstrained: it checks that the syntax tokens are single tokens, and
     # the parser-side token ids come from it.
     self._constraint = constraints_lib.NerCopyConstraint.from_vocabulary(
-        vocabulary, forbid_repeats=forbid_repeats, follow_order=follow_order)
+        vocabulary, forbid_repeats=forbid_repeats, follow_order=follow_order,
+        budget_factor=output_budget)
+    self.output_budget = self._constraint.budget_factor
     self.forbid_repeats, self.follow_order = bool(forbid_repeats), bool(follow_order)
     self._text_id = int(self._constraint.text_id)
     self._open_id = int(self._constraint.open_id)
@@ -286,14 +295,9 @@ class Extractor:
   # -- construction from a model directory ---------------------------------------------------
 
   @classmethod
-  def load(cls, model_dir: str, *, checkpoint: str = "auto", beam_size: int = 4,
-           constrained: bool = True, allow_unseen_types: bool = False, batch_size: int = 8,
+  def load(cls, model_dir: str, *, checkpoint: str = "auto",
            max_input_length: Optional[int] = None, max_decode_length: Optional[int] = None,
-           alpha: float = 0.6, stopping: str = "best",
-           partitioning: sharded_decoding.PartitioningArg = None,
-           first_pass: bool = True, forbid_repeats: bool = False,
-           follow_order: bool = False, batching: str = "cost",
-           decode_threads: Optional[int] = None) -> "Extractor":
+           partitioning: sharded_decoding.PartitioningArg = None, **options: Any) -> "Extractor":
     """An Extractor for the model in `model_dir` (written by the trainer or from_t5x).
 
     Reads `punified_model.json` (model_info), the vocabulary copy and one parameter checkpoint,
@@ -302,8 +306,9 @@ class Extractor:
     "best" and "latest" insist on one of them; a step number; any other value is a checkpoint
     path (run, step or state dir).  `model_dir` may be local or gs://.
     max_input_length / max_decode_length default to the run's task feature lengths (512 when
-    unrecorded).  `partitioning` and the rest as in the constructor; the parameters are
-    restored straight into its shardings (with 'fsdp' or '2d' no device holds the whole model).
+    unrecorded).  `partitioning` and the `options` (beam_size, batch_size, ...) as in the
+    constructor; the parameters are restored straight into its shardings (with 'fsdp' or '2d'
+    no device holds the whole model).
     """
     info = model_info_lib.load_model_info(model_dir)
     vocabulary = info.vocabulary()
@@ -313,16 +318,14 @@ class Extractor:
     params = checkpoints_lib.restore_params(chosen.item_dir, abstract)
     lengths = info.task_feature_lengths or {}
     extractor = cls(
-        info.t5_config, params, vocabulary, beam_size=beam_size, constrained=constrained,
-        allow_unseen_types=allow_unseen_types, batch_size=batch_size,
+        info.t5_config, params, vocabulary,
         max_input_length=max_input_length or lengths.get("inputs", DEFAULT_FEATURE_LENGTH),
         max_decode_length=max_decode_length or lengths.get("targets", DEFAULT_FEATURE_LENGTH),
-        alpha=alpha, stopping=stopping, known_types=info.extra.get("prompt_names"),
-        partitioning=decoder, first_pass=first_pass, forbid_repeats=forbid_repeats,
-        follow_order=follow_order, batching=batching, decode_threads=decode_threads)
+        known_types=info.extra.get("prompt_names"), partitioning=decoder, **options)
     extractor.checkpoint_path = chosen.item_dir
-    logger.info("extractor: %s (beam %d, %s, %r)", extractor.checkpoint_path, beam_size,
-                "constrained" if constrained else "unconstrained", decoder)
+    logger.info("extractor: %s (beam %d, %s, %r)", extractor.checkpoint_path,
+                extractor.beam_size,
+                "constrained" if extractor.constrained else "unconstrained", decoder)
     return extractor
 
   # -- public API ----------------------------------------------------------------------------
@@ -330,7 +333,7 @@ class Extractor:
   @property
   def stats(self) -> dict[str, int]:
     """Counters since construction (or `reset_stats`): texts, windows, split_texts, outputs,
-    no_hypothesis, truncated, unparsed, mentions (distinct parsed (type, span) pairs),
+    no_hypothesis, truncated, budget_cut, unparsed, mentions (distinct parsed (type, span) pairs),
     located_mentions + not_located (what became of them after realignment), entities
     (returned occurrences, before merging across windows), duplicates_merged,
     score_fallback, unrequested_type_items (items naming a type that was not requested, read
@@ -623,7 +626,18 @@ class Extractor:
         continue
       ids = tokens[row].tolist()
       length = ids.index(self.eos_id) + 1 if self.eos_id in ids else len(ids)
+      if settings.constrained and length == self._budget(windows[chunk[row]]):
+        self._stats["budget_cut"] += 1
       yield ids[:length], log_probs[row, :length]
+
+  def _budget(self, window: _Window) -> Optional[int]:
+    """The window's output budget (constraints.output_budget), None without one."""
+    if not self.output_budget:
+      return None
+    types = len(window.types)  # the prompt: a marker + the name per type, then <text>
+    return constraints_lib.output_budget(len(self._prompt_ids(window.types)) - types - 1,
+                                         types, len(window.text_ids), self.output_budget,
+                                         self._constraint.budget_slack)
 
   def _yield_output(self, window: _Window, output):
     self._stats["outputs"] += 1
@@ -682,7 +696,8 @@ class Extractor:
       surface = span
       if self._lossy:
         span_ids = None if item is None else output[colon_index + 1:close_index]
-        surface = self._realign(window, span, span_ids) or span  # None: reported below
+        # None: reported below
+        surface = windows_lib.realign(self.vocabulary, window, span, span_ids) or span
       pair = (written[type_name], surface)
       if pair not in score_of:
         aligned.append(pair)
@@ -742,28 +757,6 @@ class Extractor:
           indices = None
       items.append(indices)
     return items
-
-  def _realign(self, window: _Window, span: str,
-               span_ids: Optional[list[int]]) -> Optional[str]:
-    """The window's own characters for a span of a lossy vocabulary, or None.
-
-    First the span's output tokens as a contiguous run of the window's text tokens (what the
-    constraint copies; the first run wins, locate_mentions then finds every occurrence), then
-    the decoded span re-encoded the same way, then parsing.align_span on the strings.
-    """
-    candidates = [span_ids] if span_ids else []
-    encoded: list[int] = []
-    for index, part in enumerate(span.split("[UNK]")):  # how WordPiece decodes [UNK]
-      if index:
-        encoded.append(self.vocabulary.unk_id)
-      encoded.extend(self.vocabulary.encode(part))
-    candidates.append(encoded)
-    for ids in candidates:
-      width = len(ids)
-      for start in range(len(window.text_ids) - width + 1 if width else 0):
-        if window.text_ids[start:start + width] == ids:
-          return window.text[window.text_spans[start][0]:window.text_spans[start + width - 1][1]]
-    return parsing.align_span(window.text, span)
 
 
 def _geometric_mean(log_probs: np.ndarray) -> float:

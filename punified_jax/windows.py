@@ -16,6 +16,7 @@ import bisect
 import dataclasses
 from typing import Any, Callable, Optional
 
+from punified_jax import parsing
 from punified_jax import prompts
 from punified_jax import vocab as vocab_lib
 
@@ -176,3 +177,26 @@ def cached(cache: dict, key: Any, compute: Callable[[], Any]) -> Any:
       cache.pop(next(iter(cache)))
     cache[key] = value
   return value
+
+
+def realign(vocabulary: Any, window: Window, span: str, span_ids: Optional[list[int]]
+            ) -> Optional[str]:
+  """The window's own characters for a span of a lossy vocabulary (WordPiece), or None.
+
+  First the span's output tokens as a contiguous run of the window's text tokens (what the
+  constraint copies; the first run wins, locate_mentions then finds every occurrence), then
+  the decoded span re-encoded the same way, then parsing.align_span on the strings.
+  """
+  candidates = [span_ids] if span_ids else []
+  encoded: list[int] = []
+  for index, part in enumerate(span.split("[UNK]")):  # how WordPiece decodes [UNK]
+    if index:
+      encoded.append(vocabulary.unk_id)
+    encoded.extend(vocabulary.encode(part))
+  candidates.append(encoded)
+  for ids in candidates:
+    width = len(ids)
+    for start in range(len(window.text_ids) - width + 1 if width else 0):
+      if window.text_ids[start:start + width] == ids:
+        return window.text[window.text_spans[start][0]:window.text_spans[start + width - 1][1]]
+  return parsing.align_span(window.text, span)

@@ -39,11 +39,11 @@ def _encode(vocab, text, types):
 
 
 def _decode_both(config, params, vocab, inputs, *, beam_size, stopping="all", chunk_length=8,
-                 allowed_too=False):
+                 allowed_too=False, constraint=None):
   """(stepwise, fast) outputs; with allowed_too the search="allowed" output is checked
-  against stepwise here."""
+  against stepwise here.  constraint: default the grammar alone."""
   net = model_lib.Transformer(config)
-  constraint = constraints.NerCopyConstraint.from_vocabulary(vocab)
+  constraint = constraint or constraints.NerCopyConstraint.from_vocabulary(vocab)
   inputs = jnp.asarray(inputs, jnp.int32)
   run = lambda search, **kw: generate.decode_batch(
       net, params, inputs, constraint, beam_size=beam_size, max_decode_length=DECODE_LEN,

@@ -715,7 +715,8 @@ def _two_pass_pair(config, sp_vocab, params):
   first limit is 64 (generate.cache_lengths) for short texts and two types."""
   make = lambda first_pass: inference.Extractor(
       model_lib.Transformer(config), params, sp_vocab, beam_size=1, batch_size=BATCH_SIZE,
-      max_input_length=64, max_decode_length=128, first_pass=first_pass)
+      max_input_length=64, max_decode_length=128, first_pass=first_pass,
+      output_budget=0)  # no budget: the runaways run to the first limit
   return make(True), make(False)
 
 

@@ -105,6 +105,7 @@ class JobOptions:
   forbid_repeats: bool = False
   follow_order: bool = False
   decode_threads: Optional[int] = None
+  output_budget: Optional[float] = None  # None: the Extractor's default
 
 
 def load_extractor(options: JobOptions):
@@ -115,7 +116,9 @@ def load_extractor(options: JobOptions):
                                   beam_size=options.beam_size, batch_size=options.batch_size,
                                   forbid_repeats=options.forbid_repeats,
                                   follow_order=options.follow_order,
-                                  decode_threads=options.decode_threads)
+                                  decode_threads=options.decode_threads,
+                                  **({} if options.output_budget is None
+                                     else {"output_budget": options.output_budget}))
 
 
 def process_shard(extractor, options: JobOptions, shard: Shard) -> dict[str, int]:
@@ -207,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
   types = tuple(extract_command._split_types(args.types)) if args.types else None  # pylint: disable=protected-access
   options = JobOptions(args.model_dir, args.input, args.output, types, args.dataset,
                        args.beam_size, args.batch_size, args.checkpoint, limits,
-                       args.forbid_repeats, args.follow_order, args.decode_threads)
+                       args.forbid_repeats, args.follow_order, args.decode_threads,
+                       args.output_budget)
   storage.makedirs(args.output)
   shards = plan_shards(args.input, args.shard_docs)
   existing = set(storage.listdir(args.output))

@@ -113,6 +113,7 @@ class Service:
                      "stopping": extractor.stopping,
                      "forbid_repeats": extractor.forbid_repeats,
                      "follow_order": extractor.follow_order,
+                     "output_budget": extractor.output_budget,
                      "max_input_length": extractor.max_input_length,
                      "max_decode_length": extractor.max_decode_length,
                      "buckets": list(self.engine.buckets),
