@@ -45,6 +45,7 @@ def record(index: int, latency: float, status: int, headers: Any, text: str) -> 
           "bucket": max((w["bucket"] for w in windows), default=0),
           "output_tokens": max(outputs, default=0), "output_tokens_sum": sum(outputs),
           "hit_limit": any(w.get("limit") for w in windows),
+          "hit_budget": any(w.get("budget") for w in windows),
           "rows": max((w["rows"] for w in windows), default=0),
           "batch_windows": max((w["batch"] for w in windows), default=0),
           **{f"{phase}_ms": phases.get(phase) for phase in PHASES}}
@@ -61,7 +62,8 @@ def _group_stats(name: str, records: list[dict]) -> dict:
   return {"group": name, "requests": len(records), "p50_ms": p50, "p99_ms": p99,
           "p99_over_p50": p99 / p50 if p50 else None,
           "mean_output_tokens": statistics.fmean(r["output_tokens"] for r in records),
-          "hit_limit": sum(r["hit_limit"] for r in records)}
+          "hit_limit": sum(r["hit_limit"] for r in records),
+          "hit_budget": sum(r.get("hit_budget", False) for r in records)}
 
 
 def _groups(records: list[dict], field: str, edges: Sequence[int]) -> list[dict]:
@@ -144,8 +146,10 @@ def print_summary(name: str, summary: dict, print_table) -> None:
            for label, phases in summary["phase_means_ms"].items()]
   print_table(means, ["requests", *PHASES], f"{name}: mean server-side phases (ms)")
   print_table(summary["tail"], ["sentence", "latency_ms", "chars", "windows", "input_tokens",
-                                "output_tokens", "hit_limit", "rows", "queue_ms", "decode_ms",
+                                "output_tokens", "hit_limit", "hit_budget", "rows", "queue_ms",
+                                "decode_ms",
                                 "parse_ms", "total_ms"], f"{name}: requests at/above p99")
   print_table(summary["by_output_tokens"] + summary["by_input_chars"],
               ["group", "requests", "p50_ms", "p99_ms", "p99_over_p50", "mean_output_tokens",
-               "hit_limit"], f"{name}: latency by output tokens and by input characters")
+               "hit_limit", "hit_budget"],
+              f"{name}: latency by output tokens and by input characters")

@@ -626,12 +626,13 @@ class Extractor:
         continue
       ids = tokens[row].tolist()
       length = ids.index(self.eos_id) + 1 if self.eos_id in ids else len(ids)
-      if settings.constrained and length == self._budget(windows[chunk[row]]):
+      if settings.constrained and length == self.budget_of(windows[chunk[row]]):
         self._stats["budget_cut"] += 1
       yield ids[:length], log_probs[row, :length]
 
-  def _budget(self, window: _Window) -> Optional[int]:
-    """The window's output budget (constraints.output_budget), None without one."""
+  def budget_of(self, window: _Window) -> Optional[int]:
+    """The window's output budget in tokens with EOS (constraints.output_budget) under
+    constrained decoding; None without one."""
     if not self.output_budget:
       return None
     types = len(window.types)  # the prompt: a marker + the name per type, then <text>

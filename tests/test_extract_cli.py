@@ -230,9 +230,11 @@ def test_unknown_partitioning_is_a_usage_error(model_dir, capsys):
 def test_grammar_rule_flags_reach_the_extractor(model_dir, capsys, monkeypatch):
   loaded = shared.record_extractor_loads(monkeypatch)
   status = _run(["--model_dir", model_dir, "--types", "地点, 组织", "--text", TEXT0,
-                 "--forbid_repeats", "--follow_order", "--decode_threads", "3"] + ARGS)
+                 "--forbid_repeats", "--follow_order", "--decode_threads", "3",
+                 "--output_budget", "1.5"] + ARGS)
   assert status == 0
   assert _without_scores(json.loads(capsys.readouterr().out)["entities"]) == ANSWER0
   assert loaded[0]._constraint.forbid_repeats is True
   assert loaded[0]._constraint.follow_order is True
   assert loaded[0].decode_threads == 3
+  assert loaded[0].output_budget == loaded[0]._constraint.budget_factor == 1.5

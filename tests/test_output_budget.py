@@ -183,6 +183,6 @@ def test_extractor_outputs_stay_within_their_budget(config, sp_vocab):
   assert len(rows) == len(windows)
   lengths = {id(window): len(ids) for window, ids, _ in rows}
   for window in windows:
-    assert lengths[id(window)] <= extractor._budget(window)
+    assert lengths[id(window)] <= extractor.budget_of(window)
   assert extractor.stats.get("budget_cut", 0) == sum(
-      lengths[id(w)] == extractor._budget(w) for w in windows) > 0
+      lengths[id(w)] == extractor.budget_of(w) for w in windows) > 0

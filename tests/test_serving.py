@@ -496,7 +496,8 @@ def test_answers_carry_their_server_side_breakdown(client, extractor):
   input_tokens = len(extractor.plan_windows(TEXT0, ("地点", "组织"))[0].input_ids)
   assert windows == [{"in": input_tokens, "bucket": 32,
                       "out": len(extractor.vocabulary.encode(target)) + 1,
-                      "limit": False, "rows": client.app.state.service.engine.batch_sizes[0],
+                      "limit": False, "budget": False,
+                      "rows": client.app.state.service.engine.batch_sizes[0],
                       "batch": 1}]
   assert 'punified_gc_pause_seconds_count{generation="0"}' in client.get("/metrics").text
 
@@ -516,7 +517,8 @@ def test_trace_output_lengths_and_rows():
   assert headers["Server-Timing"] == ("read;dur=1.00, encode;dur=2.00, queue;dur=4.00, "
                                       "decode;dur=10.00, parse;dur=1.00, total;dur=20.00")
   assert json.loads(headers["X-Punified-Windows"]) == [
-      {"in": 10, "bucket": 32, "out": 3, "limit": False, "rows": 1, "batch": 1}]
+      {"in": 10, "bucket": 32, "out": 3, "limit": False, "budget": False, "rows": 1,
+       "batch": 1}]
   # Two windows decoded in the same batch share its times: counted once, not per window;
   # a window of another batch adds its own.
   shared = dict(queue_seconds=0.004, decode_seconds=0.01, parse_seconds=0.001)
@@ -542,15 +544,17 @@ def test_tracing_decoder_records_only_inside_recording(extractor):
 
 def test_serve_grammar_rule_flags_reach_the_extractor_and_info(model_dir, client):
   assert client.get("/info").json()["decoding"]["follow_order"] is False  # the default
+  assert client.get("/info").json()["decoding"]["output_budget"] == 2.0  # the default
   parser = argparse.ArgumentParser()
   options_lib.add_arguments(parser)
   args = parser.parse_args(["--model_dir", model_dir, "--batch_size", str(shared.BATCH_SIZE),
                             "--no_warm_up", "--no_gc_freeze", "--forbid_repeats",
-                            "--follow_order"])
+                            "--follow_order", "--output_budget", "0"])
   with TestClient(options_lib.build_app(args)) as ruled:
     decoding = ruled.get("/info").json()["decoding"]
     extractor = ruled.app.state.service.engine.extractor
   assert (decoding["forbid_repeats"], decoding["follow_order"]) == (True, True)
+  assert decoding["output_budget"] == 0 and extractor._constraint.budget_factor == 0
   # Decode workers default to the decoder's concurrent decodes (the usable cores on CPU).
   assert decoding["decode_workers"] == extractor.decoder.concurrent_decodes() >= 1
   assert parser.parse_args(["--model_dir", model_dir, "--decode_workers", "3"]).decode_workers == 3

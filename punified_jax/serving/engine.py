@@ -16,9 +16,12 @@ gets an output limit of `output_limit_factor` x the bucket length (capped at the
 max_decode_length).  The default 2.25 keeps every real target: on the dev splits of cluener,
 ecommerce, ontonotes4 and resume (6,602 sentences, their datasets' prompts) the longest
 target is 2.23x its input's bucket.  Buckets 32 and 64 get 72 and 144 tokens; 128 and up keep
-256, so runaways of long inputs still cost the full limit (only stopping a repeating output
-inside the search would cut those).  The limit depends on the bucket alone, never on
-batch-mates; an output cut at it loses its unfinished last item, as at max_decode_length.
+256.  Inside that shape every constrained row also stops at its own output budget (the
+constraint's, `serve --output_budget`: its all-NULL target + 2 tokens per text token + 8),
+which ends a short window's runaway after about its own length; a long window's budget can
+exceed 256, so its runaway still costs the full limit.  The limit depends on the bucket alone
+and the budget on the window alone, never on batch-mates; an output cut at either loses its
+unfinished last item.
 
 Batch-mates.  A window's input shape is its bucket whatever it is batched with, and its output
 limit depends on its bucket only, so its entities never depend on its batch-mates.  Only the
@@ -225,6 +228,7 @@ class Engine:
         if row is not None and window_trace.output_tokens is None:
           window_trace.output_tokens = lengths[row]
           window_trace.hit_limit = limited[row]
+          window_trace.hit_budget = key[1] and lengths[row] == self.extractor.budget_of(window)
     return traces
 
   def warm_up(self) -> None:

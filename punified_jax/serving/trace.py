@@ -10,7 +10,8 @@ guessed.  Every answer of `POST /v1/extract` carries
   input rows, detokenizing, parsing, offsets and scores), `total` (receipt to answer);
 * `X-Punified-Windows`: a compact JSON list, one object per window: input tokens (`in`), its
   bucket (`bucket`), output tokens up to EOS (`out`), whether the output ran to its limit with no
-  EOS (`limit`), the batch's compiled rows and real windows (`rows`, `batch`).
+  EOS (`limit`), whether it ended at its output budget (`budget`: EOS forced by the constraint),
+  the batch's compiled rows and real windows (`rows`, `batch`).
 
 The model's search time is measured by wrapping the extractor's decoder (`TracingDecoder`): the
 Extractor's own code is unchanged, the wrapper times each `decode` call and keeps its output
@@ -95,10 +96,12 @@ class WindowTrace:
   decode_seconds: float = 0.0            # the batch's model search
   parse_seconds: float = 0.0             # the batch's other work (rows, detokenize, parse)
   batch_id: int = 0                      # which batch: its windows share its two times
+  hit_budget: bool = False               # the output ended at its own budget (EOS forced)
 
   def to_json(self) -> dict[str, Any]:
     return {"in": self.input_tokens, "bucket": self.bucket, "out": self.output_tokens,
-            "limit": self.hit_limit, "rows": self.rows, "batch": self.batch_windows}
+            "limit": self.hit_limit, "budget": self.hit_budget, "rows": self.rows,
+            "batch": self.batch_windows}
 
 
 def output_lengths(call: DecoderCall, eos_id: int) -> tuple[list[int], list[bool]]:
