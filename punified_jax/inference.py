@@ -44,7 +44,8 @@ its batch of 32 then paid 256 steps instead of ~90).  So `extract` decodes each 
 to a FIRST LIMIT, the shortest of the search's cache lengths (generate.cache_lengths: 64, 128,
 ..., max_decode_length) that holds every window's all-NULL target plus one token per text
 token and EOS, and decodes only the windows that did not end there again, from the start, to
-max_decode_length, in a batch of the fewest rows that holds them (`stats["redecoded"]`).  A
+max_decode_length, in a batch of the fewest rows that holds them (`stats["redecoded"]`), at
+once on the thread that decoded their batch, while the other threads' batches go on.  A
 greedy row does not depend on the output limit or its batch-mates until it ends, so the
 entities are the same as in one pass; the cost is the re-decoded rows' first steps.  Beam
 search keeps one pass: its stopping bound depends on max_decode_length.  And with constrained
@@ -540,45 +541,49 @@ class Extractor:
 
   def _decode(self, windows: list[_Window], settings: "_DecodeSettings"):
     """Yields (window, best output ids up to EOS, their log-probs) for every window that has
-    a hypothesis.  Yields in decoding order (windows re-decoded to the full limit come last),
-    not in the order given."""
+    a hypothesis, in the order their batches finish (not in the order given).  Batches run
+    `decode_threads` at a time (sharded_decoding.map_as_completed); the statistics are counted
+    here, in the caller's thread."""
     self._stats["windows"] += len(windows)
     order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
     longest = len(windows[order[-1]].input_ids) if order else 0
     if longest > self.max_input_length:
       raise AssertionError(f"window of {longest} tokens exceeds {self.max_input_length}")
     two_pass = settings.first_pass and settings.beam_size == 1
-    unfinished: list[int] = []
     batches = [(chunk, rows, self._first_pass_limit([windows[i] for i in chunk],
                                                     settings.max_decode_length)
                 if two_pass else settings.max_decode_length)
                for chunk, rows in self._batches(windows, order, settings, redecode=False)]
-    for (chunk, _, limit), outputs in zip(batches, self._decode_batches(windows, batches,
-                                                                        settings)):
-      for index, output in zip(chunk, outputs):
-        if limit < settings.max_decode_length and output is not None \
-            and self.eos_id not in output[0]:
-          unfinished.append(index)  # ran into the first limit: decoded again below
+    for outputs, redecoded in sharded_decoding.map_as_completed(
+        lambda batch: self._decode_batch(windows, batch, settings), batches,
+        self.decode_threads):
+      self._stats["redecoded"] += redecoded
+      for index, output in outputs:
+        self._stats["outputs"] += 1
+        if output is None:
+          self._stats["no_hypothesis"] += 1
           continue
-        yield from self._yield_output(windows[index], output)
-    if unfinished:
-      self._stats["redecoded"] += len(unfinished)
-    # The windows that ran into the first limit, to max_decode_length (often one batch of few
-    # rows: a long output no longer holds a whole batch).
-    unfinished.sort(key=lambda i: len(windows[i].input_ids))
-    batches = [(chunk, rows, settings.max_decode_length)
-               for chunk, rows in self._batches(windows, unfinished, settings, redecode=True)]
-    for (chunk, _, _), outputs in zip(batches, self._decode_batches(windows, batches, settings)):
-      for index, output in zip(chunk, outputs):
-        yield from self._yield_output(windows[index], output)
+        if settings.constrained and len(output[0]) == self.budget_of(windows[index]):
+          self._stats["budget_cut"] += 1
+        yield (windows[index], *output)
 
-  def _decode_batches(self, windows: list[_Window], batches: list[tuple[list[int], int, int]],
-                      settings: "_DecodeSettings"):
-    """The outputs of each batch (window indices, rows, output limit), in order, decoded
-    `decode_threads` at a time (sharded_decoding.map_in_order)."""
-    return sharded_decoding.map_in_order(
-        lambda batch: list(self._decode_rows(windows, batch[0], batch[1], batch[2], settings)),
-        batches, self.decode_threads)
+  def _decode_batch(self, windows: list[_Window], batch: tuple[list[int], int, int],
+                    settings: "_DecodeSettings") -> tuple[list[tuple[int, Any]], int]:
+    """One batch (window indices, rows, output limit): [(window index, output)] and how many
+    of its windows were decoded twice.  The windows of a greedy first pass that ran into its
+    limit are decoded again at once, from the start, to max_decode_length, in the fewest rows
+    that hold them ("Long outputs"), in this thread: while the other threads go on."""
+    chunk, rows, limit = batch
+    outputs = list(zip(chunk, self._decode_rows(windows, chunk, rows, limit, settings)))
+    if limit >= settings.max_decode_length:
+      return outputs, 0
+    unfinished = [i for i, output in outputs
+                  if output is not None and self.eos_id not in output[0]]
+    outputs = [(i, output) for i, output in outputs if i not in unfinished]
+    for again, again_rows in self._batches(windows, unfinished, settings, redecode=True):
+      outputs.extend(zip(again, self._decode_rows(windows, again, again_rows,
+                                                  settings.max_decode_length, settings)))
+    return outputs, len(unfinished)
 
   def _batches(self, windows: list[_Window], order: list[int], settings: "_DecodeSettings",
                redecode: bool) -> list[tuple[list[int], int]]:
@@ -626,8 +631,6 @@ class Extractor:
         continue
       ids = tokens[row].tolist()
       length = ids.index(self.eos_id) + 1 if self.eos_id in ids else len(ids)
-      if settings.constrained and length == self.budget_of(windows[chunk[row]]):
-        self._stats["budget_cut"] += 1
       yield ids[:length], log_probs[row, :length]
 
   def budget_of(self, window: _Window) -> Optional[int]:
@@ -639,13 +642,6 @@ class Extractor:
     return constraints_lib.output_budget(len(self._prompt_ids(window.types)) - types - 1,
                                          types, len(window.text_ids), self.output_budget,
                                          self._constraint.budget_slack)
-
-  def _yield_output(self, window: _Window, output):
-    self._stats["outputs"] += 1
-    if output is None:
-      self._stats["no_hypothesis"] += 1
-      return
-    yield (window, *output)
 
   def _first_pass_limit(self, batch: list[_Window], max_decode_length: int) -> int:
     """The first output limit of a greedy batch ("Long outputs"): the shortest cache length

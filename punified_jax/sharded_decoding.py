@@ -30,7 +30,9 @@ two batches decoded from two threads at once take about the time of one on a 2-c
 the usable CPU cores (capped at MAX_CONCURRENT_DECODES) on a process-local CPU mesh, else 1
 (an accelerator is busy with one program; on a mesh spanning processes every process must
 launch the same programs in the same order, which concurrent threads would not keep), and
-`map_in_order` runs a function over batches with that many threads, results in input order.
+`map_in_order` runs a function over batches with that many threads, results in input order;
+`map_as_completed` (the Extractor's) queues every batch at once and hands results over as they
+finish, so a thread never waits for the consumer or for a slower batch ahead of it.
 
 `Extractor` and `evaluation.Evaluator` decode through this module; `python -m punified_jax.infer`
 goes through the Extractor with the gin partitioning preset (gin/partitioning/*.gin).
@@ -87,6 +89,26 @@ def map_in_order(fn: Callable[[_Item], _Result], items: Iterable[_Item],
         yield pending.popleft().result()
     while pending:
       yield pending.popleft().result()
+
+
+def map_as_completed(fn: Callable[[_Item], _Result], items: Iterable[_Item],
+                     workers: int) -> Iterator[_Result]:
+  """fn(item) for every item, with up to `workers` calls running at once in threads, results
+  in the order the calls finish (every item is queued at once).  With workers <= 1 or a single
+  item, fn runs in the caller's thread, in order.  An exception in a call is raised when its
+  result is reached; calls not started by then are cancelled (also when the consumer stops
+  early), and running ones are waited for."""
+  items = list(items)
+  if workers <= 1 or len(items) <= 1:
+    yield from map(fn, items)
+    return
+  pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode")
+  try:
+    futures = [pool.submit(fn, item) for item in items]
+    for future in concurrent.futures.as_completed(futures):
+      yield future.result()
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 class MeshDecoder:

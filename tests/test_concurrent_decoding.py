@@ -62,6 +62,51 @@ def test_map_in_order_raises_a_calls_error_at_its_result():
     next(results)
 
 
+def test_map_as_completed_hands_results_over_as_they_finish():
+  release = threading.Event()
+  threads = set()
+
+  def work(item):
+    threads.add(threading.current_thread())
+    if item == 0:
+      assert release.wait(10)  # the first item waits until a later one has been consumed
+    return item * item
+
+  results = []
+  for result in sharded_decoding.map_as_completed(work, range(6), workers=2):
+    results.append(result)
+    if result == 25:
+      release.set()
+  assert sorted(results) == [i * i for i in range(6)]
+  assert results[-1] == 0 and results[:-1] == [1, 4, 9, 16, 25]  # item 0 held one thread
+  assert threading.current_thread() not in threads and len(threads) == 2
+
+
+@pytest.mark.parametrize("items, workers", [([1, 2, 3], 1), ([1], 4)])
+def test_map_as_completed_with_one_worker_or_item_runs_in_order_in_the_callers_thread(items,
+                                                                                      workers):
+  threads = []
+  results = list(sharded_decoding.map_as_completed(
+      lambda item: threads.append(threading.current_thread()) or item + 1, items, workers))
+  assert results == [item + 1 for item in items]
+  assert set(threads) == {threading.current_thread()}
+
+
+def test_map_as_completed_raises_a_calls_error_and_cancels_the_rest():
+  started = []
+
+  def work(item):
+    started.append(item)
+    if item == 0:
+      raise ValueError("batch 0 failed")
+    time.sleep(0.05)
+    return item
+
+  with pytest.raises(ValueError, match="batch 0 failed"):
+    list(sharded_decoding.map_as_completed(work, range(20), workers=2))
+  assert len(started) < 20  # queued calls were cancelled, not run
+
+
 def test_concurrent_decodes_on_this_cpu_mesh(monkeypatch):
   decoder = sharded_decoding.MeshDecoder.create(None)
   assert all(d.platform == "cpu" for d in jax.local_devices())
