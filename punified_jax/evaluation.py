@@ -114,6 +114,9 @@ class Evaluator:
     forbid_repeats, follow_order: with `constrained`, the constraint's optional rules
       (constraints module docstring, BENCHMARKS.md 2e),
       e.g. `--gin.evaluation.Evaluator.follow_order=True`.
+    output_budget: with `constrained`, the constraint's output budget factor (constraints
+      module docstring); None = the Extractor's default (constraints.OUTPUT_BUDGET_FACTOR), so
+      a constrained evaluation decodes as the Extractor does; 0 = none.
     stopping: the beam search's stopping rule (decoding.beam_search). "best" (default) is
       exact for the best hypothesis, the only one evaluated: the same predictions as t5x's
       "all" in fewer steps; "early" is Hugging Face's early_stopping=True.
@@ -124,7 +127,8 @@ class Evaluator:
                beam_size: int = 4, alpha: float = 0.6, max_decode_length: int | None = None,
                feature_lengths: Mapping[str, int] | None = None, selection_metric: str = "macro_f1",
                constrained: bool = False, constraint_factory: Callable[[Any], Any] | None = None,
-               stopping: str = "best", forbid_repeats: bool = False, follow_order: bool = False):
+               stopping: str = "best", forbid_repeats: bool = False, follow_order: bool = False,
+               output_budget: float | None = None):
     import seqio  # pylint: disable=g-import-not-at-top
     if batch_size < 1:
       raise ValueError(f"Evaluator.batch_size must be >= 1, got {batch_size}")
@@ -132,9 +136,10 @@ class Evaluator:
       raise ValueError(f"Evaluator.beam_size must be >= 1, got {beam_size}")
     if max_examples is not None and max_examples < 1:
       raise ValueError(f"EVAL_MAX_EXAMPLES must be >= 1 or None, got {max_examples}")
-    if (forbid_repeats or follow_order) and (constraint_factory is not None or not constrained):
-      raise ValueError("Evaluator.forbid_repeats / follow_order need constrained=True and no "
-                       "constraint_factory")
+    if (forbid_repeats or follow_order or output_budget is not None) and (
+        constraint_factory is not None or not constrained):
+      raise ValueError("Evaluator.forbid_repeats / follow_order / output_budget need "
+                       "constrained=True and no constraint_factory")
     self.model = model
     self.partitioner = partitioner
     self.selection_metric = selection_metric
@@ -165,9 +170,11 @@ class Evaluator:
     self.max_decode_length = int(max_decode_length or target_shape[-1])
     if constraint_factory is None and constrained:
       from punified_jax import constraints  # pylint: disable=g-import-not-at-top
-      constraint_factory = functools.partial(constraints.NerCopyConstraint.from_vocabulary,
-                                             forbid_repeats=forbid_repeats,
-                                             follow_order=follow_order)
+      constraint_factory = functools.partial(
+          constraints.NerCopyConstraint.from_vocabulary, forbid_repeats=forbid_repeats,
+          follow_order=follow_order,
+          budget_factor=(constraints.OUTPUT_BUDGET_FACTOR if output_budget is None
+                         else output_budget))
     self.constraint = constraint_factory(vocabulary) if constraint_factory else None
     self.task_names = [task.name for task in self._seqio.eval_tasks]
     self.num_examples = {name: int(ds.cardinality().numpy())

@@ -5,6 +5,7 @@ import pytest
 import seqio
 
 import tasks
+from punified_jax import constraints
 from punified_jax import evaluation
 from punified_jax import partitioning
 
@@ -95,8 +96,18 @@ def test_grammar_rules_reach_the_evaluation_constraint(raw_dir):
                                constrained=True, follow_order=True)
   try:
     assert ruled.constraint.follow_order is True and ruled.constraint.forbid_repeats is False
+    # A constrained evaluation decodes with the Extractor's default output budget.
+    assert ruled.constraint.budget_factor == constraints.OUTPUT_BUDGET_FACTOR
   finally:
     ruled.close()
-  with pytest.raises(ValueError, match="follow_order need constrained=True"):
-    evaluation.Evaluator(mixture_or_task_name="punified_ner_resume", model=None,
-                         partitioner=partitioning.Partitioner(), follow_order=True)
+  unbudgeted = evaluation.Evaluator(mixture_or_task_name="punified_ner_resume", model=None,
+                                    partitioner=partitioning.Partitioner(),
+                                    feature_lengths=LENGTHS, constrained=True, output_budget=0)
+  try:
+    assert unbudgeted.constraint.budget_factor == 0
+  finally:
+    unbudgeted.close()
+  for rule in ({"follow_order": True}, {"output_budget": 1.0}):
+    with pytest.raises(ValueError, match="output_budget need constrained=True"):
+      evaluation.Evaluator(mixture_or_task_name="punified_ner_resume", model=None,
+                           partitioner=partitioning.Partitioner(), **rule)
