@@ -238,3 +238,7 @@ def test_grammar_rule_flags_reach_the_extractor(model_dir, capsys, monkeypatch):
   assert loaded[0]._constraint.follow_order is True
   assert loaded[0].decode_threads == 3
   assert loaded[0].output_budget == loaded[0]._constraint.budget_factor == 1.5
+  for bad in ("-1", "nan", "x", "2000"):
+    with pytest.raises(SystemExit):
+      _run(["--model_dir", model_dir, "--types", "地点", "--text", TEXT0, "--output_budget", bad])
+    assert "--output_budget" in capsys.readouterr().err

@@ -56,11 +56,22 @@ def add_grammar_rule_arguments(parser: argparse.ArgumentParser) -> None:
                       help="constrained decoding keeps the training targets' item order (types "
                            "in prompt order, NULL alone, spans in text order): no runaway "
                            "outputs, but it cost the bench model 1.6-3 macro F1 (BENCHMARKS 2e)")
-  parser.add_argument("--output_budget", type=float, default=OUTPUT_BUDGET_FACTOR,
+  parser.add_argument("--output_budget", type=_budget_factor, default=OUTPUT_BUDGET_FACTOR,
                       help="constrained decoding ends an output (EOS) after its all-NULL target "
                            "+ this many tokens per text token + 8; 0 = only "
                            "--max_decode_length (default %(default)s: 14 of the 120,548 gold "
                            "targets of the real datasets are longer; BENCHMARKS 2n)")
+
+
+def _budget_factor(value: str) -> float:
+  """--output_budget: 0 or a number in (0, 1000] (constraints.check_budget's range)."""
+  try:
+    factor = float(value)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+  if not (factor == 0 or 0 < factor <= 1000):
+    raise argparse.ArgumentTypeError(f"must be 0 (no budget) or in (0, 1000], got {value}")
+  return factor
 
 
 def add_decode_threads_argument(parser: argparse.ArgumentParser) -> None:
