@@ -34,6 +34,9 @@ def main() -> int:
   parser.add_argument("--sentences", type=int, default=64)
   parser.add_argument("--passes", type=int, default=7)
   parser.add_argument("--output", required=True)
+  parser.add_argument("--output_budget", type=float, default=None,
+                      help="the Extractor's output_budget (default: its own default; a side "
+                           "from before the budget has no such option)")
   args = parser.parse_args()
   repo = os.path.abspath(args.repo)
   sys.path[:0] = [os.path.join(repo, "benchmarks"), repo]
@@ -48,8 +51,9 @@ def main() -> int:
     import tasks  # pylint: disable=g-import-not-at-top
     texts = [ex.text for ex in tasks.load_examples(config, dataset)["validation"]]
     texts = texts[:args.sentences]
+    budget = {} if args.output_budget is None else {"output_budget": args.output_budget}
     extractor = Extractor.load(args.model_dir, beam_size=args.beam, batch_size=32,
-                               max_decode_length=256, stopping="best")
+                               max_decode_length=256, stopping="best", **budget)
     found = extractor.extract(texts, dataset=dataset)
     seconds = []
     for _ in range(args.passes):
