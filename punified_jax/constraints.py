@@ -133,6 +133,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from punified_jax import decoding
+from punified_jax import output_budget as output_budget_lib
 from punified_jax.prompts import ENTITY_MARKER, NULL, TEXT_MARKER
 
 Array = jax.Array
@@ -157,9 +158,11 @@ _TEXT = 8        # a token of the text region
 _SPAN_FIRST = 16  # a span may start at this token
 _SPAN_LAST = 32   # a span may end with this token
 
-# The output budget (module docstring): factor per text token and slack, the Extractor's default.
-OUTPUT_BUDGET_FACTOR = 2.0
-OUTPUT_BUDGET_SLACK = 8
+# The output budget (module docstring; its formula and defaults live in output_budget.py).
+OUTPUT_BUDGET_FACTOR = output_budget_lib.OUTPUT_BUDGET_FACTOR
+OUTPUT_BUDGET_SLACK = output_budget_lib.OUTPUT_BUDGET_SLACK
+check_budget = output_budget_lib.check
+output_budget = output_budget_lib.budget
 _NO_BUDGET = np.iinfo(np.int32).max
 
 # Items each row remembers for the no-repeat rule (module docstring).
@@ -595,25 +598,6 @@ class NerCopyConstraint:
     allowed = jnp.zeros(flags.shape, jnp.int32).at[row_index, table.slot].max(
         flags.astype(jnp.int32)) > 0
     return allowed, state
-
-
-def check_budget(factor: float, slack: int) -> None:
-  """ValueError unless (factor, slack) is an output budget: factor 0 (off) or > 0, slack >= 1."""
-  if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (
-      factor == 0 or 0 < factor <= 1000):
-    raise ValueError(f"budget_factor must be 0 (no budget) or a number in (0, 1000], got "
-                     f"{factor!r}")
-  if isinstance(slack, bool) or not isinstance(slack, int) or slack < 1:
-    raise ValueError(f"budget_slack must be an int >= 1, got {slack!r}")
-
-
-def output_budget(type_tokens, types, text_tokens, factor: float, slack: int):
-  """The output budget in tokens, EOS included (module docstring): the all-NULL target of
-  `types` requested types of `type_tokens` tokens in all, plus ceil(factor * text_tokens),
-  plus slack.  Integer arithmetic (the factor in thousandths), so that plain ints and int
-  arrays (numpy or jax) give the same numbers."""
-  thousandths = int(round(factor * 1000))
-  return (type_tokens + 5 * types + 2 + (thousandths * text_tokens + 999) // 1000 + slack)
 
 
 def _has(phases: Array, bit: int) -> Array:

@@ -37,7 +37,7 @@ import sys
 from typing import Any, Iterable, Optional, TextIO
 
 from punified_jax import request_validation as validation
-from punified_jax.constraints import OUTPUT_BUDGET_FACTOR
+from punified_jax import output_budget as output_budget_lib
 
 HELP = "extract requested entity types with character offsets (JSON) from a trained model"
 
@@ -56,7 +56,8 @@ def add_grammar_rule_arguments(parser: argparse.ArgumentParser) -> None:
                       help="constrained decoding keeps the training targets' item order (types "
                            "in prompt order, NULL alone, spans in text order): no runaway "
                            "outputs, but it cost the bench model 1.6-3 macro F1 (BENCHMARKS 2e)")
-  parser.add_argument("--output_budget", type=_budget_factor, default=OUTPUT_BUDGET_FACTOR,
+  parser.add_argument("--output_budget", type=_budget_factor,
+                      default=output_budget_lib.OUTPUT_BUDGET_FACTOR,
                       help="constrained decoding ends an output (EOS) after its all-NULL target "
                            "+ this many tokens per text token + 8; 0 = only "
                            "--max_decode_length (default %(default)s: 14 of the 120,548 gold "
@@ -64,13 +65,12 @@ def add_grammar_rule_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _budget_factor(value: str) -> float:
-  """--output_budget: 0 or a number in (0, 1000] (constraints.check_budget's range)."""
+  """--output_budget: a factor output_budget.check accepts."""
   try:
     factor = float(value)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-  if not (factor == 0 or 0 < factor <= 1000):
-    raise argparse.ArgumentTypeError(f"must be 0 (no budget) or in (0, 1000], got {value}")
+    output_budget_lib.check(factor, output_budget_lib.OUTPUT_BUDGET_SLACK)
+  except ValueError as error:
+    raise argparse.ArgumentTypeError(f"{value!r}: {error}") from None
   return factor
 
 
