@@ -41,10 +41,12 @@ def test_map_in_order_keeps_the_order_and_bounds_the_lookahead():
   assert 1 < peak[0] <= 3
 
 
+@pytest.mark.parametrize("mapper", [sharded_decoding.map_in_order,
+                                    sharded_decoding.map_as_completed])
 @pytest.mark.parametrize("items, workers", [([1, 2, 3], 1), ([1], 4)])
-def test_map_in_order_with_one_worker_or_item_uses_the_callers_thread(items, workers):
+def test_one_worker_or_item_runs_in_order_in_the_callers_thread(mapper, items, workers):
   threads = []
-  results = list(sharded_decoding.map_in_order(
+  results = list(mapper(
       lambda item: threads.append(threading.current_thread()) or item + 1, items, workers))
   assert results == [item + 1 for item in items]
   assert set(threads) == {threading.current_thread()}
@@ -80,16 +82,6 @@ def test_map_as_completed_hands_results_over_as_they_finish():
   assert sorted(results) == [i * i for i in range(6)]
   assert results[-1] == 0 and results[:-1] == [1, 4, 9, 16, 25]  # item 0 held one thread
   assert threading.current_thread() not in threads and len(threads) == 2
-
-
-@pytest.mark.parametrize("items, workers", [([1, 2, 3], 1), ([1], 4)])
-def test_map_as_completed_with_one_worker_or_item_runs_in_order_in_the_callers_thread(items,
-                                                                                      workers):
-  threads = []
-  results = list(sharded_decoding.map_as_completed(
-      lambda item: threads.append(threading.current_thread()) or item + 1, items, workers))
-  assert results == [item + 1 for item in items]
-  assert set(threads) == {threading.current_thread()}
 
 
 def test_map_as_completed_raises_a_calls_error_and_cancels_the_rest():
