@@ -40,6 +40,12 @@ RULES = {
     "no_repeat+order": dict(forbid_repeats=True, follow_order=True),
     # The output budget (constraints module docstring), the Extractor's default since 2n.
     "budget": dict(budget_factor=2.0),
+    # + a closed repeat ends the target (constraints module docstring, "A repeat ends...").
+    "budget+end_repeat1": dict(budget_factor=2.0, end_at_repeat=1),
+    "budget+end_repeat2": dict(budget_factor=2.0, end_at_repeat=2),
+    "budget+end_repeat3": dict(budget_factor=2.0, end_at_repeat=3),
+    "budget+end_repeat4": dict(budget_factor=2.0, end_at_repeat=4),
+    "budget+end_repeat6": dict(budget_factor=2.0, end_at_repeat=6),
 }
 
 

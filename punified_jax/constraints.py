@@ -101,6 +101,16 @@ never forbids more).  Measured: no output reaches the limit any more, at a cost 
 Resume where this undertrained model writes correct items out of order (BENCHMARKS.md 2e):
 off by default.
 
+A repeat ends the output (`end_at_repeat` = N > 0).  The gentler cousin of `forbid_repeats`:
+a repeat may be written, but once the output has surely closed N items that repeat an item
+written before (identity, "sure" and the written items as for the no-repeat rule; NULL items
+too), "," may not open another item: the target must close ("))" then EOS).  A model that loops
+("(景点:亚庇),(景点:亚庇),...") is stopped after N repeats instead of at the budget or the output
+limit, while an output that repeats an item once or twice and then goes on to new ones keeps
+them (N = 1 would drop them: the bench model does this often on Resume, BENCHMARKS.md 2o).
+Gold targets hold no repeat, so they are always accepted (property test in
+tests/test_no_repeat.py).  State: `repeats` int32 [rows], the sure repeats closed so far.
+
 Output budget (`budget_factor` > 0; the Extractor's default, constraints.OUTPUT_BUDGET_FACTOR).
 A grammar-abiding output can still be as long as the search lets it (a loop of new spans).  The
 budget bounds each row by its own input: with k requested types of T type tokens in all and n
@@ -222,21 +232,28 @@ class NerCopyConstraint:
   follow_order: bool = flax.struct.field(pytree_node=False, default=False)
   budget_factor: float = flax.struct.field(pytree_node=False, default=0.0)
   budget_slack: int = flax.struct.field(pytree_node=False, default=OUTPUT_BUDGET_SLACK)
+  end_at_repeat: int = flax.struct.field(pytree_node=False, default=0)
 
   @classmethod
   def from_vocabulary(cls, vocabulary: Any, *, forbid_repeats: bool = False,
                       max_items: int = DEFAULT_MAX_ITEMS, follow_order: bool = False,
                       budget_factor: float = 0.0,
-                      budget_slack: int = OUTPUT_BUDGET_SLACK) -> "NerCopyConstraint":
+                      budget_slack: int = OUTPUT_BUDGET_SLACK,
+                      end_at_repeat: int = 0) -> "NerCopyConstraint":
     """Reads the syntax token ids off a seqio vocabulary (SentencePiece or WordPiece).
 
     forbid_repeats: an item already written may not be written again (module docstring);
     False reproduces the grammar without that rule.  max_items: how many written items each
     row remembers (int >= 1).  follow_order: items in format_target's order (module
     docstring, "Target order").  budget_factor, budget_slack: the output budget (module
-    docstring, "Output budget"; factor 0 = no budget)."""
+    docstring, "Output budget"; factor 0 = no budget).  end_at_repeat: a surely closed repeat
+    of an item already written ends the target (module docstring, "A repeat ends the
+    output")."""
     if not isinstance(max_items, int) or max_items < 1:
       raise ValueError(f"max_items must be an int >= 1, got {max_items!r}")
+    if isinstance(end_at_repeat, bool) or not isinstance(end_at_repeat, (int, np.integer)) \
+        or end_at_repeat < 0:
+      raise ValueError(f"end_at_repeat must be an int >= 0 (0 = off), got {end_at_repeat!r}")
     check_budget(budget_factor, budget_slack)
     ids = {name: _single_token(vocabulary, text) for name, text in (
         ("open_id", "("), ("close_id", ")"), ("comma_id", ","), ("colon_id", ":"),
@@ -250,7 +267,7 @@ class NerCopyConstraint:
     return cls(continuation=jnp.asarray(continuation_byte_mask(vocabulary)),
                forbid_repeats=bool(forbid_repeats), max_items=max_items,
                follow_order=bool(follow_order), budget_factor=float(budget_factor),
-               budget_slack=int(budget_slack),
+               budget_slack=int(budget_slack), end_at_repeat=int(end_at_repeat),
                **{name: jnp.asarray(value, jnp.int32) for name, value in ids.items()})
 
   # -- decoding.LogitsConstraint -------------------------------------------------------------
@@ -288,6 +305,7 @@ class NerCopyConstraint:
         "item_span": jnp.full((rows,), NULL_SPAN, jnp.int32),
         "unsure": jnp.zeros((rows,), bool),
         "repeat": jnp.zeros((rows,), bool),
+        "repeats": jnp.zeros((rows,), jnp.int32),  # sure repeats closed (end_at_repeat)
         "written_types": jnp.full((rows, self.max_items), -1, jnp.int32),
         "written_spans": jnp.full((rows, self.max_items), NULL_SPAN, jnp.int32),
         "written_count": jnp.zeros((rows,), jnp.int32),
@@ -405,7 +423,7 @@ class NerCopyConstraint:
                           state["last_type"]).astype(jnp.int32)
     new = {**state, "copy": copy, "phases": new_phases, "last_type": last_type,
            "ordered": ordered, "length": state["length"] + 1}
-    if not (self.forbid_repeats or self.follow_order):
+    if not (self.forbid_repeats or self.follow_order or self.end_at_repeat):
       return new  # the grammar alone: the rules' fields stay as init made them
     new.update(self._track_items(state, token, same, null_taken, matched))
     return self._forbid_repeat_close(new)
@@ -453,6 +471,7 @@ class NerCopyConstraint:
         "written_types": jnp.where(slot, state["item_type"][:, None], state["written_types"]),
         "written_spans": jnp.where(slot, state["item_span"][:, None], state["written_spans"]),
         "written_count": count + record.astype(jnp.int32),
+        "repeats": state["repeats"] + (sure_close & state["repeat"]).astype(jnp.int32),
         "item_first": item_first.astype(jnp.int32),
         "order_type": jnp.where(sure_close, state["item_type"], state["order_type"]),
         "order_null": jnp.where(sure_close, closed_null, state["order_null"]),
@@ -567,10 +586,12 @@ class NerCopyConstraint:
     return tuple(flag & ~spent for flag in flags[:-1]) + (flags[-1] | spent,)
 
   def _item_may_follow(self, state: dict[str, Array]) -> Array:
-    """bool [rows]: may "," open another item (target order: some type may still come)?"""
-    if not self.follow_order:
-      return jnp.ones_like(state["phases"], bool)
-    return jnp.any(_role(state["roles"], _TYPE_FIRST) & self._type_may_start(state), axis=1)
+    """bool [rows]: may "," open another item (target order: some type may still come; not
+    after a closed repeat with end_at_repeat)?"""
+    may = jnp.ones_like(state["phases"], bool)
+    if self.follow_order:
+      may = jnp.any(_role(state["roles"], _TYPE_FIRST) & self._type_may_start(state), axis=1)
+    return may & (state["repeats"] < self.end_at_repeat) if self.end_at_repeat else may
 
   def candidate_table(self, encoder_input_tokens: Array) -> decoding.CandidateTable:
     """Every token this grammar can ever allow for a row: its input ids, then the syntax ids
@@ -625,11 +646,13 @@ def _shift_left(x: Array, fill) -> Array:
 
 def ner_copy_constraint(vocabulary: Any, forbid_repeats: bool = False,
                         follow_order: bool = False, budget_factor: float = 0.0,
-                        budget_slack: int = OUTPUT_BUDGET_SLACK) -> NerCopyConstraint:
+                        budget_slack: int = OUTPUT_BUDGET_SLACK,
+                        end_at_repeat: int = 0) -> NerCopyConstraint:
   """`NerCopyConstraint.from_vocabulary` as a plain function, for gin, e.g.
   `evaluation.Evaluator.constraint_factory = @constraints.ner_copy_constraint` (and its
   `forbid_repeats` / `follow_order` / `budget_factor` for the rules of the module docstring)."""
   return NerCopyConstraint.from_vocabulary(vocabulary, forbid_repeats=forbid_repeats,
                                            follow_order=follow_order,
                                            budget_factor=budget_factor,
-                                           budget_slack=budget_slack)
+                                           budget_slack=budget_slack,
+                                           end_at_repeat=end_at_repeat)

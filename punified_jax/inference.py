@@ -216,6 +216,8 @@ class Extractor:
     forbid_repeats, follow_order: the constraint's optional rules, off by default (constraints
       module docstring; BENCHMARKS.md 2e): no item closed twice / items in format_target's
       order (then no output runs to the length limit, but it cost the bench model F1).
+    end_at_repeat: N > 0: the constraint ends an output once it has closed N items it had
+      written before (constraints module docstring, "A repeat ends the output"); 0 = never.
     output_budget: the constraint's output budget factor (constraints module docstring: at
       most the all-NULL target + output_budget x text tokens + slack, `stats["budget_cut"]`
       counts outputs that reached it); 0 = none (only max_decode_length).
@@ -232,7 +234,8 @@ class Extractor:
                partitioning: sharded_decoding.PartitioningArg = None,
                first_pass: bool = True, forbid_repeats: bool = False, follow_order: bool = False,
                batching: str = "cost", decode_threads: Optional[int] = None,
-               output_budget: float = constraints_lib.OUTPUT_BUDGET_FACTOR):
+               output_budget: float = constraints_lib.OUTPUT_BUDGET_FACTOR,
+               end_at_repeat: int = 0):
     config = model if isinstance(model, T5Config) else getattr(model, "config", None)
     if not isinstance(config, T5Config):
       raise TypeError(f"model must be a model.Transformer or a T5Config, got "
@@ -279,8 +282,9 @@ class Extractor:
     # the parser-side token ids come from it.
     self._constraint = constraints_lib.NerCopyConstraint.from_vocabulary(
         vocabulary, forbid_repeats=forbid_repeats, follow_order=follow_order,
-        budget_factor=output_budget)
+        budget_factor=output_budget, end_at_repeat=end_at_repeat)
     self.output_budget = self._constraint.budget_factor
+    self.end_at_repeat = self._constraint.end_at_repeat
     self.forbid_repeats, self.follow_order = bool(forbid_repeats), bool(follow_order)
     self._text_id = int(self._constraint.text_id)
     self._open_id = int(self._constraint.open_id)

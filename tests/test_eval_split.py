@@ -93,9 +93,10 @@ def test_prediction_record_is_literal(raw_dir):
 def test_grammar_rules_reach_the_evaluation_constraint(raw_dir):
   ruled = evaluation.Evaluator(mixture_or_task_name="punified_ner_resume", model=None,
                                partitioner=partitioning.Partitioner(), feature_lengths=LENGTHS,
-                               constrained=True, follow_order=True)
+                               constrained=True, follow_order=True, end_at_repeat=2)
   try:
     assert ruled.constraint.follow_order is True and ruled.constraint.forbid_repeats is False
+    assert ruled.constraint.end_at_repeat == 2
     # A constrained evaluation decodes with the Extractor's default output budget.
     assert ruled.constraint.budget_factor == constraints.OUTPUT_BUDGET_FACTOR
   finally:

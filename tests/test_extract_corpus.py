@@ -105,7 +105,9 @@ def test_grammar_rule_flags_reach_the_shard_extractor(model_dir, tmp_path, monke
   corpus, output = tmp_path / "corpus.jsonl", tmp_path / "out"
   write_corpus(corpus)
   assert main(corpus_args(model_dir, corpus, output, "--forbid_repeats", "--follow_order",
-                          "--decode_threads", "3", "--output_budget", "3")) == 3
+                          "--decode_threads", "3", "--output_budget", "3",
+                          "--end_at_repeat", "2")) == 3
   check_outputs(read_outputs(output))  # the same entities as without the rules
   assert [(e._constraint.forbid_repeats, e._constraint.follow_order, e.decode_threads,
-           e._constraint.budget_factor) for e in loaded] == [(True, True, 3, 3.0)]
+           e._constraint.budget_factor, e._constraint.end_at_repeat)
+          for e in loaded] == [(True, True, 3, 3.0, 2)]

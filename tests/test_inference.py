@@ -766,17 +766,19 @@ def test_two_passes_equal_one_pass_on_any_texts(two_pass_extractors, texts):
 
 def test_grammar_rules_reach_the_constraint_and_keep_the_literal_entities(config, trained_params,
                                                                           sp_vocab):
-  """forbid_repeats / follow_order (off by default) build the Extractor's constraint; the
-  overfit model's outputs already follow format_target's order, so they change nothing."""
+  """forbid_repeats / follow_order / end_at_repeat (off by default) build the Extractor's
+  constraint; the overfit model's outputs already follow format_target's order and hold no
+  repeat, so they change nothing."""
   default = inference.Extractor(model_lib.Transformer(config), None, sp_vocab)
-  assert (default._constraint.forbid_repeats, default._constraint.follow_order) == (False, False)
+  assert (default._constraint.forbid_repeats, default._constraint.follow_order,
+          default._constraint.end_at_repeat) == (False, False, 0)
   texts = [text for text, _ in TRAIN_EXAMPLES]
   for beam_size in (1, 4):
     ruled = inference.Extractor(model_lib.Transformer(config), trained_params, sp_vocab,
                                 beam_size=beam_size, batch_size=BATCH_SIZE,
                                 max_input_length=FEATURE_LENGTHS["inputs"],
                                 max_decode_length=FEATURE_LENGTHS["targets"],
-                                forbid_repeats=True, follow_order=True)
+                                forbid_repeats=True, follow_order=True, end_at_repeat=1)
     assert ruled._constraint.forbid_repeats is True and ruled._constraint.follow_order is True
-    assert (ruled.forbid_repeats, ruled.follow_order) == (True, True)
+    assert (ruled.forbid_repeats, ruled.follow_order, ruled.end_at_repeat) == (True, True, 1)
     assert [_plain(entities) for entities in ruled.extract(texts, types=list(TYPES))] == EXPECTED

@@ -49,10 +49,12 @@ def _step(c, state, token, step, *, vocab_size):
   return masked > decoding.FORBIDDEN_LOGIT / 2, state
 
 
-def _allowed_after(vocab, text, types, prefix, forbid_repeats=True, follow_order=False):
+def _allowed_after(vocab, text, types, prefix, forbid_repeats=True, follow_order=False,
+                   end_at_repeat=0):
   """The set of token strings allowed after the output `prefix` (a string)."""
   c = constraints.NerCopyConstraint.from_vocabulary(vocab, forbid_repeats=forbid_repeats,
-                                                    follow_order=follow_order)
+                                                    follow_order=follow_order,
+                                                    end_at_repeat=end_at_repeat)
   inputs = jnp.asarray([_encode(vocab, text, types)], jnp.int32)
   state = c.init(inputs)
   token = jnp.zeros((1,), jnp.int32)  # the decoder start token
@@ -114,6 +116,37 @@ def test_a_repeat_stays_allowed_when_it_is_the_only_way_on(sp_vocab):
   after = functools.partial(_allowed_after, sp_vocab, "", ["地点"])
   assert after("((地点:NULL),(地点:") == {"NULL"}
   assert after("((地点:NULL),(地点:NULL") == {")"}
+
+
+def test_the_nth_closed_repeat_ends_the_target(sp_vocab):
+  after = functools.partial(_allowed_after, sp_vocab, "北京和上海", ["地点", "组织"],
+                            forbid_repeats=False)
+  once = "((地点:北京),(地点:北京)"
+  assert after(once, end_at_repeat=1) == {")"}  # no "," after the first repeat
+  assert after(once + ")", end_at_repeat=1) == {"</s>"}
+  assert after(once, end_at_repeat=2) == {",", ")"}  # one repeat is not yet the end
+  assert after(once + ",(组织:北京),(地点:北京)", end_at_repeat=2) == {")"}
+  assert after("((地点:NULL),(地点:NULL)", end_at_repeat=1) == {")"}  # NULL twice too
+  # Writing the repeat stays allowed (unlike forbid_repeats), new items do not count.
+  assert after("((地点:北京),(地点:北京", end_at_repeat=1) == {"和", ")"}
+  assert after("((地点:北京),(组织:北京)", end_at_repeat=1) == {",", ")"}
+  assert after("((地点:北京),(地点:北京和上海)", end_at_repeat=1) == {",", ")"}
+  # The rule off: the grammar as before.
+  assert after(once, end_at_repeat=0) == {",", ")"}
+
+
+def test_end_at_repeat_must_be_a_count(sp_vocab):
+  for bad in (-1, 1.5, True, "2"):
+    with pytest.raises(ValueError, match="end_at_repeat must be an int >= 0"):
+      constraints.NerCopyConstraint.from_vocabulary(sp_vocab, end_at_repeat=bad)
+
+
+def test_a_repeat_close_that_is_also_a_copy_does_not_end_the_target(sp_vocab):
+  # After the second "(地点:北京)" the span may still be "北京)上海": not a sure repeat yet.
+  after = functools.partial(_allowed_after, sp_vocab, "北京)上海北京", ["地点"],
+                            forbid_repeats=False, end_at_repeat=1)
+  assert after("((地点:北京),(地点:北京)") == {"上", ",", ")"}
+  assert after("((地点:北京),(地点:北京)上海),(地点:北京)上海)") == {")"}
 
 
 def test_a_close_that_is_also_a_copy_is_not_recorded(sp_vocab):
@@ -230,13 +263,16 @@ def _gold_requests(draw):
 
 
 @hypothesis.settings(max_examples=150, deadline=None)
-@hypothesis.given(request=_gold_requests(), follow_order=st.booleans())
-def test_every_gold_target_is_accepted(sp_vocab, request, follow_order):
+@hypothesis.given(request=_gold_requests(), follow_order=st.booleans(),
+                  end_at_repeat=st.sampled_from([0, 1]))
+def test_every_gold_target_is_accepted(sp_vocab, request, follow_order, end_at_repeat):
   """Any mentions without the order rule; with it, mentions as the readers give them: in text
-  order, no two of one type starting at the same token (flat NER)."""
+  order, no two of one type starting at the same token (flat NER).  A gold target holds no
+  repeat, so a repeat never ends it early (end_at_repeat=1, the strictest setting)."""
   text, types, data = request
   c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab, forbid_repeats=True,
-                                                    follow_order=follow_order)
+                                                    follow_order=follow_order,
+                                                    end_at_repeat=end_at_repeat)
   input_ids = _encode(sp_vocab, text, types)
   length = len(_text_tokens(c, input_ids))
   runs = st.tuples(st.integers(0, len(types) - 1), st.integers(0, max(length - 1, 0)),
@@ -388,6 +424,41 @@ def test_random_logits_repeat_without_the_rule_and_not_with_it(sp_vocab):
 
 @hypothesis.settings(max_examples=10, deadline=None)
 @hypothesis.given(requests=_plain_requests(), seed=st.integers(0, 2**16),
+                  beam_size=st.sampled_from([1, 4]), end_at_repeat=st.sampled_from([1, 2]))
+def test_random_logit_searches_end_at_the_nth_repeat(sp_vocab, requests, seed, beam_size,
+                                                     end_at_repeat):
+  """Random logits that loop on items: with end_at_repeat=N every output holds at most N
+  repeats, and the item that is the Nth repeat is the output's last (then "))" and EOS)."""
+  texts, types = zip(*requests)
+  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab, end_at_repeat=end_at_repeat)
+  inputs = [_encode(sp_vocab, text, t) for text, t in zip(texts, types)]
+  rng = np.random.default_rng(seed)
+  table = jnp.asarray(rng.normal(size=(sp_vocab.vocab_size, sp_vocab.vocab_size)), jnp.float32)
+  table = table.at[:, int(c.comma_id)].add(3.0)  # favour more items
+  tokens, scores = _search_random_logits(table, jnp.asarray(inputs, jnp.int32), c,
+                                         beam_size=beam_size)
+  for e in range(len(texts)):
+    for k in range(beam_size):
+      if not np.isfinite(np.asarray(scores)[e, k]):
+        continue
+      output = np.asarray(tokens)[e, k]
+      items = items_of(c, output)
+      seen, repeats = set(), []
+      for index, item in enumerate(items):
+        if item in seen:
+          repeats.append(index)
+        seen.add(item)
+      assert len(repeats) <= end_at_repeat, (texts[e], sp_vocab.decode(output.tolist()))
+      if len(repeats) == end_at_repeat:
+        assert repeats[-1] == len(items) - 1, sp_vocab.decode(output.tolist())
+        ids = output.tolist()
+        if sp_vocab.eos_id in ids:  # else cut at the output limit right after that item
+          end = ids.index(sp_vocab.eos_id)
+          assert ids[end - 2:end] == [int(c.close_id)] * 2, sp_vocab.decode(ids)
+
+
+@hypothesis.settings(max_examples=10, deadline=None)
+@hypothesis.given(requests=_plain_requests(), seed=st.integers(0, 2**16),
                   beam_size=st.sampled_from([1, 4]))
 def test_random_logit_searches_never_repeat(sp_vocab, requests, seed, beam_size):
   texts, types = zip(*requests)
@@ -420,14 +491,20 @@ def test_the_tiny_trained_t5_never_repeats(config, trained_params, sp_vocab, req
 # ------------------------------------------------------------------------------------------
 
 
+# The rules as the searches see them: forbid and order; a repeat ends the output (with the
+# Extractor's output budget).
+RULE_SETS = [dict(forbid_repeats=True, follow_order=True),
+             dict(end_at_repeat=1, budget_factor=2.0)]
+
+
+@pytest.mark.parametrize("rules", RULE_SETS, ids=["forbid+order", "end_at_repeat"])
 @hypothesis.settings(max_examples=6, deadline=None)
 @hypothesis.given(requests=_plain_requests(), beam_size=st.sampled_from([1, 4]))
 def test_fast_and_allowed_searches_equal_stepwise_with_the_rules(config, trained_params,
-                                                                  sp_vocab, requests,
+                                                                  sp_vocab, rules, requests,
                                                                   beam_size):
   net = model_lib.Transformer(config)
-  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab, forbid_repeats=True,
-                                                    follow_order=True)
+  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab, **rules)
   inputs = jnp.asarray([_encode(sp_vocab, text, t, shared.FEATURE_LENGTHS["inputs"])
                         for text, t in requests], jnp.int32)
   run = lambda search: generate.decode_batch(
@@ -438,17 +515,44 @@ def test_fast_and_allowed_searches_equal_stepwise_with_the_rules(config, trained
   _assert_same(reference, run("fast"))
 
 
+def test_searches_agree_where_a_repeat_ends_the_output(config, sp_vocab):
+  """An untrained model loops on items, so the rule fires: the fast and allowed searches still
+  give the step-by-step search's result, and outputs end at their first closed repeat."""
+  net = model_lib.Transformer(config)
+  params = model_lib.init_params(config, jax.random.PRNGKey(7))
+  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab, end_at_repeat=1)
+  texts = ["北京和上海", "张三去了北京大学", "上海", "上海大学在上海"]
+  types = [["地点"], ["地点", "组织"], ["名称"], ["组织", "地点"]]
+  inputs = jnp.asarray([_encode(sp_vocab, text, t, shared.FEATURE_LENGTHS["inputs"])
+                        for text, t in zip(texts, types)], jnp.int32)
+  ended = 0
+  for beam_size in (1, 4):
+    run = lambda search, beam_size=beam_size: generate.decode_batch(
+        net, params, inputs, c, beam_size=beam_size, max_decode_length=DECODE_LEN,
+        eos_id=sp_vocab.eos_id, stopping="best", search=search)
+    reference = run("stepwise")
+    _assert_same(reference, run("allowed"))
+    _assert_same(reference, run("fast"))
+    best = np.asarray(reference.tokens).reshape(len(texts), beam_size, -1)[:, 0]
+    for output in best:
+      items = items_of(c, output)
+      if len(items) != len(set(items)):
+        ended += 1
+        assert items[-1] in items[:-1] and len(set(items)) == len(items) - 1
+  assert ended > 0  # the rule was exercised
+
+
 @hypothesis.settings(max_examples=10, deadline=None)
 @hypothesis.given(requests=st.lists(
     st.tuples(st.text(alphabet=st.sampled_from(_GOLD_ALPHABET), max_size=12),
               st.lists(st.sampled_from(TYPE_POOL), min_size=1, max_size=2, unique=True)),
     min_size=ROWS, max_size=ROWS), seed=st.integers(0, 2**16))
-def test_candidate_masks_equal_vocabulary_masks_with_the_rules(sp_vocab, requests, seed):
-  """Random walks through the grammar with both rules: the candidate route allows exactly the
+@pytest.mark.parametrize("rules", RULE_SETS, ids=["forbid+order", "end_at_repeat"])
+def test_candidate_masks_equal_vocabulary_masks_with_the_rules(sp_vocab, rules, requests, seed):
+  """Random walks through the grammar with the rules: the candidate route allows exactly the
   vocabulary route's tokens, and the states agree (as test_candidate_decoding checks without
   the rules)."""
-  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab, forbid_repeats=True,
-                                                    follow_order=True)
+  c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab, **rules)
   inputs = jnp.asarray([_encode(sp_vocab, t, types) for t, types in requests], jnp.int32)
 
   def never_a_dead_end(step, token, vocab_mask):

@@ -48,7 +48,8 @@ PARTITIONING_PRESETS = ("data_parallel", "fsdp", "tensor_parallel", "2d")
 
 
 def add_grammar_rule_arguments(parser: argparse.ArgumentParser) -> None:
-  """--forbid_repeats / --follow_order / --output_budget: the constraint's rules (extract,
+  """--forbid_repeats / --follow_order / --end_at_repeat / --output_budget: the constraint's
+  rules (extract,
   extract_corpus and serve; constraints module docstring, BENCHMARKS.md 2e and 2n)."""
   parser.add_argument("--forbid_repeats", action="store_true",
                       help="constrained decoding may not close an item already written")
@@ -56,12 +57,26 @@ def add_grammar_rule_arguments(parser: argparse.ArgumentParser) -> None:
                       help="constrained decoding keeps the training targets' item order (types "
                            "in prompt order, NULL alone, spans in text order): no runaway "
                            "outputs, but it cost the bench model 1.6-3 macro F1 (BENCHMARKS 2e)")
+  parser.add_argument("--end_at_repeat", type=_repeat_count, default=0, metavar="N",
+                      help="constrained decoding ends an output once it has closed N items it "
+                           "had written before (a loop); 0 = never (default)")
   parser.add_argument("--output_budget", type=_budget_factor,
                       default=output_budget_lib.OUTPUT_BUDGET_FACTOR,
                       help="constrained decoding ends an output (EOS) after its all-NULL target "
                            "+ this many tokens per text token + 8; 0 = only "
                            "--max_decode_length (default %(default)s: 14 of the 120,548 gold "
                            "targets of the real datasets are longer; BENCHMARKS 2n)")
+
+
+def _repeat_count(value: str) -> int:
+  """--end_at_repeat: an int >= 0."""
+  try:
+    count = int(value)
+  except ValueError:
+    count = -1
+  if count < 0:
+    raise argparse.ArgumentTypeError(f"{value!r}: an int >= 0 (0 = never)")
+  return count
 
 
 def _budget_factor(value: str) -> float:
@@ -270,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
         max_decode_length=args.max_decode_length, stopping=args.stopping,
         partitioning=args.partitioning, forbid_repeats=args.forbid_repeats,
         follow_order=args.follow_order, decode_threads=args.decode_threads,
-        output_budget=args.output_budget)
+        output_budget=args.output_budget, end_at_repeat=args.end_at_repeat)
   except (OSError, ValueError, TypeError) as error:
     print(f"error: --model_dir {args.model_dir}: {error}", file=sys.stderr)
     return EXIT_USAGE

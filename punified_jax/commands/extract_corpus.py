@@ -106,6 +106,7 @@ class JobOptions:
   follow_order: bool = False
   decode_threads: Optional[int] = None
   output_budget: Optional[float] = None  # None: the Extractor's default
+  end_at_repeat: int = 0
 
 
 def load_extractor(options: JobOptions):
@@ -117,6 +118,7 @@ def load_extractor(options: JobOptions):
                                   forbid_repeats=options.forbid_repeats,
                                   follow_order=options.follow_order,
                                   decode_threads=options.decode_threads,
+                                  end_at_repeat=options.end_at_repeat,
                                   **({} if options.output_budget is None
                                      else {"output_budget": options.output_budget}))
 
@@ -211,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
   options = JobOptions(args.model_dir, args.input, args.output, types, args.dataset,
                        args.beam_size, args.batch_size, args.checkpoint, limits,
                        args.forbid_repeats, args.follow_order, args.decode_threads,
-                       args.output_budget)
+                       args.output_budget, args.end_at_repeat)
   storage.makedirs(args.output)
   shards = plan_shards(args.input, args.shard_docs)
   existing = set(storage.listdir(args.output))

@@ -114,6 +114,7 @@ class Service:
                      "forbid_repeats": extractor.forbid_repeats,
                      "follow_order": extractor.follow_order,
                      "output_budget": extractor.output_budget,
+                     "end_at_repeat": extractor.end_at_repeat,
                      "max_input_length": extractor.max_input_length,
                      "max_decode_length": extractor.max_decode_length,
                      "buckets": list(self.engine.buckets),
