@@ -35,8 +35,8 @@ afterwards.  EOS is allowed only after the closing "))".  Everything is elementw
 scatter over [rows, input_len], so it runs inside the jitted beam search and its state is
 reordered with the beams like the KV cache.
 
-Two optional rules (both off by default; benchmarks/runaway_outputs.py and BENCHMARKS.md 2e
-measure them).  A batch runs until its longest row ends, and a model can loop on one item up
+Three optional rules against runaway outputs (benchmarks/runaway_outputs.py and BENCHMARKS.md
+2e and 2o measure them).  A batch runs until its longest row ends, and a model can loop on one item up
 to the output limit ("(景点:亚庇),(景点:亚庇),..."): one such row makes its whole batch pay.
 
 No repeated items (`forbid_repeats`).  The training targets never hold the same
@@ -143,7 +143,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from punified_jax import decoding
-from punified_jax import output_budget as output_budget_lib
+from punified_jax import output_limits
 from punified_jax.prompts import ENTITY_MARKER, NULL, TEXT_MARKER
 
 Array = jax.Array
@@ -168,11 +168,13 @@ _TEXT = 8        # a token of the text region
 _SPAN_FIRST = 16  # a span may start at this token
 _SPAN_LAST = 32   # a span may end with this token
 
-# The output budget (module docstring; its formula and defaults live in output_budget.py).
-OUTPUT_BUDGET_FACTOR = output_budget_lib.OUTPUT_BUDGET_FACTOR
-OUTPUT_BUDGET_SLACK = output_budget_lib.OUTPUT_BUDGET_SLACK
-check_budget = output_budget_lib.check
-output_budget = output_budget_lib.budget
+# The output budget and the repeat rule (module docstring; their defaults, the budget's formula
+# and the checks live in output_limits.py).
+OUTPUT_BUDGET_FACTOR = output_limits.OUTPUT_BUDGET_FACTOR
+OUTPUT_BUDGET_SLACK = output_limits.OUTPUT_BUDGET_SLACK
+END_AT_REPEAT = output_limits.END_AT_REPEAT
+check_budget = output_limits.check
+output_budget = output_limits.budget
 _NO_BUDGET = np.iinfo(np.int32).max
 
 # Items each row remembers for the no-repeat rule (module docstring).
@@ -251,9 +253,7 @@ class NerCopyConstraint:
     output")."""
     if not isinstance(max_items, int) or max_items < 1:
       raise ValueError(f"max_items must be an int >= 1, got {max_items!r}")
-    if isinstance(end_at_repeat, bool) or not isinstance(end_at_repeat, (int, np.integer)) \
-        or end_at_repeat < 0:
-      raise ValueError(f"end_at_repeat must be an int >= 0 (0 = off), got {end_at_repeat!r}")
+    output_limits.check_end_at_repeat(end_at_repeat)
     check_budget(budget_factor, budget_slack)
     ids = {name: _single_token(vocabulary, text) for name, text in (
         ("open_id", "("), ("close_id", ")"), ("comma_id", ","), ("colon_id", ":"),

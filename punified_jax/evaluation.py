@@ -111,12 +111,13 @@ class Evaluator:
       from the input text; GUIDE section 4). The paper decodes unconstrained (the default).
     constraint_factory: any other `vocabulary -> decoding.LogitsConstraint` (wins over
       `constrained`).
-    forbid_repeats, follow_order, end_at_repeat: with `constrained`, the constraint's optional
-      rules (constraints module docstring, BENCHMARKS.md 2e and 2o),
+    forbid_repeats, follow_order: with `constrained`, the constraint's optional rules
+      (constraints module docstring, BENCHMARKS.md 2e),
       e.g. `--gin.evaluation.Evaluator.follow_order=True`.
-    output_budget: with `constrained`, the constraint's output budget factor (constraints
-      module docstring); None = the Extractor's default (constraints.OUTPUT_BUDGET_FACTOR), so
-      a constrained evaluation decodes as the Extractor does; 0 = none.
+    output_budget, end_at_repeat: with `constrained`, the constraint's output budget factor and
+      repeat count that ends an output (constraints module docstring); None = the Extractor's
+      defaults (constraints.OUTPUT_BUDGET_FACTOR, constraints.END_AT_REPEAT), so a constrained
+      evaluation decodes as the Extractor does; 0 = none.
     stopping: the beam search's stopping rule (decoding.beam_search). "best" (default) is
       exact for the best hypothesis, the only one evaluated: the same predictions as t5x's
       "all" in fewer steps; "early" is Hugging Face's early_stopping=True.
@@ -128,7 +129,7 @@ class Evaluator:
                feature_lengths: Mapping[str, int] | None = None, selection_metric: str = "macro_f1",
                constrained: bool = False, constraint_factory: Callable[[Any], Any] | None = None,
                stopping: str = "best", forbid_repeats: bool = False, follow_order: bool = False,
-               output_budget: float | None = None, end_at_repeat: int = 0):
+               output_budget: float | None = None, end_at_repeat: int | None = None):
     import seqio  # pylint: disable=g-import-not-at-top
     if batch_size < 1:
       raise ValueError(f"Evaluator.batch_size must be >= 1, got {batch_size}")
@@ -136,7 +137,8 @@ class Evaluator:
       raise ValueError(f"Evaluator.beam_size must be >= 1, got {beam_size}")
     if max_examples is not None and max_examples < 1:
       raise ValueError(f"EVAL_MAX_EXAMPLES must be >= 1 or None, got {max_examples}")
-    if (forbid_repeats or follow_order or end_at_repeat or output_budget is not None) and (
+    if (forbid_repeats or follow_order or end_at_repeat is not None
+        or output_budget is not None) and (
         constraint_factory is not None or not constrained):
       raise ValueError("Evaluator.forbid_repeats / follow_order / end_at_repeat / output_budget "
                        "need constrained=True and no constraint_factory")
@@ -172,7 +174,8 @@ class Evaluator:
       from punified_jax import constraints  # pylint: disable=g-import-not-at-top
       constraint_factory = functools.partial(
           constraints.NerCopyConstraint.from_vocabulary, forbid_repeats=forbid_repeats,
-          follow_order=follow_order, end_at_repeat=end_at_repeat,
+          follow_order=follow_order,
+          end_at_repeat=(constraints.END_AT_REPEAT if end_at_repeat is None else end_at_repeat),
           budget_factor=(constraints.OUTPUT_BUDGET_FACTOR if output_budget is None
                          else output_budget))
     self.constraint = constraint_factory(vocabulary) if constraint_factory else None

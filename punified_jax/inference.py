@@ -216,8 +216,9 @@ class Extractor:
     forbid_repeats, follow_order: the constraint's optional rules, off by default (constraints
       module docstring; BENCHMARKS.md 2e): no item closed twice / items in format_target's
       order (then no output runs to the length limit, but it cost the bench model F1).
-    end_at_repeat: N > 0: the constraint ends an output once it has closed N items it had
-      written before (constraints module docstring, "A repeat ends the output"); 0 = never.
+    end_at_repeat: the constraint ends an output once it has closed this many items it had
+      written before (constraints module docstring, "A repeat ends the output"; default
+      constraints.END_AT_REPEAT, BENCHMARKS.md 2o); 0 = never.
     output_budget: the constraint's output budget factor (constraints module docstring: at
       most the all-NULL target + output_budget x text tokens + slack, `stats["budget_cut"]`
       counts outputs that reached it); 0 = none (only max_decode_length).
@@ -235,7 +236,7 @@ class Extractor:
                first_pass: bool = True, forbid_repeats: bool = False, follow_order: bool = False,
                batching: str = "cost", decode_threads: Optional[int] = None,
                output_budget: float = constraints_lib.OUTPUT_BUDGET_FACTOR,
-               end_at_repeat: int = 0):
+               end_at_repeat: int = constraints_lib.END_AT_REPEAT):
     config = model if isinstance(model, T5Config) else getattr(model, "config", None)
     if not isinstance(config, T5Config):
       raise TypeError(f"model must be a model.Transformer or a T5Config, got "

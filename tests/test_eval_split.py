@@ -106,9 +106,11 @@ def test_grammar_rules_reach_the_evaluation_constraint(raw_dir):
                                     feature_lengths=LENGTHS, constrained=True, output_budget=0)
   try:
     assert unbudgeted.constraint.budget_factor == 0
+    # ... and, when not given, with its default repeat rule.
+    assert unbudgeted.constraint.end_at_repeat == constraints.END_AT_REPEAT == 3
   finally:
     unbudgeted.close()
-  for rule in ({"follow_order": True}, {"output_budget": 1.0}):
+  for rule in ({"follow_order": True}, {"output_budget": 1.0}, {"end_at_repeat": 2}):
     with pytest.raises(ValueError, match="output_budget need constrained=True"):
       evaluation.Evaluator(mixture_or_task_name="punified_ner_resume", model=None,
                            partitioner=partitioning.Partitioner(), **rule)

@@ -766,12 +766,12 @@ def test_two_passes_equal_one_pass_on_any_texts(two_pass_extractors, texts):
 
 def test_grammar_rules_reach_the_constraint_and_keep_the_literal_entities(config, trained_params,
                                                                           sp_vocab):
-  """forbid_repeats / follow_order / end_at_repeat (off by default) build the Extractor's
-  constraint; the overfit model's outputs already follow format_target's order and hold no
-  repeat, so they change nothing."""
+  """forbid_repeats / follow_order (off by default) and end_at_repeat (3 by default) build the
+  Extractor's constraint; the overfit model's outputs already follow format_target's order and
+  hold no repeat, so they change nothing."""
   default = inference.Extractor(model_lib.Transformer(config), None, sp_vocab)
   assert (default._constraint.forbid_repeats, default._constraint.follow_order,
-          default._constraint.end_at_repeat) == (False, False, 0)
+          default._constraint.end_at_repeat) == (False, False, 3)
   texts = [text for text, _ in TRAIN_EXAMPLES]
   for beam_size in (1, 4):
     ruled = inference.Extractor(model_lib.Transformer(config), trained_params, sp_vocab,

@@ -37,7 +37,7 @@ import sys
 from typing import Any, Iterable, Optional, TextIO
 
 from punified_jax import request_validation as validation
-from punified_jax import output_budget as output_budget_lib
+from punified_jax import output_limits
 
 HELP = "extract requested entity types with character offsets (JSON) from a trained model"
 
@@ -57,11 +57,13 @@ def add_grammar_rule_arguments(parser: argparse.ArgumentParser) -> None:
                       help="constrained decoding keeps the training targets' item order (types "
                            "in prompt order, NULL alone, spans in text order): no runaway "
                            "outputs, but it cost the bench model 1.6-3 macro F1 (BENCHMARKS 2e)")
-  parser.add_argument("--end_at_repeat", type=_repeat_count, default=0, metavar="N",
+  parser.add_argument("--end_at_repeat", type=_repeat_count,
+                      default=output_limits.END_AT_REPEAT, metavar="N",
                       help="constrained decoding ends an output once it has closed N items it "
-                           "had written before (a loop); 0 = never (default)")
+                           "had written before (a loop); 0 = never (default %(default)s: no "
+                           "gold target repeats an item; BENCHMARKS 2o)")
   parser.add_argument("--output_budget", type=_budget_factor,
-                      default=output_budget_lib.OUTPUT_BUDGET_FACTOR,
+                      default=output_limits.OUTPUT_BUDGET_FACTOR,
                       help="constrained decoding ends an output (EOS) after its all-NULL target "
                            "+ this many tokens per text token + 8; 0 = only "
                            "--max_decode_length (default %(default)s: 14 of the 120,548 gold "
@@ -72,10 +74,9 @@ def _repeat_count(value: str) -> int:
   """--end_at_repeat: an int >= 0."""
   try:
     count = int(value)
-  except ValueError:
-    count = -1
-  if count < 0:
-    raise argparse.ArgumentTypeError(f"{value!r}: an int >= 0 (0 = never)")
+    output_limits.check_end_at_repeat(count)
+  except ValueError as error:
+    raise argparse.ArgumentTypeError(f"{value!r}: {error}") from None
   return count
 
 
@@ -83,7 +84,7 @@ def _budget_factor(value: str) -> float:
   """--output_budget: a factor output_budget.check accepts."""
   try:
     factor = float(value)
-    output_budget_lib.check(factor, output_budget_lib.OUTPUT_BUDGET_SLACK)
+    output_limits.check(factor, output_limits.OUTPUT_BUDGET_SLACK)
   except ValueError as error:
     raise argparse.ArgumentTypeError(f"{value!r}: {error}") from None
   return factor

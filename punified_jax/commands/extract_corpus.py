@@ -106,7 +106,7 @@ class JobOptions:
   follow_order: bool = False
   decode_threads: Optional[int] = None
   output_budget: Optional[float] = None  # None: the Extractor's default
-  end_at_repeat: int = 0
+  end_at_repeat: Optional[int] = None  # None: the Extractor's default
 
 
 def load_extractor(options: JobOptions):
@@ -118,9 +118,10 @@ def load_extractor(options: JobOptions):
                                   forbid_repeats=options.forbid_repeats,
                                   follow_order=options.follow_order,
                                   decode_threads=options.decode_threads,
-                                  end_at_repeat=options.end_at_repeat,
                                   **({} if options.output_budget is None
-                                     else {"output_budget": options.output_budget}))
+                                     else {"output_budget": options.output_budget}),
+                                  **({} if options.end_at_repeat is None
+                                     else {"end_at_repeat": options.end_at_repeat}))
 
 
 def process_shard(extractor, options: JobOptions, shard: Shard) -> dict[str, int]:

@@ -1,9 +1,11 @@
-"""The output budget of constrained decoding: its defaults, its formula and its check.
+"""The limits constrained decoding puts on runaway outputs by default: the output budget (its
+defaults, formula and check) and the repeat count that ends an output (its default and check).
 
 Jax-free, so that the command-line parsers (extract, extract_corpus, serve) can show and check
-`--output_budget` without importing JAX; constraints.NerCopyConstraint applies the budget
-inside the search (its module docstring, "Output budget"), the Extractor and the service
-compute a window's budget with the same `budget` function.
+`--output_budget` and `--end_at_repeat` without importing JAX; constraints.NerCopyConstraint
+applies both inside the search (its module docstring, "Output budget" and "A repeat ends the
+output"), the Extractor and the service compute a window's budget with the same `budget`
+function.
 """
 
 from __future__ import annotations
@@ -12,6 +14,17 @@ from __future__ import annotations
 # 120,548 gold targets of the real datasets are longer).
 OUTPUT_BUDGET_FACTOR = 2.0
 OUTPUT_BUDGET_SLACK = 8
+
+
+# Closed repeats of an already written item that end an output: the Extractor's default
+# (BENCHMARKS.md 2o: no output of the bench model at the limit any more, F1 within +-0.4).
+END_AT_REPEAT = 3
+
+
+def check_end_at_repeat(count: int) -> None:
+  """ValueError unless `count` is an int >= 0 (0 = a repeat never ends the output)."""
+  if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+    raise ValueError(f"end_at_repeat must be an int >= 0 (0 = off), got {count!r}")
 
 
 def check(factor: float, slack: int) -> None:
