@@ -48,6 +48,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from punified_jax import output_limits  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 # Our beam-search stopping rule (decoding.beam_search) for each compared rule.
@@ -136,10 +137,14 @@ def main(argv=None) -> int:
                            f"generate.DEFAULT_SEARCH) "
                            "and decode_batch with the constrained searches 'stepwise', 'allowed' and 'fast'")
   parser.add_argument("--chunk_length", type=int, default=8, help="the fast search's tokens per decoder call")
-  parser.add_argument("--output_budget", type=float, default=2.0,
+  parser.add_argument("--output_budget", type=float, default=output_limits.OUTPUT_BUDGET_FACTOR,
                       help="the constraint's output budget factor for the Extractor and the constrained "
-                           "decode_batch searches (constraints.OUTPUT_BUDGET_FACTOR; 0 = none, as "
+                           "decode_batch searches (default: the Extractor's; 0 = none, as "
                            "before BENCHMARKS 2n)")
+  parser.add_argument("--end_at_repeat", type=int, default=output_limits.END_AT_REPEAT,
+                      help="closed repeats that end an output, for the Extractor and the constrained "
+                           "decode_batch searches (default: the Extractor's; 0 = never, as "
+                           "before BENCHMARKS 2o)")
   parser.add_argument("--constrained_only", action="store_true",
                       help="of ours, time only the constrained decode_batch rows (the three searches) and "
                            "the constrained Extractor: saves time on a shared machine")
@@ -207,9 +212,9 @@ def main(argv=None) -> int:
   engine_model = Transformer(info.t5_config)
   engine_tokens = {}
   from punified_jax import constraints  # pylint: disable=g-import-not-at-top
-  # The Extractor's constraint: the same output budget as the Extractor timed below.
+  # The Extractor's constraint: the same output limits as the Extractor timed below.
   ner_constraint = constraints.NerCopyConstraint.from_vocabulary(
-      vocabulary, budget_factor=args.output_budget)
+      vocabulary, budget_factor=args.output_budget, end_at_repeat=args.end_at_repeat)
   # (label, constraint, search) of the decode_batch variants timed.
   engine_variants = [] if args.constrained_only else [("ours_decode_batch", None, "stepwise")]
   if args.constrained:
@@ -295,7 +300,8 @@ def main(argv=None) -> int:
     for label, constrained in variants:
       extractor = Extractor.load(args.model_dir, beam_size=beam, constrained=constrained,
                                  batch_size=args.batch_size, max_decode_length=max_decode, alpha=args.alpha,
-                                 stopping=_OURS[rule], output_budget=args.output_budget)
+                                 stopping=_OURS[rule], output_budget=args.output_budget,
+                                 end_at_repeat=args.end_at_repeat)
       start = time.perf_counter()
       extractor.extract(texts, dataset=args.dataset)  # compiles every shape the passes use
       seconds = [time.perf_counter() - start]

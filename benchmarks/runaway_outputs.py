@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks.extract_throughput import batches_by_length  # pylint: disable=g-import-not-at-top,wrong-import-position
+from punified_jax.output_limits import OUTPUT_BUDGET_FACTOR as _BUDGET  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 # The constraint's settings compared: the grammar alone, + no repeated item, + target order.
@@ -39,13 +40,14 @@ RULES = {
     "order": dict(forbid_repeats=False, follow_order=True),
     "no_repeat+order": dict(forbid_repeats=True, follow_order=True),
     # The output budget (constraints module docstring), the Extractor's default since 2n.
-    "budget": dict(budget_factor=2.0),
-    # + a closed repeat ends the target (constraints module docstring, "A repeat ends...").
-    "budget+end_repeat1": dict(budget_factor=2.0, end_at_repeat=1),
-    "budget+end_repeat2": dict(budget_factor=2.0, end_at_repeat=2),
-    "budget+end_repeat3": dict(budget_factor=2.0, end_at_repeat=3),
-    "budget+end_repeat4": dict(budget_factor=2.0, end_at_repeat=4),
-    "budget+end_repeat6": dict(budget_factor=2.0, end_at_repeat=6),
+    "budget": dict(budget_factor=_BUDGET),
+    # + the Nth closed repeat ends the target (constraints module docstring, "A repeat ends the
+    # output"; the Extractor's default N since 2o: output_limits.END_AT_REPEAT).
+    "budget+end_repeat1": dict(budget_factor=_BUDGET, end_at_repeat=1),
+    "budget+end_repeat2": dict(budget_factor=_BUDGET, end_at_repeat=2),
+    "budget+end_repeat3": dict(budget_factor=_BUDGET, end_at_repeat=3),
+    "budget+end_repeat4": dict(budget_factor=_BUDGET, end_at_repeat=4),
+    "budget+end_repeat6": dict(budget_factor=_BUDGET, end_at_repeat=6),
 }
 
 

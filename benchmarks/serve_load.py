@@ -411,7 +411,8 @@ def main(argv=None) -> int:
                       help="which runs to make (comma-separated): ours (with the overload "
                            "run), ours_1worker (serve --decode_workers 1), ours_no_gc_freeze, "
                            "ours_follow_order (serve --follow_order), ours_no_budget (serve "
-                           "--output_budget 0), "
+                           "--output_budget 0), ours_no_repeat_end (serve --end_at_repeat "
+                           "0), "
                            "ours_batch1, hf, ray_kill (two Ray Serve replicas, one "
                            "killed under load; needs the ray extra)")
   parser.add_argument("--ray_clients", type=int, default=8)
@@ -544,6 +545,11 @@ def main(argv=None) -> int:
   if "ours_no_budget" in servers:
     timed_server("ours_no_budget", serve + ["--batch_size", str(args.batch_size),
                                             "--output_budget", "0"], "/ready", levels)
+
+  # 1e. Ours without the repeat rule (BENCHMARKS.md 2o): its A/B.
+  if "ours_no_repeat_end" in servers:
+    timed_server("ours_no_repeat_end", serve + ["--batch_size", str(args.batch_size),
+                                                "--end_at_repeat", "0"], "/ready", levels)
 
   # 2. Ours without cross-request batching (one window per decode).
   if "ours_batch1" in servers:

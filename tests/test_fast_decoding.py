@@ -65,7 +65,12 @@ def _assert_same(reference, fast):
     finite = np.isfinite(want)
     # The chunk's attention runs over a wider cache with several queries: the same terms,
     # summed in another order (differences of a few 1e-6 measured, up to 2e-5 on a -1.58).
-    np.testing.assert_allclose(got[finite], want[finite], atol=1e-5, rtol=1e-5, err_msg=name)
+    # The search's own quantities (scores, log_probs) stay within 1e-5; the model's per-token
+    # log-probs, reported alongside and never ranked on, once differed by 3.2e-5 on a -1.14
+    # (hypothesis, the tiny trained model), so they get 5e-5.
+    tolerance = 5e-5 if name == "token_log_probs" else 1e-5
+    np.testing.assert_allclose(got[finite], want[finite], atol=tolerance, rtol=1e-5,
+                               err_msg=name)
 
 
 def _tokens_out(output):

@@ -716,7 +716,7 @@ def _two_pass_pair(config, sp_vocab, params):
   make = lambda first_pass: inference.Extractor(
       model_lib.Transformer(config), params, sp_vocab, beam_size=1, batch_size=BATCH_SIZE,
       max_input_length=64, max_decode_length=128, first_pass=first_pass,
-      output_budget=0)  # no budget: the runaways run to the first limit
+      output_budget=0, end_at_repeat=0)  # no limits: the runaways run to the first limit
   return make(True), make(False)
 
 
