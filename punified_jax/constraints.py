@@ -36,8 +36,9 @@ scatter over [rows, input_len], so it runs inside the jitted beam search and its
 reordered with the beams like the KV cache.
 
 Three optional rules against runaway outputs (benchmarks/runaway_outputs.py and BENCHMARKS.md
-2e and 2o measure them).  A batch runs until its longest row ends, and a model can loop on one item up
-to the output limit ("(景点:亚庇),(景点:亚庇),..."): one such row makes its whole batch pay.
+2e and 2o measure them).  A batch runs until its longest row ends, and a model can loop on one
+item up to the output limit ("(景点:亚庇),(景点:亚庇),..."): one such row makes its whole batch
+pay.
 
 No repeated items (`forbid_repeats`).  The training targets never hold the same
 (type, span) pair twice (prompts.format_target writes each pair once, and the parser drops a
@@ -650,7 +651,8 @@ def ner_copy_constraint(vocabulary: Any, forbid_repeats: bool = False,
                         end_at_repeat: int = 0) -> NerCopyConstraint:
   """`NerCopyConstraint.from_vocabulary` as a plain function, for gin, e.g.
   `evaluation.Evaluator.constraint_factory = @constraints.ner_copy_constraint` (and its
-  `forbid_repeats` / `follow_order` / `budget_factor` for the rules of the module docstring)."""
+  `forbid_repeats` / `follow_order` / `budget_factor` / `end_at_repeat` for the rules of the
+  module docstring; like from_vocabulary, all off by default)."""
   return NerCopyConstraint.from_vocabulary(vocabulary, forbid_repeats=forbid_repeats,
                                            follow_order=follow_order,
                                            budget_factor=budget_factor,

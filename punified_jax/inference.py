@@ -285,7 +285,7 @@ class Extractor:
         vocabulary, forbid_repeats=forbid_repeats, follow_order=follow_order,
         budget_factor=output_budget, end_at_repeat=end_at_repeat)
     self.output_budget = self._constraint.budget_factor
-    self.end_at_repeat = self._constraint.end_at_repeat
+    self.end_at_repeat = self._constraint.end_at_repeat  # 0 = off
     self.forbid_repeats, self.follow_order = bool(forbid_repeats), bool(follow_order)
     self._text_id = int(self._constraint.text_id)
     self._open_id = int(self._constraint.open_id)

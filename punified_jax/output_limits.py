@@ -10,6 +10,8 @@ function.
 
 from __future__ import annotations
 
+import numbers
+
 # Factor per text token and slack: the Extractor's default (BENCHMARKS.md 2n: 14 of the
 # 120,548 gold targets of the real datasets are longer).
 OUTPUT_BUDGET_FACTOR = 2.0
@@ -23,7 +25,7 @@ END_AT_REPEAT = 3
 
 def check_end_at_repeat(count: int) -> None:
   """ValueError unless `count` is an int >= 0 (0 = a repeat never ends the output)."""
-  if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+  if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 0:
     raise ValueError(f"end_at_repeat must be an int >= 0 (0 = off), got {count!r}")
 
 

@@ -49,8 +49,8 @@ PARTITIONING_PRESETS = ("data_parallel", "fsdp", "tensor_parallel", "2d")
 
 def add_grammar_rule_arguments(parser: argparse.ArgumentParser) -> None:
   """--forbid_repeats / --follow_order / --end_at_repeat / --output_budget: the constraint's
-  rules (extract,
-  extract_corpus and serve; constraints module docstring, BENCHMARKS.md 2e and 2n)."""
+  rules (extract, extract_corpus and serve; constraints module docstring, BENCHMARKS.md 2e, 2n
+  and 2o)."""
   parser.add_argument("--forbid_repeats", action="store_true",
                       help="constrained decoding may not close an item already written")
   parser.add_argument("--follow_order", action="store_true",
