@@ -387,23 +387,29 @@ def _search_random_logits(table, inputs, constraint, *, beam_size):
   return out.tokens, out.scores
 
 
-def _count_repeats(vocab, texts, types, seed, beam_size, forbid_repeats):
-  c = constraints.NerCopyConstraint.from_vocabulary(vocab, forbid_repeats=forbid_repeats)
+def _random_logit_outputs(vocab, c, texts, types, seed, beam_size):
+  """[(input ids, output ids)] of every hypothesis that exists, searched with `c` over random
+  logits that favour "," (more items, so loops)."""
   inputs = [_encode(vocab, text, t) for text, t in zip(texts, types)]
   rng = np.random.default_rng(seed)
   table = jnp.asarray(rng.normal(size=(vocab.vocab_size, vocab.vocab_size)), jnp.float32)
   table = table.at[:, int(c.comma_id)].add(3.0)  # favour more items
   tokens, scores = _search_random_logits(table, jnp.asarray(inputs, jnp.int32), c,
                                          beam_size=beam_size)
+  tokens, scores = np.asarray(tokens), np.asarray(scores)
+  return [(inputs[e], tokens[e, k]) for e in range(len(texts)) for k in range(beam_size)
+          if np.isfinite(scores[e, k])]
+
+
+def _count_repeats(vocab, texts, types, seed, beam_size, forbid_repeats):
+  c = constraints.NerCopyConstraint.from_vocabulary(vocab, forbid_repeats=forbid_repeats)
   repeats = 0
-  for e in range(len(texts)):
-    for k in range(beam_size):
-      if np.isfinite(np.asarray(scores)[e, k]):
-        if forbid_repeats:
-          repeats += assert_no_repeats(c, inputs[e], np.asarray(tokens)[e, k])
-        else:
-          items = items_of(c, np.asarray(tokens)[e, k])
-          repeats += len(items) - len(set(items))
+  for input_ids, output in _random_logit_outputs(vocab, c, texts, types, seed, beam_size):
+    if forbid_repeats:
+      repeats += assert_no_repeats(c, input_ids, output)
+    else:
+      items = items_of(c, output)
+      repeats += len(items) - len(set(items))
   return repeats
 
 
@@ -431,30 +437,21 @@ def test_random_logit_searches_end_at_the_nth_repeat(sp_vocab, requests, seed, b
   repeats, and the item that is the Nth repeat is the output's last (then "))" and EOS)."""
   texts, types = zip(*requests)
   c = constraints.NerCopyConstraint.from_vocabulary(sp_vocab, end_at_repeat=end_at_repeat)
-  inputs = [_encode(sp_vocab, text, t) for text, t in zip(texts, types)]
-  rng = np.random.default_rng(seed)
-  table = jnp.asarray(rng.normal(size=(sp_vocab.vocab_size, sp_vocab.vocab_size)), jnp.float32)
-  table = table.at[:, int(c.comma_id)].add(3.0)  # favour more items
-  tokens, scores = _search_random_logits(table, jnp.asarray(inputs, jnp.int32), c,
-                                         beam_size=beam_size)
-  for e in range(len(texts)):
-    for k in range(beam_size):
-      if not np.isfinite(np.asarray(scores)[e, k]):
-        continue
-      output = np.asarray(tokens)[e, k]
-      items = items_of(c, output)
-      seen, repeats = set(), []
-      for index, item in enumerate(items):
-        if item in seen:
-          repeats.append(index)
-        seen.add(item)
-      assert len(repeats) <= end_at_repeat, (texts[e], sp_vocab.decode(output.tolist()))
-      if len(repeats) == end_at_repeat:
-        assert repeats[-1] == len(items) - 1, sp_vocab.decode(output.tolist())
-        ids = output.tolist()
-        if sp_vocab.eos_id in ids:  # else cut at the output limit right after that item
-          end = ids.index(sp_vocab.eos_id)
-          assert ids[end - 2:end] == [int(c.close_id)] * 2, sp_vocab.decode(ids)
+  for input_ids, output in _random_logit_outputs(sp_vocab, c, texts, types, seed, beam_size):
+    items = items_of(c, output)
+    seen, repeats = set(), []
+    for index, item in enumerate(items):
+      if item in seen:
+        repeats.append(index)
+      seen.add(item)
+    assert len(repeats) <= end_at_repeat, (sp_vocab.decode(input_ids),
+                                           sp_vocab.decode(output.tolist()))
+    if len(repeats) == end_at_repeat:
+      assert repeats[-1] == len(items) - 1, sp_vocab.decode(output.tolist())
+      ids = output.tolist()
+      if sp_vocab.eos_id in ids:  # else cut at the output limit right after that item
+        end = ids.index(sp_vocab.eos_id)
+        assert ids[end - 2:end] == [int(c.close_id)] * 2, sp_vocab.decode(ids)
 
 
 @hypothesis.settings(max_examples=10, deadline=None)
