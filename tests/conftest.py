@@ -1,6 +1,9 @@
 """Shared pytest setup: quiet TensorFlow, CPU-only JAX, fast compiles, no network."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -13,6 +16,14 @@ os.environ.setdefault("TFDS_DISABLE_GCS", "1")
 # PUNIFIED_RAW_DIR/PUNIFIED_TFDS_DIR never leaks into the suite; subprocess tests inherit it.
 os.environ["PUNIFIED_RAW_DIR"] = "builtin"
 os.environ.pop("PUNIFIED_TFDS_DIR", None)
+# The entry points the tests call in this process switch JAX's persistent compilation cache on
+# for the rest of the process (punified_jax/xla_cache.py). Point it at a directory of this run,
+# never at the user's ~/.cache (a suite once died loading an entry from a home cache shared
+# across machines; tests/test_xla_cache.py). Subprocess tests inherit it; those that test the
+# cache set their own.
+os.environ["PUNIFIED_XLA_CACHE"] = tempfile.mkdtemp(prefix="punified-test-xla-")
+atexit.register(shutil.rmtree, os.environ["PUNIFIED_XLA_CACHE"], ignore_errors=True)
+os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 
 # The tests' models are tiny: XLA's expensive optimisation passes cost far more compile time than
 # they save at run time (about 3x on the trainer tests). Numerics are unchanged at the tolerances
