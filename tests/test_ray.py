@@ -4,7 +4,6 @@ and with one replica killed under requests every request is still answered (200,
 to the other replica by the router, or 503), never 500, none hangs. Skips outside CI when Ray (the `ray` extra) is not installed; fails under CI."""
 
 import asyncio
-import gc
 import json
 import os
 import threading
@@ -47,9 +46,6 @@ def local_ray(tmp_path_factory):
   ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
            runtime_env={"env_vars": env})
   yield
-  # Free every Ray object of these tests while Ray still runs: freed by the garbage collector
-  # after ray.shutdown(), one can crash the process (ray-project/ray#31145).
-  gc.collect()
   ray.shutdown()
 
 
