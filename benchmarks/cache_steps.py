@@ -1,5 +1,6 @@
 """How the growing self-attention cache steps: half steps (64, 96, 128, 192, 256) against
-doublings (64, 128, 256), on real dev sentences through generate.decode_batch.
+doublings (64, 128, 256), on real dev sentences through generate.decode_batch; and greedy with
+finished rows retired (`double+retire`: decoding.greedy_decode's retire_rows) against without.
 
     PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/cache_steps.py \
         --raw_dir /work/shared/data/raw --model_dir /work/bench_model/ccks
@@ -11,6 +12,9 @@ steps on a 256-position cache with doublings and spends them on 192 with half st
 doubling, paid at warm-up for every (input bucket, batch size, beam) program.  Result
 (BENCHMARKS.md 2i): within the shared machine's noise, for 1.2-1.4x the compile time, so the
 doublings stay the default (generate.DEFAULT_CACHE_STEPS).
+
+A variant is a cache-steps name, optionally followed by `+retire` (retire_rows=True; greedy
+only, beam search ignores it), e.g. `--steps double,double+retire --beams 1`.
 
 For each dataset and beam, the first --max_sentences dev sentences are sorted by length and cut
 into batches of --batch_size (each padded to its input bucket, as extract_throughput.py does),
@@ -41,17 +45,25 @@ from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-impor
 from benchmarks.extract_throughput import batches_by_length  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
+def parse_variant(variant: str) -> tuple[str, bool]:
+  """`double` -> ("double", False); `double+retire` -> ("double", True)."""
+  steps, plus, flag = variant.partition("+")
+  if plus and flag != "retire":
+    raise ValueError(f"variant {variant!r}: only `+retire` may follow the cache steps")
+  return steps, bool(plus)
+
+
 @contextlib.contextmanager
-def default_cache_steps(steps: str):
-  """generate.DEFAULT_CACHE_STEPS set to `steps` inside (what the Extractor's decodes and its
-  first-pass limit read)."""
+def default_cache_steps(variant: str):
+  """generate.DEFAULT_CACHE_STEPS and DEFAULT_RETIRE_ROWS set to `variant`'s inside (what the
+  Extractor's decodes and its first-pass limit read)."""
   from punified_jax import generate  # pylint: disable=g-import-not-at-top
-  previous = generate.DEFAULT_CACHE_STEPS
-  generate.DEFAULT_CACHE_STEPS = steps
+  previous = generate.DEFAULT_CACHE_STEPS, generate.DEFAULT_RETIRE_ROWS
+  generate.DEFAULT_CACHE_STEPS, generate.DEFAULT_RETIRE_ROWS = parse_variant(variant)
   try:
     yield
   finally:
-    generate.DEFAULT_CACHE_STEPS = previous
+    generate.DEFAULT_CACHE_STEPS, generate.DEFAULT_RETIRE_ROWS = previous
 
 
 def _timed(fn) -> tuple[float, float, object]:
@@ -76,8 +88,8 @@ def main(argv=None) -> int:
   parser.add_argument("--max_sentences", type=int, default=64)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--beams", default="1,4")
-  parser.add_argument("--steps", default="double,half", help="generate.CACHE_STEPS to compare; "
-                      "the first is the baseline of the ratios")
+  parser.add_argument("--steps", default="double,half", help="generate.CACHE_STEPS to compare, "
+                      "each optionally with +retire; the first is the baseline of the ratios")
   parser.add_argument("--passes", type=int, default=3)
   parser.add_argument("--extractor", action="store_true",
                       help="also time the greedy Extractor with each variant")
@@ -94,8 +106,13 @@ def main(argv=None) -> int:
   from punified_jax import constraints, entity_types, generate, model_info, prompts  # pylint: disable=g-import-not-at-top
   from punified_jax.inference import Extractor  # pylint: disable=g-import-not-at-top
   from punified_jax.model import Transformer  # pylint: disable=g-import-not-at-top
-  if set(steps) - set(generate.CACHE_STEPS) or len(steps) < 2:
-    parser.error(f"--steps: two or more of {generate.CACHE_STEPS}, got {args.steps!r}")
+  try:
+    parsed = [parse_variant(s) for s in steps]
+  except ValueError as error:
+    parser.error(f"--steps: {error}")
+  if {p for p, _ in parsed} - set(generate.CACHE_STEPS) or len(set(steps)) < 2:
+    parser.error(f"--steps: two or more of {generate.CACHE_STEPS} (each optionally +retire), "
+                 f"got {args.steps!r}")
   info = model_info.load_model_info(args.model_dir)
   vocabulary = info.vocabulary()
   lengths = info.task_feature_lengths or {}
@@ -108,15 +125,17 @@ def main(argv=None) -> int:
   datasets = [d for d in args.datasets.split(",") if d]
   config = common.configure_tasks(args.raw_dir, datasets)
   import tasks  # pylint: disable=g-import-not-at-top
-  print({"steps": {s: generate.cache_lengths(max_decode, s) for s in steps},
+  print({"steps": {s: generate.cache_lengths(max_decode, parse_variant(s)[0]) for s in steps},
          "load_average": os.getloadavg()}, flush=True)
   if args.compile_widths:
     return _compile_times(args, steps, beams, model, params, constraint, max_decode, eos)
 
-  def decode(rows, beam, cache_steps):
+  def decode(rows, beam, variant):
+    cache_steps, retire = parse_variant(variant)
     return generate.decode_batch(model, params, jax.numpy.asarray(rows), constraint,
                                  beam_size=beam, max_decode_length=max_decode, eos_id=eos,
                                  stopping="best", search="allowed", cache_steps=cache_steps,
+                                 retire_rows=retire,
                                  # as the Extractor: only the best beam's per-token log-probs
                                  log_prob_beams=1 if beam > 1 else None)
 
@@ -171,7 +190,7 @@ def main(argv=None) -> int:
         results.append({
             "dataset": dataset, "beam": beam, "steps": variant, "sentences": len(texts),
             "batches": len(batches), "longest_output_per_batch": longest,
-            "cache_lengths": generate.cache_lengths(max_decode, variant),
+            "cache_lengths": generate.cache_lengths(max_decode, parse_variant(variant)[0]),
             **figures, "compile_wall_s": compile_s[variant][0],
             "compile_cpu_s": compile_s[variant][1],
             "cpu_ratio": base_cpu / figures["cpu_median"],
@@ -221,7 +240,8 @@ def _compile_times(args, steps, beams, model, params, constraint, max_decode: in
               beam_size=beam, max_decode_length=max_decode, alpha=0.6, eos_id=eos,
               stopping="best", search="allowed", chunk_length=8, beam_grouped_cache=True,
               beam_output_layer_in_loop=False, log_prob_beams=1 if beam > 1 else None,
-              cache_steps=variant).compile()
+              cache_steps=parse_variant(variant)[0],
+              retire_rows=parse_variant(variant)[1]).compile()
           jax.clear_caches()  # no in-memory trace or executable reused between passes
           wall, cpu, _ = _timed(lower)
           times[variant][0].append(wall)
@@ -229,7 +249,8 @@ def _compile_times(args, steps, beams, model, params, constraint, max_decode: in
       base = min(times[steps[0]][1])
       for variant in steps:
         rows.append({"width": width, "beam": beam, "steps": variant,
-                     "segments": len(generate.cache_lengths(max_decode, variant)),
+                     "segments": len(generate.cache_lengths(max_decode,
+                                                            parse_variant(variant)[0])),
                      "compile_wall_min": min(times[variant][0]),
                      "compile_cpu_min": min(times[variant][1]),
                      "cpu_over_baseline": min(times[variant][1]) / base,

@@ -30,8 +30,8 @@ times in one jitted fori_loop, per call:
 --requests N: N dev sentences decoded one at a time as the server does (beam 4, stopping
 "best"), old beam step against the new default, per-request mean / p50 / p99 (what a step
 table leaves out: costs paid once per request).  --log_prob_blocks: the model's per-token
-log-probs after a loop (decoding.model_token_log_probs) with the old fixed block of 512 tokens
-against the current one.
+log-probs after a loop (output_log_probs.model_token_log_probs) with the old fixed block of
+512 tokens against the current one.
 Wall times are min over --passes; CPU time (process_time) is given too: on a shared machine
 the CPU time is disturbed far less.  Prints a table, writes JSON under benchmarks/results/.
 """
@@ -79,14 +79,15 @@ def main(argv=None) -> int:
                       help="also decode this many dev sentences one at a time (beam --beams' "
                            "largest, real constraint, generate.decode_batch), old vs new")
   parser.add_argument("--log_prob_blocks", action="store_true",
-                      help="time decoding.model_token_log_probs (after a loop) with the old "
-                           "fixed block of 512 tokens against the block that shrinks with rows")
+                      help="time output_log_probs.model_token_log_probs (after a loop) with the "
+                           "old fixed block of 512 tokens against the block that shrinks with "
+                           "rows")
   parser.add_argument("--name", default="step_cost")
   args = parser.parse_args(argv)
 
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from punified_jax import constraints, decoding, generate  # pylint: disable=g-import-not-at-top
+  from punified_jax import constraints, decoding, generate, output_log_probs  # pylint: disable=g-import-not-at-top
   from punified_jax.inference import Extractor  # pylint: disable=g-import-not-at-top
   from punified_jax.model import Transformer  # pylint: disable=g-import-not-at-top
 
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
   if args.requests:
     requests = _requests(args, model, params, inner, sentences, eos, jax, np, generate)
   if args.log_prob_blocks:
-    requests = requests + _log_prob_blocks(args, model, decoding, jax, jnp, np)
+    requests = requests + _log_prob_blocks(args, model, output_log_probs, jax, jnp, np)
   pieces = []
   if args.pieces:
     pieces = _pieces(args, model, params, inner, batch_of, jax, jnp, decoding, generate)
@@ -224,14 +225,15 @@ def _requests(args, model, params, constraint, sentences, eos, jax, np, generate
   return out
 
 
-def _log_prob_blocks(args, model, decoding, jax, jnp, np) -> list:
-  """decoding.model_token_log_probs on [rows, 256] outputs with `real` tokens per row, block
-  512 (the old constant) against the current rule, same process, min CPU ms of --passes + 2."""
+def _log_prob_blocks(args, model, output_log_probs, jax, jnp, np) -> list:
+  """output_log_probs.model_token_log_probs on [rows, 256] outputs with `real` tokens per row,
+  block 512 (the old constant) against the current rule, same process, min CPU ms of
+  --passes + 2."""
   rng = np.random.default_rng(0)
   kernel = jnp.asarray(rng.normal(size=(model.config.emb_dim, model.config.vocab_size)) / 11,
                        jnp.float32)
   out = []
-  saved = decoding._MIN_PACKED_BLOCK, decoding._PACKED_BLOCK  # pylint: disable=protected-access
+  saved = output_log_probs._MIN_PACKED_BLOCK, output_log_probs._PACKED_BLOCK  # pylint: disable=protected-access
   for rows, real in ((1, 64), (4, 64), (4, 140), (32, 76), (128, 70)):
     hidden = jnp.asarray(rng.normal(size=(rows, 256, model.config.emb_dim)), jnp.float32)
     tokens = np.zeros((rows, 256), np.int32)
@@ -239,12 +241,12 @@ def _log_prob_blocks(args, model, decoding, jax, jnp, np) -> list:
     row = {"piece": "model_token_log_probs", "rows": rows, "real_tokens_per_row": real}
     values = {}
     for name, blocks in (("block_512_ms", (512, 512)), ("block_now_ms", saved)):
-      decoding._MIN_PACKED_BLOCK, decoding._PACKED_BLOCK = blocks  # pylint: disable=protected-access
-      fn = jax.jit(lambda h, t: decoding.model_token_log_probs(h, t, kernel))
+      output_log_probs._MIN_PACKED_BLOCK, output_log_probs._PACKED_BLOCK = blocks  # pylint: disable=protected-access
+      fn = jax.jit(lambda h, t: output_log_probs.model_token_log_probs(h, t, kernel))
       values[name] = np.asarray(fn(hidden, jnp.asarray(tokens)))
       row[name] = 1e3 * min(_timed(fn, hidden, jnp.asarray(tokens))[1]
                             for _ in range(args.passes + 2))
-    decoding._MIN_PACKED_BLOCK, decoding._PACKED_BLOCK = saved  # pylint: disable=protected-access
+    output_log_probs._MIN_PACKED_BLOCK, output_log_probs._PACKED_BLOCK = saved  # pylint: disable=protected-access
     row["ratio"] = row["block_512_ms"] / row["block_now_ms"]
     row["max_abs_diff"] = float(np.max(np.abs(values["block_512_ms"] - values["block_now_ms"])))
     out.append(row)

@@ -15,6 +15,17 @@ on a 64-position cache and runs one loop per length, growing the cache (padding)
 row is still going at position 64, then 128.  The results are identical; only the cost of the
 early steps falls.  (One loop body is compiled per length.)
 
+Retiring finished rows (greedy, `retire_rows=True`).  Rows of a batch end at very different
+steps (a quarter to a half of a batch's row-steps come after the row's EOS on the dev sets,
+BENCHMARKS.md 2o), and a step of fewer rows costs less.  Once at most half of the rows are
+still going, the search gathers them (and as many finished rows as fill the slots) into a
+batch of half the rows and goes on with it, then again at a quarter (RETIRE_HALVINGS); results
+go back to their rows when the search ends.  A row's tokens and scores are those of the full
+batch (each row's computation depends on its own row only; the matrix products differ only in
+float rounding).  The step function must offer `select_rows(index) -> StepFn` for a subset of
+its rows (generate's does), as must an OutputLayer's hidden_step_fn.  Each stage compiles one
+more loop body.
+
 Rows.  Greedy decodes `batch` rows.  Beam search decodes `batch * beam_size` rows laid out
 example-major (row = example * beam_size + beam); `expand_to_beams` makes that layout.
 
@@ -37,6 +48,8 @@ from typing import Any, Callable, NamedTuple, Optional, Protocol
 import flax.struct
 import jax
 import jax.numpy as jnp
+
+from punified_jax import output_log_probs
 
 Array = jax.Array
 PyTree = Any
@@ -136,58 +149,6 @@ class OutputLayer(NamedTuple):
   """
   hidden_step_fn: Callable[[Array, PyTree, Array], tuple[Array, PyTree]]
   kernel: Array
-
-
-# Output positions per matrix product when the model log-probs are computed after the loop.
-LOG_PROB_BLOCK = 32
-# Output tokens per matrix product there: the tokens of all rows are packed together first.
-# 512 suits batches (32 rows x ~76 tokens on CLUENER); a search of a few rows writes far fewer
-# tokens, and one block of 512 ([512, d] x [d, vocab], ~7 ms on the mini model) cost more
-# than its whole loop, so the block shrinks with the rows: _PACKED_TOKENS_PER_ROW per row,
-# between _MIN_PACKED_BLOCK and _PACKED_BLOCK (BENCHMARKS.md 2f).
-_PACKED_BLOCK = 512
-_MIN_PACKED_BLOCK = 64
-_PACKED_TOKENS_PER_ROW = 16
-
-
-def model_token_log_probs(hidden: Array, tokens: Array, kernel: Array,
-                          real: Optional[Array] = None) -> Array:
-  """float32 [rows, len]: log-softmax(hidden @ kernel)[token] at every position where the token
-  is not 0, or where `real` (bool [rows, len]) is True when given (0 elsewhere).
-  hidden [rows, >= len, d], tokens [rows, len].
-
-  The output layer and its normaliser (every logit) run only on the real output tokens: those
-  of all rows are packed into blocks of _PACKED_BLOCK, so rows that ended early and the
-  padding after EOS cost nothing (a batch's rows end at very different lengths: packing
-  computes ~60% of the [rows, longest] positions on CLUENER, BENCHMARKS.md 2c).
-  """
-  rows, length = tokens.shape
-  block = min(_PACKED_BLOCK, max(_MIN_PACKED_BLOCK, _PACKED_TOKENS_PER_ROW * rows))
-  flat_tokens = tokens.reshape(-1)
-  flat_hidden = hidden[:, :length].reshape(rows * length, -1)
-  total = rows * length
-  real = flat_tokens != 0 if real is None else real.reshape(-1)
-  count = jnp.sum(real, dtype=jnp.int32)
-  # packed[i]: the flat position of the i-th real token; `total` (a scratch slot) past them.
-  slot = jnp.where(real, jnp.cumsum(real) - 1, total + block)
-  packed = jnp.full((total + block,), total, jnp.int32).at[slot].set(
-      jnp.arange(total, dtype=jnp.int32), mode="drop")
-  columns = kernel.T  # [vocab, d]
-  flat_hidden = jnp.concatenate([flat_hidden, jnp.zeros_like(flat_hidden[:1])])
-  flat_tokens = jnp.concatenate([flat_tokens, jnp.zeros_like(flat_tokens[:1])])
-
-  def body(carry):
-    start, out = carry
-    where = jax.lax.dynamic_slice_in_dim(packed, start, block)
-    states = flat_hidden[where]  # [block, d]
-    normaliser = jax.nn.logsumexp(jnp.einsum("bd,dv->bv", states, kernel), axis=-1)
-    chosen = jnp.einsum("bd,bd->b", states, jnp.take(columns, flat_tokens[where], axis=0))
-    return start + block, out.at[where].set(chosen - normaliser)
-
-  out = jnp.zeros((total + 1,), jnp.float32)
-  _, out = jax.lax.while_loop(lambda c: c[0] < count, body, (jnp.array(0, jnp.int32), out))
-  # The scratch slot took the padding's values; positions without a token stay 0.
-  return jnp.where(real.reshape(rows, length), out[:total].reshape(rows, length), 0.0)
 
 
 class DecodeOutput(NamedTuple):
@@ -339,15 +300,22 @@ def checked_cache_lengths(cache_lengths: Optional[tuple[int, ...]], max_decode_l
 
 def _run_segments(body: Callable[[Any], Any], state: Any, *, max_decode_length: int,
                   cache_lengths: Optional[tuple[int, ...]],
-                  grow_cache: Optional[GrowCacheFn]) -> Any:
+                  grow_cache: Optional[GrowCacheFn],
+                  also: Optional[Callable[[Any], Array]] = None) -> Any:
   """Runs `body` until every row is done or `max_decode_length` steps, one while_loop per
-  cache length (see "Growing cache" in the module docstring).  `state` is a search state
-  (_GreedyState or _BeamState: fields `step`, `done`, `cache`)."""
+  cache length (see "Growing cache" in the module docstring), and while `also(state)` holds
+  when given.  `state` is a search state (_GreedyState or _BeamState: fields `step`, `done`,
+  `cache`).  The cache leaves `max_decode_length` positions long whenever the loops stop."""
   lengths = checked_cache_lengths(cache_lengths, max_decode_length, grow_cache)
   for index, end in enumerate(lengths):
     if index:
       state = state._replace(cache=grow_cache(state.cache, end))
-    state = jax.lax.while_loop(lambda s, end=end: (s.step < end) & ~jnp.all(s.done), body, state)
+
+    def going(s, end=end):
+      result = (s.step < end) & ~jnp.all(s.done)
+      return result if also is None else result & also(s)
+
+    state = jax.lax.while_loop(going, body, state)
   return state
 
 
@@ -379,6 +347,38 @@ class _GreedyState(NamedTuple):
   hidden: Optional[Array] = None  # float32 [rows, len + block, d]: with an OutputLayer
 
 
+# Greedy's retire_rows: how many times the batch may halve (8 rows -> 4 -> 2).
+RETIRE_HALVINGS = 2
+
+
+def take_rows(tree: PyTree, index: Array, rows: int) -> PyTree:
+  """The rows `index` [k] of every non-scalar leaf (leading axis `rows`); scalars kept."""
+  def take(x):
+    if jnp.ndim(x) == 0:
+      return x
+    if x.shape[0] != rows:
+      raise ValueError(f"search state leaf with leading axis {x.shape[0]} cannot be split by "
+                       f"row: expected {rows} rows")
+    return jnp.take(x, index, axis=0)
+  return jax.tree_util.tree_map(take, tree)
+
+
+def _select_rows(fn: Callable[..., Any], index: Array) -> Callable[..., Any]:
+  select = getattr(fn, "select_rows", None)
+  if select is None:
+    raise ValueError("retire_rows needs a step function with select_rows(index) (generate's "
+                     "step functions have it)")
+  return select(index)
+
+
+def retire_stage_sizes(rows: int) -> tuple[int, ...]:
+  """Batch sizes of greedy's retire_rows stages: rows, then halvings (at least 1 row)."""
+  sizes = [rows]
+  while len(sizes) <= RETIRE_HALVINGS and sizes[-1] // 2 >= 1:
+    sizes.append(sizes[-1] // 2)
+  return tuple(sizes)
+
+
 def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *,
                   max_decode_length: int, start_token_id: int = 0, eos_id: int = 1,
                   alpha: float = 0.6,
@@ -386,7 +386,8 @@ def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *
                   cache_lengths: Optional[tuple[int, ...]] = None,
                   grow_cache: Optional[GrowCacheFn] = None,
                   score_candidates: bool = False,
-                  output_layer: Optional[OutputLayer] = None) -> DecodeOutput:
+                  output_layer: Optional[OutputLayer] = None,
+                  retire_rows: bool = False) -> DecodeOutput:
   """Arg-max decoding of `rows` sequences; stops when every row has produced EOS.
 
   cache: the decoder cache for `rows` = encoder_input_tokens.shape[0] rows (of length
@@ -396,6 +397,8 @@ def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *
   score_candidates: search over the constraint's candidates (CandidateTable) instead of the
   vocabulary: the same result, a cheaper step.  output_layer (with score_candidates): skip
   the output layer in the loop (OutputLayer); the same result again.
+  retire_rows: go on with half the batch once at most half of its rows are still going (see
+  "Retiring finished rows"); the same result.
   """
   _check_args(encoder_input_tokens, max_decode_length, eos_id, 1)
   check_candidate_scoring(score_candidates, constraint)
@@ -403,50 +406,60 @@ def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *
   constraint_state = None if constraint is None else constraint.init(encoder_input_tokens)
   if output_layer is not None and not score_candidates:
     raise ValueError("output_layer needs score_candidates=True")
+  table = candidate_columns = None
   if score_candidates:
     table = constraint.candidate_table(encoder_input_tokens)
   if output_layer is not None:
     kernel = output_layer.kernel.astype(jnp.float32)
     candidate_columns = jnp.take(kernel.T, table.ids, axis=0)  # [rows, C, d]
+  decoder = output_layer.hidden_step_fn if output_layer is not None else step_fn
 
-  def body(state: _GreedyState) -> _GreedyState:
-    step, done = state.step, state.done
-    hidden = state.hidden
-    if output_layer is not None:
-      log_probs, hidden, cache, constraint_state = _hidden_candidate_log_probs(
-          output_layer, constraint, table, candidate_columns, state.current, state.cache,
-          state.constraint_state, step, hidden)
-      choice = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
-      model_log_prob = jnp.zeros((rows, 1), jnp.float32)  # computed after the loop
-    else:
-      search_fn = _candidate_log_probs if score_candidates else _next_token_log_probs
-      log_probs, model_log_probs, cache, constraint_state = search_fn(
-          step_fn, constraint, *([table] if score_candidates else []), state.current,
-          state.cache, state.constraint_state, step)
-      choice = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)  # a token or a candidate
-      model_log_prob = jnp.take_along_axis(model_log_probs, choice[:, None], axis=1)
-    best = (jnp.take_along_axis(table.ids, choice[:, None], axis=1)[:, 0]
-            if score_candidates else choice)
-    best_log_prob = jnp.max(log_probs, axis=-1)
-    # A row with every token forbidden ends here (EOS) with log-prob -inf.
-    best = jnp.where(jnp.isneginf(best_log_prob), eos_id, best)
-    best = jnp.where(done, 0, best)
-    return _GreedyState(
-        step=step + 1,
-        tokens=jax.lax.dynamic_update_slice_in_dim(state.tokens, best[:, None], step, axis=1),
-        token_log_probs=jax.lax.dynamic_update_slice_in_dim(
-            state.token_log_probs, jnp.where(done[:, None], 0.0, model_log_prob), step, axis=1),
-        current=best,
-        done=done | (best == eos_id),
-        log_prob=state.log_prob + jnp.where(done, 0.0, best_log_prob),
-        length=state.length + (~done).astype(jnp.int32),
-        calls=state.calls + (~done).astype(jnp.int32),
-        cache=cache, constraint_state=constraint_state, hidden=hidden)
+  def make_body(decoder, table, candidate_columns):
+    """The loop body for the rows that `decoder`, `table` and `candidate_columns` hold."""
+
+    def body(state: _GreedyState) -> _GreedyState:
+      step, done = state.step, state.done
+      hidden = state.hidden
+      if output_layer is not None:
+        log_probs, hidden, cache, constraint_state = _hidden_candidate_log_probs(
+            output_layer._replace(hidden_step_fn=decoder), constraint, table,
+            candidate_columns, state.current, state.cache, state.constraint_state, step,
+            hidden)
+        choice = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+        model_log_prob = jnp.zeros((done.shape[0], 1), jnp.float32)  # computed after the loop
+      else:
+        search_fn = _candidate_log_probs if score_candidates else _next_token_log_probs
+        log_probs, model_log_probs, cache, constraint_state = search_fn(
+            decoder, constraint, *([table] if score_candidates else []), state.current,
+            state.cache, state.constraint_state, step)
+        choice = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)  # a token or a candidate
+        model_log_prob = jnp.take_along_axis(model_log_probs, choice[:, None], axis=1)
+      best = (jnp.take_along_axis(table.ids, choice[:, None], axis=1)[:, 0]
+              if score_candidates else choice)
+      best_log_prob = jnp.max(log_probs, axis=-1)
+      # A row with every token forbidden ends here (EOS) with log-prob -inf.
+      best = jnp.where(jnp.isneginf(best_log_prob), eos_id, best)
+      best = jnp.where(done, 0, best)
+      return _GreedyState(
+          step=step + 1,
+          tokens=jax.lax.dynamic_update_slice_in_dim(state.tokens, best[:, None], step, axis=1),
+          token_log_probs=jax.lax.dynamic_update_slice_in_dim(
+              state.token_log_probs, jnp.where(done[:, None], 0.0, model_log_prob), step,
+              axis=1),
+          current=best,
+          done=done | (best == eos_id),
+          log_prob=state.log_prob + jnp.where(done, 0.0, best_log_prob),
+          length=state.length + (~done).astype(jnp.int32),
+          calls=state.calls + (~done).astype(jnp.int32),
+          cache=cache, constraint_state=constraint_state, hidden=hidden)
+
+    return body
 
   hidden = None
   if output_layer is not None:
-    hidden = jnp.zeros((rows, max_decode_length + LOG_PROB_BLOCK, kernel.shape[0]),
-                       jnp.float32)
+    hidden = jnp.zeros(
+        (rows, max_decode_length + output_log_probs.LOG_PROB_BLOCK, kernel.shape[0]),
+        jnp.float32)
   state = _GreedyState(
       step=jnp.array(0, jnp.int32), tokens=jnp.zeros((rows, max_decode_length), jnp.int32),
       token_log_probs=jnp.zeros((rows, max_decode_length), jnp.float32),
@@ -454,11 +467,42 @@ def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *
       log_prob=jnp.zeros((rows,), jnp.float32), length=jnp.zeros((rows,), jnp.int32),
       calls=jnp.zeros((rows,), jnp.int32), cache=cache, constraint_state=constraint_state,
       hidden=hidden)
-  state = _run_segments(body, state, max_decode_length=max_decode_length,
-                        cache_lengths=cache_lengths, grow_cache=grow_cache)
+  sizes = retire_stage_sizes(rows) if retire_rows else (rows,)
+
+  def going_beyond(size):
+    """Stage condition: more rows going than the next stage holds."""
+    return lambda s: jnp.sum(~s.done, dtype=jnp.int32) > size
+
+  state = _run_segments(make_body(decoder, table, candidate_columns), state,
+                        max_decode_length=max_decode_length, cache_lengths=cache_lengths,
+                        grow_cache=grow_cache,
+                        also=going_beyond(sizes[1]) if len(sizes) > 1 else None)
+  if len(sizes) > 1:
+    # Later stages: the rows still going (and finished ones to fill the batch), on the cache
+    # of max_decode_length positions that the first stage's loops leave.
+    outputs = state  # every row's final values, updated at the end of each stage
+    index = jnp.arange(rows, dtype=jnp.int32)  # original row of each row of `state`
+    for stage, size in enumerate(sizes[1:], start=1):
+      order = jnp.argsort(state.done, stable=True)[:size]  # going rows first
+      index = index[order]
+      state = take_rows(state, order, state.done.shape[0])
+      body = make_body(
+          _select_rows(decoder, index),
+          None if table is None else take_rows(table, index, rows),
+          None if candidate_columns is None else candidate_columns[index])
+      following = sizes[stage + 1] if stage + 1 < len(sizes) else 0
+      state = jax.lax.while_loop(
+          lambda s, following=following: ((s.step < max_decode_length) & ~jnp.all(s.done)
+                                          & going_beyond(following)(s)), body, state)
+      outputs = jax.tree_util.tree_map(
+          lambda full, part: full if jnp.ndim(full) == 0 else full.at[index].set(part),
+          outputs._replace(cache=None, constraint_state=None),
+          state._replace(cache=None, constraint_state=None))
+    state = outputs._replace(step=state.step)
   token_log_probs = state.token_log_probs
   if output_layer is not None:
-    token_log_probs = model_token_log_probs(state.hidden, state.tokens, kernel)
+    token_log_probs = output_log_probs.model_token_log_probs(state.hidden, state.tokens,
+                                                             kernel)
   return DecodeOutput(state.tokens, state.log_prob,
                       state.log_prob / length_penalty(state.length, alpha), token_log_probs,
                       state.calls)
@@ -668,7 +712,7 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
   each step scores the candidates from the hidden state and keeps that state where its row
   computed it; the pools' token_log_probs carry, in the loop, the slot (row within the
   example) whose state scored each token, and the model's per-token log-probs are computed
-  after the loop from those states (model_token_log_probs).  The same result.
+  after the loop from those states (output_log_probs.model_token_log_probs).  The same result.
   log_prob_beams: the model's per-token log-probs of only the best `log_prob_beams`
   hypotheses of each example (None: all); the others' are NaN.  With an output_layer this
   saves their output-layer products after the loop (a caller that keeps the best beam only,
@@ -731,45 +775,6 @@ def beam_search(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *, 
                         grow_cache=grow_cache)
   output = finish_beams(state.pools, jnp.full((batch,), state.step), alpha, state.calls)
   if output_layer is None:
-    return keep_token_log_probs(output, log_prob_beams)
-  return output._replace(token_log_probs=_beam_token_log_probs(
+    return output_log_probs.keep_token_log_probs(output, log_prob_beams)
+  return output._replace(token_log_probs=output_log_probs.beam_token_log_probs(
       state.hidden, output, kernel, eos_id, log_prob_beams))
-
-
-def keep_token_log_probs(output: DecodeOutput, log_prob_beams: Optional[int]) -> DecodeOutput:
-  """`output` with the per-token log-probs of beams past the best `log_prob_beams` set to NaN
-  (beam_search's log_prob_beams; None keeps all)."""
-  if log_prob_beams is None or log_prob_beams >= output.token_log_probs.shape[1]:
-    return output
-  beam = jnp.arange(output.token_log_probs.shape[1])[None, :, None]
-  return output._replace(token_log_probs=jnp.where(
-      beam < max(1, int(log_prob_beams)), output.token_log_probs, jnp.nan))
-
-
-def _beam_token_log_probs(hidden: Array, output: DecodeOutput, kernel: Array,
-                          eos_id: int, log_prob_beams: Optional[int] = None) -> Array:
-  """The model's per-token log-probs [batch, beam, len] of beam_search's returned hypotheses
-  from the hidden states [batch * beam, len, d] the loop kept: position t of a hypothesis was
-  scored by row (example, slot) at step t, slot = output.token_log_probs[b, k, t] (what the
-  loop filed there).  A hypothesis's tokens run up to its first EOS (all of them without
-  one; a generated 0 counts); empty slots have none.  Only the best `log_prob_beams`
-  hypotheses are scored (all when None); the others' log-probs are NaN."""
-  batch, beam_size, length = output.tokens.shape
-  scored = beam_size if log_prob_beams is None else max(1, min(int(log_prob_beams), beam_size))
-  tokens = output.tokens[:, :scored]
-  rows = (jnp.arange(batch)[:, None, None] * beam_size
-          + output.token_log_probs[:, :scored].astype(jnp.int32))
-  states = hidden[rows, jnp.arange(length)[None, None, :]]  # [batch, scored, len, d]
-  is_eos = tokens == eos_id
-  ends = jnp.where(jnp.any(is_eos, axis=-1), jnp.argmax(is_eos, axis=-1) + 1, length)
-  real = ((jnp.arange(length)[None, None, :] < ends[..., None])
-          & (output.scores[:, :scored] > -jnp.inf)[..., None])
-  log_probs = model_token_log_probs(states.reshape(batch * scored, length, -1),
-                                    tokens.reshape(batch * scored, length), kernel,
-                                    real.reshape(batch * scored, length))
-  log_probs = log_probs.reshape(batch, scored, length)
-  if scored == beam_size:
-    return log_probs
-  return jnp.concatenate(
-      [log_probs, jnp.full((batch, beam_size - scored, length), jnp.nan, log_probs.dtype)],
-      axis=1)

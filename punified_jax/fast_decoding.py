@@ -68,6 +68,7 @@ import jax
 import jax.numpy as jnp
 
 from punified_jax import decoding
+from punified_jax import output_log_probs
 
 Array = jax.Array
 PyTree = Any
@@ -85,7 +86,7 @@ class ChunkOutputLayer(NamedTuple):
   hidden_chunk_fn: like a ChunkFn, but returns the final hidden states [rows, K, d].
   kernel: float32 [d, vocab].  With it the fast greedy search scores each chunk position's C
   candidates only (C dot products instead of the vocabulary) and computes the model's
-  per-token log-probs after the loop (decoding.model_token_log_probs), for the positions
+  per-token log-probs after the loop (output_log_probs.model_token_log_probs), for the positions
   it took only: the output layer, the largest cost of a chunk, is not paid for drafted
   positions that are thrown away.
   """
@@ -295,8 +296,8 @@ def fast_greedy_decode(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: A
   # Token buffers K positions longer, so that a chunk's write never runs off the end.
   hidden = None
   if output_layer is not None:
-    # Also a block longer: decoding.model_token_log_probs reads whole blocks.
-    hidden = jnp.zeros((rows, length_limit + chunk_length + decoding.LOG_PROB_BLOCK,
+    # Also a block longer: output_log_probs.model_token_log_probs reads whole blocks.
+    hidden = jnp.zeros((rows, length_limit + chunk_length + output_log_probs.LOG_PROB_BLOCK,
                         kernel.shape[0]), jnp.float32)
   state = _GreedyState(
       jnp.zeros((rows, length_limit + chunk_length), jnp.int32), hidden,
@@ -309,8 +310,8 @@ def fast_greedy_decode(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: A
                     position=lambda s: s.length)
   token_log_probs = state.token_log_probs[:, :length_limit]
   if output_layer is not None:
-    token_log_probs = decoding.model_token_log_probs(
-        state.hidden[:, :length_limit + decoding.LOG_PROB_BLOCK],
+    token_log_probs = output_log_probs.model_token_log_probs(
+        state.hidden[:, :length_limit + output_log_probs.LOG_PROB_BLOCK],
         state.tokens[:, :length_limit], kernel)
   return decoding.DecodeOutput(
       state.tokens[:, :length_limit], state.log_prob,

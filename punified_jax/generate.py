@@ -26,6 +26,7 @@ import numpy as np
 
 from punified_jax import decoding
 from punified_jax import fast_decoding
+from punified_jax import output_log_probs
 from punified_jax.model import Embed, T5Config, Transformer
 
 Array = jax.Array
@@ -62,7 +63,16 @@ def init_decoding(model: Transformer, params: Any, encoder_input_tokens: Array, 
       method=Transformer.decode, mutable=["cache", "encoder_cache"])
   # The encoder cache is constant for the whole search (never reordered by beams), so it is
   # closed over instead of being carried through the loop.
-  encoder_cache = caches["encoder_cache"]
+  step_fn = _decoder_functions(model, params, caches["encoder_cache"], row_inputs)
+  return step_fn, caches["cache"], row_inputs
+
+
+def _decoder_functions(model: Transformer, params: Any, encoder_cache: Any,
+                       row_inputs: Array) -> decoding.StepFn:
+  """The step function of init_decoding for the rows of `encoder_cache` / `row_inputs`, with
+  its chunk_fn, hidden_step_fn and hidden_chunk_fn, and `select_rows(index)` on the step
+  functions: the same functions for a subset of the rows (decoding.greedy_decode's
+  retire_rows)."""
 
   def step_fn(token_ids: Array, cache: Any, step: Array) -> tuple[Array, Any]:
     del step  # The model keeps its own position (cache_index).
@@ -91,11 +101,17 @@ def init_decoding(model: Transformer, params: Any, encoder_input_tokens: Array, 
     with nn.intercept_methods(_output_layer_input):
       return chunk_fn(token_ids, start_positions, cache)
 
+  def select_rows(index: Array) -> decoding.StepFn:
+    rows = row_inputs.shape[0]
+    return _decoder_functions(model, params, decoding.take_rows(encoder_cache, index, rows),
+                              row_inputs[index])
+
   step_fn.chunk_fn = chunk_fn  # the same decoder, a chunk of tokens per call
   step_fn.hidden_step_fn = hidden_step_fn
   step_fn.hidden_chunk_fn = hidden_chunk_fn
-  return step_fn, caches["cache"], row_inputs
-
+  step_fn.select_rows = select_rows
+  hidden_step_fn.select_rows = lambda index: select_rows(index).hidden_step_fn
+  return step_fn
 
 def _output_layer_input(next_fun, args, kwargs, context):
   """flax method interceptor: the output layer (logits_dense, or the tied embedding's
@@ -132,6 +148,12 @@ FIRST_INPUT_BUCKET = 32
 # compile (two more loop bodies): "double" stays the default.
 CACHE_STEPS = ("double", "half", "whole")
 DEFAULT_CACHE_STEPS = "double"
+# decode_batch's retire_rows default (greedy; decoding.greedy_decode): on.  32-row batches of
+# 64 dev sentences, constrained greedy (benchmarks/cache_steps.py --steps double,double+retire,
+# BENCHMARKS.md 2p): 1.48x / 1.03x / 1.65x wall on CLUENER / CCKS2021 / Resume, where a batch's
+# rows end far apart; about twice the compile time of a greedy program (two more loop bodies).
+# The Extractor turns it off (inference.py: its batches end together).
+DEFAULT_RETIRE_ROWS = True
 
 
 def doubling_lengths(maximum: int, first: int) -> tuple[int, ...]:
@@ -292,7 +314,8 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
             beam_grouped_cache: bool = True,
             beam_output_layer_in_loop: bool = False,
             log_prob_beams: Optional[int] = None,
-            cache_steps: Optional[str] = None) -> decoding.DecodeOutput:
+            cache_steps: Optional[str] = None,
+            retire_rows: bool = False) -> decoding.DecodeOutput:
   lengths = cache_lengths(max_decode_length, cache_steps)
   fast = search == "fast" and constraint is not None
   allowed_only = search == "allowed" and hasattr(constraint, "candidate_table")
@@ -321,7 +344,7 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
                                                     output_kernel(model.config, params))
       return fast_decoding.fast_greedy_decode(step_fn.chunk_fn, cache, row_inputs,
                                               output_layer=output_layer, **fast_args)
-    return decoding.keep_token_log_probs(fast_decoding.fast_beam_search(
+    return output_log_probs.keep_token_log_probs(fast_decoding.fast_beam_search(
         step_fn.chunk_fn, cache, row_inputs, beam_size=beam_size, stopping=stopping,
         **fast_args), log_prob_beams)
   if beam_size == 1:
@@ -331,7 +354,8 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
                                          output_kernel(model.config, params))
                     if allowed_only else None)
     return decoding.greedy_decode(step_fn, cache, row_inputs, score_candidates=allowed_only,
-                                  output_layer=output_layer, **common)
+                                  output_layer=output_layer, retire_rows=retire_rows,
+                                  **common)
   if grouped:
     def grow_beam_cache(cache: Any, length: int) -> Any:
       if length >= group_from and not is_beam_grouped(cache):
@@ -363,7 +387,8 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                  beam_grouped_cache: bool = True,
                  beam_output_layer_in_loop: bool = False,
                  log_prob_beams: Optional[int] = None,
-                 cache_steps: Optional[str] = None) -> decoding.DecodeOutput:
+                 cache_steps: Optional[str] = None,
+                 retire_rows: Optional[bool] = None) -> decoding.DecodeOutput:
   """Jitted decoding returning tokens, summed log-probs and length-normalised scores.
 
   Shapes: tokens and token_log_probs [batch, k, max_decode_length], log_probs and scores
@@ -387,6 +412,9 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
   `cache_steps`: how the self-attention cache grows (cache_lengths: "double", "half" or
   "whole"; default DEFAULT_CACHE_STEPS, read at call time): the same results, less or more
   work.
+  `retire_rows` (greedy step by step): go on with half the batch once at most half of its
+  rows are still going (decoding.greedy_decode); default DEFAULT_RETIRE_ROWS, read at call
+  time.  The same results.
   """
   _validate(encoder_input_tokens, beam_size, max_decode_length, eos_id, model)
   if search not in SEARCHES:
@@ -411,14 +439,17 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                            beam_output_layer_in_loop=bool(beam_output_layer_in_loop),
                            log_prob_beams=(None if log_prob_beams is None
                                            else int(log_prob_beams)),
-                           cache_steps=str(cache_steps))
+                           cache_steps=str(cache_steps),
+                           retire_rows=bool(DEFAULT_RETIRE_ROWS if retire_rows is None
+                                            else retire_rows))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "beam_size", "max_decode_length", "alpha",
                                              "eos_id", "stopping", "search", "chunk_length",
                                              "beam_grouped_cache",
                                              "beam_output_layer_in_loop",
-                                             "log_prob_beams", "cache_steps"))
+                                             "log_prob_beams", "cache_steps",
+                                             "retire_rows"))
 def _decode_batch_jit(model: Transformer, params: Any, encoder_input_tokens: Array,
                       constraint: Optional[decoding.LogitsConstraint], *, beam_size: int,
                       max_decode_length: int, alpha: float, eos_id: int,
@@ -426,14 +457,14 @@ def _decode_batch_jit(model: Transformer, params: Any, encoder_input_tokens: Arr
                       beam_grouped_cache: bool,
                       beam_output_layer_in_loop: bool,
                       log_prob_beams: Optional[int],
-                      cache_steps: str) -> decoding.DecodeOutput:
+                      cache_steps: str, retire_rows: bool) -> decoding.DecodeOutput:
   output = _decode(model, params, encoder_input_tokens, constraint, beam_size=beam_size,
                    max_decode_length=max_decode_length, alpha=alpha, eos_id=eos_id,
                    stopping=stopping, search=search, chunk_length=chunk_length,
                    beam_grouped_cache=beam_grouped_cache,
                    beam_output_layer_in_loop=beam_output_layer_in_loop,
                    log_prob_beams=log_prob_beams,
-                   cache_steps=cache_steps)
+                   cache_steps=cache_steps, retire_rows=retire_rows)
   if beam_size == 1:
     output = decoding.DecodeOutput(output.tokens[:, None, :], output.log_probs[:, None],
                                    output.scores[:, None], output.token_log_probs[:, None, :],

@@ -626,7 +626,12 @@ class Extractor:
         self.model, self.params, rows, self._constraint if settings.constrained else None,
         beam_size=settings.beam_size, max_decode_length=max_decode_length, alpha=self.alpha,
         eos_id=self.eos_id, stopping=self.stopping,
-        log_prob_beams=1)  # only the best beam is used: skip the others' output layer
+        log_prob_beams=1,  # only the best beam is used: skip the others' output layer
+        # Greedy keeps the whole batch to the end: the first pass's limit and length-sorted
+        # windows make a batch's outputs end close together (CLUENER dev: 72-95 tokens in a
+        # batch), so retiring rows measured 0.95-1.0x here for twice the compile time
+        # (generate.DEFAULT_RETIRE_ROWS, BENCHMARKS.md 2p).
+        retire_rows=False)
     tokens = decoded.tokens[:, 0, :]
     log_probs = decoded.token_log_probs[:, 0, :]
     exists = np.isfinite(decoded.scores[:, 0])

@@ -226,7 +226,11 @@ class MeshDecoder:
     params: jax arrays on this decoder's mesh (`place_params` / `abstract_params`, or the
     trainer's state).  Shapes as generate.decode_batch: [batch, beam_size, max_decode_length].
     `search_options`: any further (hashable) keyword of generate.decode_batch, passed through.
+    With more than one device on the data axis, greedy does not retire finished rows unless
+    `retire_rows=True` is passed: the smaller batches would gather rows across devices.
     """
+    if self.data_size > 1:
+      search_options.setdefault("retire_rows", False)
     inputs = np.asarray(encoder_input_tokens)
     if inputs.ndim != 2 or inputs.shape[0] < 1:
       raise ValueError(f"encoder_input_tokens must be a non-empty [batch, input_len] array, got "
