@@ -339,7 +339,9 @@ class Extractor:
   @property
   def stats(self) -> dict[str, int]:
     """Counters since construction (or `reset_stats`): texts, windows, split_texts, outputs,
-    no_hypothesis, truncated, budget_cut, unparsed, mentions (distinct parsed (type, span) pairs),
+    no_hypothesis, truncated, budget_cut, repeat_limit (constrained outputs that reached
+    end_at_repeat repeated items, after which the constraint closes the target), unparsed,
+    mentions (distinct parsed (type, span) pairs),
     located_mentions + not_located (what became of them after realignment), entities
     (returned occurrences, before merging across windows), duplicates_merged,
     score_fallback, unrequested_type_items (items naming a type that was not requested, read
@@ -682,6 +684,10 @@ class Extractor:
     details = parsing.parse_generation_details(generation, tuple(written))
     self._stats["truncated"] += int(details.truncated)
     self._stats["unparsed"] += int(details.unparsed)
+    if constrained and self.end_at_repeat and details.repeats >= self.end_at_repeat:
+      # From the end_at_repeat-th repeat on the constraint forbids ",": the rule closed this
+      # output (or it closed there anyway).
+      self._stats["repeat_limit"] += 1
     self._stats["mentions"] += len(details.mentions)
     if not constrained:
       self._stats["unrequested_type_items"] += sum(

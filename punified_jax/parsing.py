@@ -52,6 +52,9 @@ class ParseResult:
     pair kept once (first wins).
   items: items recognised, counting NULL, empty, duplicate and the truncated last one.
   null_items, empty_spans, duplicates: how many items were left out for each reason.
+  repeats: complete items equal (type and span) to an earlier item of the generation, NULL
+    and empty items too: what the constraint's repeat rule counts (constraints module
+    docstring, "A repeat ends the output"); `duplicates` are the non-NULL, non-empty ones.
   truncated: the generation ended inside an item (no final "))"); that item was dropped.
   unparsed: the generation is not empty but no item start was found in it at all.
   """
@@ -60,6 +63,7 @@ class ParseResult:
   null_items: int = 0
   empty_spans: int = 0
   duplicates: int = 0
+  repeats: int = 0
   truncated: bool = False
   unparsed: bool = False
 
@@ -155,7 +159,7 @@ def parse_generation_details(generation: str,
       mentions.append(pair)
   return ParseResult(mentions=mentions, items=len(raw_items) + int(truncated),
                      null_items=null_items, empty_spans=empty_spans, duplicates=duplicates,
-                     truncated=truncated)
+                     repeats=len(raw_items) - len(set(raw_items)), truncated=truncated)
 
 
 def parse_generation(generation: str,

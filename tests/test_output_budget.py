@@ -19,6 +19,7 @@ import pytest
 from punified_jax import constraints
 from punified_jax import inference
 from punified_jax import model as model_lib
+from punified_jax import parsing
 from punified_jax import prompts
 
 import test_inference as shared
@@ -188,3 +189,25 @@ def test_extractor_outputs_stay_within_their_budget(config, sp_vocab):
     assert lengths[id(window)] <= extractor.budget_of(window)
   assert extractor.stats.get("budget_cut", 0) == sum(
       lengths[id(w)] == extractor.budget_of(w) for w in windows) > 0
+
+
+def test_extractor_counts_outputs_that_reach_the_repeat_limit(config, sp_vocab):
+  """The same looping random model with the repeat rule at 2: no output holds more than 2
+  repeated items, and those with 2 are counted in stats["repeat_limit"]."""
+  extractor = inference.Extractor(
+      model_lib.Transformer(config), shared.random_params(config, seed=1), sp_vocab, beam_size=1,
+      batch_size=shared.BATCH_SIZE, max_input_length=64, max_decode_length=128, end_at_repeat=2)
+  outputs = []
+  entities = extractor._entities  # pylint: disable=protected-access
+
+  def spy(window, output, *args, **kwargs):
+    outputs.append(list(output))
+    return entities(window, output, *args, **kwargs)
+
+  extractor._entities = spy  # pylint: disable=protected-access
+  extractor.extract(["北京大学在北京。", "上海", "Apple（苹果）在上海：北京", "张三去了北京大学", "组织"],
+                    types=list(shared.TYPES))
+  repeats = [parsing.parse_generation_details(sp_vocab.decode(ids), shared.TYPES).repeats
+             for ids in outputs]
+  assert len(outputs) >= 5 and max(repeats) <= 2
+  assert extractor.stats.get("repeat_limit", 0) == sum(r == 2 for r in repeats) > 0

@@ -63,6 +63,17 @@ def test_duplicates_kept_once_first_wins_and_empty_spans_dropped():
   details = parse_generation_details("((地点:北京),(组织:北京),(地点:北京),(地点:))", TYPES)
   assert details.mentions == [("地点", "北京"), ("组织", "北京")]
   assert (details.items, details.duplicates, details.empty_spans) == (4, 1, 1)
+  assert details.repeats == 1
+
+
+def test_repeats_count_null_and_empty_items_too():
+  details = parse_generation_details(
+      "((地点:NULL),(组织:北京),(地点:NULL),(组织:北京),(组织:),(组织:),(组织:北京))", TYPES)
+  assert (details.duplicates, details.null_items, details.empty_spans) == (2, 2, 2)
+  # The second (地点:NULL), (组织:) and both later (组织:北京): 4 repeats.
+  assert details.repeats == 4
+  # A truncated last item is no item: not a repeat either.
+  assert parse_generation_details("((地点:NULL),(地点:NULL", TYPES).repeats == 0
 
 
 def test_truncated_last_item_is_dropped_and_flagged():
