@@ -113,6 +113,7 @@ def _decoder_functions(model: Transformer, params: Any, encoder_cache: Any,
   hidden_step_fn.select_rows = lambda index: select_rows(index).hidden_step_fn
   return step_fn
 
+
 def _output_layer_input(next_fun, args, kwargs, context):
   """flax method interceptor: the output layer (logits_dense, or the tied embedding's
   `attend`) returns its input instead of the logits, so the decoder yields its final hidden
