@@ -13,8 +13,8 @@ off; a JAX_COMPILATION_CACHE_DIR the user set wins (and is used as it is).
 Why per host: JAX keys an entry by the program, the XLA flags, the jax/jaxlib version and the
 device kind, and on CPU the device kind is just "cpu". XLA compiles CPU code for the host's own
 instruction set (AVX-512, AMX, ...), so an entry written on one CPU model and read on another
-through a shared home directory (a cluster's NFS home; our own sessions and CI runs, which share
-a home across machines of two CPU models) is code for the wrong processor. A process here died
+through a shared home directory (a cluster's NFS home; here, a home that our sessions and
+local CI runs share, on machines of either of two CPU models) is code for the wrong processor. A process here died
 with a segmentation fault inside jax's compilation_cache.get_executable_and_time, loading an
 entry from such a shared directory (which entry, and whether it came from the other CPU, was
 not established). The subdirectory names the jaxlib version, the CPU model and a hash of the

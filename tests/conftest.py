@@ -18,9 +18,9 @@ os.environ["PUNIFIED_RAW_DIR"] = "builtin"
 os.environ.pop("PUNIFIED_TFDS_DIR", None)
 # The entry points the tests call in this process switch JAX's persistent compilation cache on
 # for the rest of the process (punified_jax/xla_cache.py). Point it at a directory of this run,
-# never at the user's ~/.cache (a suite once died loading an entry from a home cache shared
-# across machines; tests/test_xla_cache.py). Subprocess tests inherit it; those that test the
-# cache set their own.
+# never at the user's ~/.cache (the suite died with a segmentation fault inside jax while
+# loading an entry from the shared home cache: punified_jax/xla_cache.py's docstring).
+# Subprocess tests inherit it; those that test the cache set their own.
 os.environ["PUNIFIED_XLA_CACHE"] = tempfile.mkdtemp(prefix="punified-test-xla-")
 atexit.register(shutil.rmtree, os.environ["PUNIFIED_XLA_CACHE"], ignore_errors=True)
 os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
