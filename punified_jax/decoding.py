@@ -491,9 +491,10 @@ def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *
           None if table is None else take_rows(table, index, rows),
           None if candidate_columns is None else candidate_columns[index])
       following = sizes[stage + 1] if stage + 1 < len(sizes) else 0
-      state = jax.lax.while_loop(
-          lambda s, following=following: ((s.step < max_decode_length) & ~jnp.all(s.done)
-                                          & going_beyond(following)(s)), body, state)
+      # One loop on the whole cache (cache_lengths None): the first stage's loops grew it.
+      state = _run_segments(body, state, max_decode_length=max_decode_length,
+                            cache_lengths=None, grow_cache=None,
+                            also=going_beyond(following))
       outputs = jax.tree_util.tree_map(
           lambda full, part: full if jnp.ndim(full) == 0 else full.at[index].set(part),
           outputs._replace(cache=None, constraint_state=None),
