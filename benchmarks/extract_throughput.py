@@ -15,7 +15,11 @@ run's target length. Beam 1 is greedy on both sides. Per beam size each side fir
 (ours: compiles the program of every input bucket the pass will use, the Extractor by one
 untimed extraction of all sentences, so the shapes its batch plan and its re-decoded windows
 use are compiled too; HF: decodes the shortest and the longest batch), reported as warmup_s, then makes `--passes` timed passes over all
-sentences; the speed is the median pass (all passes are in the JSON). Outputs of both are parsed into (type, span) pairs and scored with
+sentences; the speed is the median pass (all passes are in the JSON). The two sides take turns
+(file_barrier.py): HF's 1-process worker runs its warm-up after ours and its pass n right after
+our pass n, so that `paired_speedup`, the median over n of HF's pass n / ours, compares passes
+timed next to each other (a side's pass moved by up to 60% between processes minutes apart,
+both sides' alike); `--unpaired` times all of HF after all of ours instead. Outputs of both are parsed into (type, span) pairs and scored with
 punified_jax.metrics.span_macro_f1 against the gold mentions (spans that do not occur in the
 sentence dropped on every side, as the Extractor does). Agreement: "same_text_as_decode_batch"
 is the share of sentences whose HF output decodes to the same text as our decoding engine's
@@ -43,11 +47,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Optional
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import file_barrier  # pylint: disable=g-import-not-at-top,wrong-import-position
 from punified_jax import output_limits  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -81,25 +87,34 @@ def batches_by_length(rows: list[list[int]], batch_size: int) -> tuple[list[np.n
   return batches, order
 
 
-def run_hf_split(torch_python: str, request: dict, processes: int, workdir: str,
-                 batch_rows: list[int]) -> dict:
-  """torch_worker's `generate` result for `request`, run by `processes` workers at once (batches
-  dealt round-robin, each timed section started together): per pass the slowest worker's
-  seconds, outputs back in batch order."""
+def launch_hf(torch_python: str, request: dict, processes: int, workdir: str, paired: bool = False) -> list:
+  """Starts `processes` torch_worker `generate` processes over `request` (batches dealt
+  round-robin, each timed section started together); with `paired` (one process), the driver
+  is the barrier's second party and takes turns with the worker (`HfTurns`)."""
   worker = os.path.join(common.REPO_ROOT, "benchmarks", "torch_worker.py")
-  barrier = os.path.join(workdir, f"barrier_{processes}")
+  tag = "paired" if paired else str(processes)
+  barrier = os.path.join(workdir, f"barrier_{tag}")
   os.makedirs(barrier, exist_ok=True)
   launched = []
   for k in range(processes):
-    part = dict(request, output=os.path.join(workdir, f"hf_{processes}_{k}.json"))
-    if processes > 1:
+    part = dict(request, output=os.path.join(workdir, f"hf_{tag}_{k}.json"))
+    if paired:
+      part.update(paired=True, barrier={"dir": barrier, "parties": 2, "id": "hf", "poll_s": PAIRED_POLL_S})
+    elif processes > 1:
       part.update(shard=[k, processes], barrier={"dir": barrier, "parties": processes, "id": k})
-    path = os.path.join(workdir, f"hf_request_{processes}_{k}.json")
+    path = os.path.join(workdir, f"hf_request_{tag}_{k}.json")
     with open(path, "w") as handle:
       json.dump(part, handle)
-    launched.append((subprocess.Popen([torch_python, worker, "generate", path]), part["output"]))
+    launched.append((subprocess.Popen([torch_python, worker, "generate", path]), part["output"], barrier))
+  return launched
+
+
+def collect_hf(launched: list, batch_rows: list[int]) -> dict:
+  """The launched workers' results merged: per pass the slowest worker's seconds, outputs back
+  in batch order."""
+  processes = len(launched)
   results = []
-  for process, output in launched:
+  for process, output, _ in launched:
     if process.wait() != 0:
       raise RuntimeError(f"torch_worker generate failed (exit {process.returncode}); see its output above")
     with open(output) as handle:
@@ -116,6 +131,44 @@ def run_hf_split(torch_python: str, request: dict, processes: int, workdir: str,
     merged["beams"][key] = {"pass_seconds": [max(s) for s in zip(*(p["pass_seconds"] for p in parts))],
                             "outputs": [o for batch in per_batch for o in batch]}
   return merged
+
+
+def run_hf_split(torch_python: str, request: dict, processes: int, workdir: str,
+                 batch_rows: list[int]) -> dict:
+  """torch_worker's `generate` result for `request`, run by `processes` workers at once."""
+  return collect_hf(launch_hf(torch_python, request, processes, workdir), batch_rows)
+
+
+# How often a waiting side of a paired run looks for the other (s): not timed, but the waiting
+# process polls while the other one's pass runs.
+PAIRED_POLL_S = 0.005
+
+
+class HfTurns:
+  """The driver's side of a paired run: `turn(name)` lets the worker run its section `name`
+  (warm-up or pass) and returns when it has ended; a no-op without a paired worker."""
+
+  def __init__(self, launched: Optional[list]):
+    self.process, _, self.directory = launched[0] if launched else (None, None, None)
+
+  def _meet(self, name: str) -> None:
+    file_barrier.arrive(self.directory, name, "driver", 2, poll_s=PAIRED_POLL_S,
+                        alive=lambda: self.process.poll() is None)
+
+  def loaded(self) -> None:
+    if self.process is not None:
+      self._meet("loaded")
+
+  def turn(self, name: str) -> None:
+    if self.process is not None:
+      self._meet(name)
+      self._meet(f"{name}_end")
+
+
+def paired_speedups(ours_seconds: list[float], hf_seconds: list[float]) -> dict:
+  """HF's pass n over ours (pass n of each, timed one after the other) and their median."""
+  ratios = [h / o for o, h in zip(ours_seconds, hf_seconds)]
+  return {"paired_speedups": [round(r, 3) for r in ratios], "paired_speedup": float(np.median(ratios))}
 
 
 def main(argv=None) -> int:
@@ -156,6 +209,9 @@ def main(argv=None) -> int:
                            "a 2-core machine our Extractor decodes two batches at once, so HF gets "
                            "both cores too; speed-ups stay against the 1-process row, and "
                            "speedup_vs_best_hf is against the fastest HF row")
+  parser.add_argument("--unpaired", action="store_true",
+                      help="time HF's 1-process run after all of ours, as before paired timing (by "
+                           "default its passes alternate with the Extractor's: paired_speedup)")
   parser.add_argument("--torch_python", default=os.environ.get("PUNIFIED_TORCH_PYTHON", common.TORCH_PYTHON_DEFAULT))
   parser.add_argument("--name", default="extract_throughput")
   args = parser.parse_args(argv)
@@ -294,29 +350,6 @@ def main(argv=None) -> int:
     _, calls, tokens_out = engine_pass(beam, rule, ner_constraint if constrained else None, search)
     return calls / max(tokens_out, 1)
 
-  variants = ([] if args.constrained_only else [("ours", False)]) + (
-      [("ours_constrained", True)] if args.constrained else [])
-  for beam, rule in runs:
-    for label, constrained in variants:
-      extractor = Extractor.load(args.model_dir, beam_size=beam, constrained=constrained,
-                                 batch_size=args.batch_size, max_decode_length=max_decode, alpha=args.alpha,
-                                 stopping=_OURS[rule], output_budget=args.output_budget,
-                                 end_at_repeat=args.end_at_repeat)
-      start = time.perf_counter()
-      extractor.extract(texts, dataset=args.dataset)  # compiles every shape the passes use
-      seconds = [time.perf_counter() - start]
-      for _ in range(args.passes):
-        start = time.perf_counter()
-        found = extractor.extract(texts, dataset=args.dataset)
-        seconds.append(time.perf_counter() - start)
-      pairs = [sorted({(e["type"], e["text"]) for e in entities}) for entities in found]
-      if not constrained:
-        ours_pairs[beam, rule] = pairs
-      rows.append({"side": label, "beam": beam, "stopping": rule, "sentences": len(texts), "warmup_s": seconds[0],
-                   **pass_figures(seconds[1:], len(texts)), **score(pairs),
-                   "calls_per_token": extractor_calls_per_token(beam, rule, constrained)})
-      print(rows[-1], flush=True)
-
   npz = os.path.join(workdir, "inputs.npz")
   np.savez(npz, **{f"input_ids_{i}": b for i, b in enumerate(batches)})
   request = {"model_dir": hf_dir, "inputs": npz, "beams": beams, "stopping": rules, "max_new_tokens": max_decode,
@@ -324,9 +357,52 @@ def main(argv=None) -> int:
              "output": os.path.join(workdir, "hf.json")}
   with open(os.path.join(workdir, "hf_request.json"), "w") as handle:
     json.dump(request, handle)
-  hf_runs = {processes: run_hf_split(args.torch_python, request, processes, workdir,
-                                     [len(b) for b in batches])
-             for processes in sorted({int(p) for p in args.hf_processes.split(",")} | {1})}
+  batch_rows = [len(b) for b in batches]
+
+  # Paired timing (the default): the 1-process HF worker starts now and takes turns with the
+  # Extractor: its warm-up after ours, its pass n right after our pass n (every variant's), so
+  # each speed-up has a pair of passes timed next to each other (paired_speedup).
+  paired = None if args.unpaired else launch_hf(args.torch_python, request, 1, workdir, paired=True)
+  turns = HfTurns(paired)
+  try:
+    turns.loaded()
+    variants = ([] if args.constrained_only else [("ours", False)]) + (
+        [("ours_constrained", True)] if args.constrained else [])
+    for beam, rule in runs:
+      extractors, seconds = {}, {}
+      for label, constrained in variants:
+        extractors[label] = Extractor.load(args.model_dir, beam_size=beam, constrained=constrained,
+                                           batch_size=args.batch_size, max_decode_length=max_decode,
+                                           alpha=args.alpha, stopping=_OURS[rule],
+                                           output_budget=args.output_budget, end_at_repeat=args.end_at_repeat)
+        start = time.perf_counter()
+        extractors[label].extract(texts, dataset=args.dataset)  # compiles every shape the passes use
+        seconds[label] = [time.perf_counter() - start]
+      turns.turn(f"{beam}_{rule}_warmup")
+      found = {}
+      for number in range(args.passes):
+        for label, _ in variants:
+          start = time.perf_counter()
+          found[label] = extractors[label].extract(texts, dataset=args.dataset)
+          seconds[label].append(time.perf_counter() - start)
+        turns.turn(f"{beam}_{rule}_{number}")
+      for label, constrained in variants:
+        pairs = [sorted({(e["type"], e["text"]) for e in entities}) for entities in found[label]]
+        if not constrained:
+          ours_pairs[beam, rule] = pairs
+        rows.append({"side": label, "beam": beam, "stopping": rule, "sentences": len(texts),
+                     "warmup_s": seconds[label][0], **pass_figures(seconds[label][1:], len(texts)), **score(pairs),
+                     "calls_per_token": extractor_calls_per_token(beam, rule, constrained)})
+        print(rows[-1], flush=True)
+
+    hf_runs = {1: collect_hf(paired, batch_rows)} if paired else {}
+  except BaseException:  # the paired worker would wait at its barrier for 15 minutes
+    for process, _, _ in paired or []:
+      process.kill()
+    raise
+  for processes in sorted({int(p) for p in args.hf_processes.split(",")} | {1}):
+    if processes not in hf_runs:
+      hf_runs[processes] = run_hf_split(args.torch_python, request, processes, workdir, batch_rows)
   hf = hf_runs[1]
   samples = {}
   for (beam, rule), processes in [(run, p) for p in sorted(hf_runs) if p > 1 for run in runs]:
@@ -365,9 +441,11 @@ def main(argv=None) -> int:
     best_hf = max(r["sentences_per_s"] for r in rows if r["side"].startswith("hf_generate")
                   and (r["beam"], r["stopping"]) == (row["beam"], row["stopping"]))
     row["speedup_vs_best_hf"] = row["sentences_per_s"] / best_hf
+    if paired and row["side"] in dict(variants):  # the Extractor's rows took turns with HF's
+      row.update(paired_speedups(row["pass_seconds"], hf_row["pass_seconds"]))
   rows.sort(key=lambda r: (r["beam"], r["stopping"], r["side"]))
-  common.print_table(rows, ["beam", "stopping", "side", "sentences_per_s", "speedup_vs_hf", "speedup_vs_best_hf",
-                            "warmup_s", "pass_s",
+  common.print_table(rows, ["beam", "stopping", "side", "sentences_per_s", "speedup_vs_hf", "paired_speedup",
+                            "speedup_vs_best_hf", "warmup_s", "pass_s",
                             "macro_f1", "micro_f1", "calls_per_token", "same_ids_as_stepwise",
                             "same_pairs_as_extractor", "same_text_as_decode_batch"],
                      title=f"extraction over {len(texts)} {args.dataset} {args.split} sentences")

@@ -18,7 +18,10 @@ subprocess and read back one JSON object. Nothing here imports the project.
                 "warmup_batches": [indices decoded first, untimed in the passes],
                 "stopping": ["exact", "early"],
                 "shard": [k, n] (optional: batches k, k + n, ...), "barrier": {"dir", "parties",
-                "id"} (optional: n such workers start every timed section together)}
+                "id"} (optional: n such workers start every timed section together),
+                "paired": true (optional, with a barrier whose other party is the driver:
+                the worker also meets it once loaded and after each timed section, so that
+                the driver can time its own pass between two of HF's; file_barrier.py)}
       HF `generate` (greedy at beam 1) per beam size and stopping rule ("exact" is HF's
       early_stopping="never", the canonical beam search; "early" is early_stopping=True): the
       warm-up batches, then `passes` passes over every batch; results keyed "<beam>_<rule>"
@@ -35,6 +38,8 @@ from typing import Optional
 
 import numpy as np
 import torch
+
+import file_barrier  # benchmarks/ (this script's directory)
 
 
 def _load(model_dir: str):
@@ -86,21 +91,15 @@ def train(request: dict) -> dict:
           "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
-@torch.no_grad()
 def _barrier(barrier: Optional[dict], name: str) -> None:
-  """Waits until all `parties` workers of a split run reached `name` (a file per worker in
-  barrier["dir"]), so that their timed passes start together; no-op without a barrier."""
-  if not barrier:
-    return
-  directory, parties = barrier["dir"], int(barrier["parties"])
-  open(os.path.join(directory, f"{name}.{barrier['id']}"), "w").close()
-  deadline = time.monotonic() + 900
-  while sum(f.startswith(f"{name}.") for f in os.listdir(directory)) < parties:
-    if time.monotonic() > deadline:
-      raise TimeoutError(f"barrier {name}: the other workers did not arrive in 900 s")
-    time.sleep(0.002)
+  """Waits until all parties of `barrier` ({"dir", "parties", "id"}) reached `name`: the other
+  workers of a split run, or the driver of a paired run; no-op without a barrier."""
+  if barrier:
+    file_barrier.arrive(barrier["dir"], name, str(barrier["id"]), int(barrier["parties"]),
+                        poll_s=float(barrier.get("poll_s", 0.002)))
 
 
+@torch.no_grad()
 def generate(request: dict) -> dict:
   torch.set_num_threads(int(request.get("threads", 2)))
   model = _load(request["model_dir"])
@@ -113,6 +112,11 @@ def generate(request: dict) -> dict:
   shard, barrier = request.get("shard"), request.get("barrier")
   if shard:
     batches = batches[int(shard[0])::int(shard[1])]
+  # A paired run (extract_throughput): the driver is a party of the barrier too; this worker
+  # also waits for it once loaded and after every timed section, so the two take turns.
+  paired = bool(request.get("paired"))
+  if paired:
+    _barrier(barrier, "loaded")
   results = {}
   def run(batch, beams, rule):
     input_ids = batch["input_ids"]
@@ -132,6 +136,8 @@ def generate(request: dict) -> dict:
         if -len(batches) <= index < len(batches):
           run(batches[index], beams, rule)
       seconds, outputs = [time.perf_counter() - start], []
+      if paired:
+        _barrier(barrier, f"{beams}_{rule}_warmup_end")
       for number in range(int(request.get("passes", 1))):
         outputs = []
         _barrier(barrier, f"{beams}_{rule}_{number}")
@@ -139,6 +145,8 @@ def generate(request: dict) -> dict:
         for batch in batches:
           outputs.append(run(batch, beams, rule))
         seconds.append(time.perf_counter() - start)
+        if paired:
+          _barrier(barrier, f"{beams}_{rule}_{number}_end")
       results[f"{beams}_{rule}"] = {
           "pass_seconds": seconds,
           "outputs": [row[row > 0].tolist() for out in outputs for row in out]}

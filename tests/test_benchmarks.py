@@ -2,6 +2,7 @@
 
 import os
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from benchmarks import common
 from benchmarks import extract_throughput
+from benchmarks import file_barrier
 from benchmarks import train_throughput
 
 
@@ -129,6 +131,35 @@ def test_extract_batches_by_length_sorts_pads_and_keeps_the_order():
 def test_extract_pass_figures_report_the_median_pass():
   figures = extract_throughput.pass_figures([1.0, 4.0, 2.0], 10)
   assert figures == {"pass_seconds": [1.0, 4.0, 2.0], "pass_s": 2.0, "sentences_per_s": 5.0}
+
+
+def test_paired_speedups_pair_pass_n_with_pass_n():
+  figures = extract_throughput.paired_speedups([0.5, 1.0, 0.25], [2.0, 3.0, 2.0])
+  assert figures == {"paired_speedups": [4.0, 3.0, 8.0], "paired_speedup": 4.0}
+
+
+def test_file_barrier_releases_every_party_once_all_arrived(tmp_path):
+  released = []
+  def party(name):
+    file_barrier.arrive(str(tmp_path), "pass_0", name, 2, timeout_s=30)
+    released.append(name)
+  other = threading.Thread(target=party, args=("hf",))
+  other.start()
+  party("driver")
+  other.join(timeout=30)
+  assert sorted(released) == ["driver", "hf"]
+  assert sorted(os.listdir(tmp_path)) == ["pass_0.driver", "pass_0.hf"]
+
+
+def test_file_barrier_stops_waiting_when_the_other_party_ended(tmp_path):
+  with pytest.raises(file_barrier.PartyGone, match="pass_1"):
+    file_barrier.arrive(str(tmp_path), "pass_1", "driver", 2, alive=lambda: False)
+  with pytest.raises(TimeoutError, match="pass_2"):
+    file_barrier.arrive(str(tmp_path), "pass_2", "driver", 2, timeout_s=0.05, alive=lambda: True)
+  # A name that extends another (pass_1 / pass_10) is not counted as an arrival at it.
+  open(tmp_path / "pass_10.hf", "w").close()
+  with pytest.raises(TimeoutError):
+    file_barrier.arrive(str(tmp_path), "pass_1", "other", 3, timeout_s=0.05)
 
 
 def test_measured_clock_is_plausible_or_absent():
