@@ -27,6 +27,7 @@ import numpy as np
 from punified_jax import decoding
 from punified_jax import fast_decoding
 from punified_jax import output_log_probs
+from punified_jax import searches
 from punified_jax.model import Embed, T5Config, Transformer
 
 Array = jax.Array
@@ -291,20 +292,10 @@ def group_beam_cache(cache: Any, beam_size: int) -> Any:
 GROUP_SINGLE_EXAMPLE_BEAMS_FROM = 128
 
 
-# decode_batch's `search` (constrained decoding; without a constraint all three are the plain
-# step-by-step search):
-#   "allowed" (the default): step by step over the tokens the constraint can allow
-#     (decoding.CandidateTable: the input's ids and the grammar's 6 tokens) instead of the
-#     vocabulary: the same outputs and scores as "stepwise" (to float rounding), a cheaper step
-#     (BENCHMARKS.md 2b).
-#   "stepwise": step by step over the whole vocabulary (the reference the others are tested
-#     against).
-#   "fast": fast_decoding (forced tokens and drafted guesses fed as chunks: the same results in
-#     0.15-0.35x the decoder calls); on the CPU-sized `mini` model the decoder is compute-bound
-#     (a chunk of K tokens costs about K single steps), so it measured no faster than "allowed"
-#     at greedy and 2x slower at beam 4 (BENCHMARKS.md 2c): "allowed" stays the default.
-SEARCHES = ("allowed", "stepwise", "fast")
-DEFAULT_SEARCH = "allowed"
+# decode_batch's `search` (constrained decoding): the names, the default and what each does are
+# in punified_jax/searches.py (jax-free, for the command-line parsers); re-exported here.
+SEARCHES = searches.SEARCHES
+DEFAULT_SEARCH = searches.DEFAULT_SEARCH
 
 
 def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
@@ -418,8 +409,7 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
   time.  The same results.
   """
   _validate(encoder_input_tokens, beam_size, max_decode_length, eos_id, model)
-  if search not in SEARCHES:
-    raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+  searches.check_search(search)
   if not isinstance(chunk_length, numbers.Integral) or chunk_length < 2:
     raise ValueError(f"chunk_length must be an int >= 2, got {chunk_length!r}")
   if log_prob_beams is not None and (isinstance(log_prob_beams, bool) or not isinstance(

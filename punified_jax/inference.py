@@ -105,6 +105,7 @@ from punified_jax import parsing
 from punified_jax import prompts
 from punified_jax import request_validation
 from punified_jax import run_dir
+from punified_jax import searches
 from punified_jax import sharded_decoding
 from punified_jax import vocab as vocab_lib
 from punified_jax import windows as windows_lib
@@ -222,6 +223,8 @@ class Extractor:
     output_budget: the constraint's output budget factor (constraints module docstring: at
       most the all-NULL target + output_budget x text tokens + slack, `stats["budget_cut"]`
       counts outputs that reached it); 0 = none (only max_decode_length).
+    search: the constrained search (punified_jax/searches.py: "allowed", "stepwise", "fast");
+      the same entities with each.
     decode_threads: decoding batches run at once (threads); None: the decoder's
       `concurrent_decodes()` (sharded_decoding: the CPU cores on a process-local CPU mesh,
       else 1).  Results do not depend on it.
@@ -236,7 +239,8 @@ class Extractor:
                first_pass: bool = True, forbid_repeats: bool = False, follow_order: bool = False,
                batching: str = "cost", decode_threads: Optional[int] = None,
                output_budget: float = constraints_lib.OUTPUT_BUDGET_FACTOR,
-               end_at_repeat: int = constraints_lib.END_AT_REPEAT):
+               end_at_repeat: int = constraints_lib.END_AT_REPEAT,
+               search: str = searches.DEFAULT_SEARCH):
     config = model if isinstance(model, T5Config) else getattr(model, "config", None)
     if not isinstance(config, T5Config):
       raise TypeError(f"model must be a model.Transformer or a T5Config, got "
@@ -269,6 +273,8 @@ class Extractor:
     self.alpha = float(alpha)
     decoding_lib.check_stopping(stopping)  # at construction, not at the first extract()
     self.stopping = stopping
+    searches.check_search(search)
+    self.search = search
     self.first_pass = bool(first_pass)
     if decode_threads is not None and (isinstance(decode_threads, bool) or not isinstance(
         decode_threads, (int, np.integer)) or decode_threads < 1):
@@ -616,9 +622,8 @@ class Extractor:
 
   def _decode_rows(self, windows: list[_Window], chunk: list[int], batch_size: int,
                    max_decode_length: int, settings: "_DecodeSettings"):
-    """Decodes windows[chunk] (length-sorted) as one batch of `batch_size` rows (missing rows
-    repeat the last window) padded to the bucket of the longest; yields per window its
-    (output ids up to and with EOS, their log-probs), or None without a hypothesis."""
+    """Decodes windows[chunk] (length-sorted) in `batch_size` rows (the last window repeated),
+    padded to a bucket; yields per window (output ids with EOS, their log-probs) or None."""
     bucket = self.buckets[bisect.bisect_left(self.buckets, len(windows[chunk[-1]].input_ids))]
     rows = np.zeros((batch_size, bucket), np.int32)
     for row in range(batch_size):
@@ -627,12 +632,10 @@ class Extractor:
     decoded = self.decoder.decode(
         self.model, self.params, rows, self._constraint if settings.constrained else None,
         beam_size=settings.beam_size, max_decode_length=max_decode_length, alpha=self.alpha,
-        eos_id=self.eos_id, stopping=self.stopping,
+        eos_id=self.eos_id, stopping=self.stopping, search=self.search,
         log_prob_beams=1,  # only the best beam is used: skip the others' output layer
-        # Greedy keeps the whole batch to the end: the first pass's limit and length-sorted
-        # windows make a batch's outputs end close together (CLUENER dev: 72-95 tokens in a
-        # batch), so retiring rows measured 0.95-1.0x here for twice the compile time
-        # (generate.DEFAULT_RETIRE_ROWS, BENCHMARKS.md 2p).
+        # Whole batches: length-sorted windows under the first pass's limit end close together,
+        # so retiring rows measured 0.95x here for twice the compile time (BENCHMARKS.md 2p).
         retire_rows=False)
     tokens = decoded.tokens[:, 0, :]
     log_probs = decoded.token_log_probs[:, 0, :]

@@ -231,7 +231,7 @@ def test_grammar_rule_flags_reach_the_extractor(model_dir, capsys, monkeypatch):
   loaded = shared.record_extractor_loads(monkeypatch)
   status = _run(["--model_dir", model_dir, "--types", "地点, 组织", "--text", TEXT0,
                  "--forbid_repeats", "--follow_order", "--decode_threads", "3",
-                 "--output_budget", "1.5", "--end_at_repeat", "2"] + ARGS)
+                 "--output_budget", "1.5", "--end_at_repeat", "2", "--search", "fast"] + ARGS)
   assert status == 0
   assert _without_scores(json.loads(capsys.readouterr().out)["entities"]) == ANSWER0
   assert loaded[0]._constraint.forbid_repeats is True
@@ -239,8 +239,9 @@ def test_grammar_rule_flags_reach_the_extractor(model_dir, capsys, monkeypatch):
   assert loaded[0].decode_threads == 3
   assert loaded[0].output_budget == loaded[0]._constraint.budget_factor == 1.5
   assert loaded[0].end_at_repeat == loaded[0]._constraint.end_at_repeat == 2
+  assert loaded[0].search == "fast"
   for flag, bad_values in (("--output_budget", ("-1", "nan", "x", "2000")),
-                           ("--end_at_repeat", ("-1", "1.5", "x"))):
+                           ("--end_at_repeat", ("-1", "1.5", "x")), ("--search", ("quick",))):
     for bad in bad_values:
       with pytest.raises(SystemExit):
         _run(["--model_dir", model_dir, "--types", "地点", "--text", TEXT0, flag, bad])

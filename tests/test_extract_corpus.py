@@ -106,8 +106,8 @@ def test_grammar_rule_flags_reach_the_shard_extractor(model_dir, tmp_path, monke
   write_corpus(corpus)
   assert main(corpus_args(model_dir, corpus, output, "--forbid_repeats", "--follow_order",
                           "--decode_threads", "3", "--output_budget", "3",
-                          "--end_at_repeat", "2")) == 3
+                          "--end_at_repeat", "2", "--search", "stepwise")) == 3
   check_outputs(read_outputs(output))  # the same entities as without the rules
   assert [(e._constraint.forbid_repeats, e._constraint.follow_order, e.decode_threads,
-           e._constraint.budget_factor, e._constraint.end_at_repeat)
-          for e in loaded] == [(True, True, 3, 3.0, 2)]
+           e._constraint.budget_factor, e._constraint.end_at_repeat, e.search)
+          for e in loaded] == [(True, True, 3, 3.0, 2, "stepwise")]

@@ -782,3 +782,44 @@ def test_grammar_rules_reach_the_constraint_and_keep_the_literal_entities(config
     assert ruled._constraint.forbid_repeats is True and ruled._constraint.follow_order is True
     assert (ruled.forbid_repeats, ruled.follow_order, ruled.end_at_repeat) == (True, True, 1)
     assert [_plain(entities) for entities in ruled.extract(texts, types=list(TYPES))] == EXPECTED
+
+
+def test_fast_search_gives_the_entities_and_scores_of_the_default(config, trained_params, sp_vocab,
+                                                                   monkeypatch):
+  """search="fast" (chunks of forced and drafted tokens) reaches the decoder and gives the
+  default search's entities, offsets and scores: the overfit model at greedy and beam 2, and a
+  random model that runs away (greedy in two passes, the re-decoded windows included)."""
+  def make(params, search, **options):
+    return inference.Extractor(model_lib.Transformer(config), params, sp_vocab,
+                               batch_size=BATCH_SIZE, search=search, **options)
+  seen = []
+  def spy(extractor):
+    decode = extractor.decoder.decode
+    def recording(*args, **kwargs):
+      seen.append(kwargs["search"])
+      return decode(*args, **kwargs)
+    monkeypatch.setattr(extractor.decoder, "decode", recording)
+    return extractor
+  texts = [text for text, _ in TRAIN_EXAMPLES]
+  cases = [(trained_params, texts, dict(beam_size=beam, max_input_length=FEATURE_LENGTHS["inputs"],
+                                        max_decode_length=FEATURE_LENGTHS["targets"]))
+           for beam in (1, 2)]
+  cases.append((random_params(config, seed=1), ["北京大学在北京。", "上海", "Apple（苹果）在上海：北京", "张三去了北京大学"],
+                dict(beam_size=1, max_input_length=64, max_decode_length=128, output_budget=0,
+                     end_at_repeat=0)))
+  for params, case_texts, options in cases:
+    fast = spy(make(params, "fast", **options))
+    default = make(params, "allowed", **options)
+    got = fast.extract(case_texts, types=list(TYPES))
+    want = default.extract(case_texts, types=list(TYPES))
+    assert [_plain(e) for e in got] == [_plain(e) for e in want]
+    for g, w in zip(got, want):
+      np.testing.assert_allclose([e["score"] for e in g], [e["score"] for e in w], rtol=1e-5)
+    if params is trained_params:
+      assert [_plain(e) for e in got] == EXPECTED
+    else:  # the case under test happened: a window ran to the first limit and was re-decoded
+      assert fast.stats.get("redecoded", 0) > 0
+  assert seen and set(seen) == {"fast"}
+  assert make(None, "fast").search == "fast"
+  with pytest.raises(ValueError, match=r"search must be one of \('allowed', 'stepwise', 'fast'\), got 'quick'"):
+    make(None, "quick")

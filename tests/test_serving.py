@@ -546,18 +546,20 @@ def test_serve_grammar_rule_flags_reach_the_extractor_and_info(model_dir, client
   assert client.get("/info").json()["decoding"]["follow_order"] is False  # the default
   assert client.get("/info").json()["decoding"]["output_budget"] == 2.0  # the default
   assert client.get("/info").json()["decoding"]["end_at_repeat"] == 3  # the default
+  assert client.get("/info").json()["decoding"]["search"] == "allowed"  # the default
   parser = argparse.ArgumentParser()
   options_lib.add_arguments(parser)
   args = parser.parse_args(["--model_dir", model_dir, "--batch_size", str(shared.BATCH_SIZE),
                             "--no_warm_up", "--no_gc_freeze", "--forbid_repeats",
                             "--follow_order", "--output_budget", "0",
-                            "--end_at_repeat", "3"])
+                            "--end_at_repeat", "3", "--search", "fast"])
   with TestClient(options_lib.build_app(args)) as ruled:
     decoding = ruled.get("/info").json()["decoding"]
     extractor = ruled.app.state.service.engine.extractor
   assert (decoding["forbid_repeats"], decoding["follow_order"]) == (True, True)
   assert decoding["output_budget"] == 0 and extractor._constraint.budget_factor == 0
   assert decoding["end_at_repeat"] == 3 == extractor._constraint.end_at_repeat
+  assert decoding["search"] == "fast" == extractor.search
   # Decode workers default to the decoder's concurrent decodes (the usable cores on CPU).
   assert decoding["decode_workers"] == extractor.decoder.concurrent_decodes() >= 1
   assert parser.parse_args(["--model_dir", model_dir, "--decode_workers", "3"]).decode_workers == 3

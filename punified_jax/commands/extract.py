@@ -38,6 +38,7 @@ from typing import Any, Iterable, Optional, TextIO
 
 from punified_jax import request_validation as validation
 from punified_jax import output_limits
+from punified_jax import searches
 
 HELP = "extract requested entity types with character offsets (JSON) from a trained model"
 
@@ -50,7 +51,14 @@ PARTITIONING_PRESETS = ("data_parallel", "fsdp", "tensor_parallel", "2d")
 def add_grammar_rule_arguments(parser: argparse.ArgumentParser) -> None:
   """--forbid_repeats / --follow_order / --end_at_repeat / --output_budget: the constraint's
   rules (extract, extract_corpus and serve; constraints module docstring, BENCHMARKS.md 2e, 2n
-  and 2o)."""
+  and 2o); --search: how the constrained search runs (punified_jax/searches.py)."""
+  parser.add_argument("--search", choices=searches.SEARCHES, default=searches.DEFAULT_SEARCH,
+                      help="constrained search: 'allowed' (default) step by step over the tokens "
+                           "the grammar allows; 'fast' feeds forced tokens and drafted guesses "
+                           "to the decoder in chunks (0.14-0.36 decoder calls per token: for "
+                           "accelerators, where a chunk costs about one step; no faster on a "
+                           "CPU, BENCHMARKS 2c); 'stepwise' over the whole vocabulary. The same "
+                           "entities with each")
   parser.add_argument("--forbid_repeats", action="store_true",
                       help="constrained decoding may not close an item already written")
   parser.add_argument("--follow_order", action="store_true",
@@ -286,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
         max_decode_length=args.max_decode_length, stopping=args.stopping,
         partitioning=args.partitioning, forbid_repeats=args.forbid_repeats,
         follow_order=args.follow_order, decode_threads=args.decode_threads,
-        output_budget=args.output_budget, end_at_repeat=args.end_at_repeat)
+        output_budget=args.output_budget, end_at_repeat=args.end_at_repeat, search=args.search)
   except (OSError, ValueError, TypeError) as error:
     print(f"error: --model_dir {args.model_dir}: {error}", file=sys.stderr)
     return EXIT_USAGE

@@ -107,6 +107,7 @@ class JobOptions:
   decode_threads: Optional[int] = None
   output_budget: Optional[float] = None  # None: the Extractor's default
   end_at_repeat: Optional[int] = None  # None: the Extractor's default
+  search: Optional[str] = None  # None: the Extractor's default
 
 
 def load_extractor(options: JobOptions):
@@ -121,7 +122,8 @@ def load_extractor(options: JobOptions):
                                   **({} if options.output_budget is None
                                      else {"output_budget": options.output_budget}),
                                   **({} if options.end_at_repeat is None
-                                     else {"end_at_repeat": options.end_at_repeat}))
+                                     else {"end_at_repeat": options.end_at_repeat}),
+                                  **({} if options.search is None else {"search": options.search}))
 
 
 def process_shard(extractor, options: JobOptions, shard: Shard) -> dict[str, int]:
@@ -214,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
   options = JobOptions(args.model_dir, args.input, args.output, types, args.dataset,
                        args.beam_size, args.batch_size, args.checkpoint, limits,
                        args.forbid_repeats, args.follow_order, args.decode_threads,
-                       args.output_budget, args.end_at_repeat)
+                       args.output_budget, args.end_at_repeat, args.search)
   storage.makedirs(args.output)
   shards = plan_shards(args.input, args.shard_docs)
   existing = set(storage.listdir(args.output))

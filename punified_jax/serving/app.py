@@ -115,6 +115,7 @@ class Service:
                      "follow_order": extractor.follow_order,
                      "output_budget": extractor.output_budget,
                      "end_at_repeat": extractor.end_at_repeat,
+                     "search": extractor.search,
                      "max_input_length": extractor.max_input_length,
                      "max_decode_length": extractor.max_decode_length,
                      "buckets": list(self.engine.buckets),

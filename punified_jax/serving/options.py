@@ -132,7 +132,7 @@ def build_app(args: argparse.Namespace):
       max_input_length=args.max_input_length, max_decode_length=args.max_decode_length,
       stopping=args.stopping, forbid_repeats=args.forbid_repeats,
       follow_order=args.follow_order, output_budget=args.output_budget,
-      end_at_repeat=args.end_at_repeat)
+      end_at_repeat=args.end_at_repeat, search=args.search)
   engine = engine_lib.Engine(extractor, beam_sizes=args.beam_sizes or [args.beam_size],
                              allow_unconstrained=args.allow_unconstrained,
                              limits=limits_from_args(args), batch_sizes=sizes,
