@@ -16,7 +16,7 @@ run's target length. Beam 1 is greedy on both sides. Per beam size each side fir
 untimed extraction of all sentences, so the shapes its batch plan and its re-decoded windows
 use are compiled too; HF: decodes the shortest and the longest batch), reported as warmup_s, then makes `--passes` timed passes over all
 sentences; the speed is the median pass (all passes are in the JSON). The two sides take turns
-(file_barrier.py): HF's 1-process worker runs its warm-up after ours and its pass n right after
+(turns.py: the waiting side blocks on a pipe): HF's 1-process worker runs its warm-up after ours and its pass n right after
 our pass n, so that `paired_speedup`, the median over n of HF's pass n / ours, compares passes
 timed next to each other (a side's pass moved by up to 60% between processes minutes apart,
 both sides' alike); `--unpaired` times all of HF after all of ours instead. Outputs of both are parsed into (type, span) pairs and scored with
@@ -53,8 +53,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
-from benchmarks import file_barrier  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import turns as turns_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from punified_jax import output_limits  # pylint: disable=g-import-not-at-top,wrong-import-position
+from punified_jax import searches as generate_searches  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 # Our beam-search stopping rule (decoding.beam_search) for each compared rule.
@@ -87,25 +88,30 @@ def batches_by_length(rows: list[list[int]], batch_size: int) -> tuple[list[np.n
   return batches, order
 
 
-def launch_hf(torch_python: str, request: dict, processes: int, workdir: str, paired: bool = False) -> list:
+def launch_hf(torch_python: str, request: dict, processes: int, workdir: str,
+              turns: Optional[turns_lib.DriverTurns] = None) -> list:
   """Starts `processes` torch_worker `generate` processes over `request` (batches dealt
-  round-robin, each timed section started together); with `paired` (one process), the driver
-  is the barrier's second party and takes turns with the worker (`HfTurns`)."""
+  round-robin, each timed section started together); with `turns` (one process) the worker
+  takes turns with the driver over those pipes instead (turns.py)."""
   worker = os.path.join(common.REPO_ROOT, "benchmarks", "torch_worker.py")
-  tag = "paired" if paired else str(processes)
+  tag = "paired" if turns else str(processes)
   barrier = os.path.join(workdir, f"barrier_{tag}")
   os.makedirs(barrier, exist_ok=True)
   launched = []
   for k in range(processes):
     part = dict(request, output=os.path.join(workdir, f"hf_{tag}_{k}.json"))
-    if paired:
-      part.update(paired=True, barrier={"dir": barrier, "parties": 2, "id": "hf", "poll_s": PAIRED_POLL_S})
+    if turns:
+      part.update(turns=turns.child_fds)
     elif processes > 1:
       part.update(shard=[k, processes], barrier={"dir": barrier, "parties": processes, "id": k})
     path = os.path.join(workdir, f"hf_request_{tag}_{k}.json")
     with open(path, "w") as handle:
       json.dump(part, handle)
-    launched.append((subprocess.Popen([torch_python, worker, "generate", path]), part["output"], barrier))
+    launched.append((subprocess.Popen([torch_python, worker, "generate", path],
+                                      pass_fds=tuple(turns.child_fds.values()) if turns else ()),
+                     part["output"]))
+  if turns:
+    turns.close_child_fds()  # the worker holds them now: its exit ends our reads (PartyGone)
   return launched
 
 
@@ -114,7 +120,7 @@ def collect_hf(launched: list, batch_rows: list[int]) -> dict:
   in batch order."""
   processes = len(launched)
   results = []
-  for process, output, _ in launched:
+  for process, output in launched:
     if process.wait() != 0:
       raise RuntimeError(f"torch_worker generate failed (exit {process.returncode}); see its output above")
     with open(output) as handle:
@@ -137,32 +143,6 @@ def run_hf_split(torch_python: str, request: dict, processes: int, workdir: str,
                  batch_rows: list[int]) -> dict:
   """torch_worker's `generate` result for `request`, run by `processes` workers at once."""
   return collect_hf(launch_hf(torch_python, request, processes, workdir), batch_rows)
-
-
-# How often a waiting side of a paired run looks for the other (s): not timed, but the waiting
-# process polls while the other one's pass runs.
-PAIRED_POLL_S = 0.005
-
-
-class HfTurns:
-  """The driver's side of a paired run: `turn(name)` lets the worker run its section `name`
-  (warm-up or pass) and returns when it has ended; a no-op without a paired worker."""
-
-  def __init__(self, launched: Optional[list]):
-    self.process, _, self.directory = launched[0] if launched else (None, None, None)
-
-  def _meet(self, name: str) -> None:
-    file_barrier.arrive(self.directory, name, "driver", 2, poll_s=PAIRED_POLL_S,
-                        alive=lambda: self.process.poll() is None)
-
-  def loaded(self) -> None:
-    if self.process is not None:
-      self._meet("loaded")
-
-  def turn(self, name: str) -> None:
-    if self.process is not None:
-      self._meet(name)
-      self._meet(f"{name}_end")
 
 
 def paired_speedups(ours_seconds: list[float], hf_seconds: list[float]) -> dict:
@@ -189,6 +169,10 @@ def main(argv=None) -> int:
                       help="also time our constrained decoding: the Extractor (its default search, "
                            f"generate.DEFAULT_SEARCH) "
                            "and decode_batch with the constrained searches 'stepwise', 'allowed' and 'fast'")
+  parser.add_argument("--extractor_searches", default=generate_searches.DEFAULT_SEARCH,
+                      help="comma-separated: the constrained Extractor is timed with each of these "
+                           "searches (punified_jax/searches.py), e.g. allowed,fast; the first one's "
+                           "row is `ours_constrained` when it is the default search")
   parser.add_argument("--chunk_length", type=int, default=8, help="the fast search's tokens per decoder call")
   parser.add_argument("--output_budget", type=float, default=output_limits.OUTPUT_BUDGET_FACTOR,
                       help="the constraint's output budget factor for the Extractor and the constrained "
@@ -220,6 +204,10 @@ def main(argv=None) -> int:
   if not rules or set(rules) - {"exact", "early"}:
     parser.error(f"--stopping: a comma-separated subset of exact,early, got {args.stopping!r}")
   runs = [(beam, rule) for beam in beams for rule in (["greedy"] if beam == 1 else rules)]
+  extractor_searches = [name for name in args.extractor_searches.split(",") if name]
+  if not extractor_searches or set(extractor_searches) - set(generate_searches.SEARCHES):
+    parser.error(f"--extractor_searches: a comma-separated subset of {','.join(generate_searches.SEARCHES)}, "
+                 f"got {args.extractor_searches!r}")
   if not os.path.exists(args.torch_python):
     parser.error(f"--torch_python {args.torch_python} not found (bash tools/env/torch_env.sh)")
   if not os.path.exists(os.path.join(args.model_dir, "punified_model.json")):
@@ -338,11 +326,11 @@ def main(argv=None) -> int:
       rows.append(row)
       print(rows[-1], flush=True)
 
-  def extractor_calls_per_token(beam: int, rule: str, constrained: bool) -> float:
-    """Decoder calls per output token of the search the Extractor runs (its default search when
+  def extractor_calls_per_token(beam: int, rule: str, constrained: bool, search: str) -> float:
+    """Decoder calls per output token of the search the Extractor runs (`search` when
     constrained, the plain step-by-step search otherwise), counted by decode_batch on the same
     sentences: from the timed row of that search, or from one untimed pass."""
-    search = generate.DEFAULT_SEARCH if constrained else "stepwise"
+    search = search if constrained else "stepwise"
     label = f"decode_batch_constrained_{search}" if constrained else "ours_decode_batch"
     row = next((r for r in rows if (r["side"], r["beam"], r["stopping"]) == (label, beam, rule)), None)
     if row is not None:
@@ -362,42 +350,53 @@ def main(argv=None) -> int:
   # Paired timing (the default): the 1-process HF worker starts now and takes turns with the
   # Extractor: its warm-up after ours, its pass n right after our pass n (every variant's), so
   # each speed-up has a pair of passes timed next to each other (paired_speedup).
-  paired = None if args.unpaired else launch_hf(args.torch_python, request, 1, workdir, paired=True)
-  turns = HfTurns(paired)
+  turns = None if args.unpaired else turns_lib.DriverTurns()
+  paired = launch_hf(args.torch_python, request, 1, workdir, turns) if turns else None
+  take_turn = turns.turn if turns else lambda name: None
   try:
-    turns.loaded()
-    variants = ([] if args.constrained_only else [("ours", False)]) + (
-        [("ours_constrained", True)] if args.constrained else [])
+    if turns:
+      turns.expect("loaded")
+    # (label, constrained, search): the constrained Extractor once per --extractor_searches.
+    variants = ([] if args.constrained_only else [("ours", False, generate.DEFAULT_SEARCH)]) + (
+        [("ours_constrained" if search == generate.DEFAULT_SEARCH else f"ours_constrained_{search}",
+          True, search) for search in extractor_searches] if args.constrained else [])
     for beam, rule in runs:
       extractors, seconds = {}, {}
-      for label, constrained in variants:
+      for label, constrained, search in variants:
         extractors[label] = Extractor.load(args.model_dir, beam_size=beam, constrained=constrained,
                                            batch_size=args.batch_size, max_decode_length=max_decode,
                                            alpha=args.alpha, stopping=_OURS[rule],
-                                           output_budget=args.output_budget, end_at_repeat=args.end_at_repeat)
+                                           output_budget=args.output_budget, end_at_repeat=args.end_at_repeat,
+                                           search=search)
         start = time.perf_counter()
         extractors[label].extract(texts, dataset=args.dataset)  # compiles every shape the passes use
         seconds[label] = [time.perf_counter() - start]
-      turns.turn(f"{beam}_{rule}_warmup")
+      take_turn(f"{beam}_{rule}_warmup")
       found = {}
       for number in range(args.passes):
-        for label, _ in variants:
+        for label, _, _ in variants:
           start = time.perf_counter()
           found[label] = extractors[label].extract(texts, dataset=args.dataset)
           seconds[label].append(time.perf_counter() - start)
-        turns.turn(f"{beam}_{rule}_{number}")
-      for label, constrained in variants:
+        take_turn(f"{beam}_{rule}_{number}")
+      default_pairs = None
+      for label, constrained, search in variants:
         pairs = [sorted({(e["type"], e["text"]) for e in entities}) for entities in found[label]]
         if not constrained:
           ours_pairs[beam, rule] = pairs
-        rows.append({"side": label, "beam": beam, "stopping": rule, "sentences": len(texts),
-                     "warmup_s": seconds[label][0], **pass_figures(seconds[label][1:], len(texts)), **score(pairs),
-                     "calls_per_token": extractor_calls_per_token(beam, rule, constrained)})
+        row = {"side": label, "beam": beam, "stopping": rule, "sentences": len(texts),
+               "warmup_s": seconds[label][0], **pass_figures(seconds[label][1:], len(texts)), **score(pairs),
+               "calls_per_token": extractor_calls_per_token(beam, rule, constrained, search)}
+        if constrained and search == extractor_searches[0]:
+          default_pairs = pairs
+        elif constrained:  # the share of sentences with the first search's entities
+          row["same_pairs_as_first_search"] = float(np.mean([p == q for p, q in zip(pairs, default_pairs)]))
+        rows.append(row)
         print(rows[-1], flush=True)
 
     hf_runs = {1: collect_hf(paired, batch_rows)} if paired else {}
-  except BaseException:  # the paired worker would wait at its barrier for 15 minutes
-    for process, _, _ in paired or []:
+  except BaseException:  # the paired worker would wait for its next turn forever
+    for process, _ in paired or []:
       process.kill()
     raise
   for processes in sorted({int(p) for p in args.hf_processes.split(",")} | {1}):
@@ -441,13 +440,13 @@ def main(argv=None) -> int:
     best_hf = max(r["sentences_per_s"] for r in rows if r["side"].startswith("hf_generate")
                   and (r["beam"], r["stopping"]) == (row["beam"], row["stopping"]))
     row["speedup_vs_best_hf"] = row["sentences_per_s"] / best_hf
-    if paired and row["side"] in dict(variants):  # the Extractor's rows took turns with HF's
+    if paired and row["side"] in {label for label, _, _ in variants}:  # the Extractor's rows took turns with HF's
       row.update(paired_speedups(row["pass_seconds"], hf_row["pass_seconds"]))
   rows.sort(key=lambda r: (r["beam"], r["stopping"], r["side"]))
   common.print_table(rows, ["beam", "stopping", "side", "sentences_per_s", "speedup_vs_hf", "paired_speedup",
                             "speedup_vs_best_hf", "warmup_s", "pass_s",
                             "macro_f1", "micro_f1", "calls_per_token", "same_ids_as_stepwise",
-                            "same_pairs_as_extractor", "same_text_as_decode_batch"],
+                            "same_pairs_as_extractor", "same_text_as_decode_batch", "same_pairs_as_first_search"],
                      title=f"extraction over {len(texts)} {args.dataset} {args.split} sentences")
   payload = {"command": common.command_line(), "machine": machine, "versions": common.jax_versions(),
              "torch": hf.get("torch"), "model": {"dir": os.path.abspath(args.model_dir), "checkpoint": checkpoint,

@@ -19,9 +19,10 @@ subprocess and read back one JSON object. Nothing here imports the project.
                 "stopping": ["exact", "early"],
                 "shard": [k, n] (optional: batches k, k + n, ...), "barrier": {"dir", "parties",
                 "id"} (optional: n such workers start every timed section together),
-                "paired": true (optional, with a barrier whose other party is the driver:
-                the worker also meets it once loaded and after each timed section, so that
-                the driver can time its own pass between two of HF's; file_barrier.py)}
+                "turns": {"read_fd", "write_fd"} (optional: pipes from and to the driver,
+                inherited; the worker says "loaded", then runs each section when the driver
+                names it and names it back when done, so that the driver times its own pass
+                between two of HF's; turns.py)}
       HF `generate` (greedy at beam 1) per beam size and stopping rule ("exact" is HF's
       early_stopping="never", the canonical beam search; "early" is early_stopping=True): the
       warm-up batches, then `passes` passes over every batch; results keyed "<beam>_<rule>"
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 
 import file_barrier  # benchmarks/ (this script's directory)
+import turns as turns_lib  # benchmarks/ (this script's directory)
 
 
 def _load(model_dir: str):
@@ -92,11 +94,10 @@ def train(request: dict) -> dict:
 
 
 def _barrier(barrier: Optional[dict], name: str) -> None:
-  """Waits until all parties of `barrier` ({"dir", "parties", "id"}) reached `name`: the other
-  workers of a split run, or the driver of a paired run; no-op without a barrier."""
+  """Waits until all workers of a split run (`barrier`: {"dir", "parties", "id"}) reached
+  `name`; no-op without a barrier."""
   if barrier:
-    file_barrier.arrive(barrier["dir"], name, str(barrier["id"]), int(barrier["parties"]),
-                        poll_s=float(barrier.get("poll_s", 0.002)))
+    file_barrier.arrive(barrier["dir"], name, str(barrier["id"]), int(barrier["parties"]))
 
 
 @torch.no_grad()
@@ -112,11 +113,10 @@ def generate(request: dict) -> dict:
   shard, barrier = request.get("shard"), request.get("barrier")
   if shard:
     batches = batches[int(shard[0])::int(shard[1])]
-  # A paired run (extract_throughput): the driver is a party of the barrier too; this worker
-  # also waits for it once loaded and after every timed section, so the two take turns.
-  paired = bool(request.get("paired"))
-  if paired:
-    _barrier(barrier, "loaded")
+  # A paired run (extract_throughput): this worker and the driver take turns (turns.py).
+  turns = turns_lib.worker_turns(request.get("turns"))
+  if turns:
+    turns.send("loaded")
   results = {}
   def run(batch, beams, rule):
     input_ids = batch["input_ids"]
@@ -131,22 +131,26 @@ def generate(request: dict) -> dict:
   for beams in request["beams"]:
     for rule in (["greedy"] if beams == 1 else request.get("stopping", ["early"])):
       _barrier(barrier, f"{beams}_{rule}_warmup")
+      if turns:
+        turns.expect(f"{beams}_{rule}_warmup")
       start = time.perf_counter()
       for index in request.get("warmup_batches", []):
         if -len(batches) <= index < len(batches):
           run(batches[index], beams, rule)
       seconds, outputs = [time.perf_counter() - start], []
-      if paired:
-        _barrier(barrier, f"{beams}_{rule}_warmup_end")
+      if turns:
+        turns.send(f"{beams}_{rule}_warmup")
       for number in range(int(request.get("passes", 1))):
         outputs = []
         _barrier(barrier, f"{beams}_{rule}_{number}")
+        if turns:
+          turns.expect(f"{beams}_{rule}_{number}")
         start = time.perf_counter()
         for batch in batches:
           outputs.append(run(batch, beams, rule))
         seconds.append(time.perf_counter() - start)
-        if paired:
-          _barrier(barrier, f"{beams}_{rule}_{number}_end")
+        if turns:
+          turns.send(f"{beams}_{rule}_{number}")
       results[f"{beams}_{rule}"] = {
           "pass_seconds": seconds,
           "outputs": [row[row > 0].tolist() for out in outputs for row in out]}

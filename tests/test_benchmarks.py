@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from benchmarks import common
 from benchmarks import extract_throughput
 from benchmarks import file_barrier
+from benchmarks import turns
 from benchmarks import train_throughput
 
 
@@ -151,15 +152,41 @@ def test_file_barrier_releases_every_party_once_all_arrived(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ["pass_0.driver", "pass_0.hf"]
 
 
-def test_file_barrier_stops_waiting_when_the_other_party_ended(tmp_path):
-  with pytest.raises(file_barrier.PartyGone, match="pass_1"):
-    file_barrier.arrive(str(tmp_path), "pass_1", "driver", 2, alive=lambda: False)
+def test_file_barrier_times_out_and_does_not_count_a_longer_name(tmp_path):
   with pytest.raises(TimeoutError, match="pass_2"):
-    file_barrier.arrive(str(tmp_path), "pass_2", "driver", 2, timeout_s=0.05, alive=lambda: True)
-  # A name that extends another (pass_1 / pass_10) is not counted as an arrival at it.
+    file_barrier.arrive(str(tmp_path), "pass_2", "driver", 2, timeout_s=0.05)
+  # An arrival at pass_10 is not one at pass_1.
   open(tmp_path / "pass_10.hf", "w").close()
-  with pytest.raises(TimeoutError):
-    file_barrier.arrive(str(tmp_path), "pass_1", "other", 3, timeout_s=0.05)
+  with pytest.raises(TimeoutError, match="pass_1'"):
+    file_barrier.arrive(str(tmp_path), "pass_1", "driver", 2, timeout_s=0.05)
+
+
+def test_turns_alternate_and_report_a_gone_or_out_of_step_worker():
+  driver = turns.DriverTurns()
+  worker = turns.Turns(driver.child_fds["read_fd"], driver.child_fds["write_fd"])
+  log = []
+  def work():
+    worker.send("loaded")
+    for name in ("1_greedy_warmup", "1_greedy_0"):
+      worker.expect(name)
+      log.append(f"hf {name}")
+      worker.send(name)
+  thread = threading.Thread(target=work)
+  thread.start()
+  driver.expect("loaded")
+  for name in ("1_greedy_warmup", "1_greedy_0"):
+    log.append(f"ours {name}")
+    driver.turn(name)  # returns only after the worker's section
+  thread.join(timeout=30)
+  assert log == ["ours 1_greedy_warmup", "hf 1_greedy_warmup", "ours 1_greedy_0", "hf 1_greedy_0"]
+  worker.send("4_exact_0")
+  with pytest.raises(RuntimeError, match="expected '1_greedy_1', got '4_exact_0'"):
+    driver.expect("1_greedy_1")
+  with pytest.raises(ValueError, match="one line"):
+    driver.send("a\nb")
+  driver.close_child_fds()  # the worker's ends closed: as when its process ends
+  with pytest.raises(turns.PartyGone):
+    driver.expect("1_greedy_1")
 
 
 def test_measured_clock_is_plausible_or_absent():
