@@ -65,6 +65,34 @@ def extract_report(payload) -> str:
        "same pairs as Extractor", "same text as decode_batch"])])
 
 
+def decoding_report(payload) -> str:
+  """Issue 13's table from an extract_throughput run with --constrained (names fast_decoding_*):
+  per beam size the constrained Extractor (each search timed) against HF `generate` in one
+  process, as the ratio of median passes and as the median of the paired passes' ratios, with
+  macro F1 against the step-by-step search's and decoder calls per output token."""
+  results = payload["results"]
+  out = []
+  for beam in sorted({r["beam"] for r in results}):
+    by_side = {r["side"]: r for r in results if r["beam"] == beam}
+    hf, stepwise = by_side.get("hf_generate"), by_side.get("decode_batch_constrained_stepwise")
+    for side in sorted(s for s in by_side if s.startswith("ours_constrained")):
+      row = by_side[side]
+      out.append({"dataset": payload.get("dataset"), "beam": beam,
+                  "search": side[len("ours_constrained_"):] or "allowed",
+                  "pass_s": row["pass_s"], "hf_pass_s": hf and hf["pass_s"],
+                  "speedup_vs_hf": row.get("speedup_vs_hf"), "paired_speedup": row.get("paired_speedup"),
+                  "paired_speedups": ", ".join(f"{x:.2f}" for x in row.get("paired_speedups", [])),
+                  "f1": f"{row['macro_f1']:.2f} / {stepwise['macro_f1']:.2f} / {hf['macro_f1']:.2f}"
+                        if stepwise and hf else None,
+                  "calls_per_token": row.get("calls_per_token")})
+  return "\n".join([header(payload), "", table(
+      out, ["dataset", "beam", "search", "pass_s", "hf_pass_s", "speedup_vs_hf", "paired_speedup",
+            "paired_speedups", "f1", "calls_per_token"],
+      ["dataset", "beam", "Extractor search", "ours pass s", "HF pass s", "vs HF (medians)",
+       "vs HF (paired)", "paired, per pass", "macro F1 ours / step-by-step / HF",
+       "decoder calls per token"])])
+
+
 def scaling_report(payload) -> str:
   parts = [header(payload)]
   if payload.get("layouts"):
@@ -100,7 +128,7 @@ def cpu_peak_report(payload) -> str:
 
 
 REPORTS = {"cpu_peak": cpu_peak_report, "train_throughput": train_report, "extract_throughput": extract_report, "scaling": scaling_report,
-           "startup": startup_report}
+           "startup": startup_report, "fast_decoding": decoding_report}
 
 
 def main(argv=None) -> int:

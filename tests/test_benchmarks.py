@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from benchmarks import common
 from benchmarks import extract_throughput
 from benchmarks import file_barrier
+from benchmarks import report
 from benchmarks import turns
 from benchmarks import train_throughput
 
@@ -187,6 +188,20 @@ def test_turns_alternate_and_report_a_gone_or_out_of_step_worker():
   driver.close_child_fds()  # the worker's ends closed: as when its process ends
   with pytest.raises(turns.PartyGone):
     driver.expect("1_greedy_1")
+
+
+def test_decoding_report_puts_each_extractor_search_against_hf():
+  payload = {"command": "c", "machine": {}, "dataset": "cluener", "results": [
+      {"side": "hf_generate", "beam": 1, "pass_s": 2.0, "macro_f1": 13.0},
+      {"side": "decode_batch_constrained_stepwise", "beam": 1, "pass_s": 1.0, "macro_f1": 18.3},
+      {"side": "ours_constrained", "beam": 1, "pass_s": 0.4, "macro_f1": 18.3, "speedup_vs_hf": 5.0,
+       "paired_speedup": 5.5, "paired_speedups": [5.5, 4.0, 6.0], "calls_per_token": 1.0},
+      {"side": "ours_constrained_fast", "beam": 1, "pass_s": 0.5, "macro_f1": 18.3,
+       "speedup_vs_hf": 4.0, "calls_per_token": 0.14}]}
+  lines = report.decoding_report(payload).splitlines()
+  assert lines[-2:] == [
+      "| cluener | 1 | allowed | 0.4 | 2 | 5 | 5.5 | 5.50, 4.00, 6.00 | 18.30 / 18.30 / 13.00 | 1 |",
+      "| cluener | 1 | fast | 0.5 | 2 | 4 | — |  | 18.30 / 18.30 / 13.00 | 0.14 |"]
 
 
 def test_measured_clock_is_plausible_or_absent():
