@@ -145,10 +145,12 @@ class OutputLayer(NamedTuple):
   The greedy search then scores a row's C candidates with C dot products, keeps each step's
   hidden state, and computes the model's per-token log-probs (whose normaliser needs every
   logit) after the loop, as a few large matrix products over the outputs instead of one
-  [rows, d] x [d, vocab] product per step.
+  [rows, d] x [d, vocab] product per step.  token_log_probs=False: not even that
+  (output_log_probs.after_loop: DecodeOutput.hidden instead).
   """
   hidden_step_fn: Callable[[Array, PyTree, Array], tuple[Array, PyTree]]
   kernel: Array
+  token_log_probs: bool = True
 
 
 class DecodeOutput(NamedTuple):
@@ -164,12 +166,16 @@ class DecodeOutput(NamedTuple):
   decoder_calls: int32 [batch]: how many decoder calls the search made while the example was
   still undecided (step by step: one per output position; fast_decoding: fewer).  Decoder calls
   per generated token, the measure of fast_decoding's saving, is this over the output length.
+  hidden: float32 [batch, >= len, d], only from a greedy search whose output layer was asked
+  for no token_log_probs (they are 0 then): each position's final hidden state, for a caller
+  that needs the log-probs of a few tokens (output_log_probs.model_token_log_probs, `real`).
   """
   tokens: Array
   log_probs: Array
   scores: Array
   token_log_probs: Optional[Array] = None
   decoder_calls: Optional[Array] = None
+  hidden: Optional[Array] = None
 
 
 def length_penalty(length: Array, alpha: float) -> Array:
@@ -500,13 +506,13 @@ def greedy_decode(step_fn: StepFn, cache: PyTree, encoder_input_tokens: Array, *
           outputs._replace(cache=None, constraint_state=None),
           state._replace(cache=None, constraint_state=None))
     state = outputs._replace(step=state.step)
-  token_log_probs = state.token_log_probs
+  token_log_probs, hidden = state.token_log_probs, None
   if output_layer is not None:
-    token_log_probs = output_log_probs.model_token_log_probs(state.hidden, state.tokens,
-                                                             kernel)
+    token_log_probs, hidden = output_log_probs.after_loop(state.hidden, state.tokens,
+                                                          output_layer)
   return DecodeOutput(state.tokens, state.log_prob,
                       state.log_prob / length_penalty(state.length, alpha), token_log_probs,
-                      state.calls)
+                      state.calls, hidden)
 
 
 # Beam-search stopping rules (beam_search's docstring).

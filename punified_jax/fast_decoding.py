@@ -88,10 +88,12 @@ class ChunkOutputLayer(NamedTuple):
   candidates only (C dot products instead of the vocabulary) and computes the model's
   per-token log-probs after the loop (output_log_probs.model_token_log_probs), for the positions
   it took only: the output layer, the largest cost of a chunk, is not paid for drafted
-  positions that are thrown away.
+  positions that are thrown away.  token_log_probs=False: not even those (as
+  decoding.OutputLayer's).
   """
   hidden_chunk_fn: Callable[[Array, Array, PyTree], tuple[Array, PyTree]]
   kernel: Array
+  token_log_probs: bool = True
 
 
 class _Draft(NamedTuple):
@@ -308,15 +310,15 @@ def fast_greedy_decode(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: A
                     grow_cache=grow_cache, chunk_length=chunk_length,
                     finished=lambda s: s.done | (s.length >= length_limit),
                     position=lambda s: s.length)
-  token_log_probs = state.token_log_probs[:, :length_limit]
+  token_log_probs, hidden = state.token_log_probs[:, :length_limit], None
   if output_layer is not None:
-    token_log_probs = output_log_probs.model_token_log_probs(
+    token_log_probs, hidden = output_log_probs.after_loop(
         state.hidden[:, :length_limit + output_log_probs.LOG_PROB_BLOCK],
-        state.tokens[:, :length_limit], kernel)
+        state.tokens[:, :length_limit], output_layer)
   return decoding.DecodeOutput(
       state.tokens[:, :length_limit], state.log_prob,
       state.log_prob / decoding.length_penalty(state.length, alpha), token_log_probs,
-      state.calls)
+      state.calls, hidden)
 
 
 class _BeamState(NamedTuple):

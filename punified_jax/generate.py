@@ -307,7 +307,8 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
             beam_output_layer_in_loop: bool = False,
             log_prob_beams: Optional[int] = None,
             cache_steps: Optional[str] = None,
-            retire_rows: bool = False) -> decoding.DecodeOutput:
+            retire_rows: bool = False,
+            token_log_probs: bool = True) -> decoding.DecodeOutput:
   lengths = cache_lengths(max_decode_length, cache_steps)
   fast = search == "fast" and constraint is not None
   allowed_only = search == "allowed" and hasattr(constraint, "candidate_table")
@@ -333,7 +334,8 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
       # Chunks without the output layer: candidates scored in the loop, the model's
       # per-token log-probs after it (fast_decoding.ChunkOutputLayer).
       output_layer = fast_decoding.ChunkOutputLayer(step_fn.hidden_chunk_fn,
-                                                    output_kernel(model.config, params))
+                                                    output_kernel(model.config, params),
+                                                    token_log_probs)
       return fast_decoding.fast_greedy_decode(step_fn.chunk_fn, cache, row_inputs,
                                               output_layer=output_layer, **fast_args)
     return output_log_probs.keep_token_log_probs(fast_decoding.fast_beam_search(
@@ -343,7 +345,7 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
     # Greedy keeps each step's hidden state and applies the output layer after the loop
     # (decoding.OutputLayer); beam search would have to re-order those states with the beams.
     output_layer = (decoding.OutputLayer(step_fn.hidden_step_fn,
-                                         output_kernel(model.config, params))
+                                         output_kernel(model.config, params), token_log_probs)
                     if allowed_only else None)
     return decoding.greedy_decode(step_fn, cache, row_inputs, score_candidates=allowed_only,
                                   output_layer=output_layer, retire_rows=retire_rows,
@@ -380,7 +382,8 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                  beam_output_layer_in_loop: bool = False,
                  log_prob_beams: Optional[int] = None,
                  cache_steps: Optional[str] = None,
-                 retire_rows: Optional[bool] = None) -> decoding.DecodeOutput:
+                 retire_rows: Optional[bool] = None,
+                 token_log_probs: bool = True) -> decoding.DecodeOutput:
   """Jitted decoding returning tokens, summed log-probs and length-normalised scores.
 
   Shapes: tokens and token_log_probs [batch, k, max_decode_length], log_probs and scores
@@ -407,6 +410,9 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
   `retire_rows` (greedy step by step): go on with half the batch once at most half of its
   rows are still going (decoding.greedy_decode); default DEFAULT_RETIRE_ROWS, read at call
   time.  The same results.
+  `token_log_probs=False` (greedy over the allowed tokens, "allowed" or "fast"; ignored
+  elsewhere): skip the model's per-token log-probs after the loop (zeros) and return the final
+  hidden states instead (DecodeOutput.hidden), for a caller that needs a few tokens' log-probs.
   """
   _validate(encoder_input_tokens, beam_size, max_decode_length, eos_id, model)
   searches.check_search(search)
@@ -432,7 +438,8 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                                            else int(log_prob_beams)),
                            cache_steps=str(cache_steps),
                            retire_rows=bool(DEFAULT_RETIRE_ROWS if retire_rows is None
-                                            else retire_rows))
+                                            else retire_rows),
+                           token_log_probs=bool(token_log_probs))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "beam_size", "max_decode_length", "alpha",
@@ -440,7 +447,7 @@ def decode_batch(model: Transformer, params: Any, encoder_input_tokens: Array,
                                              "beam_grouped_cache",
                                              "beam_output_layer_in_loop",
                                              "log_prob_beams", "cache_steps",
-                                             "retire_rows"))
+                                             "retire_rows", "token_log_probs"))
 def _decode_batch_jit(model: Transformer, params: Any, encoder_input_tokens: Array,
                       constraint: Optional[decoding.LogitsConstraint], *, beam_size: int,
                       max_decode_length: int, alpha: float, eos_id: int,
@@ -448,18 +455,20 @@ def _decode_batch_jit(model: Transformer, params: Any, encoder_input_tokens: Arr
                       beam_grouped_cache: bool,
                       beam_output_layer_in_loop: bool,
                       log_prob_beams: Optional[int],
-                      cache_steps: str, retire_rows: bool) -> decoding.DecodeOutput:
+                      cache_steps: str, retire_rows: bool,
+                      token_log_probs: bool) -> decoding.DecodeOutput:
   output = _decode(model, params, encoder_input_tokens, constraint, beam_size=beam_size,
                    max_decode_length=max_decode_length, alpha=alpha, eos_id=eos_id,
                    stopping=stopping, search=search, chunk_length=chunk_length,
                    beam_grouped_cache=beam_grouped_cache,
                    beam_output_layer_in_loop=beam_output_layer_in_loop,
                    log_prob_beams=log_prob_beams,
-                   cache_steps=cache_steps, retire_rows=retire_rows)
+                   cache_steps=cache_steps, retire_rows=retire_rows,
+                   token_log_probs=token_log_probs)
   if beam_size == 1:
     output = decoding.DecodeOutput(output.tokens[:, None, :], output.log_probs[:, None],
                                    output.scores[:, None], output.token_log_probs[:, None, :],
-                                   output.decoder_calls)
+                                   output.decoder_calls, output.hidden)
   return output
 
 

@@ -98,6 +98,7 @@ from punified_jax import batch_plan
 from punified_jax import checkpoints as checkpoints_lib
 from punified_jax import constraints as constraints_lib
 from punified_jax import decoding as decoding_lib
+from punified_jax import entity_scores
 from punified_jax import entity_types
 from punified_jax import generate
 from punified_jax import model_info as model_info_lib
@@ -297,6 +298,9 @@ class Extractor:
     self._open_id = int(self._constraint.open_id)
     self._close_id = int(self._constraint.close_id)
     self._colon_id = int(self._constraint.colon_id)
+    self._syntax_ids = (self._open_id, self._colon_id, self._close_id)
+    # Greedy constrained outputs: log-probs only of the tokens entity scores read (_decode_rows).
+    self._score_after_parse, self._kernel = True, None
     self._lossy = isinstance(vocabulary, vocab_lib.WordPieceVocabulary)
     self._counters = _ThreadCounters()
     self._written_types: dict[str, str] = {}
@@ -629,6 +633,10 @@ class Extractor:
     for row in range(batch_size):
       ids = windows[chunk[min(row, len(chunk) - 1)]].input_ids  # padding repeats the last
       rows[row, :len(ids)] = ids
+    # Greedy over the allowed tokens: the search returns its hidden states and only the
+    # scored tokens get the model's log-softmax (entity_scores; a process-local decoder).
+    after_parse = (self._score_after_parse and settings.beam_size == 1 and settings.constrained
+                   and self.search != "stepwise" and self.decoder.on_local_cpu())
     decoded = self.decoder.decode(
         self.model, self.params, rows, self._constraint if settings.constrained else None,
         beam_size=settings.beam_size, max_decode_length=max_decode_length, alpha=self.alpha,
@@ -636,10 +644,11 @@ class Extractor:
         log_prob_beams=1,  # only the best beam is used: skip the others' output layer
         # Whole batches: length-sorted windows under the first pass's limit end close together,
         # so retiring rows measured 0.95x here for twice the compile time (BENCHMARKS.md 2p).
-        retire_rows=False)
+        retire_rows=False, token_log_probs=not after_parse)
     tokens = decoded.tokens[:, 0, :]
-    log_probs = decoded.token_log_probs[:, 0, :]
     exists = np.isfinite(decoded.scores[:, 0])
+    log_probs = (self._scored_log_probs(windows, chunk, tokens, exists, decoded.hidden)
+                 if after_parse else decoded.token_log_probs[:, 0, :])
     for row in range(len(chunk)):
       if not exists[row]:
         yield None
@@ -676,15 +685,7 @@ class Extractor:
   def _entities(self, window: _Window, output: list[int], log_probs: np.ndarray,
                 constrained: Optional[bool] = None) -> list[dict]:
     constrained = self.constrained if constrained is None else constrained
-    generation = self.vocabulary.decode(output)
-    # A lossy vocabulary writes a type the way it decodes ("Person" -> "person"): parse with
-    # those forms, report the requested names (the first of two that decode alike wins).
-    written: dict[str, str] = {}
-    for name in window.types:
-      form = self._written_type(name)
-      if form and ":" not in form:
-        written.setdefault(form, name)
-    details = parsing.parse_generation_details(generation, tuple(written))
+    generation, written, details = self._parse(window, output)
     self._stats["truncated"] += int(details.truncated)
     self._stats["unparsed"] += int(details.unparsed)
     if constrained and self.end_at_repeat and details.repeats >= self.end_at_repeat:
@@ -698,17 +699,17 @@ class Extractor:
           for type_name, _ in parsing.parse_generation(generation, None))
     if not details.mentions:
       return []
-    items = self._item_tokens(output, generation, details.mentions)
-    whole = _geometric_mean(log_probs)
+    items = entity_scores.item_tokens(self.vocabulary, self._syntax_ids, output, generation,
+                                      details.mentions)
     aligned: list[tuple[str, str]] = []
     score_of: dict[tuple[str, str], float] = {}
     for (type_name, span), item in zip(details.mentions, items):
       if item is None:
         self._stats["score_fallback"] += 1
-        score = whole
+        score = entity_scores.geometric_mean(log_probs)  # the whole output's
       else:
         open_index, colon_index, close_index = item
-        score = _geometric_mean(log_probs[open_index + 1:close_index + 1])
+        score = entity_scores.geometric_mean(log_probs[open_index + 1:close_index + 1])
       surface = span
       if self._lossy:
         span_ids = None if item is None else output[colon_index + 1:close_index]
@@ -736,6 +737,34 @@ class Extractor:
     self._stats["entities"] += len(entities)
     return entities
 
+  def _parse(self, window: _Window, output: list[int]):
+    """(decoded output, {written type form: requested name}, parsing details)."""
+    generation = self.vocabulary.decode(output)
+    # A lossy vocabulary writes a type the way it decodes ("Person" -> "person"): parse with
+    # those forms, report the requested names (the first of two that decode alike wins).
+    written: dict[str, str] = {}
+    for name in window.types:
+      form = self._written_type(name)
+      if form and ":" not in form:
+        written.setdefault(form, name)
+    return generation, written, parsing.parse_generation_details(generation, tuple(written))
+
+  def _scored_log_probs(self, windows: list[_Window], chunk: list[int], tokens: np.ndarray,
+                        exists: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """The model's log-probs of a greedy batch's output tokens that `_entities` reads (the
+    items of parsed mentions; entity_scores), from the search's final hidden states."""
+    scored = np.zeros(tokens.shape, bool)
+    for row, index in enumerate(chunk):  # rows past the chunk repeat its last window
+      ids = tokens[row].tolist()
+      length = ids.index(self.eos_id) + 1 if self.eos_id in ids else len(ids)
+      generation, _, details = self._parse(windows[index], ids[:length])
+      if exists[row] and details.mentions:
+        scored[row, :length] = entity_scores.scored_positions(entity_scores.item_tokens(
+            self.vocabulary, self._syntax_ids, ids[:length], generation, details.mentions), length)
+    if self._kernel is None:
+      self._kernel = np.asarray(generate.output_kernel(self.model.config, self.params))
+    return entity_scores.log_probs_at(hidden, tokens, self._kernel, scored)
+
   def _written_type(self, name: str) -> str:
     """How the model's output spells type `name` once decoded."""
     if not self._lossy:
@@ -743,44 +772,6 @@ class Extractor:
     if name not in self._written_types:
       self._written_types[name] = self.vocabulary.decode(self.vocabulary.encode(name))
     return self._written_types[name]
-
-  def _item_tokens(self, output: list[int], generation: str,
-                   mentions: list[tuple[str, str]]) -> list[Optional[tuple[int, int, int]]]:
-    """For each parsed mention, the output indices of its item's "(", ":" and ")" tokens.
-
-    Mentions come in output order, so each item "(" TYPE ":" SPAN ")" is searched in
-    `generation` after the previous one; its characters are mapped to tokens through the
-    decoded length of the output before each "(" ":" ")" token.  None when not found.
-    """
-    syntax = (self._open_id, self._colon_id, self._close_id)
-    token_at: dict[tuple[int, int], int] = {}  # (token id, character position) -> index
-    at_syntax = [index for index, token in enumerate(output) if token in syntax]
-    for index, position in zip(at_syntax, vocab_lib.decoded_prefix_lengths(
-        self.vocabulary, output, at_syntax)):
-      token_at[(output[index], position)] = index
-    items: list[Optional[tuple[int, int, int]]] = []
-    cursor = 0
-    for type_name, span in mentions:
-      item = f"({type_name}:{span})"
-      found = generation.find(item, cursor)
-      indices = None
-      if found >= 0:
-        indices = (token_at.get((self._open_id, found)),
-                   token_at.get((self._colon_id, found + 1 + len(type_name))),
-                   token_at.get((self._close_id, found + len(item) - 1)))
-        cursor = found + len(item) - 1  # the ")" may be followed by the next item's "("
-        if None in indices or not indices[0] < indices[1] < indices[2]:
-          indices = None
-      items.append(indices)
-    return items
-
-
-def _geometric_mean(log_probs: np.ndarray) -> float:
-  """exp(mean log-prob): a per-token probability in [0, 1] (0 for no tokens)."""
-  if not len(log_probs):
-    return 0.0
-  value = float(np.exp(np.mean(log_probs)))
-  return min(1.0, value) if math.isfinite(value) else 0.0
 
 
 def _checked_batching(batching: str) -> str:

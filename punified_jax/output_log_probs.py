@@ -71,6 +71,15 @@ def model_token_log_probs(hidden: Array, tokens: Array, kernel: Array,
   return jnp.where(real.reshape(rows, length), out[:total].reshape(rows, length), 0.0)
 
 
+def after_loop(hidden: Array, tokens: Array, output_layer: Any) -> tuple[Array, Optional[Array]]:
+  """(token_log_probs, hidden) of a greedy search that kept its hidden states: the model's
+  per-token log-probs and None, or, when output_layer.token_log_probs is False, zeros and the
+  hidden states themselves (DecodeOutput.hidden: the caller scores the tokens it needs)."""
+  if output_layer.token_log_probs:
+    return model_token_log_probs(hidden, tokens, output_layer.kernel.astype(jnp.float32)), None
+  return jnp.zeros(tokens.shape, jnp.float32), hidden
+
+
 def keep_token_log_probs(output: DecodeOutput,
                          log_prob_beams: Optional[int]) -> DecodeOutput:
   """`output` with the per-token log-probs of beams past the best `log_prob_beams` set to NaN
