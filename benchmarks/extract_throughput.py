@@ -166,13 +166,13 @@ def main(argv=None) -> int:
                       help="timed passes per side and beam (after a warm-up); the median is reported")
   parser.add_argument("--stopping", default="exact,early", help="beam-search stopping rules to compare (beams > 1)")
   parser.add_argument("--constrained", action="store_true",
-                      help="also time our constrained decoding: the Extractor (its default search, "
-                           f"generate.DEFAULT_SEARCH) "
+                      help="also time our constrained decoding: the Extractor (each of --extractor_searches) "
                            "and decode_batch with the constrained searches 'stepwise', 'allowed' and 'fast'")
-  parser.add_argument("--extractor_searches", default=generate_searches.DEFAULT_SEARCH,
+  parser.add_argument("--extractor_searches", default=generate_searches.AUTO,
                       help="comma-separated: the constrained Extractor is timed with each of these "
-                           "searches (punified_jax/searches.py), e.g. allowed,fast; the first one's "
-                           "row is `ours_constrained` when it is the default search")
+                           "searches (punified_jax/searches.py), e.g. auto,allowed; the row of "
+                           "its default, 'auto', is `ours_constrained`, the others "
+                           "`ours_constrained_<search>`")
   parser.add_argument("--chunk_length", type=int, default=8, help="the fast search's tokens per decoder call")
   parser.add_argument("--output_budget", type=float, default=output_limits.OUTPUT_BUDGET_FACTOR,
                       help="the constraint's output budget factor for the Extractor and the constrained "
@@ -205,8 +205,9 @@ def main(argv=None) -> int:
     parser.error(f"--stopping: a comma-separated subset of exact,early, got {args.stopping!r}")
   runs = [(beam, rule) for beam in beams for rule in (["greedy"] if beam == 1 else rules)]
   extractor_searches = [name for name in args.extractor_searches.split(",") if name]
-  if not extractor_searches or set(extractor_searches) - set(generate_searches.SEARCHES):
-    parser.error(f"--extractor_searches: a comma-separated subset of {','.join(generate_searches.SEARCHES)}, "
+  known_searches = (generate_searches.AUTO,) + generate_searches.SEARCHES
+  if not extractor_searches or set(extractor_searches) - set(known_searches):
+    parser.error(f"--extractor_searches: a comma-separated subset of {','.join(known_searches)}, "
                  f"got {args.extractor_searches!r}")
   if not os.path.exists(args.torch_python):
     parser.error(f"--torch_python {args.torch_python} not found (bash tools/env/torch_env.sh)")
@@ -330,7 +331,7 @@ def main(argv=None) -> int:
     """Decoder calls per output token of the search the Extractor runs (`search` when
     constrained, the plain step-by-step search otherwise), counted by decode_batch on the same
     sentences: from the timed row of that search, or from one untimed pass."""
-    search = search if constrained else "stepwise"
+    search = generate_searches.resolve(search, beam) if constrained else "stepwise"
     label = f"decode_batch_constrained_{search}" if constrained else "ours_decode_batch"
     row = next((r for r in rows if (r["side"], r["beam"], r["stopping"]) == (label, beam, rule)), None)
     if row is not None:
@@ -358,7 +359,7 @@ def main(argv=None) -> int:
       turns.expect("loaded")
     # (label, constrained, search): the constrained Extractor once per --extractor_searches.
     variants = ([] if args.constrained_only else [("ours", False, generate.DEFAULT_SEARCH)]) + (
-        [("ours_constrained" if search == generate.DEFAULT_SEARCH else f"ours_constrained_{search}",
+        [("ours_constrained" if search == generate_searches.AUTO else f"ours_constrained_{search}",
           True, search) for search in extractor_searches] if args.constrained else [])
     for beam, rule in runs:
       extractors, seconds = {}, {}

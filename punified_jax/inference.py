@@ -224,8 +224,8 @@ class Extractor:
     output_budget: the constraint's output budget factor (constraints module docstring: at
       most the all-NULL target + output_budget x text tokens + slack, `stats["budget_cut"]`
       counts outputs that reached it); 0 = none (only max_decode_length).
-    search: the constrained search (punified_jax/searches.py: "allowed", "stepwise", "fast");
-      the same entities with each.
+    search: the constrained search (punified_jax/searches.py): "auto" (default: "fast" at
+      greedy, "allowed" at beam sizes > 1), "allowed", "stepwise", "fast"; the same entities.
     decode_threads: decoding batches run at once (threads); None: the decoder's
       `concurrent_decodes()` (sharded_decoding: the CPU cores on a process-local CPU mesh,
       else 1).  Results do not depend on it.
@@ -241,7 +241,7 @@ class Extractor:
                batching: str = "cost", decode_threads: Optional[int] = None,
                output_budget: float = constraints_lib.OUTPUT_BUDGET_FACTOR,
                end_at_repeat: int = constraints_lib.END_AT_REPEAT,
-               search: str = searches.DEFAULT_SEARCH):
+               search: str = searches.AUTO):
     config = model if isinstance(model, T5Config) else getattr(model, "config", None)
     if not isinstance(config, T5Config):
       raise TypeError(f"model must be a model.Transformer or a T5Config, got "
@@ -274,7 +274,7 @@ class Extractor:
     self.alpha = float(alpha)
     decoding_lib.check_stopping(stopping)  # at construction, not at the first extract()
     self.stopping = stopping
-    searches.check_search(search)
+    searches.check_search(search, allow_auto=True)
     self.search = search
     self.first_pass = bool(first_pass)
     if decode_threads is not None and (isinstance(decode_threads, bool) or not isinstance(
@@ -635,12 +635,13 @@ class Extractor:
       rows[row, :len(ids)] = ids
     # Greedy over the allowed tokens: the search returns its hidden states and only the
     # scored tokens get the model's log-softmax (entity_scores; a process-local decoder).
+    search = searches.resolve(self.search, settings.beam_size)
     after_parse = (self._score_after_parse and settings.beam_size == 1 and settings.constrained
-                   and self.search != "stepwise" and self.decoder.on_local_cpu())
+                   and search != "stepwise" and self.decoder.on_local_cpu())
     decoded = self.decoder.decode(
         self.model, self.params, rows, self._constraint if settings.constrained else None,
         beam_size=settings.beam_size, max_decode_length=max_decode_length, alpha=self.alpha,
-        eos_id=self.eos_id, stopping=self.stopping, search=self.search,
+        eos_id=self.eos_id, stopping=self.stopping, search=search,
         log_prob_beams=1,  # only the best beam is used: skip the others' output layer
         # Whole batches: length-sorted windows under the first pass's limit end close together,
         # so retiring rows measured 0.95x here for twice the compile time (BENCHMARKS.md 2p).

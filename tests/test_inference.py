@@ -29,6 +29,7 @@ from punified_jax import model as model_lib
 from punified_jax import model_info
 from punified_jax import prompts
 from punified_jax import run_dir
+from punified_jax import searches
 from punified_jax import vocab as vocab_lib
 from punified_jax import windows as windows_lib
 
@@ -784,7 +785,7 @@ def test_grammar_rules_reach_the_constraint_and_keep_the_literal_entities(config
     assert [_plain(entities) for entities in ruled.extract(texts, types=list(TYPES))] == EXPECTED
 
 
-def test_fast_search_gives_the_entities_and_scores_of_the_default(config, trained_params, sp_vocab,
+def test_fast_search_gives_the_entities_and_scores_of_the_allowed_search(config, trained_params, sp_vocab,
                                                                    monkeypatch):
   """search="fast" (chunks of forced and drafted tokens) reaches the decoder and gives the
   default search's entities, offsets and scores: the overfit model at greedy and beam 2, and a
@@ -821,5 +822,26 @@ def test_fast_search_gives_the_entities_and_scores_of_the_default(config, traine
       assert fast.stats.get("redecoded", 0) > 0
   assert seen and set(seen) == {"fast"}
   assert make(None, "fast").search == "fast"
-  with pytest.raises(ValueError, match=r"search must be one of \('allowed', 'stepwise', 'fast'\), got 'quick'"):
+  assert inference.Extractor(model_lib.Transformer(config), None, sp_vocab).search == "auto"
+  with pytest.raises(ValueError, match=r"search must be one of \('auto', 'allowed', 'stepwise', 'fast'\), got 'quick'"):
     make(None, "quick")
+
+
+def test_auto_search_is_fast_at_greedy_and_allowed_with_beams(config, trained_params, sp_vocab,
+                                                              monkeypatch):
+  assert [searches.resolve("auto", beam) for beam in (1, 2, 4)] == ["fast", "allowed", "allowed"]
+  assert searches.resolve("stepwise", 1) == "stepwise"
+  extractor = inference.Extractor(model_lib.Transformer(config), trained_params, sp_vocab,
+                                  batch_size=BATCH_SIZE, max_input_length=FEATURE_LENGTHS["inputs"],
+                                  max_decode_length=FEATURE_LENGTHS["targets"])
+  seen = []
+  decode = extractor.decoder.decode
+  def recording(*args, **kwargs):
+    seen.append((kwargs["beam_size"], kwargs["search"]))
+    return decode(*args, **kwargs)
+  monkeypatch.setattr(extractor.decoder, "decode", recording)
+  texts = [text for text, _ in TRAIN_EXAMPLES]
+  for beam_size in (1, 2):
+    windows = [w for i, t in enumerate(texts) for w in extractor.plan_windows(t, TYPES, i)]
+    extractor.decode_windows(windows, beam_size=beam_size)
+  assert sorted(set(seen)) == [(1, "fast"), (2, "allowed")]

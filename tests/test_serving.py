@@ -546,7 +546,7 @@ def test_serve_grammar_rule_flags_reach_the_extractor_and_info(model_dir, client
   assert client.get("/info").json()["decoding"]["follow_order"] is False  # the default
   assert client.get("/info").json()["decoding"]["output_budget"] == 2.0  # the default
   assert client.get("/info").json()["decoding"]["end_at_repeat"] == 3  # the default
-  assert client.get("/info").json()["decoding"]["search"] == "allowed"  # the default
+  assert client.get("/info").json()["decoding"]["search"] == "auto"  # the default
   parser = argparse.ArgumentParser()
   options_lib.add_arguments(parser)
   args = parser.parse_args(["--model_dir", model_dir, "--batch_size", str(shared.BATCH_SIZE),

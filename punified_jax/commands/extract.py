@@ -52,13 +52,14 @@ def add_grammar_rule_arguments(parser: argparse.ArgumentParser) -> None:
   """--forbid_repeats / --follow_order / --end_at_repeat / --output_budget: the constraint's
   rules (extract, extract_corpus and serve; constraints module docstring, BENCHMARKS.md 2e, 2n
   and 2o); --search: how the constrained search runs (punified_jax/searches.py)."""
-  parser.add_argument("--search", choices=searches.SEARCHES, default=searches.DEFAULT_SEARCH,
-                      help="constrained search: 'allowed' (default) step by step over the tokens "
-                           "the grammar allows; 'fast' feeds forced tokens and drafted guesses "
-                           "to the decoder in chunks (0.14-0.36 decoder calls per token: for "
-                           "accelerators, where a chunk costs about one step; no faster on a "
-                           "CPU, BENCHMARKS 2c); 'stepwise' over the whole vocabulary. The same "
-                           "entities with each")
+  parser.add_argument("--search", choices=(searches.AUTO,) + searches.SEARCHES,
+                      default=searches.AUTO,
+                      help="constrained search: 'allowed' step by step over the tokens the "
+                           "grammar allows; 'fast' feeds forced tokens and drafted guesses to "
+                           "the decoder in chunks (0.14-0.36 decoder calls per token); "
+                           "'stepwise' over the whole vocabulary; 'auto' (default): 'fast' at "
+                           "greedy, 'allowed' with beams (BENCHMARKS 2r). The same entities "
+                           "with each")
   parser.add_argument("--forbid_repeats", action="store_true",
                       help="constrained decoding may not close an item already written")
   parser.add_argument("--follow_order", action="store_true",
