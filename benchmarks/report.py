@@ -71,6 +71,11 @@ def decoding_report(payload) -> str:
   process, as the ratio of median passes and as the median of the paired passes' ratios, with
   macro F1 against the step-by-step search's and decoder calls per output token."""
   results = payload["results"]
+  # The row "ours_constrained" is the Extractor's default search: "auto" (fast at greedy,
+  # allowed with beams) when the run listed it in --extractor_searches, else "allowed" (the
+  # default before "auto").
+  auto = "auto" in str(payload.get("settings", {}).get("extractor_searches", ""))
+  default_search = lambda beam: (f"auto: {'fast' if beam == 1 else 'allowed'}" if auto else "allowed")
   out = []
   for beam in sorted({r["beam"] for r in results}):
     by_side = {r["side"]: r for r in results if r["beam"] == beam}
@@ -78,7 +83,7 @@ def decoding_report(payload) -> str:
     for side in sorted(s for s in by_side if s.startswith("ours_constrained")):
       row = by_side[side]
       out.append({"dataset": payload.get("dataset"), "beam": beam,
-                  "search": side[len("ours_constrained_"):] or "allowed",
+                  "search": side[len("ours_constrained_"):] or default_search(beam),
                   "pass_s": row["pass_s"], "hf_pass_s": hf and hf["pass_s"],
                   "speedup_vs_hf": row.get("speedup_vs_hf"), "paired_speedup": row.get("paired_speedup"),
                   "paired_speedups": ", ".join(f"{x:.2f}" for x in row.get("paired_speedups", [])),

@@ -202,6 +202,8 @@ def test_decoding_report_puts_each_extractor_search_against_hf():
   assert lines[-2:] == [
       "| cluener | 1 | allowed | 0.4 | 2 | 5 | 5.5 | 5.50, 4.00, 6.00 | 18.30 / 18.30 / 13.00 | 1 |",
       "| cluener | 1 | fast | 0.5 | 2 | 4 | — |  | 18.30 / 18.30 / 13.00 | 0.14 |"]
+  payload["settings"] = {"extractor_searches": "auto,fast"}  # the row of the default: "auto"
+  assert "| cluener | 1 | auto: fast | 0.4 |" in report.decoding_report(payload)
 
 
 def test_measured_clock_is_plausible_or_absent():
