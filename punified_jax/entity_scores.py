@@ -80,8 +80,8 @@ _log_probs_at = jax.jit(output_log_probs.model_token_log_probs)
 
 def log_probs_at(hidden: np.ndarray, tokens: np.ndarray, kernel: Any,
                  scored: np.ndarray) -> np.ndarray:
-  """The model's log-probs of `tokens` [rows, len] at the `scored` positions (0 elsewhere)."""
-  if not scored.any():
-    return np.zeros(tokens.shape, np.float32)
+  """The model's log-probs of `tokens` [rows, len] at the `scored` positions (0 elsewhere).
+  Called even when nothing is scored (its loop then runs no block): a server's warm-up
+  compiles the program whatever its synthetic outputs hold."""
   return np.asarray(_log_probs_at(hidden, np.asarray(tokens, np.int32), kernel,
                                   np.asarray(scored, bool)))
