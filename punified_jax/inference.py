@@ -756,10 +756,12 @@ class Extractor:
     items of parsed mentions; entity_scores), from the search's final hidden states."""
     scored = np.zeros(tokens.shape, bool)
     for row, index in enumerate(chunk):  # rows past the chunk repeat its last window
+      if not exists[row]:
+        continue
       ids = tokens[row].tolist()
       length = ids.index(self.eos_id) + 1 if self.eos_id in ids else len(ids)
       generation, _, details = self._parse(windows[index], ids[:length])
-      if exists[row] and details.mentions:
+      if details.mentions:
         scored[row, :length] = entity_scores.scored_positions(entity_scores.item_tokens(
             self.vocabulary, self._syntax_ids, ids[:length], generation, details.mentions), length)
     if self._kernel is None:
