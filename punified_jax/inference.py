@@ -102,7 +102,7 @@ from punified_jax import entity_scores
 from punified_jax import entity_types
 from punified_jax import generate
 from punified_jax import model_info as model_info_lib
-from punified_jax import parsing
+from punified_jax import output_reader
 from punified_jax import prompts
 from punified_jax import request_validation
 from punified_jax import run_dir
@@ -302,8 +302,8 @@ class Extractor:
     # Greedy constrained outputs: log-probs only of the tokens entity scores read (_decode_rows).
     self._score_after_parse, self._kernel = True, None
     self._lossy = isinstance(vocabulary, vocab_lib.WordPieceVocabulary)
+    self._reader = output_reader.OutputReader(vocabulary, self._syntax_ids, self._lossy)
     self._counters = _ThreadCounters()
-    self._written_types: dict[str, str] = {}
     self._null_lengths: dict[tuple[str, ...], int] = {}
     self._prompts: dict[tuple[str, ...], list[int]] = {}
     self.checkpoint_path: Optional[str] = None
@@ -514,9 +514,9 @@ class Extractor:
         first_pass=bool(first_pass), batching=batching)
     found: dict[int, list[dict]] = {}
     position = {id(window): index for index, window in enumerate(windows)}
-    for window, output, log_probs in self._decode(list(windows), settings):
+    for window, output, log_probs, parsed in self._decode(list(windows), settings):
       found[position[id(window)]] = self._entities(window, output, log_probs,
-                                                   settings.constrained)
+                                                   settings.constrained, parsed)
     return [found.get(index, []) for index in range(len(windows))]
 
   # -- windows -------------------------------------------------------------------------------
@@ -648,15 +648,21 @@ class Extractor:
         retire_rows=False, token_log_probs=not after_parse)
     tokens = decoded.tokens[:, 0, :]
     exists = np.isfinite(decoded.scores[:, 0])
-    log_probs = (self._scored_log_probs(windows, chunk, tokens, exists, decoded.hidden)
-                 if after_parse else decoded.token_log_probs[:, 0, :])
-    for row in range(len(chunk)):
-      if not exists[row]:
-        yield None
-        continue
-      ids = tokens[row].tolist()
-      length = ids.index(self.eos_id) + 1 if self.eos_id in ids else len(ids)
-      yield ids[:length], log_probs[row, :length]
+    outputs: list[Optional[list[int]]] = []
+    for row in range(len(chunk)):  # rows past the chunk repeat its last window
+      ids = tokens[row].tolist() if exists[row] else None
+      outputs.append(ids if ids is None or self.eos_id not in ids
+                     else ids[:ids.index(self.eos_id) + 1])
+    # Parsed here only on the scored-token path, which needs it first; else in _entities.
+    parsed = [None] * len(chunk)
+    if after_parse:
+      parsed = [None if ids is None else self._reader.parse(windows[index].types, ids)
+                for ids, index in zip(outputs, chunk)]
+      log_probs = self._scored_log_probs(parsed, outputs, tokens, decoded.hidden)
+    else:
+      log_probs = decoded.token_log_probs[:, 0, :]
+    for row, ids in enumerate(outputs):
+      yield None if ids is None else (ids, log_probs[row, :len(ids)], parsed[row])
 
   def budget_of(self, window: _Window) -> Optional[int]:
     """The window's output budget in tokens with EOS (constraints.output_budget) under
@@ -684,97 +690,27 @@ class Extractor:
   # -- output -> entities --------------------------------------------------------------------
 
   def _entities(self, window: _Window, output: list[int], log_probs: np.ndarray,
-                constrained: Optional[bool] = None) -> list[dict]:
-    constrained = self.constrained if constrained is None else constrained
-    generation, written, details = self._parse(window, output)
-    self._stats["truncated"] += int(details.truncated)
-    self._stats["unparsed"] += int(details.unparsed)
-    if constrained and self.end_at_repeat and details.repeats >= self.end_at_repeat:
-      # From the end_at_repeat-th repeat on the constraint forbids ",": the rule closed this
-      # output (or it closed there anyway).
-      self._stats["repeat_limit"] += 1
-    self._stats["mentions"] += len(details.mentions)
-    if not constrained:
-      self._stats["unrequested_type_items"] += sum(
-          type_name not in written
-          for type_name, _ in parsing.parse_generation(generation, None))
-    if not details.mentions:
-      return []
-    items = entity_scores.item_tokens(self.vocabulary, self._syntax_ids, output, generation,
-                                      details.mentions)
-    aligned: list[tuple[str, str]] = []
-    score_of: dict[tuple[str, str], float] = {}
-    for (type_name, span), item in zip(details.mentions, items):
-      if item is None:
-        self._stats["score_fallback"] += 1
-        score = entity_scores.geometric_mean(log_probs)  # the whole output's
-      else:
-        open_index, colon_index, close_index = item
-        score = entity_scores.geometric_mean(log_probs[open_index + 1:close_index + 1])
-      surface = span
-      if self._lossy:
-        span_ids = None if item is None else output[colon_index + 1:close_index]
-        # None: reported below
-        surface = windows_lib.realign(self.vocabulary, window, span, span_ids) or span
-      pair = (written[type_name], surface)
-      if pair not in score_of:
-        aligned.append(pair)
-      score_of[pair] = max(score, score_of.get(pair, 0.0))
-    located = parsing.locate_mentions(window.text, aligned)
-    self._stats["located_mentions"] += len({(e["type"], e["text"]) for e in located.located})
-    for type_name, span in located.not_located:
-      self._stats["not_located"] += 1
-      logger.warning("span %r of type %s is not in the text %r: not returned", span, type_name,
-                     window.text[:80])
-    entities = []
-    for entity in located.located:
-      entities.append({
-          "type": entity["type"],
-          "text": entity["text"],
-          "start": entity["start"] + window.offset,
-          "end": entity["end"] + window.offset,
-          "score": score_of[(entity["type"], entity["text"])],
-      })
-    self._stats["entities"] += len(entities)
-    return entities
+                constrained: Optional[bool] = None,
+                parsed: Optional[output_reader.Parsed] = None) -> list[dict]:
+    """The window's entities (output_reader); `parsed`: its output already parsed."""
+    return self._reader.entities(
+        window, output, log_probs, parsed or self._reader.parse(window.types, output),
+        constrained=self.constrained if constrained is None else constrained,
+        end_at_repeat=self.end_at_repeat, stats=self._stats)
 
-  def _parse(self, window: _Window, output: list[int]):
-    """(decoded output, {written type form: requested name}, parsing details)."""
-    generation = self.vocabulary.decode(output)
-    # A lossy vocabulary writes a type the way it decodes ("Person" -> "person"): parse with
-    # those forms, report the requested names (the first of two that decode alike wins).
-    written: dict[str, str] = {}
-    for name in window.types:
-      form = self._written_type(name)
-      if form and ":" not in form:
-        written.setdefault(form, name)
-    return generation, written, parsing.parse_generation_details(generation, tuple(written))
-
-  def _scored_log_probs(self, windows: list[_Window], chunk: list[int], tokens: np.ndarray,
-                        exists: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+  def _scored_log_probs(self, parsed: list[Optional[output_reader.Parsed]],
+                        outputs: list[Optional[list[int]]], tokens: np.ndarray,
+                        hidden: np.ndarray) -> np.ndarray:
     """The model's log-probs of a greedy batch's output tokens that `_entities` reads (the
-    items of parsed mentions; entity_scores), from the search's final hidden states."""
+    items of parsed mentions; entity_scores), from the search's final hidden states; per
+    row its parsed output and its ids up to EOS (None: no hypothesis)."""
     scored = np.zeros(tokens.shape, bool)
-    for row, index in enumerate(chunk):  # rows past the chunk repeat its last window
-      if not exists[row]:
-        continue
-      ids = tokens[row].tolist()
-      length = ids.index(self.eos_id) + 1 if self.eos_id in ids else len(ids)
-      generation, _, details = self._parse(windows[index], ids[:length])
-      if details.mentions:
-        scored[row, :length] = entity_scores.scored_positions(entity_scores.item_tokens(
-            self.vocabulary, self._syntax_ids, ids[:length], generation, details.mentions), length)
+    for row, (this, ids) in enumerate(zip(parsed, outputs)):
+      if this is not None:
+        scored[row, :len(ids)] = self._reader.scored(this, len(ids))
     if self._kernel is None:
       self._kernel = np.asarray(generate.output_kernel(self.model.config, self.params))
     return entity_scores.log_probs_at(hidden, tokens, self._kernel, scored)
-
-  def _written_type(self, name: str) -> str:
-    """How the model's output spells type `name` once decoded."""
-    if not self._lossy:
-      return name  # SentencePiece with byte fallback decodes exactly
-    if name not in self._written_types:
-      self._written_types[name] = self.vocabulary.decode(self.vocabulary.encode(name))
-    return self._written_types[name]
 
 
 def _checked_batching(batching: str) -> str:

@@ -184,7 +184,7 @@ def test_extractor_outputs_stay_within_their_budget(config, sp_vocab):
                                        batching="consecutive")
   rows = list(extractor._decode(windows, settings))
   assert len(rows) == len(windows)
-  lengths = {id(window): len(ids) for window, ids, _ in rows}
+  lengths = {id(window): len(ids) for window, ids, *_ in rows}
   for window in windows:
     assert lengths[id(window)] <= extractor.budget_of(window)
   assert extractor.stats.get("budget_cut", 0) == sum(
