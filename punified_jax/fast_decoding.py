@@ -176,6 +176,15 @@ def _search_log_probs(logits: Array, allowed: Array,
           candidate_logits - normaliser)
 
 
+def _write_chunk(buffer: Array, values: Array, going: Array, start: Array) -> Array:
+  """buffer [rows, len + K, ...]: row r's positions start[r]..start[r]+K-1 take values [rows,
+  K, ...] where `going` (broadcast against values), keep their own elsewhere."""
+  length = values.shape[1]
+  old = jax.vmap(lambda x, at: jax.lax.dynamic_slice_in_dim(x, at, length))(buffer, start)
+  return jax.vmap(lambda x, new, at: jax.lax.dynamic_update_slice_in_dim(x, new, at, axis=0))(
+      buffer, jnp.where(going, values, old), start)
+
+
 def _segments(body: Callable[[Any], Any], state: Any, *, max_decode_length: int,
               cache_lengths: Optional[tuple[int, ...]], grow_cache, chunk_length: int,
               finished: Callable[[Any], Array], position: Callable[[Any], Array]) -> Any:
@@ -240,13 +249,7 @@ def fast_greedy_decode(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: A
     candidate_columns = jnp.take(kernel.T, table.ids, axis=0)  # [rows, C, d]
 
   offsets = jnp.arange(chunk_length, dtype=jnp.int32)[None, :]
-  slice_row = jax.vmap(lambda x, start: jax.lax.dynamic_slice_in_dim(x, start, chunk_length))
-  update_row = jax.vmap(lambda x, new, start: jax.lax.dynamic_update_slice_in_dim(x, new, start,
-                                                                                   axis=0))
-
-  def write(buffer, values, going, start):
-    """buffer [rows, len + K]: positions start..start+K-1 take `values` where `going`."""
-    return update_row(buffer, jnp.where(going, values, slice_row(buffer, start)), start)
+  write = _write_chunk
 
   def body(state: _GreedyState) -> _GreedyState:
     draft = state.draft
@@ -327,6 +330,7 @@ class _BeamState(NamedTuple):
   calls: Array   # int32 [batch]
   draft: _Draft  # rows = batch * beam
   cache: PyTree
+  hidden: Optional[Array] = None  # float32 [rows, len + K, d] with a ChunkOutputLayer
 
 
 def fast_beam_search(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: Array, *,
@@ -335,11 +339,19 @@ def fast_beam_search(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: Arr
                      alpha: float = 0.6, stopping: str = "all",
                      chunk_length: int = DEFAULT_CHUNK_LENGTH,
                      cache_lengths: Optional[tuple[int, ...]] = None,
-                     grow_cache=None) -> decoding.DecodeOutput:
+                     grow_cache=None,
+                     output_layer: Optional[ChunkOutputLayer] = None,
+                     log_prob_beams: Optional[int] = None) -> decoding.DecodeOutput:
   """decoding.beam_search's result (constrained) in fewer decoder calls (module docstring).
 
   cache and encoder_input_tokens have batch * beam_size rows (decoding.expand_to_beams); the
   cache is cache_lengths[0] + chunk_length positions long.
+  output_layer: run the chunks without the output layer, as decoding.beam_search's
+  output_layer does step by step: the candidates are scored from the hidden states, which stay
+  where their chunk row computed them (never re-ordered); the pools file, for each token, the
+  slot of the chunk row that scored it, and the model's per-token log-probs of the best
+  `log_prob_beams` hypotheses (None: all; the others' are NaN) are computed after the loop.
+  The same result; chunk_fn is then unused.
   """
   _check(constraint, chunk_length)
   if not isinstance(beam_size, int) or beam_size < 1:
@@ -356,17 +368,30 @@ def fast_beam_search(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: Arr
   step_args = dict(alpha=alpha, eos_id=eos_id, max_decode_length=length_limit,
                    stopping=stopping)
   by_example = lambda x: x.reshape((batch, beam_size) + x.shape[1:])
+  if output_layer is not None:
+    kernel = output_layer.kernel.astype(jnp.float32)
+    candidate_columns = jnp.take(kernel.T, table.ids, axis=0)  # [rows, C, d]
 
   def body(state: _BeamState) -> _BeamState:
     draft = state.draft
     going = ~(state.pools.done | (state.length >= length_limit))  # [batch]
     row_start = jnp.repeat(jnp.where(going, state.length, 0), beam_size)
-    logits, cache = chunk_fn(draft.tokens, row_start, state.cache)
     calls = state.calls + going.astype(jnp.int32)
-    # Both distributions at every chunk position in one pass (cheaper than one per step).
-    all_log_probs, all_model_log_probs = _search_log_probs(logits, draft.allowed, table)
+    hidden_buffer = state.hidden
+    if output_layer is None:
+      logits, cache = chunk_fn(draft.tokens, row_start, state.cache)
+      # Both distributions at every chunk position in one pass (cheaper than one per step).
+      all_log_probs, all_model_log_probs = _search_log_probs(logits, draft.allowed, table)
+      all_model_log_probs = by_example(all_model_log_probs)
+    else:
+      hidden, cache = output_layer.hidden_chunk_fn(draft.tokens, row_start, state.cache)
+      hidden = hidden.astype(jnp.float32)  # [rows, K, d]
+      all_log_probs = decoding.masked_candidate_log_probs(
+          jnp.einsum("rkd,rcd->rkc", hidden, candidate_columns), draft.allowed)
+      # Kept at the row's own positions; an example that is not going keeps its history.
+      hidden_buffer = _write_chunk(hidden_buffer, hidden,
+                                   jnp.repeat(going, beam_size)[:, None, None], row_start)
     all_log_probs = by_example(all_log_probs)  # [b, beam, K, C]
-    all_model_log_probs = by_example(all_model_log_probs)
     chunk, count = by_example(draft.tokens), by_example(draft.count)
     # source[e, k]: the chunk row (slot of example e) whose draft alive hypothesis k follows.
     source = jnp.broadcast_to(jnp.arange(beam_size, dtype=jnp.int32)[None], (batch, beam_size))
@@ -376,8 +401,13 @@ def fast_beam_search(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: Arr
       j, pools, length, going, source, last_token, last_offset = carry
       pick = lambda x: jnp.take_along_axis(
           at(x, j), source.reshape(source.shape + (1,) * (x.ndim - 3)), axis=1)
-      log_probs, model_log_probs = pick(all_log_probs), pick(all_model_log_probs)
+      log_probs = pick(all_log_probs)
       vocab = log_probs.shape[-1]
+      if output_layer is None:
+        model_log_probs = pick(all_model_log_probs)
+      else:  # what beam_step files with each token: the slot of the chunk row that scored it
+        model_log_probs = jnp.broadcast_to(source.astype(jnp.float32)[..., None],
+                                           log_probs.shape)
       # Examples not going are passed as done, so beam_step leaves them unchanged.
       stepped, parent, token = decoding.beam_step(
           pools._replace(done=pools.done | ~going), log_probs.reshape(rows, vocab),
@@ -405,16 +435,24 @@ def fast_beam_search(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: Arr
     states = jax.tree_util.tree_map(lambda x: x[row_source], draft.states)
     next_draft = _draft(constraint, _state_at(states, jnp.repeat(last_offset, beam_size)),
                         last_token.reshape(rows), jnp.array(1, jnp.int32), **draft_args)
-    return _BeamState(pools, length, calls, next_draft, cache)
+    return _BeamState(pools, length, calls, next_draft, cache, hidden_buffer)
 
   first = _draft(constraint, constraint.init(encoder_input_tokens),
                  jnp.full((rows,), start_token_id, jnp.int32), jnp.array(0, jnp.int32),
                  **draft_args)
+  hidden = None
+  if output_layer is not None:
+    # K positions longer: a chunk written at the last position never runs off the end.
+    hidden = jnp.zeros((rows, length_limit + chunk_length, kernel.shape[0]), jnp.float32)
   state = _BeamState(decoding.BeamPools.empty(batch, beam_size, length_limit),
                      jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), jnp.int32), first,
-                     cache)
+                     cache, hidden)
   state = _segments(body, state, max_decode_length=length_limit, cache_lengths=cache_lengths,
                     grow_cache=grow_cache, chunk_length=chunk_length,
                     finished=lambda s: s.pools.done | (s.length >= length_limit),
                     position=lambda s: s.length)
-  return decoding.finish_beams(state.pools, state.length, alpha, state.calls)
+  output = decoding.finish_beams(state.pools, state.length, alpha, state.calls)
+  if output_layer is None:
+    return output_log_probs.keep_token_log_probs(output, log_prob_beams)
+  return output._replace(token_log_probs=output_log_probs.beam_token_log_probs(
+      state.hidden, output, kernel, eos_id, log_prob_beams))

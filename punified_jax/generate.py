@@ -338,9 +338,12 @@ def _decode(model: Transformer, params: Any, encoder_input_tokens: Array,
                                                     token_log_probs)
       return fast_decoding.fast_greedy_decode(step_fn.chunk_fn, cache, row_inputs,
                                               output_layer=output_layer, **fast_args)
-    return output_log_probs.keep_token_log_probs(fast_decoding.fast_beam_search(
+    # Beam chunks without the output layer too (fast_beam_search's output_layer).
+    output_layer = fast_decoding.ChunkOutputLayer(step_fn.hidden_chunk_fn,
+                                                  output_kernel(model.config, params))
+    return fast_decoding.fast_beam_search(
         step_fn.chunk_fn, cache, row_inputs, beam_size=beam_size, stopping=stopping,
-        **fast_args), log_prob_beams)
+        output_layer=output_layer, log_prob_beams=log_prob_beams, **fast_args)
   if beam_size == 1:
     # Greedy keeps each step's hidden state and applies the output layer after the loop
     # (decoding.OutputLayer); beam search would have to re-order those states with the beams.

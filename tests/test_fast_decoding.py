@@ -179,3 +179,40 @@ def test_chunks_with_and_without_the_output_layer_agree(config, trained_params, 
   _assert_same(reference, hidden)
   np.testing.assert_array_equal(np.asarray(plain.decoder_calls),
                                 np.asarray(hidden.decoder_calls))
+
+
+def test_beam_chunks_with_and_without_the_output_layer_agree(config, trained_params, sp_vocab):
+  """generate runs beam chunks without the output layer too (the chunk rows' hidden states
+  kept where they were computed, the model's log-probs after the loop, for the best
+  log_prob_beams hypotheses only); the plain ChunkFn path gives the same."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from punified_jax import fast_decoding  # pylint: disable=g-import-not-at-top
+  net = model_lib.Transformer(config)
+  constraint = constraints.NerCopyConstraint.from_vocabulary(sp_vocab)
+  inputs = jnp.asarray([_encode(sp_vocab, text, types) for text, types in zip(
+      TRAIN_TEXTS, [["地点", "组织"], ["组织"], shared.TYPES, ["公司", "地点"]])], jnp.int32)
+  lengths = generate.cache_lengths(DECODE_LEN)
+
+  @jax.jit
+  def plain_chunks(params, inputs):
+    step_fn, cache, rows = generate.init_decoding(net, params, inputs, beam_size=4,
+                                                  max_decode_length=lengths[0] + 8)
+    return fast_decoding.fast_beam_search(
+        step_fn.chunk_fn, cache, rows, beam_size=4, constraint=constraint,
+        max_decode_length=DECODE_LEN, eos_id=sp_vocab.eos_id, cache_lengths=lengths,
+        grow_cache=generate.grow_cache)
+
+  plain = plain_chunks(trained_params, inputs)
+  run = lambda search, **kw: generate.decode_batch(
+      net, trained_params, inputs, constraint, beam_size=4, max_decode_length=DECODE_LEN,
+      eos_id=sp_vocab.eos_id, search=search, **kw)
+  reference, hidden = run("stepwise"), run("fast")
+  _assert_same(reference, plain)
+  _assert_same(reference, hidden)
+  np.testing.assert_array_equal(np.asarray(plain.decoder_calls),
+                                np.asarray(hidden.decoder_calls))
+  # Only the best hypothesis's log-probs: the others' are NaN, the best's unchanged.
+  best_only = run("fast", log_prob_beams=1)
+  got = np.asarray(best_only.token_log_probs)
+  assert np.isnan(got[:, 1:]).all()
+  np.testing.assert_allclose(got[:, 0], np.asarray(hidden.token_log_probs)[:, 0], atol=1e-6)
