@@ -46,12 +46,16 @@ Cost.  A call computes K positions for every row, and rows that stopped early in
 still pay for them.  On the CPU `mini` model (d 128) the decoder is compute-bound: a chunk of
 K positions costs about K single steps (matrix products run at the same rate whatever their
 row count; BENCHMARKS.md 2c), so the saving is only the per-call overhead, while the loop
-computes at least (longest output) x rows positions either way.  Greedy runs its chunks
-without the output layer (ChunkOutputLayer: candidates only in the loop, the vocabulary-wide
-normaliser after it on the tokens taken), as the "allowed" greedy search does.  Measured:
+computes at least (longest output) x rows positions either way.  Both searches run their
+chunks without the output layer (ChunkOutputLayer: candidates only in the loop, the
+vocabulary-wide normaliser after it on the tokens taken), as the "allowed" searches do; beam
+search keeps each chunk row's hidden states where the row computed them and files, with each
+token, the slot of the row that scored it (decoding.beam_search's output_layer does the same
+step by step), which made its decode_batch calls 9-14% faster on CCKS2021.  Measured:
 0.15-0.20 decoder calls per token at greedy (CLUENER, CCKS2021, Resume), 0.34 at beam 4, and
-0.95-1.5x the CPU time of the step-by-step search over the allowed tokens at greedy, 2x at beam 4;
-so generate.decode_batch uses it only when asked (search="fast").  It pays off where one
+0.95-1.5x the CPU time of the step-by-step search over the allowed tokens at greedy, 1.3-1.8x
+at beam 4 (BENCHMARKS.md 2s): each token still costs a beam step (top-k, pools) and each call
+a cache re-order, so generate.decode_batch uses it only when asked (search="fast").  It pays off where one
 call costs about the same for 1 or K tokens per row (models bound by reading the weights).
 
 Requirements: the constraint offers candidate_table / step_candidates (decoding.CandidateTable;

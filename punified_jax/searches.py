@@ -12,9 +12,10 @@ Without a constraint all three are the plain step-by-step search.
     against).
   "fast": fast_decoding (forced tokens and drafted guesses fed as chunks: the same results in
     0.14-0.36x the decoder calls on CLUENER and CCKS2021). On a CPU the decoder of the bench
-    model is compute-bound (a chunk of K tokens costs about K single steps), so it measured no
-    faster than "allowed" at greedy and 2x slower at beam 4 (BENCHMARKS.md 2c, 2o): "allowed"
-    stays the default. Where a decoder call costs about the same for 1 and K positions (an
+    model is compute-bound (a chunk of K tokens costs about K single steps), so in
+    decode_batch it measured no faster than "allowed" at greedy and 1.3-2x slower at beam 4
+    (BENCHMARKS.md 2c, 2o, 2s): "allowed" stays decode_batch's default; the Extractor's
+    "auto" (below) takes it at greedy, where its length-sorted batches gain a little. Where a decoder call costs about the same for 1 and K positions (an
     accelerator reading the weights once per call, at small batches) the chunks are the point;
     that is not measured here.
 """
@@ -27,7 +28,7 @@ DEFAULT_SEARCH = "allowed"
 # The Extractor's default (extract, extract_corpus, serve): "fast" at greedy, "allowed" at beam
 # sizes > 1.  In the Extractor's length-sorted batches the chunked greedy search measured
 # 6-9% faster than "allowed" on CLUENER and 1-17% on CCKS2021, 7-10% slower on Resume, with
-# 0.14-0.20 decoder calls per token; at beam 4 it is 2.5-3.6x slower (BENCHMARKS.md 2r).
+# 0.14-0.20 decoder calls per token; at beam 4 it is 2.1-2.5x slower (BENCHMARKS.md 2r, 2s).
 AUTO = "auto"
 
 

@@ -96,3 +96,25 @@ def test_extractor_scores_from_the_scored_tokens_equal_all_tokens(config, traine
       assert [shared._plain(e) for e in got] == shared.EXPECTED  # pylint: disable=protected-access
   # The lean path ran, and it scored fewer tokens than the outputs hold (NULL items, brackets).
   assert calls and all(s <= t for s, t in calls) and any(s < t for s, t in calls)
+
+
+@pytest.mark.parametrize("after_parse", [True, False])
+def test_each_output_is_parsed_once(config, trained_params, sp_vocab, after_parse, monkeypatch):
+  """The scored-token path parses an output to choose its scored tokens and hands that parse
+  on to the entities (output_reader); the other path parses in _entities: once either way."""
+  from punified_jax import output_reader  # pylint: disable=g-import-not-at-top
+  parsed = []
+  parse = output_reader.OutputReader.parse
+  def counting(self, types, output):
+    parsed.append(tuple(output))
+    return parse(self, types, output)
+  monkeypatch.setattr(output_reader.OutputReader, "parse", counting)
+  extractor = inference.Extractor(
+      model_lib.Transformer(config), trained_params, sp_vocab, beam_size=1,
+      batch_size=shared.BATCH_SIZE, max_input_length=shared.FEATURE_LENGTHS["inputs"],
+      max_decode_length=shared.FEATURE_LENGTHS["targets"])
+  extractor._score_after_parse = after_parse  # pylint: disable=protected-access
+  texts = [text for text, _ in shared.TRAIN_EXAMPLES]
+  got = extractor.extract(texts, types=list(shared.TYPES))
+  assert [shared._plain(e) for e in got] == shared.EXPECTED  # pylint: disable=protected-access
+  assert len(parsed) == len(set(parsed)) == len(texts)
