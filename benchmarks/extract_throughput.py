@@ -404,7 +404,6 @@ def main(argv=None) -> int:
     if processes not in hf_runs:
       hf_runs[processes] = run_hf_split(args.torch_python, request, processes, workdir, batch_rows)
   hf = hf_runs[1]
-  samples = {}
   for (beam, rule), processes in [(run, p) for p in sorted(hf_runs) if p > 1 for run in runs]:
     seconds = hf_runs[processes]["beams"][f"{beam}_{rule}"]["pass_seconds"]
     rows.append({"side": f"hf_generate_{processes}proc", "beam": beam, "stopping": rule,
@@ -421,13 +420,9 @@ def main(argv=None) -> int:
             if (beam, rule) in ours_pairs else None)
     # Compared as decoded text: HF's beam search may end a finished hypothesis without the EOS id
     # that ours keeps (greedy outputs match id for id).
-    ours_tokens = engine_tokens.get((beam, rule)) or constrained_outputs[beam, rule, "stepwise"]
     same_text = (float(np.mean([vocabulary.decode(o) == vocabulary.decode(e)
                                 for o, e in zip(outputs, engine_tokens[beam, rule])]))
                  if (beam, rule) in engine_tokens else None)
-    samples[f"{beam}_{rule}"] = [{"text": texts[i], "hf": vocabulary.decode(outputs[i]),
-                                  "ours": vocabulary.decode(ours_tokens[i])}
-                                 for i in range(min(3, len(texts)))]
     seconds = result["pass_seconds"]
     rows.append({"side": "hf_generate", "beam": beam, "stopping": rule, "sentences": len(texts),
                  "warmup_s": seconds[0], **pass_figures(seconds[1:], len(texts)),
@@ -453,7 +448,8 @@ def main(argv=None) -> int:
              "torch": hf.get("torch"), "model": {"dir": os.path.abspath(args.model_dir), "checkpoint": checkpoint,
                                                  "t5_config": info.t5_config.__dict__ if info.t5_config else None},
              "dataset": args.dataset, "split": args.split, "max_decode_length": max_decode,
-             "settings": vars(args), "results": rows, "samples": samples}
+             # No sentence or output text: the datasets' sentences stay out of the repository.
+             "settings": vars(args), "results": rows}
   print("wrote", common.write_json(args.name, payload))
   return 0
 

@@ -229,3 +229,26 @@ def test_stream_command_kills_a_command_past_its_timeout():
       dict(os.environ), 1, lambda line, now: None)
   assert code != 0
   assert lines == ["started"]
+
+
+def test_committed_results_hold_no_sentence_text():
+  """Benchmark results name datasets and directories, never their sentences: no result file
+  has a "text" string or the decoded-output samples extract_throughput once wrote (a
+  bootstrap's "samples" count is a number)."""
+  import json  # pylint: disable=g-import-not-at-top
+
+  def texts(value):
+    if isinstance(value, dict):
+      return [key for key, item in value.items()
+              if (key == "text" and isinstance(item, str))
+              or (key == "samples" and not isinstance(item, (int, float)))] + [
+          found for item in value.values() for found in texts(item)]
+    if isinstance(value, list):
+      return [found for item in value for found in texts(item)]
+    return []
+
+  names = sorted(name for name in os.listdir(common.RESULTS_DIR) if name.endswith(".json"))
+  assert names
+  for name in names:
+    with open(os.path.join(common.RESULTS_DIR, name), encoding="utf-8") as handle:
+      assert not texts(json.load(handle)), name
