@@ -693,8 +693,10 @@ class Extractor:
                 constrained: Optional[bool] = None,
                 parsed: Optional[output_reader.Parsed] = None) -> list[dict]:
     """The window's entities (output_reader); `parsed`: its output already parsed."""
+    if parsed is None:
+      parsed = self._reader.parse(window.types, output)
     return self._reader.entities(
-        window, output, log_probs, parsed or self._reader.parse(window.types, output),
+        window, output, log_probs, parsed,
         constrained=self.constrained if constrained is None else constrained,
         end_at_repeat=self.end_at_repeat, stats=self._stats)
 
