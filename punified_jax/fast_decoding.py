@@ -55,8 +55,9 @@ step by step), which made its decode_batch calls 9-14% faster on CCKS2021.  Meas
 0.15-0.20 decoder calls per token at greedy (CLUENER, CCKS2021, Resume), 0.34 at beam 4, and
 0.95-1.5x the CPU time of the step-by-step search over the allowed tokens at greedy, 1.3-1.8x
 at beam 4 (BENCHMARKS.md 2s): each token still costs a beam step (top-k, pools) and each call
-a cache re-order, so generate.decode_batch uses it only when asked (search="fast").  It pays off where one
-call costs about the same for 1 or K tokens per row (models bound by reading the weights).
+a cache re-order, so generate.decode_batch uses it only when asked (search="fast").  It pays
+off where one call costs about the same for 1 or K tokens per row (models bound by reading the
+weights).
 
 Requirements: the constraint offers candidate_table / step_candidates (decoding.CandidateTable;
 `NerCopyConstraint` and `AllowedTokensConstraint` do), and its allowed set does not depend on
@@ -253,7 +254,6 @@ def fast_greedy_decode(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: A
     candidate_columns = jnp.take(kernel.T, table.ids, axis=0)  # [rows, C, d]
 
   offsets = jnp.arange(chunk_length, dtype=jnp.int32)[None, :]
-  write = _write_chunk
 
   def body(state: _GreedyState) -> _GreedyState:
     draft = state.draft
@@ -292,10 +292,10 @@ def fast_greedy_decode(chunk_fn: ChunkFn, cache: PyTree, encoder_input_tokens: A
                         jnp.array(1, jnp.int32), **draft_args)
     hidden_buffer = state.hidden
     if output_layer is not None:
-      hidden_buffer = write(hidden_buffer, hidden, steps[..., None], state.length)
+      hidden_buffer = _write_chunk(hidden_buffer, hidden, steps[..., None], state.length)
     return _GreedyState(
-        write(state.tokens, best, steps, state.length), hidden_buffer,
-        write(state.token_log_probs, model_log_prob, steps, state.length),
+        _write_chunk(state.tokens, best, steps, state.length), hidden_buffer,
+        _write_chunk(state.token_log_probs, model_log_prob, steps, state.length),
         state.length + taken, state.done | jnp.any(steps & (best == eos_id), axis=1), log_prob,
         calls, next_draft, cache)
 

@@ -149,70 +149,48 @@ def test_search_argument_is_checked(config, trained_params, sp_vocab):
                           chunk_length=1)
 
 
-def test_chunks_with_and_without_the_output_layer_agree(config, trained_params, sp_vocab):
-  """generate runs greedy chunks without the output layer (ChunkOutputLayer: candidates in
-  the loop, the model's log-probs after it); the plain ChunkFn path gives the same."""
+@pytest.mark.parametrize("beam_size,types", [
+    (1, [shared.TYPES, ["组织"], ["地点", "名称"], ["公司", "地点"]]),
+    (4, [["地点", "组织"], ["组织"], shared.TYPES, ["公司", "地点"]])])
+def test_chunks_with_and_without_the_output_layer_agree(config, trained_params, sp_vocab,
+                                                        beam_size, types):
+  """generate runs greedy and beam chunks without the output layer (ChunkOutputLayer:
+  candidates in the loop; beam search keeps the chunk rows' hidden states where they were
+  computed; the model's log-probs after the loop, with beams for the best log_prob_beams
+  hypotheses only); the plain ChunkFn path gives the same."""
   import jax  # pylint: disable=g-import-not-at-top
   from punified_jax import fast_decoding  # pylint: disable=g-import-not-at-top
   net = model_lib.Transformer(config)
   constraint = constraints.NerCopyConstraint.from_vocabulary(sp_vocab)
-  inputs = jnp.asarray([_encode(sp_vocab, text, types) for text, types in zip(
-      TRAIN_TEXTS, [shared.TYPES, ["组织"], ["地点", "名称"], ["公司", "地点"]])], jnp.int32)
+  inputs = jnp.asarray([_encode(sp_vocab, text, names) for text, names in zip(TRAIN_TEXTS, types)],
+                       jnp.int32)
   lengths = generate.cache_lengths(DECODE_LEN)
 
   @jax.jit
   def plain_chunks(params, inputs):
-    step_fn, cache, rows = generate.init_decoding(net, params, inputs, beam_size=1,
+    step_fn, cache, rows = generate.init_decoding(net, params, inputs, beam_size=beam_size,
                                                   max_decode_length=lengths[0] + 8)
-    return fast_decoding.fast_greedy_decode(
-        step_fn.chunk_fn, cache, rows, constraint=constraint, max_decode_length=DECODE_LEN,
-        eos_id=sp_vocab.eos_id, cache_lengths=lengths, grow_cache=generate.grow_cache)
-
-  plain = plain_chunks(trained_params, inputs)
-  run = lambda search: generate.decode_batch(net, trained_params, inputs, constraint,
-                                             max_decode_length=DECODE_LEN,
-                                             eos_id=sp_vocab.eos_id, search=search)
-  reference, hidden = run("stepwise"), run("fast")
-  plain = type(plain)(plain.tokens[:, None], plain.log_probs[:, None], plain.scores[:, None],
-                      plain.token_log_probs[:, None], plain.decoder_calls)
-  _assert_same(reference, plain)
-  _assert_same(reference, hidden)
-  np.testing.assert_array_equal(np.asarray(plain.decoder_calls),
-                                np.asarray(hidden.decoder_calls))
-
-
-def test_beam_chunks_with_and_without_the_output_layer_agree(config, trained_params, sp_vocab):
-  """generate runs beam chunks without the output layer too (the chunk rows' hidden states
-  kept where they were computed, the model's log-probs after the loop, for the best
-  log_prob_beams hypotheses only); the plain ChunkFn path gives the same."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from punified_jax import fast_decoding  # pylint: disable=g-import-not-at-top
-  net = model_lib.Transformer(config)
-  constraint = constraints.NerCopyConstraint.from_vocabulary(sp_vocab)
-  inputs = jnp.asarray([_encode(sp_vocab, text, types) for text, types in zip(
-      TRAIN_TEXTS, [["地点", "组织"], ["组织"], shared.TYPES, ["公司", "地点"]])], jnp.int32)
-  lengths = generate.cache_lengths(DECODE_LEN)
-
-  @jax.jit
-  def plain_chunks(params, inputs):
-    step_fn, cache, rows = generate.init_decoding(net, params, inputs, beam_size=4,
-                                                  max_decode_length=lengths[0] + 8)
-    return fast_decoding.fast_beam_search(
-        step_fn.chunk_fn, cache, rows, beam_size=4, constraint=constraint,
-        max_decode_length=DECODE_LEN, eos_id=sp_vocab.eos_id, cache_lengths=lengths,
-        grow_cache=generate.grow_cache)
+    search = dict(constraint=constraint, max_decode_length=DECODE_LEN, eos_id=sp_vocab.eos_id,
+                  cache_lengths=lengths, grow_cache=generate.grow_cache)
+    if beam_size == 1:
+      return fast_decoding.fast_greedy_decode(step_fn.chunk_fn, cache, rows, **search)
+    return fast_decoding.fast_beam_search(step_fn.chunk_fn, cache, rows, beam_size=beam_size,
+                                          **search)
 
   plain = plain_chunks(trained_params, inputs)
   run = lambda search, **kw: generate.decode_batch(
-      net, trained_params, inputs, constraint, beam_size=4, max_decode_length=DECODE_LEN,
-      eos_id=sp_vocab.eos_id, search=search, **kw)
+      net, trained_params, inputs, constraint, beam_size=beam_size,
+      max_decode_length=DECODE_LEN, eos_id=sp_vocab.eos_id, search=search, **kw)
   reference, hidden = run("stepwise"), run("fast")
+  if beam_size == 1:  # decode_batch's greedy output has a beam axis
+    plain = type(plain)(plain.tokens[:, None], plain.log_probs[:, None], plain.scores[:, None],
+                        plain.token_log_probs[:, None], plain.decoder_calls)
   _assert_same(reference, plain)
   _assert_same(reference, hidden)
   np.testing.assert_array_equal(np.asarray(plain.decoder_calls),
                                 np.asarray(hidden.decoder_calls))
-  # Only the best hypothesis's log-probs: the others' are NaN, the best's unchanged.
-  best_only = run("fast", log_prob_beams=1)
-  got = np.asarray(best_only.token_log_probs)
-  assert np.isnan(got[:, 1:]).all()
-  np.testing.assert_allclose(got[:, 0], np.asarray(hidden.token_log_probs)[:, 0], atol=1e-6)
+  if beam_size > 1:
+    # Only the best hypothesis's log-probs: the others' are NaN, the best's unchanged.
+    got = np.asarray(run("fast", log_prob_beams=1).token_log_probs)
+    assert np.isnan(got[:, 1:]).all()
+    np.testing.assert_allclose(got[:, 0], np.asarray(hidden.token_log_probs)[:, 0], atol=1e-6)
